@@ -1,0 +1,72 @@
+//! The HTTP API (axum): `/healthz`, `/readyz`, `/metrics` and JSON under `/api/v1`.
+//! [`router`] builds the whole app so tests and the daemon serve exactly the same thing.
+
+mod auth;
+mod error;
+mod health;
+mod playbooks;
+mod runs;
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::StatusCode,
+    routing::{get, post},
+    Router,
+};
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+
+pub use auth::Auth;
+pub use error::ApiError;
+
+use crate::{dispatch::Dispatcher, engine::Catalog, metrics::Metrics, store::Store};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub catalog: Arc<Catalog>,
+    pub dispatcher: Dispatcher,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub auth: Arc<Auth>,
+}
+
+/// The complete HTTP application.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/api/v1/playbooks", get(playbooks::list))
+        .route("/api/v1/playbooks/{name}", get(playbooks::show))
+        .route("/api/v1/playbooks/{name}/runs", post(runs::trigger))
+        .route("/api/v1/runs", get(runs::list))
+        .route("/api/v1/runs/{id}", get(runs::show))
+        .route("/api/v1/audit", get(runs::audit))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_else(|| "unmatched".into());
+                tracing::debug_span!("http", method = %req.method(), route)
+            }),
+        )
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; see the runbookd log",
+            ))
+        }))
+        .with_state(state)
+}

@@ -1,0 +1,171 @@
+//! Runs: trigger one (`POST /api/v1/playbooks/{name}/runs`), list and read them back.
+
+use axum::{
+    body::Bytes,
+    extract::{
+        rejection::{BytesRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{
+    auth::{Access, Caller},
+    ApiError, AppState,
+};
+use crate::{
+    dispatch::RunRequest,
+    store::{RunFilter, RunStatus, Trigger},
+    triggers::Event,
+};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TriggerBody {
+    #[serde(default)]
+    params: Map<String, Value>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Deserialize)]
+pub struct TriggerQuery {
+    #[serde(default)]
+    wait: bool,
+}
+
+/// Starts a run. `?wait=true` answers 200 with the finished run; otherwise 202 with its id.
+pub async fn trigger(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<Query<TriggerQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Operate)?;
+    let Query(query) = query?;
+    let body = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body is larger than the limit (server.max_body_bytes)",
+        ),
+        status => ApiError::new(status, r.body_text()),
+    })?;
+    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid run request body: {e}")))?
+    };
+    let submission = state
+        .dispatcher
+        .submit(
+            RunRequest {
+                event: Event::manual(&name, body.params, body.dry_run),
+                playbook: name,
+                trigger: Trigger {
+                    kind: "manual".into(),
+                    name: "api".into(),
+                    actor: caller.name.clone(),
+                },
+            },
+            query.wait,
+        )
+        .await?;
+    match submission.done {
+        Some(done) => {
+            let run = done.await.map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "runbookd stopped before the run finished",
+                )
+            })?;
+            Ok((StatusCode::OK, Json(run)).into_response())
+        }
+        None => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "id": submission.run.id,
+                "status": submission.run.status,
+                "url": format!("/api/v1/runs/{}", submission.run.id),
+            })),
+        )
+            .into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    playbook: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+const MAX_LIMIT: u32 = 1000;
+
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Read)?;
+    let Query(q) = query?;
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "status `{s}` is not one of queued, running, succeeded, failed, timed_out, skipped"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let runs = state
+        .store
+        .list_runs(&RunFilter {
+            playbook: q.playbook.filter(|p| !p.is_empty()),
+            status,
+            limit,
+        })
+        .await?;
+    Ok(Json(runs).into_response())
+}
+
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Read)?;
+    match state.store.get_run(&id).await? {
+        Some(run) => Ok(Json(run).into_response()),
+        None => Err(ApiError::not_found(format!("no run with id `{id}`"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<u32>,
+}
+
+/// The audit trail, newest first.
+pub async fn audit(
+    caller: Caller,
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Read)?;
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    Ok(Json(state.store.list_audit(limit).await?).into_response())
+}

@@ -1,0 +1,220 @@
+//! Wiring: builds the daemon from configuration and serves until told to stop.
+//! [`Daemon::build`] binds the listener first, so callers (and tests) know the real port.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::{self, AppState, Auth},
+    config::Config,
+    dispatch::Dispatcher,
+    engine::{self, reload, Catalog},
+    metrics::Metrics,
+    primitives::Services,
+    store::{now_ms, Store},
+};
+
+/// Everything a run needs outside the API: store, catalog, dispatcher.
+pub struct Core {
+    pub store: Store,
+    pub catalog: Arc<Catalog>,
+    pub dispatcher: Dispatcher,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Core {
+    /// Connects the store, loads the playbooks and starts the dispatcher.
+    pub async fn start(config: &Config) -> anyhow::Result<Core> {
+        let dir = &config.playbooks.dir;
+        if !dir.is_dir() {
+            bail!(
+                "playbook directory `{}` not found (set [playbooks] dir or RUNBOOKD_PLAYBOOKS__DIR)",
+                dir.display()
+            );
+        }
+        let store = Store::connect(&config.state.database_url, config.state.max_connections)
+            .await
+            .with_context(|| format!("opening state store {}", redact_url(&config.state.database_url)))?;
+        let metrics = Arc::new(Metrics::new());
+        let engine = Arc::new(engine::build(&config.playbooks, dir));
+        let catalog = Arc::new(Catalog::new(dir.clone(), engine, Some(metrics.clone())));
+        let report = catalog.reload();
+        tracing::info!(
+            loaded = report.loaded.len(),
+            failed = report.failed.len(),
+            dir = %dir.display(),
+            "playbooks loaded"
+        );
+        let services = Services {
+            store: Some(store.clone()),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let dispatcher = Dispatcher::start(
+            catalog.clone(),
+            store.clone(),
+            metrics.clone(),
+            services,
+            config.playbooks.clone(),
+        );
+        Ok(Core {
+            store,
+            catalog,
+            dispatcher,
+            metrics,
+        })
+    }
+}
+
+/// The running daemon.
+pub struct Daemon {
+    config: Config,
+    core: Core,
+    listener: TcpListener,
+    auth: Arc<Auth>,
+}
+
+impl Daemon {
+    /// Validates the configuration, starts the core and binds the API address.
+    pub async fn build(config: Config) -> anyhow::Result<Daemon> {
+        let auth = Arc::new(Auth::from_config(&config.server.tokens)?);
+        if auth.is_open() && !config.server.listen.ip().is_loopback() {
+            bail!(
+                "refusing to listen on {} without API tokens: configure [[server.tokens]] or listen on 127.0.0.1",
+                config.server.listen
+            );
+        }
+        let core = Core::start(&config).await?;
+        let recovered = core.store.recover_unfinished(now_ms()).await?;
+        if !recovered.is_empty() {
+            tracing::info!(count = recovered.len(), "re-queuing runs accepted before the last stop");
+            let dispatcher = core.dispatcher.clone();
+            tokio::spawn(async move { dispatcher.resume(recovered).await });
+        }
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        Ok(Daemon {
+            config,
+            core,
+            listener,
+            auth,
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` is cancelled (or SIGTERM/SIGINT), then shuts down gracefully.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let Daemon {
+            config,
+            core,
+            listener,
+            auth,
+        } = self;
+        let _watcher = reload::watch(core.catalog.clone(), config.playbooks.reload_debounce)
+            .context("watching the playbook directory")?;
+        spawn_signal_handlers(stop.clone(), core.catalog.clone());
+        let state = AppState {
+            catalog: core.catalog.clone(),
+            dispatcher: core.dispatcher.clone(),
+            store: core.store.clone(),
+            metrics: core.metrics.clone(),
+            auth,
+        };
+        let app = api::router(state, config.server.max_body_bytes);
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, auth = if config.server.tokens.is_empty() { "none (loopback only)" } else { "bearer tokens" }, "listening");
+        let http_stop = CancellationToken::new();
+        let server = {
+            let http_stop = http_stop.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { http_stop.cancelled().await })
+                    .await
+            })
+        };
+        stop.cancelled().await;
+        tracing::info!(
+            grace = %humantime::format_duration(config.server.shutdown_grace),
+            "shutting down: no new runs; waiting for running ones"
+        );
+        // Runs finish (or are cancelled) first, so `?wait=true` callers get their answer,
+        // then the HTTP server drains its connections.
+        core.dispatcher.shutdown(config.server.shutdown_grace).await;
+        http_stop.cancel();
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server error during shutdown"),
+            Err(_) => tracing::warn!("HTTP connections still open after 5 s; closing"),
+            _ => {}
+        }
+        core.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn spawn_signal_handlers(stop: CancellationToken, catalog: Arc<Catalog>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); stop.cancel(); return; }
+                _ = int.recv() => { tracing::info!("SIGINT received"); stop.cancel(); return; }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading playbooks");
+                    let catalog = catalog.clone();
+                    let _ = tokio::task::spawn_blocking(move || catalog.reload()).await;
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
+/// A database URL for logs: the password replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/pay"),
+            "postgres://app:***@db:5432/pay"
+        );
+        assert_eq!(redact_url("sqlite://runbookd.db"), "sqlite://runbookd.db");
+        assert_eq!(redact_url("postgres://app@db/pay"), "postgres://app@db/pay");
+    }
+}

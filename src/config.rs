@@ -1,0 +1,433 @@
+//! Configuration: one TOML file, every key defaulted, every key overridable from the
+//! environment as `RUNBOOKD_<SECTION>__<KEY>`, secrets only by indirection (`*_env`, `*_file`).
+//!
+//! Loading goes file → `toml::Table` → environment overrides → typed structs, so an unknown
+//! key or a bad value is rejected with its full dotted path whichever of the two it came from.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+/// Everything that can go wrong while reading configuration; each message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+/// The whole daemon configuration. `Default` is the embedded default a new user gets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP API: listen address, bearer tokens, body limit, shutdown grace.
+    pub server: ServerConfig,
+    /// Where runs and audit entries are kept.
+    pub state: StateConfig,
+    /// Playbook directory, run limits and the sandbox.
+    pub playbooks: PlaybooksConfig,
+    /// Log format and level.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on. Without tokens only loopback addresses are allowed.
+    pub listen: SocketAddr,
+    /// Bearer tokens, each with a role. Empty means: no auth, loopback only.
+    pub tokens: Vec<TokenConfig>,
+    /// Largest request body accepted; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long running runs may take to finish after SIGTERM before they are cancelled.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8765)),
+            tokens: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One `[[server.tokens]]` entry. The token itself never appears in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds the token; recorded as the actor of what they do.
+    pub name: String,
+    /// Environment variable holding the token.
+    pub token_env: Option<String>,
+    /// File holding the token (trailing newline ignored).
+    pub token_file: Option<PathBuf>,
+    /// What the token may do.
+    pub role: Role,
+}
+
+/// API roles. `operator` can also read; `ingest` can only post alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Alertmanager: `POST /api/v1/alerts` only.
+    Ingest,
+    /// Humans on call: trigger runs, ack, resolve, reset — and read.
+    Operator,
+    /// Dashboards and auditors: reads only.
+    Viewer,
+}
+
+/// `[state]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// `sqlite://FILE` (created if missing) or `postgres://...`.
+    pub database_url: String,
+    /// Connections to keep open (PostgreSQL; SQLite uses one writer and a few readers).
+    pub max_connections: u32,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://runbookd.db".into(),
+            max_connections: 8,
+        }
+    }
+}
+
+/// `[playbooks]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlaybooksConfig {
+    /// Directory of `NAME.rhai` playbooks; subdirectories hold modules they import.
+    pub dir: PathBuf,
+    /// Wall-clock deadline of one run; past it the run ends `timed_out`.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Runs executing at once; the rest wait in the queue.
+    pub max_concurrent_runs: usize,
+    /// Runs that may wait for a free slot; beyond that new triggers get 503.
+    pub queue_capacity: usize,
+    /// Quiet time after a file change before the directory is reloaded.
+    #[serde(deserialize_with = "duration")]
+    pub reload_debounce: Duration,
+    /// Script operations one run may perform (0 = unlimited).
+    pub max_operations: u64,
+    /// Nested function calls.
+    pub max_call_depth: usize,
+    /// Longest string a script may build, in bytes.
+    pub max_string_size: usize,
+    /// Largest array a script may build.
+    pub max_array_size: usize,
+    /// Largest object map a script may build.
+    pub max_map_size: usize,
+    /// Log lines kept per run; later lines are counted, not stored.
+    pub max_log_lines: usize,
+}
+
+impl Default for PlaybooksConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("playbooks"),
+            timeout: Duration::from_secs(300),
+            max_concurrent_runs: 16,
+            queue_capacity: 1024,
+            reload_debounce: Duration::from_millis(100),
+            max_operations: 1_000_000_000,
+            max_call_depth: 64,
+            max_string_size: 1024 * 1024,
+            max_array_size: 100_000,
+            max_map_size: 100_000,
+            max_log_lines: 1000,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `runbookd=debug,warn`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Accepts `"5m"`, `"1h 30m"`, `"250ms"` (humantime) or a bare number of seconds.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Seconds(u64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Seconds(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
+            serde::de::Error::custom(format!("`{t}` is not a duration ({e}); try \"30s\" or \"5m\""))
+        }),
+    }
+}
+
+const ENV_PREFIX: &str = "RUNBOOKD_";
+
+impl Config {
+    /// Loads `path` (or nothing: all defaults), applies `RUNBOOKD_*` overrides from `env`,
+    /// and validates. `env` is passed in so tests need not touch the process environment.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                    ConfigError::Syntax {
+                        path: p.display().to_string(),
+                        message: e.to_string(),
+                    }
+                })?;
+                (table, p.display().to_string())
+            }
+            None => (toml::Table::new(), "defaults".to_string()),
+        };
+        apply_env_overrides(&mut table, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Key {
+                key: e.path().to_string(),
+                message: format!("{} (from {origin} or its environment overrides)", e.inner()),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Key {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if self.playbooks.max_concurrent_runs == 0 {
+            return bad("playbooks.max_concurrent_runs", "must be at least 1");
+        }
+        if self.playbooks.queue_capacity == 0 {
+            return bad("playbooks.queue_capacity", "must be at least 1");
+        }
+        if self.playbooks.timeout.is_zero() {
+            return bad("playbooks.timeout", "must be longer than zero");
+        }
+        let url = &self.state.database_url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            return bad(
+                "state.database_url",
+                "must start with sqlite:// or postgres://",
+            );
+        }
+        for (i, t) in self.server.tokens.iter().enumerate() {
+            if t.token_env.is_some() == t.token_file.is_some() {
+                return bad(
+                    &format!("server.tokens[{i}]"),
+                    &format!("token `{}` needs exactly one of token_env or token_file", t.name),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `RUNBOOKD_SERVER__LISTEN=...` sets `server.listen`. Values are read as TOML when they
+/// parse (numbers, booleans, arrays), otherwise taken as plain strings.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if !rest.contains("__") {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError::Env {
+                var,
+                message: "empty key segment".into(),
+            });
+        }
+        let value = parse_env_value(&raw);
+        let mut cursor = &mut *table;
+        for segment in &path[..path.len() - 1] {
+            let entry = cursor
+                .entry(segment.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cursor = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Env {
+                        var,
+                        message: format!("`{segment}` is not a section"),
+                    })
+                }
+            };
+        }
+        if let Some(last) = path.last() {
+            cursor.insert(last.clone(), value);
+        }
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let probe = format!("v = {raw}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+/// Reads a secret named by indirection: an environment variable or a file.
+pub fn resolve_secret(
+    what: &str,
+    env_var: Option<&str>,
+    file: Option<&Path>,
+) -> Result<SecretString, ConfigError> {
+    if let Some(var) = env_var {
+        return match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(SecretString::from(v.trim().to_string())),
+            _ => Err(ConfigError::Env {
+                var: var.into(),
+                message: format!("{what}: variable is not set or empty"),
+            }),
+        };
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(ConfigError::Key {
+                key: what.into(),
+                message: format!("{} is empty", path.display()),
+            });
+        }
+        return Ok(SecretString::from(text.to_string()));
+    }
+    Err(ConfigError::Key {
+        key: what.into(),
+        message: "no token_env or token_file given".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(None, env(&[])).expect("defaults load");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8765");
+        assert_eq!(c.state.database_url, "sqlite://runbookd.db");
+        assert_eq!(c.playbooks.timeout, Duration::from_secs(300));
+        assert_eq!(c.playbooks.max_concurrent_runs, 16);
+    }
+
+    #[test]
+    fn env_overrides_file_and_parses_types() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, "[playbooks]\ntimeout = \"10s\"\nmax_concurrent_runs = 2\n")
+            .expect("write");
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("RUNBOOKD_PLAYBOOKS__MAX_CONCURRENT_RUNS", "7"),
+                ("RUNBOOKD_SERVER__LISTEN", "127.0.0.1:9999"),
+                ("RUNBOOKD_UNRELATED", "x"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.playbooks.timeout, Duration::from_secs(10));
+        assert_eq!(c.playbooks.max_concurrent_runs, 7);
+        assert_eq!(c.server.listen.port(), 9999);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::load(None, env(&[("RUNBOOKD_PLAYBOOKS__TIMEOUTT", "5s")]))
+            .expect_err("unknown key must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("timeoutt"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_is_named_with_path() {
+        let err = Config::load(None, env(&[("RUNBOOKD_PLAYBOOKS__TIMEOUT", "soon")]))
+            .expect_err("bad duration must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("playbooks.timeout"), "{msg}");
+        assert!(msg.contains("soon"), "{msg}");
+    }
+
+    #[test]
+    fn token_needs_one_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.toml");
+        std::fs::write(
+            &path,
+            "[[server.tokens]]\nname = \"am\"\nrole = \"ingest\"\n",
+        )
+        .expect("write");
+        let err = Config::load(Some(&path), env(&[])).expect_err("must fail");
+        assert!(err.to_string().contains("server.tokens[0]"), "{err}");
+    }
+}

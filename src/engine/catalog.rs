@@ -1,0 +1,378 @@
+//! The playbook catalog: every `NAME.rhai` in the playbook directory, compiled once, with
+//! its triggers and a content hash. Reloading recompiles only what changed; a file that
+//! fails to compile keeps its last good version serving and exposes its error.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Instant,
+};
+
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope, AST};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{metrics::Metrics, store::now_ms, triggers::TriggerSpec};
+
+/// A compiled playbook version. Runs hold an `Arc` to the version they started on, so a
+/// reload never changes a run in flight.
+#[derive(Debug)]
+pub struct Playbook {
+    pub name: String,
+    pub path: PathBuf,
+    /// First 16 hex digits of SHA-256 over the file and every module file it may import.
+    pub version: String,
+    pub ast: AST,
+    pub triggers: Vec<TriggerSpec>,
+    /// Unix milliseconds.
+    pub loaded_at: i64,
+}
+
+/// Why a playbook file could not be loaded, in `path:line:col: message` terms.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LoadError {
+    pub path: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.path, self.message),
+            (Some(l), None) => write!(f, "{}:{l}: {}", self.path, self.message),
+            _ => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// What one reload changed.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ReloadReport {
+    pub loaded: Vec<String>,
+    pub removed: Vec<String>,
+    pub failed: Vec<String>,
+    pub unchanged: usize,
+}
+
+#[derive(Default)]
+struct State {
+    playbooks: BTreeMap<String, Arc<Playbook>>,
+    errors: BTreeMap<String, LoadError>,
+    /// name → hash of what was last compiled (good or bad), to skip unchanged files.
+    seen: HashMap<String, String>,
+}
+
+/// The live set of playbooks.
+pub struct Catalog {
+    dir: PathBuf,
+    engine: Arc<Engine>,
+    state: RwLock<State>,
+    metrics: Option<Arc<Metrics>>,
+    /// Serialises reloads (watcher thread vs SIGHUP vs API) without blocking readers.
+    reload_lock: std::sync::Mutex<()>,
+}
+
+/// A playbook name: the file stem, lowercase letters, digits, `_` and `-`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+impl Catalog {
+    pub fn new(dir: PathBuf, engine: Arc<Engine>, metrics: Option<Arc<Metrics>>) -> Catalog {
+        Catalog {
+            dir,
+            engine,
+            state: RwLock::new(State::default()),
+            metrics,
+            reload_lock: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// The directory this catalog loads.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The engine playbooks run on.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The serving version of `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Playbook>> {
+        self.read().playbooks.get(name).cloned()
+    }
+
+    /// Every serving playbook, by name.
+    pub fn playbooks(&self) -> Vec<Arc<Playbook>> {
+        self.read().playbooks.values().cloned().collect()
+    }
+
+    /// Files whose latest edit did not compile, by playbook name.
+    pub fn errors(&self) -> BTreeMap<String, LoadError> {
+        self.read().errors.clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rescans the directory: compiles new and changed files, drops deleted ones.
+    pub fn reload(&self) -> ReloadReport {
+        let _serial = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let started = Instant::now();
+        let mut report = ReloadReport::default();
+        let files = match scan(&self.dir) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot read playbook directory; keeping what is loaded");
+                return report;
+            }
+        };
+        let modules_hash = hash_modules(&self.dir);
+        let mut next_seen = HashMap::new();
+        let mut compiled = Vec::new();
+        {
+            let state = self.read();
+            for (name, path) in &files {
+                let source = match std::fs::read_to_string(path) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Mid-rename or unreadable: keep what we have, try again next event.
+                        tracing::warn!(file = %path.display(), error = %e, "cannot read playbook");
+                        if let Some(h) = state.seen.get(name) {
+                            next_seen.insert(name.clone(), h.clone());
+                        }
+                        continue;
+                    }
+                };
+                let version = version_of(&source, &modules_hash);
+                next_seen.insert(name.clone(), version.clone());
+                if state.seen.get(name) == Some(&version) {
+                    report.unchanged += 1;
+                    continue;
+                }
+                compiled.push((name.clone(), compile(&self.engine, name, path, &source, version)));
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        for (name, result) in compiled {
+            match result {
+                Ok(playbook) => {
+                    tracing::info!(playbook = %name, version = %playbook.version, "playbook loaded");
+                    state.errors.remove(&name);
+                    state.playbooks.insert(name.clone(), Arc::new(playbook));
+                    report.loaded.push(name);
+                }
+                Err(error) => {
+                    let serving = state.playbooks.get(&name).map(|p| p.version.clone());
+                    tracing::error!(
+                        playbook = %name,
+                        error = %error,
+                        serving = serving.as_deref().unwrap_or("none"),
+                        "playbook failed to compile; the last good version keeps serving"
+                    );
+                    state.errors.insert(name.clone(), error);
+                    report.failed.push(name);
+                }
+            }
+        }
+        let gone: Vec<String> = state
+            .playbooks
+            .keys()
+            .chain(state.errors.keys())
+            .filter(|n| !files.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if state.playbooks.remove(&name).is_some() {
+                tracing::info!(playbook = %name, "playbook removed");
+            }
+            state.errors.remove(&name);
+            if !report.removed.contains(&name) {
+                report.removed.push(name);
+            }
+        }
+        state.seen = next_seen;
+        if let Some(m) = &self.metrics {
+            m.observe_catalog(
+                state.playbooks.len(),
+                &state.errors.keys().cloned().collect::<Vec<_>>(),
+                started.elapsed(),
+            );
+        }
+        report
+    }
+}
+
+/// `NAME.rhai` files directly in `dir`. Subdirectories hold modules and tests.
+fn scan(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if !path.is_file() || path.extension().and_then(|e| e.to_str()) != Some("rhai") {
+            continue;
+        }
+        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+            out.insert(stem.to_string(), path);
+        }
+    }
+    Ok(out)
+}
+
+/// Hash of every `.rhai` file in subdirectories (modules playbooks may import): a module
+/// edit gives every playbook a new version, and recompiles them all.
+fn hash_modules(dir: &Path) -> String {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if d != dir && path.extension().and_then(|e| e.to_str()) == Some("rhai") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut hasher = Sha256::new();
+    for f in files {
+        hasher.update(f.to_string_lossy().as_bytes());
+        hasher.update(std::fs::read(&f).unwrap_or_default());
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn version_of(source: &str, modules_hash: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(source.as_bytes());
+    hasher.update(modules_hash.as_bytes());
+    hex::encode(&hasher.finalize()[..8])
+}
+
+fn position(pos: Position) -> (Option<usize>, Option<usize>) {
+    (pos.line(), pos.position())
+}
+
+/// Compiles one playbook: syntax, imports, `fn run(event)`, and `triggers()`.
+pub fn compile(
+    engine: &Engine,
+    name: &str,
+    path: &Path,
+    source: &str,
+    version: String,
+) -> Result<Playbook, LoadError> {
+    let fail = |pos: Position, message: String| {
+        let (line, column) = position(pos);
+        LoadError {
+            path: path.display().to_string(),
+            line,
+            column,
+            message,
+        }
+    };
+    if !valid_name(name) {
+        return Err(fail(
+            Position::NONE,
+            format!("`{name}` is not a valid playbook name (use a-z, 0-9, _ and -)"),
+        ));
+    }
+    let ast = engine
+        .compile_into_self_contained(&Scope::new(), source)
+        .map_err(|e| {
+            let pos = innermost(&e).position();
+            fail(pos, strip_position(&innermost(&e).to_string(), pos))
+        })?;
+    let has_run = ast
+        .iter_functions()
+        .any(|f| f.name == "run" && f.params.len() == 1);
+    if !has_run {
+        return Err(fail(
+            Position::NONE,
+            "no entry point: define `fn run(event) { ... }`".into(),
+        ));
+    }
+    let has_triggers = ast
+        .iter_functions()
+        .any(|f| f.name == "triggers" && f.params.is_empty());
+    let triggers = if has_triggers {
+        let value: Dynamic = engine
+            .call_fn_with_options(
+                CallFnOptions::new().eval_ast(false),
+                &mut Scope::new(),
+                &ast,
+                "triggers",
+                (),
+            )
+            .map_err(|e| {
+                let inner = innermost(&e);
+                let pos = inner.position();
+                fail(pos, format!("triggers(): {}", strip_position(&inner.to_string(), pos)))
+            })?;
+        let json: serde_json::Value = rhai::serde::from_dynamic(&value)
+            .map_err(|e| fail(Position::NONE, format!("triggers(): {e}")))?;
+        TriggerSpec::parse_all(&json).map_err(|e| fail(Position::NONE, e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    Ok(Playbook {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        version,
+        ast,
+        triggers,
+        loaded_at: now_ms(),
+    })
+}
+
+/// The error that actually happened, not the chain of calls that led to it.
+pub fn innermost(mut err: &EvalAltResult) -> &EvalAltResult {
+    loop {
+        match err {
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+            | EvalAltResult::ErrorInModule(_, inner, _) => err = inner,
+            _ => return err,
+        }
+    }
+}
+
+/// Rhai appends " (line L, position C)" to messages; we report the position separately.
+pub fn strip_position(message: &str, pos: Position) -> String {
+    if pos.is_none() {
+        return message.to_string();
+    }
+    let suffix = format!(" ({pos})");
+    message
+        .strip_suffix(&suffix)
+        .unwrap_or(message)
+        .to_string()
+}
+
+/// Compiles every playbook in `dir` once, for `runbookd check`. Returns the good names and
+/// the errors.
+pub fn check_dir(engine: &Engine, dir: &Path) -> std::io::Result<(Vec<String>, Vec<LoadError>)> {
+    let modules_hash = hash_modules(dir);
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for (name, path) in scan(dir)? {
+        let source = std::fs::read_to_string(&path)?;
+        let version = version_of(&source, &modules_hash);
+        match compile(engine, &name, &path, &source, version) {
+            Ok(_) => ok.push(name),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((ok, errors))
+}

@@ -1,0 +1,44 @@
+//! The playbook engine — the only module that knows Rhai (besides the primitives that Rhai
+//! calls). [`catalog`] compiles the playbook directory, [`reload`] watches it, [`runner`]
+//! executes one run on a blocking thread inside the sandbox built here.
+
+pub mod catalog;
+mod modules;
+pub mod reload;
+pub mod runner;
+
+use std::path::Path;
+
+use rhai::Engine;
+
+use crate::{config::PlaybooksConfig, primitives};
+
+pub use catalog::{Catalog, LoadError, Playbook};
+
+/// Builds the sandboxed engine: no file, process or network access except through
+/// primitives; `import` confined to the playbook directory; limits on operations, call
+/// depth and sizes; deadline and shutdown checked between operations.
+pub fn build(config: &PlaybooksConfig, playbook_dir: &Path) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_module_resolver(modules::ConfinedResolver::new(playbook_dir));
+    engine.set_max_operations(config.max_operations);
+    engine.set_max_call_levels(config.max_call_depth);
+    engine.set_max_expr_depths(128, 64);
+    engine.set_max_string_size(config.max_string_size);
+    engine.set_max_array_size(config.max_array_size);
+    engine.set_max_map_size(config.max_map_size);
+    engine.set_max_modules(64);
+    // `eval` would run code that no version hash covers.
+    engine.disable_symbol("eval");
+    // Checking the clock on every operation would double the cost of tight loops; every 256
+    // operations is still sub-millisecond.
+    engine.on_progress(|ops| {
+        if ops % 256 == 0 {
+            primitives::check_interrupt()
+        } else {
+            None
+        }
+    });
+    primitives::register(&mut engine);
+    engine
+}

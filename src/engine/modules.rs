@@ -1,0 +1,85 @@
+//! `import` for playbooks, confined to the playbook directory.
+//!
+//! Rhai's stock file resolver follows absolute paths and `..`, and caches modules across
+//! reloads. Playbooks are compiled self-contained (imports resolved once, at compile time,
+//! into the AST), so this resolver does no caching and is only consulted while compiling.
+
+use std::path::{Component, Path, PathBuf};
+
+use std::sync::Arc;
+
+use rhai::{Engine, EvalAltResult, Module, Position, Scope};
+
+pub struct ConfinedResolver {
+    root: PathBuf,
+}
+
+impl ConfinedResolver {
+    pub fn new(root: &Path) -> ConfinedResolver {
+        ConfinedResolver {
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn locate(&self, path: &str, pos: Position) -> Result<PathBuf, Box<EvalAltResult>> {
+        let refuse = |why: &str| {
+            Box::new(EvalAltResult::ErrorModuleNotFound(
+                format!("{path} ({why})"),
+                pos,
+            ))
+        };
+        let rel = Path::new(path);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(refuse(
+                "imports are paths inside the playbook directory, without `..`",
+            ));
+        }
+        let mut file = self.root.join(rel);
+        if file.extension().is_none() {
+            file.set_extension("rhai");
+        }
+        let root = self
+            .root
+            .canonicalize()
+            .map_err(|_| refuse("playbook directory not found"))?;
+        let real = file.canonicalize().map_err(|_| refuse("no such file"))?;
+        if !real.starts_with(&root) {
+            return Err(refuse("a link leading outside the playbook directory"));
+        }
+        Ok(real)
+    }
+}
+
+impl rhai::ModuleResolver for ConfinedResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Arc<Module>, Box<EvalAltResult>> {
+        let file = self.locate(path, pos)?;
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            Box::new(EvalAltResult::ErrorModuleNotFound(
+                format!("{path} ({e})"),
+                pos,
+            ))
+        })?;
+        let mut ast = engine.compile(&text).map_err(|e| {
+            Box::new(EvalAltResult::ErrorInModule(
+                path.to_string(),
+                Box::new(e.into()),
+                pos,
+            ))
+        })?;
+        ast.set_source(path);
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine).map_err(|e| {
+            Box::new(EvalAltResult::ErrorInModule(path.to_string(), e, pos))
+        })?;
+        Ok(module.into())
+    }
+}

@@ -1,0 +1,172 @@
+//! Executes one run: the compiled playbook's `run(event)` on the calling (blocking) thread,
+//! inside a [`RunContext`] that carries the deadline, cancellation and collected output.
+
+use std::time::{Duration, Instant};
+
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Scope};
+use tokio_util::sync::CancellationToken;
+
+use super::catalog::{innermost, strip_position, Playbook};
+use crate::{
+    primitives::{RunContext, RunGuard, Services, TERMINATED_SHUTDOWN, TERMINATED_TIMEOUT},
+    store::{LogLine, RunError, RunStatus},
+};
+
+/// What a run asks of the runner.
+pub struct RunSpec<'a> {
+    pub run_id: &'a str,
+    pub event: &'a serde_json::Value,
+    pub dry_run: bool,
+    pub timeout: Duration,
+    pub max_log_lines: usize,
+}
+
+/// What came out of a run.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub status: RunStatus,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<RunError>,
+    pub logs: Vec<LogLine>,
+    pub actions: Vec<serde_json::Value>,
+}
+
+/// Runs `playbook` to completion, deadline or cancellation. Never panics on script input.
+pub fn execute(
+    engine: &Engine,
+    playbook: &Playbook,
+    spec: RunSpec<'_>,
+    services: Services,
+    cancel: CancellationToken,
+) -> RunOutcome {
+    let guard = RunGuard::install(RunContext {
+        run_id: spec.run_id.to_string(),
+        playbook: playbook.name.clone(),
+        dry_run: spec.dry_run,
+        deadline: Instant::now() + spec.timeout,
+        cancel,
+        services,
+        max_log_lines: spec.max_log_lines,
+        logs: Default::default(),
+        dropped_logs: Default::default(),
+        actions: Default::default(),
+    });
+    let outcome = call_run(engine, playbook, spec.event);
+    let ctx = guard.context();
+    let mut logs = ctx.logs.take();
+    let dropped = ctx.dropped_logs.take();
+    if dropped > 0 {
+        logs.push(LogLine {
+            at: crate::store::now_ms(),
+            level: "warn".into(),
+            message: format!("{dropped} more log lines were dropped (limit {})", spec.max_log_lines),
+        });
+    }
+    let actions = ctx.actions.take();
+    let (status, result, error) = match outcome {
+        Ok(value) => match rhai::serde::from_dynamic::<serde_json::Value>(&value) {
+            Ok(json) => (RunStatus::Succeeded, Some(json), None),
+            Err(e) => (
+                RunStatus::Failed,
+                None,
+                Some(RunError {
+                    message: format!("run() returned a value that is not JSON: {e}"),
+                    reason: "script".into(),
+                    line: None,
+                    column: None,
+                }),
+            ),
+        },
+        Err(err) => {
+            let (status, error) = classify(&err, spec.timeout);
+            (status, None, Some(error))
+        }
+    };
+    drop(guard);
+    RunOutcome {
+        status,
+        result,
+        error,
+        logs,
+        actions,
+    }
+}
+
+fn call_run(
+    engine: &Engine,
+    playbook: &Playbook,
+    event: &serde_json::Value,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let event: Dynamic = rhai::serde::to_dynamic(event)?;
+    engine.call_fn_with_options(
+        CallFnOptions::new().eval_ast(false).rewind_scope(true),
+        &mut Scope::new(),
+        &playbook.ast,
+        "run",
+        (event,),
+    )
+}
+
+/// Maps a Rhai error to a run status and a user-facing error with the script position.
+fn classify(err: &EvalAltResult, timeout: Duration) -> (RunStatus, RunError) {
+    let inner = innermost(err);
+    let pos = inner.position();
+    let (line, column) = (pos.line(), pos.position());
+    let make = |reason: &str, message: String| RunError {
+        message,
+        reason: reason.into(),
+        line,
+        column,
+    };
+    match inner {
+        EvalAltResult::ErrorTerminated(token, _) => {
+            let token = token.clone().into_string().unwrap_or_default();
+            if token == TERMINATED_SHUTDOWN {
+                (
+                    RunStatus::Failed,
+                    make(
+                        "shutdown",
+                        "runbookd shut down before this run finished".into(),
+                    ),
+                )
+            } else {
+                debug_assert_eq!(token, TERMINATED_TIMEOUT);
+                (
+                    RunStatus::TimedOut,
+                    make(
+                        "timeout",
+                        format!(
+                            "run exceeded its deadline of {}",
+                            humantime::format_duration(timeout)
+                        ),
+                    ),
+                )
+            }
+        }
+        EvalAltResult::ErrorTooManyOperations(_) => (
+            RunStatus::Failed,
+            make(
+                "operation_limit",
+                "run exceeded its operation budget (playbooks.max_operations)".into(),
+            ),
+        ),
+        EvalAltResult::ErrorDataTooLarge(what, _) => (
+            RunStatus::Failed,
+            make(
+                "data_too_large",
+                format!("{what} exceeds the sandbox limit (playbooks.max_*_size)"),
+            ),
+        ),
+        EvalAltResult::ErrorStackOverflow(_) => (
+            RunStatus::Failed,
+            make(
+                "call_depth",
+                "too many nested calls (playbooks.max_call_depth)".into(),
+            ),
+        ),
+        other => (
+            RunStatus::Failed,
+            make("script", strip_position(&other.to_string(), pos)),
+        ),
+    }
+}

@@ -1,0 +1,29 @@
+//! runbookd turns SRE runbooks into playbooks that run themselves.
+//!
+//! The folder tree is the data flow:
+//!
+//! ```text
+//! triggers/ ──► dispatch ──► engine/ (catalog, reload, runner) ──► primitives/ ──► store/
+//!  (Event)      (queue,       (Rhai sandbox on a blocking        (the only way a
+//!                slots)        thread, deadline, limits)          script acts)
+//! api/ (axum) sits beside: it turns HTTP into triggers and reads the store.
+//! ```
+//!
+//! - [`config`]: the TOML file, defaults and `RUNBOOKD_*` overrides.
+//! - [`triggers`]: the one [`triggers::Event`] type every source produces, and the
+//!   `triggers()` declarations of playbooks.
+//! - [`dispatch`]: records accepted runs, bounds concurrency, shuts down gracefully.
+//! - [`engine`]: compiles playbooks, hot-reloads them, runs them in a sandbox.
+//! - [`primitives`]: functions playbooks call; the bridge from Rhai to async code.
+//! - [`store`]: runs and audit entries on SQLite or PostgreSQL.
+//! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod dispatch;
+pub mod engine;
+pub mod metrics;
+pub mod primitives;
+pub mod store;
+pub mod triggers;

@@ -1,0 +1,164 @@
+//! Prometheus metrics of the daemon itself, served at `GET /metrics`.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    playbook: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlaybookLabel {
+    playbook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn run_seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 20))
+}
+
+/// Every metric runbookd exports about itself.
+pub struct Metrics {
+    registry: Registry,
+    runs: Family<RunLabels, Counter>,
+    run_seconds: HistogramFamily<PlaybookLabel>,
+    rejected: Family<ReasonLabel, Counter>,
+    queued: Gauge,
+    running: Gauge,
+    playbooks_loaded: Gauge,
+    playbook_load_error: Family<PlaybookLabel, Gauge>,
+    reload_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("runbookd");
+        let runs = Family::<RunLabels, Counter>::default();
+        registry.register("runs", "Finished runs by playbook and final status", runs.clone());
+        let run_seconds: HistogramFamily<PlaybookLabel> =
+            Family::new_with_constructor(run_seconds as fn() -> Histogram);
+        registry.register(
+            "run_duration_seconds",
+            "Run execution time, from start to final status",
+            run_seconds.clone(),
+        );
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "runs_rejected",
+            "Triggers refused before a run was recorded (queue_full, shutting_down)",
+            rejected.clone(),
+        );
+        let queued = Gauge::default();
+        registry.register("runs_queued", "Runs waiting for a free slot", queued.clone());
+        let running = Gauge::default();
+        registry.register("runs_running", "Runs executing now", running.clone());
+        let playbooks_loaded = Gauge::default();
+        registry.register(
+            "playbooks_loaded",
+            "Playbooks serving (a failing edit keeps its last good version)",
+            playbooks_loaded.clone(),
+        );
+        let playbook_load_error = Family::<PlaybookLabel, Gauge>::default();
+        registry.register(
+            "playbook_load_error",
+            "1 while the playbook file on disk does not compile",
+            playbook_load_error.clone(),
+        );
+        let reload_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "playbook_reload_duration_seconds",
+            "Time to rescan and recompile the playbook directory",
+            reload_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            runs,
+            run_seconds,
+            rejected,
+            queued,
+            running,
+            playbooks_loaded,
+            playbook_load_error,
+            reload_seconds,
+        }
+    }
+
+    /// A run reached a final status.
+    pub fn run_finished(&self, playbook: &str, status: &str, took: Duration) {
+        self.runs
+            .get_or_create(&RunLabels {
+                playbook: playbook.into(),
+                status: status.into(),
+            })
+            .inc();
+        self.run_seconds
+            .get_or_create(&PlaybookLabel {
+                playbook: playbook.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A trigger was refused.
+    pub fn run_rejected(&self, reason: &str) {
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn queued(&self) -> &Gauge {
+        &self.queued
+    }
+
+    pub fn running(&self) -> &Gauge {
+        &self.running
+    }
+
+    /// After each catalog reload: a series per failing playbook, none for healthy ones.
+    pub fn observe_catalog(&self, loaded: usize, failing: &[String], took: Duration) {
+        self.playbooks_loaded.set(loaded as i64);
+        self.playbook_load_error.clear();
+        for name in failing {
+            self.playbook_load_error
+                .get_or_create(&PlaybookLabel {
+                    playbook: name.clone(),
+                })
+                .set(1);
+        }
+        self.reload_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,82 @@
+//! `log`, `sleep`, `now`: the primitives every playbook uses.
+
+use std::time::{Duration, Instant};
+
+use rhai::{Engine, EvalAltResult, FLOAT, INT};
+
+use super::{script_error, terminated, with_run, TERMINATED_SHUTDOWN, TERMINATED_TIMEOUT};
+use crate::store::{now_ms, LogLine};
+
+const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
+
+/// Appends a line to the run's log and to the daemon's log (with the run id), keeping at
+/// most `max_log_lines` per run so a chatty loop cannot exhaust memory.
+pub fn append_log(level: &str, message: &str) {
+    let _ = with_run("log", |ctx| {
+        match level {
+            "error" => tracing::error!(run = %ctx.run_id, playbook = %ctx.playbook, "{message}"),
+            "warn" => tracing::warn!(run = %ctx.run_id, playbook = %ctx.playbook, "{message}"),
+            "debug" => tracing::debug!(run = %ctx.run_id, playbook = %ctx.playbook, "{message}"),
+            _ => tracing::info!(run = %ctx.run_id, playbook = %ctx.playbook, "{message}"),
+        }
+        let mut logs = ctx.logs.borrow_mut();
+        if logs.len() < ctx.max_log_lines {
+            logs.push(LogLine {
+                at: now_ms(),
+                level: level.to_string(),
+                message: message.to_string(),
+            });
+        } else {
+            *ctx.dropped_logs.borrow_mut() += 1;
+        }
+        Ok(())
+    });
+}
+
+fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(script_error(format!(
+            "sleep({seconds}): seconds must be a finite number ≥ 0"
+        )));
+    }
+    with_run("sleep", |ctx| {
+        let wanted = Duration::from_secs_f64(seconds);
+        let remaining = ctx.deadline.saturating_duration_since(Instant::now());
+        let cancel = ctx.cancel.clone();
+        let cancelled = ctx.services.runtime.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(wanted.min(remaining)) => false,
+                _ = cancel.cancelled() => true,
+            }
+        });
+        if cancelled {
+            Err(terminated(TERMINATED_SHUTDOWN))
+        } else if wanted > remaining {
+            Err(terminated(TERMINATED_TIMEOUT))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+pub fn register(engine: &mut Engine) {
+    engine.register_fn("log", |message: &str| append_log("info", message));
+    engine.register_fn(
+        "log",
+        |level: &str, message: &str| -> Result<(), Box<EvalAltResult>> {
+            if !LEVELS.contains(&level) {
+                return Err(script_error(format!(
+                    "log(level, message): level `{level}` is not one of {}",
+                    LEVELS.join(", ")
+                )));
+            }
+            append_log(level, message);
+            Ok(())
+        },
+    );
+    engine.on_print(|text| append_log("info", text));
+    engine.on_debug(|text, _source, pos| append_log("debug", &format!("{text} ({pos})")));
+    engine.register_fn("sleep", |seconds: INT| sleep_for(seconds as f64));
+    engine.register_fn("sleep", sleep_for);
+    engine.register_fn("now", || -> FLOAT { now_ms() as FLOAT / 1000.0 });
+}

@@ -1,0 +1,153 @@
+//! The state store: runs and audit entries, on SQLite (embedded default) or PostgreSQL.
+//!
+//! Both engines go through sqlx's `Any` driver with one portable schema (text ids, integer
+//! milliseconds, JSON text), so every query is written once and the same tests run on both.
+//! SQLite gets one writer connection (WAL, `synchronous=NORMAL`) and a few readers, which is
+//! what SQLite wants; PostgreSQL shares one pool for both.
+
+mod audit;
+mod runs;
+
+use std::{borrow::Cow, time::Duration};
+
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::{Migration, MigrationType, Migrator},
+    AnyPool, Executor,
+};
+
+pub use audit::{AuditEntry, NewAudit};
+pub use runs::{LogLine, RunError, RunFilter, RunRecord, RunStatus, Trigger};
+
+/// Errors from the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("state store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state store holds a malformed value in {column}: {message}")]
+    Corrupt { column: &'static str, message: String },
+}
+
+/// Which engine the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Handle to the state store; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    writer: AnyPool,
+    reader: AnyPool,
+    backend: Backend,
+}
+
+fn migrator() -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(vec![Migration::new(
+            1,
+            Cow::Borrowed("runs and audit"),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!("migrations/0001_runs_and_audit.sql")),
+            false,
+        )]),
+        ..Migrator::DEFAULT
+    }
+}
+
+impl Store {
+    /// Connects, creating the SQLite file if missing, and applies migrations.
+    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if database_url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let store = match backend {
+            Backend::Sqlite => {
+                let url = if database_url.contains("mode=") || database_url.contains(":memory:") {
+                    database_url.to_string()
+                } else if database_url.contains('?') {
+                    format!("{database_url}&mode=rwc")
+                } else {
+                    format!("{database_url}?mode=rwc")
+                };
+                let opts: AnyConnectOptions = url.parse()?;
+                let writer = sqlite_pool(1).connect_with(opts.clone()).await?;
+                // The writer creates the file and switches it to WAL before readers open it.
+                let reader = sqlite_pool(4).connect_with(opts).await?;
+                Store {
+                    writer,
+                    reader,
+                    backend,
+                }
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(max_connections.max(2))
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect(database_url)
+                    .await?;
+                Store {
+                    writer: pool.clone(),
+                    reader: pool,
+                    backend,
+                }
+            }
+        };
+        migrator().run(&store.writer).await?;
+        Ok(store)
+    }
+
+    /// Which engine this store uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Readiness probe: the store answers a trivial query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    /// Closes every connection (SQLite checkpoints its WAL on close).
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+fn sqlite_pool(size: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(size)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+}
+
+/// Milliseconds since the Unix epoch, the store's time unit.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Formats store milliseconds as RFC 3339 for API answers.
+pub fn ms_to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

@@ -1,0 +1,207 @@
+//! Triggers: what starts a playbook. Every source (the HTTP API, the CLI, and later
+//! Alertmanager and cron) produces one [`Event`] type that the dispatcher consumes.
+//!
+//! A playbook declares its triggers in `fn triggers()`; [`TriggerSpec::parse_all`] turns that
+//! declaration (already converted to JSON by the engine) into typed specs at load time, so a
+//! typo in a trigger is a load error with the playbook's name on it, not a silent no-op.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The map a playbook's `run(event)` receives.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Event {
+    /// `alert`, `cron` or `manual`.
+    pub kind: String,
+    /// Alert name, cron expression, or the playbook's name for manual runs.
+    pub name: String,
+    /// `firing` / `resolved` for alerts; empty otherwise.
+    pub status: String,
+    pub labels: Map<String, Value>,
+    pub annotations: Map<String, Value>,
+    /// Operator-supplied parameters (`--param k=v`, `{"params":{...}}`).
+    pub params: Map<String, Value>,
+    /// Incident id, when the run belongs to one.
+    pub incident: Option<String>,
+    /// Actions are planned and recorded, not performed.
+    pub dry_run: bool,
+}
+
+impl Event {
+    /// An operator's run of `playbook`.
+    pub fn manual(playbook: &str, params: Map<String, Value>, dry_run: bool) -> Event {
+        Event {
+            kind: "manual".into(),
+            name: playbook.into(),
+            status: String::new(),
+            labels: Map::new(),
+            annotations: Map::new(),
+            params,
+            incident: None,
+            dry_run,
+        }
+    }
+}
+
+/// One declared trigger of a playbook.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TriggerSpec {
+    /// An Alertmanager alert by name, optionally with label matchers.
+    Alert {
+        alert: String,
+        labels: BTreeMap<String, String>,
+        /// Run on `resolved` notifications too.
+        on_resolved: bool,
+        /// Quiet time between runs for one incident, e.g. `"5m"`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cooldown: Option<String>,
+    },
+    /// A crontab schedule (5 fields, or 6/7 with seconds).
+    Cron { cron: String },
+    /// Declared runnable by hand (every playbook is, this just says so in listings).
+    Manual,
+}
+
+/// A trigger declaration that cannot be understood.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("triggers()[{index}]: {message}")]
+pub struct TriggerError {
+    pub index: usize,
+    pub message: String,
+}
+
+impl TriggerSpec {
+    /// Parses the array `triggers()` returned.
+    pub fn parse_all(value: &Value) -> Result<Vec<TriggerSpec>, TriggerError> {
+        let items = value.as_array().ok_or(TriggerError {
+            index: 0,
+            message: "triggers() must return an array of maps".into(),
+        })?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                TriggerSpec::parse(item).map_err(|message| TriggerError { index, message })
+            })
+            .collect()
+    }
+
+    fn parse(item: &Value) -> Result<TriggerSpec, String> {
+        let map = item
+            .as_object()
+            .ok_or_else(|| format!("expected a map like #{{ alert: \"Name\" }}, got {item}"))?;
+        let allow = |allowed: &[&str]| -> Result<(), String> {
+            match map.keys().find(|k| !allowed.contains(&k.as_str())) {
+                Some(k) => Err(format!(
+                    "unknown key `{k}` (allowed here: {})",
+                    allowed.join(", ")
+                )),
+                None => Ok(()),
+            }
+        };
+        if let Some(alert) = map.get("alert") {
+            allow(&["alert", "labels", "on_resolved", "cooldown"])?;
+            let alert = alert
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .ok_or("`alert` must be a non-empty string")?;
+            let mut labels = BTreeMap::new();
+            if let Some(l) = map.get("labels") {
+                let l = l.as_object().ok_or("`labels` must be a map")?;
+                for (k, v) in l {
+                    let v = v
+                        .as_str()
+                        .ok_or_else(|| format!("label `{k}` must be a string"))?;
+                    labels.insert(k.clone(), v.to_string());
+                }
+            }
+            let on_resolved = match map.get("on_resolved") {
+                None => false,
+                Some(v) => v.as_bool().ok_or("`on_resolved` must be true or false")?,
+            };
+            let cooldown = match map.get("cooldown") {
+                None => None,
+                Some(v) => {
+                    let s = v.as_str().ok_or("`cooldown` must be a duration string")?;
+                    humantime::parse_duration(s)
+                        .map_err(|e| format!("`cooldown` `{s}` is not a duration: {e}"))?;
+                    Some(s.to_string())
+                }
+            };
+            return Ok(TriggerSpec::Alert {
+                alert: alert.into(),
+                labels,
+                on_resolved,
+                cooldown,
+            });
+        }
+        if let Some(cron) = map.get("cron") {
+            allow(&["cron"])?;
+            let cron = cron.as_str().ok_or("`cron` must be a string")?;
+            parse_cron(cron)?;
+            return Ok(TriggerSpec::Cron { cron: cron.into() });
+        }
+        if let Some(manual) = map.get("manual") {
+            allow(&["manual"])?;
+            return match manual.as_bool() {
+                Some(true) => Ok(TriggerSpec::Manual),
+                _ => Err("`manual` must be true (every playbook can be run by hand anyway)".into()),
+            };
+        }
+        Err("expected one of `alert`, `cron` or `manual`".into())
+    }
+}
+
+/// Parses a crontab line: 5 fields (minute precision, the classic form) or 6/7 with seconds.
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+    let fields = expr.split_whitespace().count();
+    let full = match fields {
+        5 => format!("0 {expr}"),
+        6 | 7 => expr.to_string(),
+        n => return Err(format!("cron `{expr}` has {n} fields; expected 5, 6 or 7")),
+    };
+    full.parse::<cron::Schedule>()
+        .map_err(|e| format!("cron `{expr}`: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_the_three_kinds() {
+        let specs = TriggerSpec::parse_all(&json!([
+            {"alert": "PaymentProcessorDown", "labels": {"service": "payments"}, "on_resolved": true},
+            {"cron": "0 * * * *"},
+            {"manual": true}
+        ]))
+        .expect("valid");
+        assert_eq!(specs.len(), 3);
+        assert!(matches!(&specs[0], TriggerSpec::Alert { on_resolved: true, labels, .. } if labels["service"] == "payments"));
+        assert_eq!(specs[1], TriggerSpec::Cron { cron: "0 * * * *".into() });
+        assert_eq!(specs[2], TriggerSpec::Manual);
+    }
+
+    #[test]
+    fn rejects_typos_with_position() {
+        let err = TriggerSpec::parse_all(&json!([{"manual": true}, {"alert": "X", "lables": {}}]))
+            .expect_err("typo");
+        assert_eq!(err.index, 1);
+        assert!(err.message.contains("lables"), "{}", err.message);
+        let err = TriggerSpec::parse_all(&json!([{"cron": "61 * * * *"}])).expect_err("bad cron");
+        assert!(err.message.contains("61 * * * *"), "{}", err.message);
+        let err = TriggerSpec::parse_all(&json!([{"cron": "* * *"}])).expect_err("bad cron");
+        assert!(err.message.contains("3 fields"), "{}", err.message);
+    }
+
+    #[test]
+    fn cron_accepts_five_six_and_seven_fields() {
+        for expr in ["*/5 * * * *", "30 */5 * * * *", "0 0 12 * * * 2030"] {
+            parse_cron(expr).unwrap_or_else(|e| panic!("{expr}: {e}"));
+        }
+    }
+}
