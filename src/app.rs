@@ -37,7 +37,12 @@ impl Core {
         }
         let store = Store::connect(&config.state.database_url, config.state.max_connections)
             .await
-            .with_context(|| format!("opening state store {}", redact_url(&config.state.database_url)))?;
+            .with_context(|| {
+                format!(
+                    "opening state store {}",
+                    redact_url(&config.state.database_url)
+                )
+            })?;
         let metrics = Arc::new(Metrics::new());
         let engine = Arc::new(engine::build(&config.playbooks, dir));
         let catalog = Arc::new(Catalog::new(dir.clone(), engine, Some(metrics.clone())));
@@ -89,7 +94,10 @@ impl Daemon {
         let core = Core::start(&config).await?;
         let recovered = core.store.recover_unfinished(now_ms()).await?;
         if !recovered.is_empty() {
-            tracing::info!(count = recovered.len(), "re-queuing runs accepted before the last stop");
+            tracing::info!(
+                count = recovered.len(),
+                "re-queuing runs accepted before the last stop"
+            );
             let dispatcher = core.dispatcher.clone();
             tokio::spawn(async move { dispatcher.resume(recovered).await });
         }

@@ -200,7 +200,9 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     match Raw::deserialize(d)? {
         Raw::Seconds(s) => Ok(Duration::from_secs(s)),
         Raw::Text(t) => humantime::parse_duration(&t).map_err(|e| {
-            serde::de::Error::custom(format!("`{t}` is not a duration ({e}); try \"30s\" or \"5m\""))
+            serde::de::Error::custom(format!(
+                "`{t}` is not a duration ({e}); try \"30s\" or \"5m\""
+            ))
         }),
     }
 }
@@ -220,21 +222,23 @@ impl Config {
                     path: p.to_path_buf(),
                     source,
                 })?;
-                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                    ConfigError::Syntax {
-                        path: p.display().to_string(),
-                        message: e.to_string(),
-                    }
-                })?;
+                let table: toml::Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                            path: p.display().to_string(),
+                            message: e.to_string(),
+                        })?;
                 (table, p.display().to_string())
             }
             None => (toml::Table::new(), "defaults".to_string()),
         };
         apply_env_overrides(&mut table, env)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Key {
-                key: e.path().to_string(),
-                message: format!("{} (from {origin} or its environment overrides)", e.inner()),
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                ConfigError::Key {
+                    key: e.path().to_string(),
+                    message: format!("{} (from {origin} or its environment overrides)", e.inner()),
+                }
             })?;
         config.validate()?;
         Ok(config)
@@ -257,7 +261,10 @@ impl Config {
             return bad("playbooks.timeout", "must be longer than zero");
         }
         let url = &self.state.database_url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
             return bad(
                 "state.database_url",
                 "must start with sqlite:// or postgres://",
@@ -267,7 +274,10 @@ impl Config {
             if t.token_env.is_some() == t.token_file.is_some() {
                 return bad(
                     &format!("server.tokens[{i}]"),
-                    &format!("token `{}` needs exactly one of token_env or token_file", t.name),
+                    &format!(
+                        "token `{}` needs exactly one of token_env or token_file",
+                        t.name
+                    ),
                 );
             }
         }
@@ -321,7 +331,9 @@ fn apply_env_overrides(
 fn parse_env_value(raw: &str) -> toml::Value {
     let probe = format!("v = {raw}");
     match probe.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }
@@ -385,8 +397,11 @@ mod tests {
     fn env_overrides_file_and_parses_types() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("r.toml");
-        std::fs::write(&path, "[playbooks]\ntimeout = \"10s\"\nmax_concurrent_runs = 2\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "[playbooks]\ntimeout = \"10s\"\nmax_concurrent_runs = 2\n",
+        )
+        .expect("write");
         let c = Config::load(
             Some(&path),
             env(&[

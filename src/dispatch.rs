@@ -205,7 +205,10 @@ impl Dispatcher {
         inner.draining.cancel();
         self.loop_done.notified().await;
         inner.runs.close();
-        if tokio::time::timeout(grace, inner.runs.wait()).await.is_err() {
+        if tokio::time::timeout(grace, inner.runs.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 grace = %humantime::format_duration(grace),
                 "runs still executing after the shutdown grace period; cancelling them"
@@ -282,7 +285,11 @@ async fn run_job(inner: Arc<Inner>, job: Job) {
     inner.metrics.running().inc();
     if let Err(e) = inner
         .store
-        .mark_running(&record.id, record.started_at.unwrap_or_default(), &record.version)
+        .mark_running(
+            &record.id,
+            record.started_at.unwrap_or_default(),
+            &record.version,
+        )
         .await
     {
         tracing::error!(run = %record.id, error = %e, "cannot mark run as running; running it anyway");

@@ -57,7 +57,10 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("runbookd: cannot start the async runtime: {e}");
@@ -172,9 +175,7 @@ async fn run_once(
         None => anyhow::bail!("the run was not awaited"),
     };
     println!("{}", serde_json::to_string_pretty(&run)?);
-    core.dispatcher
-        .shutdown(config.server.shutdown_grace)
-        .await;
+    core.dispatcher.shutdown(config.server.shutdown_grace).await;
     core.store.close().await;
     Ok(if run.status == RunStatus::Succeeded {
         ExitCode::SUCCESS

@@ -58,7 +58,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("runbookd");
         let runs = Family::<RunLabels, Counter>::default();
-        registry.register("runs", "Finished runs by playbook and final status", runs.clone());
+        registry.register(
+            "runs",
+            "Finished runs by playbook and final status",
+            runs.clone(),
+        );
         let run_seconds: HistogramFamily<PlaybookLabel> =
             Family::new_with_constructor(run_seconds as fn() -> Histogram);
         registry.register(
@@ -73,7 +77,11 @@ impl Metrics {
             rejected.clone(),
         );
         let queued = Gauge::default();
-        registry.register("runs_queued", "Runs waiting for a free slot", queued.clone());
+        registry.register(
+            "runs_queued",
+            "Runs waiting for a free slot",
+            queued.clone(),
+        );
         let running = Gauge::default();
         registry.register("runs_running", "Runs executing now", running.clone());
         let playbooks_loaded = Gauge::default();

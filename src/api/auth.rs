@@ -62,7 +62,12 @@ impl Auth {
         // Compare against every token so timing does not reveal which one nearly matched.
         let mut found = None;
         for t in &self.tokens {
-            if bool::from(t.secret.expose_secret().as_bytes().ct_eq(presented.as_bytes())) {
+            if bool::from(
+                t.secret
+                    .expose_secret()
+                    .as_bytes()
+                    .ct_eq(presented.as_bytes()),
+            ) {
                 found = Some(t);
             }
         }
@@ -81,12 +86,10 @@ pub struct Caller {
 impl Caller {
     /// Refuses with 403 unless the caller's role grants `access`.
     pub fn require(&self, access: Access) -> Result<(), ApiError> {
-        let allowed = match (self.role, access) {
-            (None, _) => true,
-            (Some(Role::Operator), _) => true,
-            (Some(Role::Viewer), Access::Read) => true,
-            _ => false,
-        };
+        let allowed = matches!(
+            (self.role, access),
+            (None, _) | (Some(Role::Operator), _) | (Some(Role::Viewer), Access::Read)
+        );
         if allowed {
             Ok(())
         } else {
@@ -95,7 +98,9 @@ impl Caller {
                 format!(
                     "token `{}` (role {:?}) may not do this; it needs {}",
                     self.name,
-                    self.role.map(|r| format!("{r:?}").to_lowercase()).unwrap_or_default(),
+                    self.role
+                        .map(|r| format!("{r:?}").to_lowercase())
+                        .unwrap_or_default(),
                     match access {
                         Access::Read => "viewer or operator",
                         Access::Operate => "operator",
@@ -116,8 +121,7 @@ impl FromRequestParts<AppState> for Caller {
                 role: None,
             });
         }
-        let unauthorized =
-            |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m.to_string());
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m.to_string());
         let header = parts
             .headers
             .get(AUTHORIZATION)

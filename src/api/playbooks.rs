@@ -10,11 +10,7 @@ use super::{
     auth::{Access, Caller},
     ApiError, AppState,
 };
-use crate::{
-    engine::LoadError,
-    store::ms_to_rfc3339,
-    triggers::TriggerSpec,
-};
+use crate::{engine::LoadError, store::ms_to_rfc3339, triggers::TriggerSpec};
 
 #[derive(Serialize)]
 pub struct PlaybookView {

@@ -159,7 +159,10 @@ impl Catalog {
                     report.unchanged += 1;
                     continue;
                 }
-                compiled.push((name.clone(), compile(&self.engine, name, path, &source, version)));
+                compiled.push((
+                    name.clone(),
+                    compile(&self.engine, name, path, &source, version),
+                ));
             }
         }
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -319,7 +322,10 @@ pub fn compile(
             .map_err(|e| {
                 let inner = innermost(&e);
                 let pos = inner.position();
-                fail(pos, format!("triggers(): {}", strip_position(&inner.to_string(), pos)))
+                fail(
+                    pos,
+                    format!("triggers(): {}", strip_position(&inner.to_string(), pos)),
+                )
             })?;
         let json: serde_json::Value = rhai::serde::from_dynamic(&value)
             .map_err(|e| fail(Position::NONE, format!("triggers(): {e}")))?;
@@ -354,10 +360,7 @@ pub fn strip_position(message: &str, pos: Position) -> String {
         return message.to_string();
     }
     let suffix = format!(" ({pos})");
-    message
-        .strip_suffix(&suffix)
-        .unwrap_or(message)
-        .to_string()
+    message.strip_suffix(&suffix).unwrap_or(message).to_string()
 }
 
 /// Compiles every playbook in `dir` once, for `runbookd check`. Returns the good names and

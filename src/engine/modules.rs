@@ -29,11 +29,7 @@ impl ConfinedResolver {
             ))
         };
         let rel = Path::new(path);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_)))
-        {
+        if rel.is_absolute() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(refuse(
                 "imports are paths inside the playbook directory, without `..`",
             ));
@@ -77,9 +73,8 @@ impl rhai::ModuleResolver for ConfinedResolver {
             ))
         })?;
         ast.set_source(path);
-        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine).map_err(|e| {
-            Box::new(EvalAltResult::ErrorInModule(path.to_string(), e, pos))
-        })?;
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
+            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.to_string(), e, pos)))?;
         Ok(module.into())
     }
 }

@@ -18,26 +18,29 @@ pub struct Watcher {
 pub fn watch(catalog: Arc<Catalog>, debounce: Duration) -> Result<Watcher, notify::Error> {
     let dir = catalog.dir().to_path_buf();
     let tick = (debounce / 4).max(Duration::from_millis(10));
-    let mut debouncer = new_debouncer(debounce, Some(tick), move |result: DebounceEventResult| {
-        match result {
-            Ok(events) => {
-                let relevant = events.iter().any(|e| {
-                    e.paths.iter().any(|p| {
-                        p.extension().and_then(|x| x.to_str()) == Some("rhai") || p.is_dir()
-                    })
-                });
-                if relevant {
-                    let report = catalog.reload();
-                    tracing::debug!(?report, "playbook directory reloaded");
+    let mut debouncer =
+        new_debouncer(
+            debounce,
+            Some(tick),
+            move |result: DebounceEventResult| match result {
+                Ok(events) => {
+                    let relevant = events.iter().any(|e| {
+                        e.paths.iter().any(|p| {
+                            p.extension().and_then(|x| x.to_str()) == Some("rhai") || p.is_dir()
+                        })
+                    });
+                    if relevant {
+                        let report = catalog.reload();
+                        tracing::debug!(?report, "playbook directory reloaded");
+                    }
                 }
-            }
-            Err(errors) => {
-                for e in errors {
-                    tracing::warn!(error = %e, "playbook watcher error");
+                Err(errors) => {
+                    for e in errors {
+                        tracing::warn!(error = %e, "playbook watcher error");
+                    }
                 }
-            }
-        }
-    })?;
+            },
+        )?;
     debouncer.watch(&dir, RecursiveMode::Recursive)?;
     Ok(Watcher {
         _debouncer: debouncer,

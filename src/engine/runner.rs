@@ -57,9 +57,12 @@ pub fn execute(
     let dropped = ctx.dropped_logs.take();
     if dropped > 0 {
         logs.push(LogLine {
-            at: crate::store::now_ms(),
+            at: crate::store::ms_to_rfc3339(crate::store::now_ms()),
             level: "warn".into(),
-            message: format!("{dropped} more log lines were dropped (limit {})", spec.max_log_lines),
+            message: format!(
+                "{dropped} more log lines were dropped (limit {})",
+                spec.max_log_lines
+            ),
         });
     }
     let actions = ctx.actions.take();
@@ -98,8 +101,10 @@ fn call_run(
     event: &serde_json::Value,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let event: Dynamic = rhai::serde::to_dynamic(event)?;
+    // Top-level statements run first: that is where `import`s live, and functions can only
+    // see modules imported by statements that ran. Playbooks keep work inside functions.
     engine.call_fn_with_options(
-        CallFnOptions::new().eval_ast(false).rewind_scope(true),
+        CallFnOptions::new().eval_ast(true).rewind_scope(true),
         &mut Scope::new(),
         &playbook.ast,
         "run",

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rhai::{Engine, EvalAltResult, FLOAT, INT};
 
 use super::{script_error, terminated, with_run, TERMINATED_SHUTDOWN, TERMINATED_TIMEOUT};
-use crate::store::{now_ms, LogLine};
+use crate::store::{ms_to_rfc3339, now_ms, LogLine};
 
 const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
 
@@ -22,7 +22,7 @@ pub fn append_log(level: &str, message: &str) {
         let mut logs = ctx.logs.borrow_mut();
         if logs.len() < ctx.max_log_lines {
             logs.push(LogLine {
-                at: now_ms(),
+                at: ms_to_rfc3339(now_ms()),
                 level: level.to_string(),
                 message: message.to_string(),
             });

@@ -27,7 +27,10 @@ pub enum StoreError {
     #[error("state store migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("state store holds a malformed value in {column}: {message}")]
-    Corrupt { column: &'static str, message: String },
+    Corrupt {
+        column: &'static str,
+        message: String,
+    },
 }
 
 /// Which engine the store talks to.

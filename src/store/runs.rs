@@ -63,9 +63,8 @@ pub struct Trigger {
 /// One `log()` line of a run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LogLine {
-    /// Unix milliseconds.
-    #[serde(serialize_with = "ser_ms")]
-    pub at: i64,
+    /// RFC 3339, millisecond precision.
+    pub at: String,
     pub level: String,
     pub message: String,
 }
@@ -253,7 +252,10 @@ impl Store {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
         }
-        sql.push_str(&format!(" ORDER BY queued_at DESC, id DESC LIMIT ${}", n + 1));
+        sql.push_str(&format!(
+            " ORDER BY queued_at DESC, id DESC LIMIT ${}",
+            n + 1
+        ));
         let mut query = sqlx::query(&sql);
         if let Some(p) = &filter.playbook {
             query = query.bind(p.clone());

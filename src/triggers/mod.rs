@@ -181,8 +181,15 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(specs.len(), 3);
-        assert!(matches!(&specs[0], TriggerSpec::Alert { on_resolved: true, labels, .. } if labels["service"] == "payments"));
-        assert_eq!(specs[1], TriggerSpec::Cron { cron: "0 * * * *".into() });
+        assert!(
+            matches!(&specs[0], TriggerSpec::Alert { on_resolved: true, labels, .. } if labels["service"] == "payments")
+        );
+        assert_eq!(
+            specs[1],
+            TriggerSpec::Cron {
+                cron: "0 * * * *".into()
+            }
+        );
         assert_eq!(specs[2], TriggerSpec::Manual);
     }
 

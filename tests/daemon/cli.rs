@@ -1,0 +1,134 @@
+//! The CLI: `check` and `run`.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::{Db, Workspace, BIN};
+
+#[tokio::test]
+async fn check_prints_path_line_col_and_exits_1() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("good", "fn run(event) { 1 }\n");
+    ws.write_playbook("bad", "fn run(event) {\n  let = 3;\n}\n");
+    ws.write_playbook("no_entry", "fn other() { 1 }\n");
+    ws.write_playbook(
+        "bad_trigger",
+        "fn triggers() { [#{ cron: \"every day\" }] }\nfn run(e) { 1 }\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(ws.playbooks())
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let bad = format!("{}:2:", ws.playbooks().join("bad.rhai").display());
+    assert!(stdout.lines().any(|l| l.starts_with(&bad)), "{stdout}");
+    assert!(stdout.contains("no entry point"), "{stdout}");
+    assert!(stdout.contains("every day"), "{stdout}");
+    assert_eq!(
+        stdout.lines().count(),
+        3,
+        "one line per broken playbook: {stdout}"
+    );
+
+    std::fs::remove_file(ws.playbooks().join("bad.rhai")).expect("rm");
+    std::fs::remove_file(ws.playbooks().join("no_entry.rhai")).expect("rm");
+    std::fs::remove_file(ws.playbooks().join("bad_trigger.rhai")).expect("rm");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(ws.playbooks())
+        .output()
+        .expect("check");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn shipped_playbooks_compile() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(dir)
+        .output()
+        .expect("check");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn run_prints_the_run_as_json_and_sets_exit_code() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("sum", "fn run(event) { event.params.a + event.params.b }\n");
+    ws.write_playbook("boom", "fn run(event) {\n  throw \"no\";\n}\n");
+    let config = ws.config("");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "run",
+            "sum",
+            "--param",
+            "a=2",
+            "--param",
+            "b=40",
+            "--dry-run",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: Value = serde_json::from_slice(&out.stdout).expect("run JSON on stdout");
+    assert_eq!(run["result"], 42);
+    assert_eq!(run["dry_run"], true);
+    assert_eq!(run["trigger"]["name"], "cli");
+
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "boom"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let run: Value = serde_json::from_slice(&out.stdout).expect("run JSON on stdout");
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"]["line"], 2);
+
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["run", "sum", "--param", "novalue"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key=value"));
+}
+
+#[test]
+fn bad_config_is_rejected_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[playbooks]\nmax_concurent_runs = 4\n").expect("write");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .output()
+        .expect("serve");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_concurent_runs"), "{err}");
+}

@@ -1,0 +1,242 @@
+//! Starts the real daemon for a test: its own temp dir, playbooks, config and database.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use sqlx::{Connection, Executor};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_runbookd");
+
+/// Which state store a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A state store URL: a file in `dir`, or a fresh PostgreSQL database.
+pub async fn database_url(db: Db, dir: &Path) -> String {
+    match db {
+        Db::Sqlite => format!("sqlite://{}", dir.join("state.db").display()),
+        Db::Postgres => fresh_postgres_database().await,
+    }
+}
+
+/// Creates an empty PostgreSQL database for one test and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    let admin = std::env::var("RUNBOOKD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("runbookd_test_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL must be running (scripts/test starts it)");
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+/// Options for one daemon.
+#[derive(Default)]
+pub struct Options {
+    /// Extra TOML appended to the generated config.
+    pub extra_config: String,
+    pub env: Vec<(String, String)>,
+}
+
+/// A test's working directory: playbooks and config; survives daemon restarts.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub database_url: String,
+}
+
+impl Workspace {
+    pub async fn new(db: Db) -> Workspace {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("playbooks")).expect("playbooks dir");
+        let database_url = database_url(db, dir.path()).await;
+        Workspace { dir, database_url }
+    }
+
+    pub fn playbooks(&self) -> PathBuf {
+        self.dir.path().join("playbooks")
+    }
+
+    /// Writes `playbooks/NAME.rhai`.
+    pub fn write_playbook(&self, name: &str, source: &str) {
+        let tmp = self.playbooks().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, source).expect("write playbook");
+        // Like an editor: write aside, then rename into place.
+        std::fs::rename(&tmp, self.playbooks().join(format!("{name}.rhai")))
+            .expect("rename playbook");
+    }
+
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let path = self.dir.path().join("runbookd.toml");
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\n\
+             [state]\ndatabase_url = \"{}\"\n\n\
+             [playbooks]\ndir = \"{}\"\ntimeout = \"30s\"\nreload_debounce = \"50ms\"\n\n\
+             [log]\nformat = \"json\"\nlevel = \"info\"\n\n{extra}",
+            self.database_url,
+            self.playbooks().display()
+        );
+        // Later sections with the same name as above are merged by hand in tests that need it.
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+}
+
+/// The running daemon.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `runbookd serve` in `ws` and waits until it listens.
+    pub fn start(ws: &Workspace, opts: &Options) -> Daemon {
+        Self::try_start(ws, opts).unwrap_or_else(|logs| panic!("daemon did not start:\n{logs}"))
+    }
+
+    /// Starts the daemon; on failure returns everything it logged.
+    pub fn try_start(ws: &Workspace, opts: &Options) -> Result<Daemon, String> {
+        let config = ws.config(&opts.extra_config);
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .current_dir(ws.dir.path())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn runbookd");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        if v["fields"]["message"] == "listening" {
+                            if let Some(addr) = v["fields"]["addr"].as_str() {
+                                let _ = tx.send(addr.to_string());
+                            }
+                        }
+                    }
+                    logs.lock().expect("logs").push(line);
+                }
+            });
+        }
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => Ok(Daemon {
+                child,
+                addr: addr.parse().expect("addr"),
+                client: reqwest::Client::new(),
+                logs,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
+                Err(logs.lock().expect("logs").join("\n"))
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+
+    /// Triggers `playbook` and waits for the finished run.
+    pub async fn run_wait(&self, playbook: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url(&format!("/api/v1/playbooks/{playbook}/runs?wait=true")))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("json body"))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `GET path` until `pred` holds or `timeout` passes; returns the last answer.
+    pub async fn poll(
+        &self,
+        path: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, v) = self.get(path).await;
+            if pred(&v) || start.elapsed() > timeout {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "daemon did not exit within {timeout:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real `runbookd` binary on a free port, real HTTP, real SQLite
+//! and PostgreSQL. One test binary (modules below) keeps link time down.
+
+mod api;
+mod cli;
+mod helpers;
+mod lifecycle;
+mod reload;
+mod sandbox;

@@ -1,0 +1,197 @@
+//! Hot reload: edits, broken edits, deletions, new files.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{Daemon, Db, Options, Workspace};
+
+fn answer(n: i64) -> String {
+    format!("fn run(event) {{ {n} }}\n")
+}
+
+async fn playbook(d: &Daemon, name: &str) -> Value {
+    d.get(&format!("/api/v1/playbooks/{name}")).await.1
+}
+
+#[tokio::test]
+async fn edit_is_serving_within_two_seconds() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("answer", &answer(1));
+    let d = Daemon::start(&ws, &Options::default());
+    let v1 = playbook(&d, "answer").await["version"].clone();
+    assert_eq!(d.run_wait("answer", json!({})).await.1["result"], 1);
+
+    let written = Instant::now();
+    ws.write_playbook("answer", &answer(2));
+    let pb = d
+        .poll("/api/v1/playbooks/answer", Duration::from_secs(2), |v| {
+            v["version"] != v1
+        })
+        .await;
+    assert_ne!(
+        pb["version"], v1,
+        "new version not serving 2 s after the edit"
+    );
+    assert!(written.elapsed() < Duration::from_secs(2));
+    let (_, run) = d.run_wait("answer", json!({})).await;
+    assert_eq!(run["result"], 2);
+    assert_eq!(
+        run["version"], pb["version"],
+        "the run records the version it ran"
+    );
+
+    // A brand-new file appears too.
+    ws.write_playbook("fresh", &answer(7));
+    let pb = d
+        .poll("/api/v1/playbooks/fresh", Duration::from_secs(2), |v| {
+            v["version"].is_string()
+        })
+        .await;
+    assert!(pb["version"].is_string(), "{pb}");
+}
+
+#[tokio::test]
+async fn broken_edit_keeps_last_good_version_and_shows_error() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("answer", &answer(1));
+    let d = Daemon::start(&ws, &Options::default());
+    let good = playbook(&d, "answer").await["version"].clone();
+
+    ws.write_playbook("answer", "fn run(event) {\n    let x = ;\n}\n");
+    let pb = d
+        .poll("/api/v1/playbooks/answer", Duration::from_secs(2), |v| {
+            !v["error"].is_null()
+        })
+        .await;
+    assert_eq!(pb["version"], good, "last good version keeps serving: {pb}");
+    assert_eq!(pb["error"]["line"], 2, "{pb}");
+    assert!(pb["error"]["column"].as_u64().is_some(), "{pb}");
+    assert!(pb["error"]["path"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with("answer.rhai"));
+    assert_eq!(d.run_wait("answer", json!({})).await.1["result"], 1);
+
+    let metrics = d
+        .client
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"runbookd_playbook_load_error{playbook="answer"} 1"#),
+        "{metrics}"
+    );
+    assert!(d.logs().contains("playbook failed to compile"));
+
+    // Fixing the file clears the error.
+    ws.write_playbook("answer", &answer(3));
+    let pb = d
+        .poll("/api/v1/playbooks/answer", Duration::from_secs(2), |v| {
+            v["error"].is_null()
+        })
+        .await;
+    assert!(pb["error"].is_null(), "{pb}");
+    assert_eq!(d.run_wait("answer", json!({})).await.1["result"], 3);
+}
+
+#[tokio::test]
+async fn deleting_a_file_removes_the_playbook() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("answer", &answer(1));
+    ws.write_playbook("other", &answer(2));
+    let d = Daemon::start(&ws, &Options::default());
+    std::fs::remove_file(ws.playbooks().join("answer.rhai")).expect("rm");
+    let list = d
+        .poll("/api/v1/playbooks", Duration::from_secs(2), |v| {
+            v.as_array().map(Vec::len) == Some(1)
+        })
+        .await;
+    assert_eq!(list[0]["name"], "other", "{list}");
+    let (s, _) = d.run_wait("answer", json!({})).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn a_run_finishes_on_the_version_it_started_on() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("slow", "fn run(event) { sleep(1.0); \"v1\" }\n");
+    let d = Daemon::start(&ws, &Options::default());
+    let resp = d
+        .client
+        .post(d.url("/api/v1/playbooks/slow/runs"))
+        .send()
+        .await
+        .expect("post");
+    let id = resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    d.poll(&format!("/api/v1/runs/{id}"), Duration::from_secs(2), |v| {
+        v["status"] == "running"
+    })
+    .await;
+    ws.write_playbook("slow", "fn run(event) { \"v2\" }\n");
+    let done = d
+        .poll(&format!("/api/v1/runs/{id}"), Duration::from_secs(5), |v| {
+            v["status"] == "succeeded"
+        })
+        .await;
+    assert_eq!(done["result"], "v1", "{done}");
+    let (_, next) = d.run_wait("slow", json!({})).await;
+    assert_eq!(next["result"], "v2");
+    assert_ne!(next["version"], done["version"]);
+}
+
+#[tokio::test]
+async fn modules_are_imported_from_the_playbook_directory_only() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    std::fs::create_dir(ws.playbooks().join("lib")).expect("lib dir");
+    std::fs::write(
+        ws.playbooks().join("lib/greet.rhai"),
+        "fn hello(n) { `hello ${n}` }\n",
+    )
+    .expect("module");
+    ws.write_playbook(
+        "uses_lib",
+        "import \"lib/greet\" as g;\nfn run(event) { g::hello(\"sre\") }\n",
+    );
+    ws.write_playbook(
+        "escapes",
+        "import \"../../etc/passwd\" as p;\nfn run(event) { 1 }\n",
+    );
+    let d = Daemon::start(&ws, &Options::default());
+    assert_eq!(
+        d.run_wait("uses_lib", json!({})).await.1["result"],
+        "hello sre"
+    );
+    let pb = playbook(&d, "escapes").await;
+    assert!(pb["version"].is_null(), "{pb}");
+    assert!(
+        pb["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("without `..`"),
+        "{pb}"
+    );
+
+    // Editing the module gives the importing playbook a new version.
+    let before = playbook(&d, "uses_lib").await["version"].clone();
+    std::fs::write(
+        ws.playbooks().join("lib/greet.rhai"),
+        "fn hello(n) { `hi ${n}` }\n",
+    )
+    .expect("module");
+    d.poll("/api/v1/playbooks/uses_lib", Duration::from_secs(2), |v| {
+        v["version"] != before
+    })
+    .await;
+    assert_eq!(
+        d.run_wait("uses_lib", json!({})).await.1["result"],
+        "hi sre"
+    );
+}

@@ -1,0 +1,183 @@
+//! Runaway and failing scripts end their own run, never the daemon.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{Daemon, Db, Options, Workspace};
+
+fn short_timeout() -> Options {
+    Options {
+        env: vec![("RUNBOOKD_PLAYBOOKS__TIMEOUT".into(), "1s".into())],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn infinite_loop_times_out_while_daemon_keeps_serving() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("spin", "fn run(event) { let i = 0; loop { i += 1; } }\n");
+    ws.write_playbook("ok", "fn run(event) { 42 }\n");
+    let d = Daemon::start(&ws, &short_timeout());
+    let resp = d
+        .client
+        .post(d.url("/api/v1/playbooks/spin/runs"))
+        .send()
+        .await
+        .expect("post");
+    let id = resp.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // While it spins, the daemon answers and runs other playbooks.
+    for _ in 0..5 {
+        assert_eq!(d.get("/healthz").await.0, 200);
+        assert_eq!(d.run_wait("ok", json!({})).await.1["result"], 42);
+    }
+    let run = d
+        .poll(&format!("/api/v1/runs/{id}"), Duration::from_secs(5), |v| {
+            v["status"] == "timed_out"
+        })
+        .await;
+    assert_eq!(run["status"], "timed_out", "{run}");
+    assert_eq!(run["error"]["reason"], "timeout");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1s"),
+        "{run}"
+    );
+}
+
+#[tokio::test]
+async fn sleeping_past_the_deadline_times_out_promptly() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("nap", "fn run(event) { sleep(3600); 1 }\n");
+    let d = Daemon::start(&ws, &short_timeout());
+    let started = std::time::Instant::now();
+    let (_, run) = d.run_wait("nap", json!({})).await;
+    assert_eq!(run["status"], "timed_out", "{run}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "sleep is bounded by the deadline"
+    );
+}
+
+#[tokio::test]
+async fn huge_data_fails_the_run_not_the_daemon() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook(
+        "grow",
+        "fn run(event) {\n  let s = \"x\";\n  loop { s += s; }\n}\n",
+    );
+    ws.write_playbook("ok", "fn run(event) { 42 }\n");
+    let d = Daemon::start(&ws, &Options::default());
+    let (_, run) = d.run_wait("grow", json!({})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"]["reason"], "data_too_large", "{run}");
+    assert_eq!(d.run_wait("ok", json!({})).await.1["result"], 42);
+}
+
+#[tokio::test]
+async fn script_errors_carry_the_line() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook(
+        "oops",
+        "fn helper(x) {\n  x.no_such_method()\n}\nfn run(event) {\n  log(\"before\");\n  helper(1)\n}\n",
+    );
+    ws.write_playbook(
+        "caught",
+        "fn run(event) {\n  try { throw \"boom\"; } catch (e) { return `caught ${e}`; }\n}\n",
+    );
+    ws.write_playbook(
+        "recursion",
+        "fn f(n) { f(n + 1) }\nfn run(event) { f(0) }\n",
+    );
+    let d = Daemon::start(&ws, &Options::default());
+    let (_, run) = d.run_wait("oops", json!({})).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"]["reason"], "script");
+    assert_eq!(run["error"]["line"], 2, "{run}");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no_such_method"),
+        "{run}"
+    );
+    assert_eq!(
+        run["logs"][0]["message"], "before",
+        "logs before the error are kept"
+    );
+
+    assert_eq!(
+        d.run_wait("caught", json!({})).await.1["result"],
+        "caught boom"
+    );
+    let (_, run) = d.run_wait("recursion", json!({})).await;
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["error"]["reason"], "call_depth", "{run}");
+}
+
+#[tokio::test]
+async fn full_queue_refuses_with_503_and_loses_nothing_accepted() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("slow", "fn run(event) { sleep(0.3); event.params.n }\n");
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            env: vec![
+                ("RUNBOOKD_PLAYBOOKS__MAX_CONCURRENT_RUNS".into(), "1".into()),
+                ("RUNBOOKD_PLAYBOOKS__QUEUE_CAPACITY".into(), "2".into()),
+            ],
+            ..Default::default()
+        },
+    );
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for n in 0..8 {
+        let resp = d
+            .client
+            .post(d.url("/api/v1/playbooks/slow/runs"))
+            .json(&json!({"params": {"n": n}}))
+            .send()
+            .await
+            .expect("post");
+        match resp.status().as_u16() {
+            202 => accepted.push(
+                resp.json::<serde_json::Value>().await.expect("json")["id"]
+                    .as_str()
+                    .expect("id")
+                    .to_string(),
+            ),
+            503 => {
+                let e: serde_json::Value = resp.json().await.expect("json");
+                assert!(
+                    e["error"].as_str().unwrap_or("").contains("queue is full"),
+                    "{e}"
+                );
+                refused += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "a queue of 2 with 1 slot must refuse some of 8 quick triggers"
+    );
+    assert!(accepted.len() >= 3);
+    for id in &accepted {
+        let run = d
+            .poll(
+                &format!("/api/v1/runs/{id}"),
+                Duration::from_secs(10),
+                |v| v["status"] == "succeeded",
+            )
+            .await;
+        assert_eq!(
+            run["status"], "succeeded",
+            "accepted run {id} was lost: {run}"
+        );
+    }
+}
