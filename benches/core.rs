@@ -22,7 +22,9 @@ struct Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -90,14 +92,24 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let playbooks = dir.path().join("playbooks");
     std::fs::create_dir(&playbooks).expect("dir");
-    std::fs::write(playbooks.join("noop.rhai"), "fn run(event) { #{ ok: true } }\n").expect("pb");
+    std::fs::write(
+        playbooks.join("noop.rhai"),
+        "fn run(event) { #{ ok: true } }\n",
+    )
+    .expect("pb");
     let db = std::env::var("RUNBOOKD_BENCH_DB")
         .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("state.db").display()));
     let config = write_config(dir.path(), &playbooks, &db, "127.0.0.1:0");
     let daemon = start(&config);
     let client = reqwest::Client::new();
-    let url = format!("http://{}/api/v1/playbooks/noop/runs?wait=true", daemon.addr);
-    println!("runbookd core benchmark — state store: {}", db.split(':').next().unwrap_or("?"));
+    let url = format!(
+        "http://{}/api/v1/playbooks/noop/runs?wait=true",
+        daemon.addr
+    );
+    println!(
+        "runbookd core benchmark — state store: {}",
+        db.split(':').next().unwrap_or("?")
+    );
 
     // Warm up.
     for _ in 0..200 {
@@ -158,11 +170,29 @@ async fn main() {
     let pb_url = format!("http://{}/api/v1/playbooks/noop", daemon.addr);
     let mut reloads = Vec::new();
     for i in 0..20 {
-        let before: serde_json::Value = client.get(&pb_url).send().await.expect("get").json().await.expect("json");
+        let before: serde_json::Value = client
+            .get(&pb_url)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
         let t = Instant::now();
-        std::fs::write(playbooks.join("noop.rhai"), format!("fn run(event) {{ #{{ ok: true, n: {i} }} }}\n")).expect("write");
+        std::fs::write(
+            playbooks.join("noop.rhai"),
+            format!("fn run(event) {{ #{{ ok: true, n: {i} }} }}\n"),
+        )
+        .expect("write");
         loop {
-            let now: serde_json::Value = client.get(&pb_url).send().await.expect("get").json().await.expect("json");
+            let now: serde_json::Value = client
+                .get(&pb_url)
+                .send()
+                .await
+                .expect("get")
+                .json()
+                .await
+                .expect("json");
             if now["version"] != before["version"] {
                 break;
             }
