@@ -20,6 +20,7 @@ use crate::{
 /// Everything a run needs outside the API: store, catalog, dispatcher.
 pub struct Core {
     pub store: Store,
+    pub services: Services,
     pub catalog: Arc<Catalog>,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
@@ -53,19 +54,17 @@ impl Core {
             dir = %dir.display(),
             "playbooks loaded"
         );
-        let services = Services {
-            store: Some(store.clone()),
-            runtime: tokio::runtime::Handle::current(),
-        };
+        let services = Services::from_config(config, Some(store.clone()));
         let dispatcher = Dispatcher::start(
             catalog.clone(),
             store.clone(),
             metrics.clone(),
-            services,
+            services.clone(),
             config.playbooks.clone(),
         );
         Ok(Core {
             store,
+            services,
             catalog,
             dispatcher,
             metrics,
@@ -134,6 +133,7 @@ impl Daemon {
             store: core.store.clone(),
             metrics: core.metrics.clone(),
             auth,
+            services: core.services.clone(),
         };
         let app = api::router(state, config.server.max_body_bytes);
         let addr = listener.local_addr()?;

@@ -5,6 +5,7 @@
 //! key or a bad value is rejected with its full dotted path whichever of the two it came from.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
@@ -30,7 +31,7 @@ pub enum ConfigError {
 }
 
 /// The whole daemon configuration. `Default` is the embedded default a new user gets.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// HTTP API: listen address, bearer tokens, body limit, shutdown grace.
@@ -41,6 +42,96 @@ pub struct Config {
     pub playbooks: PlaybooksConfig,
     /// Log format and level.
     pub log: LogConfig,
+    /// The Redis the payments app's circuit breaker lives in.
+    pub redis: RedisConfig,
+    /// Circuit breakers by name; `stripe` exists by default.
+    pub breakers: BTreeMap<String, BreakerConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            state: StateConfig::default(),
+            playbooks: PlaybooksConfig::default(),
+            log: LogConfig::default(),
+            redis: RedisConfig::default(),
+            breakers: default_breakers(),
+        }
+    }
+}
+
+fn default_breakers() -> BTreeMap<String, BreakerConfig> {
+    BTreeMap::from([("stripe".to_string(), BreakerConfig::default())])
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:6379/0`. Unset: breakers (except in-memory ones) are "not configured".
+    pub url: Option<String>,
+}
+
+/// How a breaker's state is laid out in Redis (see DOMAIN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BreakerPreset {
+    /// What the Django app writes: `:1:circuit_breaker:NAME:*`, pickled values,
+    /// half-open computed from `opened_at`.
+    Django,
+    /// What the runbook describes: `circuit_breaker:NAME:*`, plain strings.
+    Plain,
+    /// In this process only (simulations, playbook tests).
+    Memory,
+}
+
+/// `[breakers.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Key layout and value encoding.
+    pub preset: BreakerPreset,
+    /// Redis for this breaker when not `[redis] url` (Django's cache is often db 0 while
+    /// Celery uses db 1).
+    pub redis_url: Option<String>,
+    /// Django `KEY_PREFIX` (default empty) — keys are `PREFIX:VERSION:circuit_breaker:NAME:*`.
+    pub key_prefix: String,
+    /// Django cache `VERSION`.
+    pub key_version: i64,
+    /// Key stem without the field, default `circuit_breaker:NAME`.
+    pub key_base: Option<String>,
+    /// Failures within `window` that open the breaker.
+    pub failure_threshold: u32,
+    /// How long a failure counts (the failures key's TTL).
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Open this long ⇒ half-open.
+    #[serde(deserialize_with = "duration")]
+    pub recovery_timeout: Duration,
+    /// TTL of `state`/`opened_at` when opening (django: 10 × recovery timeout); unset: none.
+    #[serde(deserialize_with = "opt_duration")]
+    pub open_ttl: Option<Duration>,
+    /// TTL of `state` after a success (django: 600 s); unset: none.
+    #[serde(deserialize_with = "opt_duration")]
+    pub closed_ttl: Option<Duration>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            preset: BreakerPreset::Django,
+            redis_url: None,
+            key_prefix: String::new(),
+            key_version: 1,
+            key_base: None,
+            failure_threshold: 5,
+            window: Duration::from_secs(60),
+            recovery_timeout: Duration::from_secs(30),
+            open_ttl: Some(Duration::from_secs(300)),
+            closed_ttl: Some(Duration::from_secs(600)),
+        }
+    }
 }
 
 /// `[server]`
@@ -207,6 +298,25 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     }
 }
 
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Seconds(u64),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Seconds(0) => Ok(None),
+        Raw::Seconds(s) => Ok(Some(Duration::from_secs(s))),
+        Raw::Text(t) if t == "none" || t.is_empty() => Ok(None),
+        Raw::Text(t) => humantime::parse_duration(&t).map(Some).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{t}` is not a duration ({e}); try \"30s\" or \"none\""
+            ))
+        }),
+    }
+}
+
 const ENV_PREFIX: &str = "RUNBOOKD_";
 
 impl Config {
@@ -269,6 +379,24 @@ impl Config {
                 "state.database_url",
                 "must start with sqlite:// or postgres://",
             );
+        }
+        for (name, b) in &self.breakers {
+            let key = |k: &str| format!("breakers.{name}.{k}");
+            if !crate::engine::catalog::valid_name(name) {
+                return bad(
+                    &format!("breakers.{name}"),
+                    "breaker names use a-z, 0-9, _ and -",
+                );
+            }
+            if b.failure_threshold == 0 {
+                return bad(&key("failure_threshold"), "must be at least 1");
+            }
+            if b.window.as_secs() == 0 || b.recovery_timeout.is_zero() {
+                return bad(
+                    &key("window"),
+                    "window and recovery_timeout must be at least 1s",
+                );
+            }
         }
         for (i, t) in self.server.tokens.iter().enumerate() {
             if t.token_env.is_some() == t.token_file.is_some() {

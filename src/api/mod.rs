@@ -2,6 +2,7 @@
 //! [`router`] builds the whole app so tests and the daemon serve exactly the same thing.
 
 mod auth;
+mod breakers;
 mod error;
 mod health;
 mod playbooks;
@@ -20,7 +21,9 @@ use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 pub use auth::Auth;
 pub use error::ApiError;
 
-use crate::{dispatch::Dispatcher, engine::Catalog, metrics::Metrics, store::Store};
+use crate::{
+    dispatch::Dispatcher, engine::Catalog, metrics::Metrics, primitives::Services, store::Store,
+};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -30,6 +33,7 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Auth>,
+    pub services: Services,
 }
 
 /// The complete HTTP application.
@@ -44,6 +48,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/audit", get(runs::audit))
+        .route("/api/v1/breakers/{name}", get(breakers::show))
+        .route("/api/v1/breakers/{name}/reset", post(breakers::reset))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

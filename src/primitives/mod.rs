@@ -7,20 +7,23 @@
 //! action lists, and the backends ([`Services`]). Async work goes through [`block_on`],
 //! which bounds it by the run's deadline and shutdown so a hung backend cannot hang a run.
 
+pub mod breaker;
 mod core;
 mod health;
+pub mod redis_conn;
 
 use std::{
     cell::RefCell,
     future::Future,
     rc::Rc,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{LogLine, Store};
+use crate::store::{LogLine, NewAudit, Store};
 
 /// Backends primitives may use. `None` means "not configured", which a primitive reports as
 /// a script error naming the missing section rather than crashing.
@@ -28,6 +31,23 @@ use crate::store::{LogLine, Store};
 pub struct Services {
     pub store: Option<Store>,
     pub runtime: tokio::runtime::Handle,
+    pub breakers: Arc<breaker::Breakers>,
+}
+
+impl Services {
+    /// Builds every backend from configuration; nothing connects until first used.
+    pub fn from_config(config: &crate::config::Config, store: Option<Store>) -> Services {
+        let redis = Arc::new(redis_conn::RedisConnections::default());
+        Services {
+            store,
+            runtime: tokio::runtime::Handle::current(),
+            breakers: Arc::new(breaker::Breakers::new(
+                config.breakers.clone(),
+                config.redis.url.clone(),
+                redis,
+            )),
+        }
+    }
 }
 
 /// Why a script was stopped from outside; the text becomes the Rhai termination token.
@@ -153,8 +173,80 @@ pub fn block_on<T, E: std::fmt::Display>(
     })
 }
 
+/// Performs — or in a dry run, only plans — an action, and records it twice: on the run
+/// (`actions`, and a log line) and in the audit trail. `perform` runs only for real runs.
+/// Returns what `perform` returned, or `None` in a dry run.
+pub fn act(
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+    perform: impl FnOnce() -> Result<serde_json::Value, Box<EvalAltResult>>,
+) -> Result<Option<serde_json::Value>, Box<EvalAltResult>> {
+    let (dry_run, run_id, playbook, store, runtime) = with_run(action, |ctx| {
+        Ok((
+            ctx.dry_run,
+            ctx.run_id.clone(),
+            ctx.playbook.clone(),
+            ctx.services.store.clone(),
+            ctx.services.runtime.clone(),
+        ))
+    })?;
+    let (outcome, result, error) = if dry_run {
+        ("planned", None, None)
+    } else {
+        match perform() {
+            Ok(v) => ("done", Some(v), None),
+            Err(e) => ("failed", None, Some(e)),
+        }
+    };
+    let error_text = error.as_ref().map(|e| e.to_string());
+    let record = serde_json::json!({
+        "at": crate::store::ms_to_rfc3339(crate::store::now_ms()),
+        "action": action,
+        "target": target,
+        "dry_run": dry_run,
+        "outcome": outcome,
+        "details": details,
+        "result": result,
+        "error": error_text,
+    });
+    with_run(action, |ctx| {
+        ctx.actions.borrow_mut().push(record.clone());
+        Ok(())
+    })?;
+    match (&error_text, dry_run) {
+        (Some(e), _) => core::append_log("error", &format!("{action} {target} failed: {e}")),
+        (None, true) => core::append_log("info", &format!("dry run: would {action} {target}")),
+        (None, false) => core::append_log("info", &format!("{action} {target}: done")),
+    }
+    if let Some(store) = store {
+        let entry = NewAudit {
+            actor: format!("playbook:{playbook}"),
+            action: action.to_string(),
+            target: target.to_string(),
+            run_id: Some(run_id),
+            dry_run,
+            details: record,
+        };
+        // Not cancellable: an action that happened is recorded even while the run ends.
+        let written = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), store.audit(&entry)).await
+        });
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(action, target, error = %e, "audit entry not written"),
+            Err(_) => tracing::error!(action, target, "audit entry not written: store timed out"),
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(result),
+    }
+}
+
 /// Registers every primitive family on the engine.
 pub fn register(engine: &mut Engine) {
     core::register(engine);
     health::register(engine);
+    breaker::register(engine);
 }

@@ -2,6 +2,7 @@
 //! and PostgreSQL. One test binary (modules below) keeps link time down.
 
 mod api;
+mod breaker;
 mod cli;
 mod helpers;
 mod lifecycle;

@@ -1,0 +1,89 @@
+//! `GET /api/v1/breakers/{name}` and the audited manual reset,
+//! `POST /api/v1/breakers/{name}/reset` (body `{"dry_run": true}` plans it only).
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::StatusCode,
+    Json,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    auth::{Access, Caller},
+    ApiError, AppState,
+};
+use crate::{primitives::breaker::BreakerError, store::NewAudit};
+
+fn breaker_error(e: BreakerError) -> ApiError {
+    match e {
+        BreakerError::Unknown(..) => ApiError::not_found(e.to_string()),
+        BreakerError::NotConfigured(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+        BreakerError::Redis(_) | BreakerError::Decode(_) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())
+        }
+    }
+}
+
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Access::Read)?;
+    let snap = state
+        .services
+        .breakers
+        .read(&name)
+        .await
+        .map_err(breaker_error)?;
+    Ok(Json(json!(snap)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn reset(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Access::Operate)?;
+    let body: ResetBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ResetBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid reset body: {e}")))?
+    };
+    let breakers = &state.services.breakers;
+    let before = breakers.read(&name).await.map_err(breaker_error)?;
+    let after = if body.dry_run {
+        before.clone()
+    } else {
+        breakers.reset(&name).await.map_err(breaker_error)?
+    };
+    state
+        .store
+        .audit(&NewAudit {
+            actor: caller.name.clone(),
+            action: "breaker.reset".into(),
+            target: format!("breaker:{name}"),
+            run_id: None,
+            dry_run: body.dry_run,
+            details: json!({ "before": before, "after": after }),
+        })
+        .await?;
+    Ok(Json(json!({
+        "dry_run": body.dry_run,
+        "before": before,
+        "after": after,
+    })))
+}
