@@ -71,6 +71,9 @@ redis.call('DEL', KEYS[2])
 return 1
 ";
 
+/// The three stored values (state, failures, time) as Redis would return them.
+type RawValues = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 #[derive(Default, Clone)]
 struct MemoryBreaker {
     state: Option<(String, Option<f64>)>,
@@ -144,7 +147,7 @@ impl Breakers {
         let (cfg, keys) = self.config(name)?;
         let codec = Codec(cfg.preset);
         let now = now_seconds();
-        let (state, failures, time) = if cfg.preset == BreakerPreset::Memory {
+        let (state, failures, time): RawValues = if cfg.preset == BreakerPreset::Memory {
             self.memory_raw(name, now)
         } else {
             let mut con = self.connection(name, cfg)?;
@@ -248,11 +251,7 @@ impl Breakers {
     }
 
     /// Raw values of an in-memory breaker, expiring what has expired.
-    fn memory_raw(
-        &self,
-        name: &str,
-        now: f64,
-    ) -> (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>) {
+    fn memory_raw(&self, name: &str, now: f64) -> RawValues {
         let mut mem = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let Some(b) = mem.get_mut(name) else {
             return (None, None, None);
