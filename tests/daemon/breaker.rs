@@ -369,7 +369,6 @@ async fn plain_preset_reads_the_runbook_layout() {
 /// A Redis of the test's own, so it can be stopped mid-test.
 struct OwnRedis {
     child: std::process::Child,
-    port: u16,
 }
 
 impl OwnRedis {
@@ -394,7 +393,7 @@ impl OwnRedis {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        OwnRedis { child, port }
+        OwnRedis { child }
     }
 }
 
