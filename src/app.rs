@@ -54,7 +54,8 @@ impl Core {
             dir = %dir.display(),
             "playbooks loaded"
         );
-        let services = Services::from_config(config, Some(store.clone()));
+        let services = Services::from_config(config, Some(store.clone()))
+            .context("configuring the payments database")?;
         let dispatcher = Dispatcher::start(
             catalog.clone(),
             store.clone(),

@@ -46,6 +46,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Circuit breakers by name; `stripe` exists by default.
     pub breakers: BTreeMap<String, BreakerConfig>,
+    /// The payments app's own database.
+    pub payments: PaymentsConfig,
 }
 
 impl Default for Config {
@@ -57,12 +59,86 @@ impl Default for Config {
             log: LogConfig::default(),
             redis: RedisConfig::default(),
             breakers: default_breakers(),
+            payments: PaymentsConfig::default(),
         }
     }
 }
 
 fn default_breakers() -> BTreeMap<String, BreakerConfig> {
     BTreeMap::from([("stripe".to_string(), BreakerConfig::default())])
+}
+
+/// `[payments]`: the app's PostgreSQL tables (DOMAIN.md). Names are configurable for
+/// deployments that renamed them; they are validated as SQL identifiers at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// `postgres://...` of the app's database. Unset: payments primitives are "not configured".
+    pub database_url: Option<String>,
+    /// The payments table (`schema.table` allowed).
+    pub table: String,
+    /// The app's audit log table, where webhooks leave `webhook_received` rows.
+    pub audit_table: String,
+    /// Connections runbookd may hold on the app's database.
+    pub max_connections: u32,
+    /// Column names of the payments table.
+    pub columns: PaymentColumns,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        PaymentsConfig {
+            database_url: None,
+            table: "payments_payment".into(),
+            audit_table: "audit_auditlog".into(),
+            max_connections: 4,
+            columns: PaymentColumns::default(),
+        }
+    }
+}
+
+/// `[payments.columns]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentColumns {
+    pub id: String,
+    /// SQL type of the id column, so lookups by id can use its index.
+    pub id_type: String,
+    pub account_id: String,
+    pub amount: String,
+    pub status: String,
+    pub processor_ref: String,
+    pub idempotency_key: String,
+    pub metadata: String,
+    pub created_at: String,
+}
+
+impl Default for PaymentColumns {
+    fn default() -> Self {
+        PaymentColumns {
+            id: "id".into(),
+            id_type: "uuid".into(),
+            account_id: "account_id".into(),
+            amount: "amount".into(),
+            status: "status".into(),
+            processor_ref: "processor_ref".into(),
+            idempotency_key: "idempotency_key".into(),
+            metadata: "metadata".into(),
+            created_at: "created_at".into(),
+        }
+    }
+}
+
+/// A plain SQL identifier, optionally schema-qualified: safe to splice into a query.
+pub fn valid_sql_identifier(name: &str) -> bool {
+    let part = |p: &str| {
+        let mut chars = p.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && p.len() <= 63
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| part(p))
 }
 
 /// `[redis]`
@@ -398,6 +474,26 @@ impl Config {
                 );
             }
         }
+        let p = &self.payments;
+        let c = &p.columns;
+        for (key, value) in [
+            ("payments.table", &p.table),
+            ("payments.audit_table", &p.audit_table),
+            ("payments.columns.id", &c.id),
+            ("payments.columns.id_type", &c.id_type),
+            ("payments.columns.account_id", &c.account_id),
+            ("payments.columns.amount", &c.amount),
+            ("payments.columns.status", &c.status),
+            ("payments.columns.processor_ref", &c.processor_ref),
+            ("payments.columns.idempotency_key", &c.idempotency_key),
+            ("payments.columns.metadata", &c.metadata),
+            ("payments.columns.created_at", &c.created_at),
+        ] {
+            let column = key.starts_with("payments.columns");
+            if !valid_sql_identifier(value) || (column && value.contains('.')) {
+                return bad(key, &format!("`{value}` is not a plain SQL identifier"));
+            }
+        }
         for (i, t) in self.server.tokens.iter().enumerate() {
             if t.token_env.is_some() == t.token_file.is_some() {
                 return bad(
@@ -559,6 +655,18 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("playbooks.timeout"), "{msg}");
         assert!(msg.contains("soon"), "{msg}");
+    }
+
+    #[test]
+    fn sql_identifiers_are_validated() {
+        assert!(valid_sql_identifier("payments_payment"));
+        assert!(valid_sql_identifier("app.payments_payment"));
+        for bad in ["", "1x", "a;drop table x", "a b", "a.b.c", "\"x\""] {
+            assert!(!valid_sql_identifier(bad), "{bad}");
+        }
+        let err = Config::load(None, env(&[("RUNBOOKD_PAYMENTS__TABLE", "x; drop")]))
+            .expect_err("must fail");
+        assert!(err.to_string().contains("payments.table"), "{err}");
     }
 
     #[test]

@@ -30,6 +30,13 @@ fn backends() -> Result<Map, Box<EvalAltResult>> {
         Some(store) => probe("state store", async move { store.ping().await })?,
     };
     out.insert("state".into(), state.into());
+    let payments = services.payments.clone();
+    let status = if payments.configured() {
+        probe("payments database", async move { payments.ping().await })?
+    } else {
+        "not configured".to_string()
+    };
+    out.insert("payments".into(), status.into());
     for name in services.breakers.names() {
         let breakers = services.breakers.clone();
         let n = name.clone();

@@ -10,6 +10,7 @@
 pub mod breaker;
 mod core;
 mod health;
+pub mod payments;
 pub mod redis_conn;
 
 use std::{
@@ -32,13 +33,18 @@ pub struct Services {
     pub store: Option<Store>,
     pub runtime: tokio::runtime::Handle,
     pub breakers: Arc<breaker::Breakers>,
+    pub payments: payments::Payments,
 }
 
 impl Services {
     /// Builds every backend from configuration; nothing connects until first used.
-    pub fn from_config(config: &crate::config::Config, store: Option<Store>) -> Services {
+    pub fn from_config(
+        config: &crate::config::Config,
+        store: Option<Store>,
+    ) -> Result<Services, payments::PaymentsError> {
         let redis = Arc::new(redis_conn::RedisConnections::default());
-        Services {
+        Ok(Services {
+            payments: payments::Payments::new(&config.payments)?,
             store,
             runtime: tokio::runtime::Handle::current(),
             breakers: Arc::new(breaker::Breakers::new(
@@ -46,7 +52,7 @@ impl Services {
                 config.redis.url.clone(),
                 redis,
             )),
-        }
+        })
     }
 }
 
@@ -249,4 +255,5 @@ pub fn register(engine: &mut Engine) {
     core::register(engine);
     health::register(engine);
     breaker::register(engine);
+    payments::register(engine);
 }

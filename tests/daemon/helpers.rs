@@ -240,3 +240,75 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A fresh database with the payments app's schema (tests/fixtures/payments_app.sql).
+pub struct AppDb {
+    pub url: String,
+    pub pool: sqlx::PgPool,
+}
+
+impl AppDb {
+    pub async fn new() -> AppDb {
+        let url = fresh_postgres_database().await;
+        let pool = sqlx::PgPool::connect(&url).await.expect("connect app db");
+        sqlx::raw_sql(include_str!("../fixtures/payments_app.sql"))
+            .execute(&pool)
+            .await
+            .expect("app schema");
+        AppDb { url, pool }
+    }
+
+    /// Inserts a payment created `age_secs` ago; returns its id.
+    pub async fn payment(
+        &self,
+        status: &str,
+        age_secs: i64,
+        processor_ref: Option<&str>,
+    ) -> String {
+        let id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO payments_payment (id, account_id, processor_id, amount, payment_method, \
+             status, processor_ref, idempotency_key, metadata, created_at) \
+             VALUES ($1::uuid, gen_random_uuid(), gen_random_uuid(), 42.50, 'card', $2, $3, $4, \
+             '{\"source\": \"test\"}'::jsonb, now() - make_interval(secs => $5::float8))",
+        )
+        .bind(&id)
+        .bind(status)
+        .bind(processor_ref)
+        .bind(format!("idem-{id}"))
+        .bind(age_secs as f64)
+        .execute(&self.pool)
+        .await
+        .expect("insert payment");
+        id
+    }
+
+    /// A `webhook_received` audit row, as the app writes when Stripe calls it.
+    pub async fn webhook_received(&self, age_secs: i64) {
+        sqlx::query(
+            "INSERT INTO audit_auditlog (action, object_id, changes, created_at) \
+             VALUES ('webhook_received', gen_random_uuid(), '{\"type\": \"payment_intent.succeeded\"}', \
+             now() - make_interval(secs => $1::float8))",
+        )
+        .bind(age_secs as f64)
+        .execute(&self.pool)
+        .await
+        .expect("insert audit row");
+    }
+
+    pub async fn status_of(&self, id: &str) -> (String, Value) {
+        let row: (String, String) = sqlx::query_as(
+            "SELECT status, metadata::text FROM payments_payment WHERE id = $1::uuid",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .expect("select");
+        (row.0, serde_json::from_str(&row.1).expect("json"))
+    }
+
+    /// `[payments]` config pointing at this database.
+    pub fn config(&self) -> String {
+        format!("[payments]\ndatabase_url = \"{}\"\n", self.url)
+    }
+}

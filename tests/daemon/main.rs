@@ -6,5 +6,6 @@ mod breaker;
 mod cli;
 mod helpers;
 mod lifecycle;
+mod payments;
 mod reload;
 mod sandbox;
