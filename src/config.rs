@@ -48,6 +48,10 @@ pub struct Config {
     pub breakers: BTreeMap<String, BreakerConfig>,
     /// The payments app's own database.
     pub payments: PaymentsConfig,
+    /// Stripe: API, status page, the app's webhook endpoint.
+    pub stripe: StripeConfig,
+    /// The app's Celery broker, for handing it work (`celery_enqueue`).
+    pub celery: CeleryConfig,
 }
 
 impl Default for Config {
@@ -60,12 +64,80 @@ impl Default for Config {
             redis: RedisConfig::default(),
             breakers: default_breakers(),
             payments: PaymentsConfig::default(),
+            stripe: StripeConfig::default(),
+            celery: CeleryConfig::default(),
         }
     }
 }
 
 fn default_breakers() -> BTreeMap<String, BreakerConfig> {
     BTreeMap::from([("stripe".to_string(), BreakerConfig::default())])
+}
+
+/// `[stripe]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StripeConfig {
+    /// Base URL of the Stripe API (tests point it at a fake).
+    pub api_base: String,
+    /// Environment variable holding the secret key (the app's setting is `STRIPE_API_KEY`).
+    pub api_key_env: Option<String>,
+    /// File holding the secret key; takes precedence over `api_key_env`.
+    pub api_key_file: Option<PathBuf>,
+    /// Stripe's status page JSON.
+    pub status_url: String,
+    /// The app's webhook endpoint, probed by `webhooks::probe()`.
+    pub webhook_url: Option<String>,
+    /// Environment variable holding the webhook signing secret (`whsec_...`).
+    pub webhook_secret_env: Option<String>,
+    /// File holding the webhook signing secret; takes precedence.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// `live` or `test`: what the key should be.
+    pub expected_mode: String,
+    /// Requests per second runbookd sends to Stripe (live accounts allow ~100, test 25).
+    pub max_requests_per_second: u32,
+    /// Time limit of one attempt.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Attempts per request when Stripe says retrying is safe (network errors, 429, 5xx).
+    pub max_attempts: u32,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        StripeConfig {
+            api_base: "https://api.stripe.com".into(),
+            api_key_env: Some("STRIPE_API_KEY".into()),
+            api_key_file: None,
+            status_url: "https://status.stripe.com/api/v2/status.json".into(),
+            webhook_url: None,
+            webhook_secret_env: Some("STRIPE_WEBHOOK_SECRET".into()),
+            webhook_secret_file: None,
+            expected_mode: "live".into(),
+            max_requests_per_second: 25,
+            timeout: Duration::from_secs(10),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `[celery]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CeleryConfig {
+    /// The app's `CELERY_BROKER_URL` (Redis). Unset: `celery_enqueue` is "not configured".
+    pub broker_url: Option<String>,
+    /// Queue (Redis list) the app's workers consume.
+    pub queue: String,
+}
+
+impl Default for CeleryConfig {
+    fn default() -> Self {
+        CeleryConfig {
+            broker_url: None,
+            queue: "celery".into(),
+        }
+    }
 }
 
 /// `[payments]`: the app's PostgreSQL tables (DOMAIN.md). Names are configurable for
@@ -473,6 +545,12 @@ impl Config {
                     "window and recovery_timeout must be at least 1s",
                 );
             }
+        }
+        if !matches!(self.stripe.expected_mode.as_str(), "live" | "test") {
+            return bad("stripe.expected_mode", "must be \"live\" or \"test\"");
+        }
+        if self.stripe.max_attempts == 0 {
+            return bad("stripe.max_attempts", "must be at least 1");
         }
         let p = &self.payments;
         let c = &p.columns;

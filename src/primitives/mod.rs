@@ -8,10 +8,14 @@
 //! which bounds it by the run's deadline and shutdown so a hung backend cannot hang a run.
 
 pub mod breaker;
+pub mod celery;
 mod core;
 mod health;
 pub mod payments;
+pub mod reconcile;
 pub mod redis_conn;
+pub mod stripe;
+pub mod webhooks;
 
 use std::{
     cell::RefCell,
@@ -34,6 +38,9 @@ pub struct Services {
     pub runtime: tokio::runtime::Handle,
     pub breakers: Arc<breaker::Breakers>,
     pub payments: payments::Payments,
+    pub stripe: stripe::Stripe,
+    pub webhook_secret: webhooks::WebhookSecret,
+    pub celery: celery::Celery,
 }
 
 impl Services {
@@ -45,6 +52,9 @@ impl Services {
         let redis = Arc::new(redis_conn::RedisConnections::default());
         Ok(Services {
             payments: payments::Payments::new(&config.payments)?,
+            stripe: stripe::Stripe::new(&config.stripe),
+            webhook_secret: webhooks::WebhookSecret::from_config(&config.stripe),
+            celery: celery::Celery::new(&config.celery, redis.clone()),
             store,
             runtime: tokio::runtime::Handle::current(),
             breakers: Arc::new(breaker::Breakers::new(
@@ -179,6 +189,28 @@ pub fn block_on<T, E: std::fmt::Display>(
     })
 }
 
+/// The shape of one action on a run and in the audit trail.
+pub fn action_record(
+    action: &str,
+    target: &str,
+    dry_run: bool,
+    outcome: &str,
+    details: serde_json::Value,
+    result: Option<&serde_json::Value>,
+    error: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "at": crate::store::ms_to_rfc3339(crate::store::now_ms()),
+        "action": action,
+        "target": target,
+        "dry_run": dry_run,
+        "outcome": outcome,
+        "details": details,
+        "result": result,
+        "error": error,
+    })
+}
+
 /// Performs — or in a dry run, only plans — an action, and records it twice: on the run
 /// (`actions`, and a log line) and in the audit trail. `perform` runs only for real runs.
 /// Returns what `perform` returned, or `None` in a dry run.
@@ -206,16 +238,15 @@ pub fn act(
         }
     };
     let error_text = error.as_ref().map(|e| e.to_string());
-    let record = serde_json::json!({
-        "at": crate::store::ms_to_rfc3339(crate::store::now_ms()),
-        "action": action,
-        "target": target,
-        "dry_run": dry_run,
-        "outcome": outcome,
-        "details": details,
-        "result": result,
-        "error": error_text,
-    });
+    let record = action_record(
+        action,
+        target,
+        dry_run,
+        outcome,
+        details,
+        result.as_ref(),
+        error_text.as_deref(),
+    );
     with_run(action, |ctx| {
         ctx.actions.borrow_mut().push(record.clone());
         Ok(())
@@ -256,4 +287,8 @@ pub fn register(engine: &mut Engine) {
     health::register(engine);
     breaker::register(engine);
     payments::register(engine);
+    stripe::register(engine);
+    webhooks::register(engine);
+    reconcile::register(engine);
+    celery::register(engine);
 }

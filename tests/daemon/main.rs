@@ -4,8 +4,10 @@
 mod api;
 mod breaker;
 mod cli;
+mod fake_stripe;
 mod helpers;
 mod lifecycle;
 mod payments;
 mod reload;
 mod sandbox;
+mod stripe;

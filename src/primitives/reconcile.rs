@@ -1,0 +1,449 @@
+//! `reconcile()`: every stale pending payment checked against Stripe and settled — the
+//! runbook's Scenario 4 and the app's own hourly task, done more safely:
+//!
+//! - a pending payment without `processor_ref` is looked up in Stripe by its
+//!   `metadata.payment_id` before anything is decided (the app marks it failed blindly,
+//!   which loses a charge when a worker died after Stripe created the PaymentIntent);
+//! - each update is a compare-and-set on the old status, so a webhook landing meanwhile wins;
+//! - requests go out concurrently but under `stripe.max_requests_per_second`, and only
+//!   while the breaker allows (open ⇒ stop and say why);
+//! - charged-in-Stripe-but-failed-here and unknown `processor_ref`s are reported as
+//!   inconsistencies (the runbook's L3), never "fixed" silently.
+//!
+//! Running it twice changes nothing the second time.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use futures_util::{stream, StreamExt};
+use rhai::{Dynamic, Engine, EvalAltResult, Map};
+use serde::Serialize;
+
+use super::{
+    action_record, block_on, core::append_log, payments::Payment, script_error,
+    stripe::IntentSummary, with_run, Services,
+};
+use crate::store::{NewAudit, Store};
+
+/// How to reconcile.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Pending for longer than this is stale (the app: 30 min).
+    pub older_than: Duration,
+    /// At most this many payments per call (the app: 100).
+    pub limit: i64,
+    /// Payments checked at once (requests still obey the rate limit).
+    pub concurrency: usize,
+    /// Breaker consulted before each request; `None` to ignore breakers.
+    pub breaker: Option<String>,
+    /// Stripe PaymentIntent status → our status; unmapped statuses stay pending.
+    pub mapping: BTreeMap<String, String>,
+    /// Also look at payments failed within this window for charges Stripe did take.
+    pub check_failed_within: Option<Duration>,
+    pub dry_run: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            older_than: Duration::from_secs(30 * 60),
+            limit: 100,
+            concurrency: 8,
+            breaker: Some("stripe".into()),
+            mapping: default_mapping(),
+            check_failed_within: Some(Duration::from_secs(24 * 3600)),
+            dry_run: false,
+        }
+    }
+}
+
+/// The app's own mapping (DOMAIN.md).
+pub fn default_mapping() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("succeeded".into(), "completed".into()),
+        ("canceled".into(), "failed".into()),
+        ("requires_payment_method".into(), "failed".into()),
+    ])
+}
+
+/// One settled (or, in a dry run, settleable) payment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    pub payment_id: String,
+    pub from: String,
+    pub to: String,
+    pub payment_intent: Option<String>,
+    pub stripe_status: Option<String>,
+    pub reason: String,
+    /// False in a dry run, or when a webhook changed the payment first.
+    pub applied: bool,
+}
+
+/// Something a human must look at, or an error checking one payment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub payment_id: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// What reconciliation found and did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub dry_run: bool,
+    pub checked: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    /// Updates lost to a concurrent change (a webhook got there first).
+    pub superseded: usize,
+    pub changes: Vec<Change>,
+    pub inconsistencies: Vec<Finding>,
+    pub errors: Vec<Finding>,
+    /// Why it stopped early (breaker open), if it did.
+    pub stopped: Option<String>,
+    /// Payments not looked at because it stopped.
+    pub not_checked: usize,
+}
+
+/// Who to attribute audit entries to.
+pub struct Auditor {
+    pub store: Option<Store>,
+    pub run_id: Option<String>,
+    pub actor: String,
+}
+
+enum Decision {
+    Set {
+        to: String,
+        pi: Option<IntentSummary>,
+        reason: String,
+    },
+    Keep,
+    Inconsistent(String),
+}
+
+fn decide_from_intent(pi: IntentSummary, mapping: &BTreeMap<String, String>) -> Decision {
+    match mapping.get(&pi.status) {
+        Some(to) => Decision::Set {
+            to: to.clone(),
+            reason: format!("Stripe PaymentIntent {} is {}", pi.id, pi.status),
+            pi: Some(pi),
+        },
+        None => Decision::Keep,
+    }
+}
+
+async fn breaker_blocks(services: &Services, name: &str) -> Option<String> {
+    match services.breakers.read(name).await {
+        Ok(s) if s.state == "open" => Some(format!(
+            "breaker {name} is open{}: Stripe is not being called; reconcile again once it is half-open or closed",
+            s.seconds_since_open
+                .map(|t| format!(" (opened {t:.0} s ago)"))
+                .unwrap_or_default()
+        )),
+        _ => None,
+    }
+}
+
+async fn decide(services: &Services, p: &Payment, opts: &Options) -> Result<Decision, String> {
+    let stripe = &services.stripe;
+    match &p.processor_ref {
+        Some(r) => match stripe.payment_intent(r).await {
+            Ok(Some(pi)) => Ok(decide_from_intent(pi, &opts.mapping)),
+            Ok(None) => Ok(Decision::Inconsistent(format!(
+                "processor_ref {r} is unknown to Stripe"
+            ))),
+            Err(e) => Err(e.to_string()),
+        },
+        None => match stripe.intents_for_payment(&p.id).await {
+            Err(e) => Err(e.to_string()),
+            Ok(list) if list.is_empty() => Ok(Decision::Set {
+                to: "failed".into(),
+                pi: None,
+                reason: "no PaymentIntent in Stripe carries this payment's metadata.payment_id: it was never charged".into(),
+            }),
+            Ok(mut list) => {
+                if let Some(i) = list.iter().position(|pi| pi.status == "succeeded") {
+                    Ok(decide_from_intent(list.swap_remove(i), &opts.mapping))
+                } else {
+                    list.sort_by_key(|pi| std::cmp::Reverse(pi.created));
+                    Ok(decide_from_intent(list.swap_remove(0), &opts.mapping))
+                }
+            }
+        },
+    }
+}
+
+/// Reconciles stale pending payments; see the module docs.
+pub async fn reconcile(
+    services: &Services,
+    opts: &Options,
+    auditor: &Auditor,
+) -> Result<Report, String> {
+    let payments = &services.payments;
+    let mut report = Report {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    if let Some(name) = &opts.breaker {
+        if let Some(why) = breaker_blocks(services, name).await {
+            report.stopped = Some(why);
+            return Ok(report);
+        }
+    }
+    let stale = payments
+        .stale_pending(opts.older_than, None, opts.limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped_why = Arc::new(Mutex::new(None::<String>));
+    let outcomes: Vec<(Payment, Option<Result<Decision, String>>)> = stream::iter(stale)
+        .map(|p| {
+            let stop = stop.clone();
+            let stopped_why = stopped_why.clone();
+            async move {
+                if stop.load(Ordering::Acquire) {
+                    return (p, None);
+                }
+                if let Some(name) = &opts.breaker {
+                    if let Some(why) = breaker_blocks(services, name).await {
+                        stop.store(true, Ordering::Release);
+                        *stopped_why.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                        return (p, None);
+                    }
+                }
+                let d = decide(services, &p, opts).await;
+                (p, Some(d))
+            }
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    report.stopped = stopped_why.lock().unwrap_or_else(|e| e.into_inner()).take();
+    for (p, decision) in outcomes {
+        let Some(decision) = decision else {
+            report.not_checked += 1;
+            continue;
+        };
+        report.checked += 1;
+        match decision {
+            Err(e) => report.errors.push(Finding {
+                payment_id: p.id.clone(),
+                kind: "stripe_error".into(),
+                detail: e,
+            }),
+            Ok(Decision::Keep) => report.unchanged += 1,
+            Ok(Decision::Inconsistent(detail)) => {
+                report.unchanged += 1;
+                report.inconsistencies.push(Finding {
+                    payment_id: p.id.clone(),
+                    kind: "unknown_processor_ref".into(),
+                    detail,
+                });
+            }
+            Ok(Decision::Set { to, pi, reason }) => {
+                let reason = format!("reconciled by runbookd: {reason}");
+                let applied = if opts.dry_run {
+                    false
+                } else {
+                    match payments.set_status(&p.id, &p.status, &to, &reason).await {
+                        Ok(true) => true,
+                        Ok(false) => {
+                            report.superseded += 1;
+                            false
+                        }
+                        Err(e) => {
+                            report.errors.push(Finding {
+                                payment_id: p.id.clone(),
+                                kind: "database_error".into(),
+                                detail: e.to_string(),
+                            });
+                            continue;
+                        }
+                    }
+                };
+                if applied {
+                    report.updated += 1;
+                }
+                let change = Change {
+                    payment_id: p.id.clone(),
+                    from: p.status.clone(),
+                    to,
+                    payment_intent: pi.as_ref().map(|pi| pi.id.clone()),
+                    stripe_status: pi.as_ref().map(|pi| pi.status.clone()),
+                    reason,
+                    applied,
+                };
+                if applied || opts.dry_run {
+                    audit_change(auditor, &change, opts.dry_run).await;
+                }
+                report.changes.push(change);
+            }
+        }
+    }
+    if let Some(window) = opts.check_failed_within {
+        if report.stopped.is_none() {
+            check_failed(services, window, opts, &mut report).await;
+        }
+    }
+    Ok(report)
+}
+
+/// The runbook's L3 condition: charged in Stripe, recorded as failed here.
+async fn check_failed(services: &Services, window: Duration, opts: &Options, report: &mut Report) {
+    let failed = match services.payments.recent_failures(window, opts.limit).await {
+        Ok(f) => f,
+        Err(e) => {
+            report.errors.push(Finding {
+                payment_id: String::new(),
+                kind: "database_error".into(),
+                detail: e.to_string(),
+            });
+            return;
+        }
+    };
+    let found: Vec<Option<Finding>> =
+        stream::iter(failed.into_iter().filter(|p| p.processor_ref.is_some()))
+            .map(|p| async move {
+                let r = p.processor_ref.clone().unwrap_or_default();
+                match services.stripe.payment_intent(&r).await {
+                    Ok(Some(pi)) if pi.status == "succeeded" => Some(Finding {
+                        payment_id: p.id.clone(),
+                        kind: "charged_but_failed".into(),
+                        detail: format!(
+                        "Stripe PaymentIntent {} succeeded ({} {}) but the payment is failed here",
+                        pi.id, pi.amount, pi.currency
+                    ),
+                    }),
+                    _ => None,
+                }
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+    report.inconsistencies.extend(found.into_iter().flatten());
+}
+
+async fn audit_change(auditor: &Auditor, change: &Change, dry_run: bool) {
+    let Some(store) = &auditor.store else {
+        return;
+    };
+    let details = action_record(
+        "payments.set_status",
+        &format!("payment:{}", change.payment_id),
+        dry_run,
+        if dry_run { "planned" } else { "done" },
+        serde_json::to_value(change).unwrap_or_default(),
+        None,
+        None,
+    );
+    let entry = NewAudit {
+        actor: auditor.actor.clone(),
+        action: "payments.set_status".into(),
+        target: format!("payment:{}", change.payment_id),
+        run_id: auditor.run_id.clone(),
+        dry_run,
+        details,
+    };
+    if let Err(e) = store.audit(&entry).await {
+        tracing::error!(payment = %change.payment_id, error = %e, "audit entry not written");
+    }
+}
+
+fn options_from(map: &Map, dry_run: bool) -> Result<Options, Box<EvalAltResult>> {
+    let mut o = Options {
+        dry_run,
+        ..Default::default()
+    };
+    for (k, v) in map {
+        let bad = |what: &str| script_error(format!("reconcile(): `{k}` must be {what}"));
+        match k.as_str() {
+            "older_than" => {
+                let s = v.as_int().map(|i| i as f64).or_else(|_| v.as_float()).map_err(|_| bad("seconds"))?;
+                o.older_than = Duration::from_secs_f64(s.max(0.0));
+            }
+            "limit" => o.limit = v.as_int().map_err(|_| bad("an integer"))?.max(1),
+            "concurrency" => o.concurrency = v.as_int().map_err(|_| bad("an integer"))?.clamp(1, 256) as usize,
+            "breaker" => {
+                o.breaker = if v.is_unit() { None } else { Some(v.clone().into_string().map_err(|_| bad("a breaker name or ()"))?) }
+            }
+            "check_failed_within" => {
+                o.check_failed_within = if v.is_unit() { None } else { Some(Duration::from_secs(v.as_int().map_err(|_| bad("seconds or ()"))?.max(0) as u64)) }
+            }
+            "mapping" => {
+                let m = v.clone().try_cast::<Map>().ok_or_else(|| bad("a map of Stripe status to payment status"))?;
+                o.mapping = m.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            }
+            other => return Err(script_error(format!(
+                "reconcile(): unknown option `{other}` (older_than, limit, concurrency, breaker, check_failed_within, mapping)"
+            ))),
+        }
+    }
+    Ok(o)
+}
+
+fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    let (services, dry_run, run_id, playbook) = with_run("reconcile()", |ctx| {
+        Ok((
+            ctx.services.clone(),
+            ctx.dry_run,
+            ctx.run_id.clone(),
+            ctx.playbook.clone(),
+        ))
+    })?;
+    let options = options_from(&opts, dry_run)?;
+    let auditor = Auditor {
+        store: services.store.clone(),
+        run_id: Some(run_id),
+        actor: format!("playbook:{playbook}"),
+    };
+    // Bounded by the run's deadline: thousands of payments at 25 req/s take minutes.
+    let report = block_on("reconcile()", Duration::from_secs(24 * 3600), async move {
+        reconcile(&services, &options, &auditor).await
+    })?;
+    with_run("reconcile()", |ctx| {
+        let mut actions = ctx.actions.borrow_mut();
+        for c in report
+            .changes
+            .iter()
+            .filter(|c| c.applied || report.dry_run)
+        {
+            actions.push(action_record(
+                "payments.set_status",
+                &format!("payment:{}", c.payment_id),
+                report.dry_run,
+                if report.dry_run { "planned" } else { "done" },
+                serde_json::to_value(c).unwrap_or_default(),
+                None,
+                None,
+            ));
+        }
+        Ok(())
+    })?;
+    append_log(
+        "info",
+        &format!(
+            "reconcile: checked {}, updated {}, unchanged {}, superseded {}, inconsistencies {}, errors {}{}{}",
+            report.checked,
+            report.updated,
+            report.unchanged,
+            report.superseded,
+            report.inconsistencies.len(),
+            report.errors.len(),
+            if report.dry_run { " (dry run)" } else { "" },
+            report.stopped.as_ref().map(|s| format!("; stopped: {s}")).unwrap_or_default(),
+        ),
+    );
+    rhai::serde::to_dynamic(&report)
+}
+
+pub fn register(engine: &mut Engine) {
+    engine.register_fn("reconcile", || run(Map::new()));
+    engine.register_fn("reconcile", run);
+}
