@@ -8,6 +8,7 @@ mod fake_stripe;
 mod helpers;
 mod lifecycle;
 mod payments;
+mod reconcile;
 mod reload;
 mod sandbox;
 mod stripe;
