@@ -254,6 +254,10 @@ impl FakeStripe {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        // Like Stripe's edge: no Nagle delay on small answers.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
