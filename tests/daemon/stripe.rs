@@ -205,7 +205,10 @@ async fn retries_only_what_stripe_says_is_safe() {
 
     fake.behave(|b| b.rate_limit_429 = 1);
     let (_, run) = d.run_wait("get", id("pi_1")).await;
-    assert_eq!(run["result"], "succeeded", "a 429 is retried after a backoff: {run}");
+    assert_eq!(
+        run["result"], "succeeded",
+        "a 429 is retried after a backoff: {run}"
+    );
 
     // A 404 is final: one request, and the answer is ().
     let before = fake.requests().len();
