@@ -135,6 +135,7 @@ impl Daemon {
             metrics: core.metrics.clone(),
             auth,
             services: core.services.clone(),
+            alerts: config.alerts.clone(),
         };
         let app = api::router(state, config.server.max_body_bytes);
         let addr = listener.local_addr()?;

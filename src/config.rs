@@ -52,6 +52,8 @@ pub struct Config {
     pub stripe: StripeConfig,
     /// The app's Celery broker, for handing it work (`celery_enqueue`).
     pub celery: CeleryConfig,
+    /// How Alertmanager notifications become incidents and runs.
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             payments: PaymentsConfig::default(),
             stripe: StripeConfig::default(),
             celery: CeleryConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -117,6 +120,28 @@ impl Default for StripeConfig {
             max_requests_per_second: 25,
             timeout: Duration::from_secs(10),
             max_attempts: 3,
+        }
+    }
+}
+
+/// `[alerts]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Labels that identify "the same incident" besides `alertname`. Empty (default): the
+    /// alert's fingerprint (all its labels).
+    pub incident_key_labels: Vec<String>,
+    /// Quiet time between two runs of one playbook for one incident, unless the trigger
+    /// sets its own `cooldown`.
+    #[serde(deserialize_with = "duration")]
+    pub cooldown: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            incident_key_labels: Vec::new(),
+            cooldown: Duration::from_secs(300),
         }
     }
 }

@@ -46,6 +46,7 @@ pub struct Metrics {
     playbooks_loaded: Gauge,
     playbook_load_error: Family<PlaybookLabel, Gauge>,
     reload_seconds: Histogram,
+    alerts: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -102,7 +103,14 @@ impl Metrics {
             "Time to rescan and recompile the playbook directory",
             reload_seconds.clone(),
         );
+        let alerts = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "alerts",
+            "Alerts received, by what became of them (received, unmatched, deduplicated, truncated)",
+            alerts.clone(),
+        );
         Metrics {
+            alerts,
             registry,
             runs,
             run_seconds,
@@ -159,6 +167,34 @@ impl Metrics {
                 .set(1);
         }
         self.reload_seconds.observe(took.as_secs_f64());
+    }
+
+    fn alert(&self, reason: &str, n: u64) {
+        self.alerts
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc_by(n);
+    }
+
+    /// An alert arrived.
+    pub fn alert_received(&self) {
+        self.alert("received", 1);
+    }
+
+    /// An alert matched no playbook.
+    pub fn alert_unmatched(&self) {
+        self.alert("unmatched", 1);
+    }
+
+    /// An alert started nothing: a run was active or in cooldown.
+    pub fn alert_deduplicated(&self) {
+        self.alert("deduplicated", 1);
+    }
+
+    /// Alertmanager said it left alerts out of a notification.
+    pub fn alerts_truncated(&self, n: u64) {
+        self.alert("truncated", n);
     }
 
     /// Prometheus text exposition.

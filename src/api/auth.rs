@@ -19,6 +19,8 @@ pub enum Access {
     Read,
     /// Runs, acks, resets: operator.
     Operate,
+    /// Alert ingestion: ingest or operator.
+    Ingest,
 }
 
 struct Token {
@@ -88,7 +90,10 @@ impl Caller {
     pub fn require(&self, access: Access) -> Result<(), ApiError> {
         let allowed = matches!(
             (self.role, access),
-            (None, _) | (Some(Role::Operator), _) | (Some(Role::Viewer), Access::Read)
+            (None, _)
+                | (Some(Role::Operator), _)
+                | (Some(Role::Viewer), Access::Read)
+                | (Some(Role::Ingest), Access::Ingest)
         );
         if allowed {
             Ok(())
@@ -104,6 +109,7 @@ impl Caller {
                     match access {
                         Access::Read => "viewer or operator",
                         Access::Operate => "operator",
+                        Access::Ingest => "ingest or operator",
                     }
                 ),
             ))

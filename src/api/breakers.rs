@@ -54,9 +54,10 @@ pub async fn reset(
     caller: Caller,
     State(state): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Access::Operate)?;
+    let body = super::error::body(body)?;
     let body: ResetBody = if body.iter().all(u8::is_ascii_whitespace) {
         ResetBody::default()
     } else {

@@ -1,7 +1,8 @@
 //! Every API error is JSON `{"error": "..."}` with the status that says what went wrong.
 
 use axum::{
-    extract::rejection::{JsonRejection, QueryRejection},
+    body::Bytes,
+    extract::rejection::{BytesRejection, JsonRejection, QueryRejection},
     http::StatusCode,
     response::{IntoResponse, Response},
     Json,
@@ -59,6 +60,17 @@ impl From<JsonRejection> for ApiError {
         };
         ApiError::new(status, message)
     }
+}
+
+/// The request body, with a JSON 413 when it is over `server.max_body_bytes`.
+pub fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body is larger than the limit (server.max_body_bytes)",
+        ),
+        status => ApiError::new(status, r.body_text()),
+    })
 }
 
 impl From<QueryRejection> for ApiError {

@@ -1,10 +1,12 @@
 //! The HTTP API (axum): `/healthz`, `/readyz`, `/metrics` and JSON under `/api/v1`.
 //! [`router`] builds the whole app so tests and the daemon serve exactly the same thing.
 
+mod alerts;
 mod auth;
 mod breakers;
 mod error;
 mod health;
+mod incidents;
 mod playbooks;
 mod runs;
 
@@ -34,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub auth: Arc<Auth>,
     pub services: Services,
+    /// How alerts become incidents.
+    pub alerts: crate::config::AlertsConfig,
 }
 
 /// The complete HTTP application.
@@ -48,6 +52,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/audit", get(runs::audit))
+        .route("/api/v1/alerts", post(alerts::receive))
+        .route("/api/v1/incidents", get(incidents::list))
+        .route("/api/v1/incidents/{id}", get(incidents::show))
+        .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
+        .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/breakers/{name}", get(breakers::show))
         .route("/api/v1/breakers/{name}/reset", post(breakers::reset))
         .fallback(|| async { ApiError::not_found("no such endpoint") })

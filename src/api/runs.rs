@@ -48,13 +48,7 @@ pub async fn trigger(
 ) -> Result<Response, ApiError> {
     caller.require(Access::Operate)?;
     let Query(query) = query?;
-    let body = body.map_err(|r| match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body is larger than the limit (server.max_body_bytes)",
-        ),
-        status => ApiError::new(status, r.body_text()),
-    })?;
+    let body = super::error::body(body)?;
     let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerBody::default()
     } else {

@@ -43,6 +43,7 @@ pub fn execute(
         run_id: spec.run_id.to_string(),
         playbook: playbook.name.clone(),
         dry_run: spec.dry_run,
+        incident: spec.event["incident"].as_str().map(str::to_string),
         deadline: Instant::now() + spec.timeout,
         cancel,
         services,

@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod celery;
 mod core;
 mod health;
+pub mod incident;
 pub mod payments;
 pub mod reconcile;
 pub mod redis_conn;
@@ -76,6 +77,8 @@ pub struct RunContext {
     pub run_id: String,
     pub playbook: String,
     pub dry_run: bool,
+    /// The incident the run belongs to (alert-triggered runs).
+    pub incident: Option<String>,
     pub deadline: Instant,
     pub cancel: CancellationToken,
     pub services: Services,
@@ -291,4 +294,5 @@ pub fn register(engine: &mut Engine) {
     webhooks::register(engine);
     reconcile::register(engine);
     celery::register(engine);
+    incident::register(engine);
 }

@@ -6,6 +6,7 @@
 //! what SQLite wants; PostgreSQL shares one pool for both.
 
 mod audit;
+mod incidents;
 mod runs;
 
 use std::{borrow::Cow, time::Duration};
@@ -17,6 +18,7 @@ use sqlx::{
 };
 
 pub use audit::{AuditEntry, NewAudit};
+pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
 pub use runs::{LogLine, RunError, RunFilter, RunRecord, RunStatus, Trigger};
 
 /// Errors from the state store.
@@ -50,13 +52,22 @@ pub struct Store {
 
 fn migrator() -> Migrator {
     Migrator {
-        migrations: Cow::Owned(vec![Migration::new(
-            1,
-            Cow::Borrowed("runs and audit"),
-            MigrationType::Simple,
-            Cow::Borrowed(include_str!("migrations/0001_runs_and_audit.sql")),
-            false,
-        )]),
+        migrations: Cow::Owned(vec![
+            Migration::new(
+                1,
+                Cow::Borrowed("runs and audit"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0001_runs_and_audit.sql")),
+                false,
+            ),
+            Migration::new(
+                2,
+                Cow::Borrowed("incidents and alerts"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0002_incidents_and_alerts.sql")),
+                false,
+            ),
+        ]),
         ..Migrator::DEFAULT
     }
 }

@@ -172,8 +172,8 @@ impl Store {
     /// survives a crash: it is re-queued at the next start.
     pub async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&run.id)
         .bind(&run.playbook)
@@ -183,6 +183,7 @@ impl Store {
         .bind(i64::from(run.dry_run))
         .bind(run.status.as_str())
         .bind(run.queued_at)
+        .bind(run.event["incident"].as_str().map(str::to_string))
         .execute(&self.writer)
         .await?;
         Ok(())

@@ -5,6 +5,8 @@
 //! declaration (already converted to JSON by the engine) into typed specs at load time, so a
 //! typo in a trigger is a load error with the playbook's name on it, not a silent no-op.
 
+pub mod alertmanager;
+
 use std::collections::BTreeMap;
 
 use serde::Serialize;

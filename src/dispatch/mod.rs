@@ -4,6 +4,8 @@
 //! refusal *before* anything is recorded, so the caller can retry and nothing accepted is
 //! ever dropped.
 
+pub mod alerts;
+
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -56,6 +58,9 @@ struct Job {
     waiter: Option<oneshot::Sender<RunRecord>>,
 }
 
+/// Turn-taking locks by (incident, playbook).
+type IncidentLocks = std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
 struct Inner {
     catalog: Arc<Catalog>,
     store: Store,
@@ -69,6 +74,11 @@ struct Inner {
     /// Ends running scripts (after the shutdown grace period).
     stop_runs: CancellationToken,
     runs: TaskTracker,
+    /// Serialises alert ingestion (see [`alerts`]).
+    alerts_lock: tokio::sync::Mutex<()>,
+    /// One lock per (incident, playbook): runs for the same incident never overlap.
+    incident_locks:
+        std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Cheap to clone handle to the dispatcher.
@@ -100,6 +110,8 @@ impl Dispatcher {
             draining: CancellationToken::new(),
             stop_runs: CancellationToken::new(),
             runs: TaskTracker::new(),
+            alerts_lock: tokio::sync::Mutex::new(()),
+            incident_locks: Default::default(),
         });
         let loop_done = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(dispatch_loop(inner.clone(), rx, slots, loop_done.clone()));
@@ -279,6 +291,24 @@ async fn run_job(inner: Arc<Inner>, job: Job) {
         playbook,
         waiter,
     } = job;
+    // Runs of one playbook for one incident take turns.
+    let _turn = match record.event["incident"].as_str() {
+        Some(incident) => {
+            let lock = {
+                let mut locks = inner
+                    .incident_locks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                locks.retain(|_, l| Arc::strong_count(l) > 1);
+                locks
+                    .entry((incident.to_string(), record.playbook.clone()))
+                    .or_default()
+                    .clone()
+            };
+            Some(lock.lock_owned().await)
+        }
+        None => None,
+    };
     let started = Instant::now();
     record.status = RunStatus::Running;
     record.started_at = Some(now_ms());
@@ -339,12 +369,40 @@ async fn run_job(inner: Arc<Inner>, job: Job) {
     }
     record.finished_at = Some(now_ms());
     finish(&inner, &record).await;
+    resolve_after_resolved_alert(&inner, &record).await;
     inner.metrics.running().dec();
     inner
         .metrics
         .run_finished(&record.playbook, record.status.as_str(), started.elapsed());
     if let Some(w) = waiter {
         let _ = w.send(record);
+    }
+}
+
+/// A run started by a `resolved` alert resolves its incident when it ends (the runbook:
+/// reconcile on recovery, then close). Derived from the stored event, so a run resumed after
+/// a restart does the same.
+async fn resolve_after_resolved_alert(inner: &Inner, record: &RunRecord) {
+    let e = &record.event;
+    if e["kind"] != "alert" || e["status"] != "resolved" {
+        return;
+    }
+    let Some(incident) = e["incident"].as_str() else {
+        return;
+    };
+    let why = format!(
+        "alert {} resolved; {} run {} {}",
+        e["name"].as_str().unwrap_or(""),
+        record.playbook,
+        record.id,
+        record.status.as_str()
+    );
+    if let Err(err) = inner
+        .store
+        .resolve_incident(incident, "runbookd", &why)
+        .await
+    {
+        tracing::error!(incident, error = %err, "cannot resolve incident");
     }
 }
 

@@ -1,0 +1,65 @@
+//! `POST /api/v1/alerts`: the Alertmanager webhook receiver (payload version 4).
+//!
+//! Answers 200 only once every alert of the notification is recorded (incident, alert row,
+//! runs): a crash after 200 loses nothing, and a retry after a 5xx starts nothing twice.
+//! 400 names the bad field (Alertmanager does not retry 4xx); 503 when the run queue is full
+//! (it does retry 5xx).
+
+use axum::{body::Bytes, extract::State, http::StatusCode, Json};
+use serde_json::{json, Value};
+
+use super::{
+    auth::{Access, Caller},
+    ApiError, AppState,
+};
+use crate::triggers::alertmanager;
+
+pub async fn receive(
+    caller: Caller,
+    State(state): State<AppState>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Access::Ingest)?;
+    let body = super::error::body(body)?;
+    let notification =
+        alertmanager::parse(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if notification.truncated_alerts > 0 {
+        tracing::warn!(
+            truncated = notification.truncated_alerts,
+            group = %notification.group_key,
+            "Alertmanager truncated this notification; raise max_alerts in its webhook_config"
+        );
+        state
+            .metrics
+            .alerts_truncated(notification.truncated_alerts);
+    }
+    let mut outcomes = Vec::new();
+    for alert in &notification.alerts {
+        state.metrics.alert_received();
+        let outcome = state
+            .dispatcher
+            .ingest_alert(alert, &state.alerts, &caller.name)
+            .await
+            .map_err(|e| {
+                let e: ApiError = e.into();
+                if e.status == StatusCode::NOT_FOUND {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.message)
+                } else {
+                    e
+                }
+            })?;
+        tracing::info!(
+            alert = %outcome.alertname,
+            status = %outcome.status,
+            incident = outcome.incident.as_deref().unwrap_or("-"),
+            notes = %outcome.notes.join("; "),
+            "alert received"
+        );
+        outcomes.push(outcome);
+    }
+    Ok(Json(json!({
+        "received": notification.alerts.len(),
+        "truncated": notification.truncated_alerts,
+        "alerts": outcomes,
+    })))
+}

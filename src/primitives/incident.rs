@@ -1,0 +1,159 @@
+//! `incident()`, `set_fact()`, `note()`, `escalate()`: what a run knows and says about the
+//! incident it belongs to. Facts and levels are what the escalation table reads.
+
+use std::time::Duration;
+
+use rhai::{Dynamic, Engine, EvalAltResult};
+
+use super::{act, block_on, script_error, with_run};
+use crate::store::{now_ms, Store};
+
+/// Escalation levels, lowest first (the runbook's table).
+pub const LEVELS: [&str; 4] = ["L1", "L2", "L3", "P1"];
+
+/// Position of a level in [`LEVELS`].
+pub fn rank(level: &str) -> Option<usize> {
+    LEVELS.iter().position(|l| l.eq_ignore_ascii_case(level))
+}
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+fn current() -> Result<(Store, String), Box<EvalAltResult>> {
+    let (store, incident) = with_run("incident", |ctx| {
+        Ok((ctx.services.store.clone(), ctx.incident.clone()))
+    })?;
+    let store = store.ok_or_else(|| script_error("incident: no state store"))?;
+    let incident = incident.ok_or_else(|| {
+        script_error("this run belongs to no incident (it was not started by an alert)")
+    })?;
+    Ok((store, incident))
+}
+
+fn incident() -> Result<Dynamic, Box<EvalAltResult>> {
+    let has = with_run("incident()", |ctx| Ok(ctx.incident.is_some()))?;
+    if !has {
+        return Ok(Dynamic::UNIT);
+    }
+    let (store, id) = current()?;
+    let inc = block_on(
+        "incident()",
+        LIMIT,
+        async move { store.get_incident(&id).await },
+    )?;
+    match inc {
+        None => Ok(Dynamic::UNIT),
+        Some(i) => {
+            let mut v = serde_json::to_value(&i).map_err(|e| script_error(e.to_string()))?;
+            v["age_seconds"] = serde_json::json!((now_ms() - i.opened_at) as f64 / 1000.0);
+            rhai::serde::to_dynamic(&v)
+        }
+    }
+}
+
+fn set_fact(key: &str, value: Dynamic) -> Result<bool, Box<EvalAltResult>> {
+    let (store, id) = current()?;
+    let value: serde_json::Value = rhai::serde::from_dynamic(&value)?;
+    let key = key.to_string();
+    let details = serde_json::json!({ "fact": key, "value": value });
+    let out =
+        act(
+            "incident.set_fact",
+            &format!("incident:{id}"),
+            details,
+            || {
+                block_on("set_fact", LIMIT, async move {
+                    let inc = store.get_incident(&id).await?.ok_or(
+                        crate::store::StoreError::Corrupt {
+                            column: "incidents",
+                            message: "incident not found".into(),
+                        },
+                    )?;
+                    let mut facts = inc.facts;
+                    if !facts.is_object() {
+                        facts = serde_json::json!({});
+                    }
+                    facts[key.as_str()] = value;
+                    store.set_incident_facts(&id, &facts).await?;
+                    Ok::<_, crate::store::StoreError>(serde_json::json!({ "facts": facts }))
+                })
+            },
+        )?;
+    Ok(out.is_some())
+}
+
+fn note(text: &str) -> Result<(), Box<EvalAltResult>> {
+    let (store, id) = current()?;
+    let (playbook, dry_run) = with_run("note", |ctx| Ok((ctx.playbook.clone(), ctx.dry_run)))?;
+    let text = if dry_run {
+        format!("[dry run] {text}")
+    } else {
+        text.to_string()
+    };
+    block_on("note", LIMIT, async move {
+        store
+            .add_timeline(
+                &id,
+                "note",
+                &format!("playbook:{playbook}"),
+                &text,
+                &serde_json::json!({}),
+            )
+            .await
+    })
+}
+
+fn escalate(level: &str, reason: &str) -> Result<bool, Box<EvalAltResult>> {
+    let wanted = rank(level).ok_or_else(|| {
+        script_error(format!(
+            "escalate: `{level}` is not a level ({})",
+            LEVELS.join(", ")
+        ))
+    })?;
+    let (store, id) = current()?;
+    let playbook = with_run("escalate", |ctx| Ok(ctx.playbook.clone()))?;
+    let level = LEVELS[wanted].to_string();
+    let reason = reason.to_string();
+    let details = serde_json::json!({ "level": level, "reason": reason });
+    let out =
+        act(
+            "incident.escalate",
+            &format!("incident:{id}"),
+            details,
+            || {
+                block_on("escalate", LIMIT, async move {
+                    let inc = store.get_incident(&id).await?.ok_or(
+                        crate::store::StoreError::Corrupt {
+                            column: "incidents",
+                            message: "incident not found".into(),
+                        },
+                    )?;
+                    let current = inc.level.as_deref().and_then(rank);
+                    // Levels only go up.
+                    if current.is_some_and(|c| c >= wanted) {
+                        return Ok::<_, crate::store::StoreError>(
+                            serde_json::json!({ "raised": false, "level": inc.level }),
+                        );
+                    }
+                    store.set_incident_level(&id, &level).await?;
+                    store
+                        .add_timeline(
+                            &id,
+                            "escalated",
+                            &format!("playbook:{playbook}"),
+                            &format!("escalated to {level}: {reason}"),
+                            &serde_json::json!({ "level": level, "reason": reason }),
+                        )
+                        .await?;
+                    Ok(serde_json::json!({ "raised": true, "level": level }))
+                })
+            },
+        )?;
+    Ok(out.and_then(|o| o["raised"].as_bool()).unwrap_or(false))
+}
+
+pub fn register(engine: &mut Engine) {
+    engine.register_fn("incident", incident);
+    engine.register_fn("set_fact", set_fact);
+    engine.register_fn("note", note);
+    engine.register_fn("escalate", escalate);
+}

@@ -1,0 +1,374 @@
+//! Incidents, their timeline, and the alerts that opened them.
+
+use serde::Serialize;
+use sqlx::{any::AnyRow, Row};
+
+use super::{ms_to_rfc3339, now_ms, Store, StoreError};
+
+/// Where an incident is. Only forward: open → acknowledged → resolved (or open → resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+impl IncidentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Open => "open",
+            IncidentStatus::Acknowledged => "acknowledged",
+            IncidentStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IncidentStatus> {
+        Some(match s {
+            "open" => IncidentStatus::Open,
+            "acknowledged" => IncidentStatus::Acknowledged,
+            "resolved" => IncidentStatus::Resolved,
+            _ => return None,
+        })
+    }
+}
+
+/// An incident as stored and shown.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Incident {
+    pub id: String,
+    /// What identifies "the same problem": the alert's fingerprint by default.
+    pub key: String,
+    /// `alert:NAME` or `manual`.
+    pub source: String,
+    pub title: String,
+    pub labels: serde_json::Value,
+    pub status: IncidentStatus,
+    /// Highest escalation level reached (`L1`…`P1`), if any.
+    pub level: Option<String>,
+    /// Facts playbooks recorded; escalation conditions read them.
+    pub facts: serde_json::Value,
+    #[serde(serialize_with = "ser_ms")]
+    pub opened_at: i64,
+    #[serde(serialize_with = "ser_ms_opt")]
+    pub acked_at: Option<i64>,
+    pub acked_by: Option<String>,
+    #[serde(serialize_with = "ser_ms_opt")]
+    pub resolved_at: Option<i64>,
+    pub resolved_by: Option<String>,
+}
+
+/// One line of an incident's timeline.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TimelineEntry {
+    pub at: String,
+    pub kind: String,
+    pub actor: String,
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+/// An alert as received, with what runbookd did about it.
+#[derive(Debug, Clone)]
+pub struct AlertRecord {
+    pub alertname: String,
+    pub fingerprint: String,
+    pub status: String,
+    pub starts_at: String,
+    pub labels: serde_json::Value,
+    pub annotations: serde_json::Value,
+    pub incident_id: Option<String>,
+    pub outcome: String,
+}
+
+fn ser_ms<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&ms_to_rfc3339(*ms))
+}
+
+fn ser_ms_opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&ms_to_rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+const COLUMNS: &str = "id, incident_key, source, title, labels, status, level, facts, opened_at, \
+                       acked_at, acked_by, resolved_at, resolved_by";
+
+fn json(column: &'static str, text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        column,
+        message: e.to_string(),
+    })
+}
+
+fn incident_from_row(row: &AnyRow) -> Result<Incident, StoreError> {
+    let status: String = row.try_get("status")?;
+    Ok(Incident {
+        id: row.try_get("id")?,
+        key: row.try_get("incident_key")?,
+        source: row.try_get("source")?,
+        title: row.try_get("title")?,
+        labels: json("incidents.labels", &row.try_get::<String, _>("labels")?)?,
+        status: IncidentStatus::parse(&status).ok_or(StoreError::Corrupt {
+            column: "incidents.status",
+            message: status.clone(),
+        })?,
+        level: row.try_get("level")?,
+        facts: json("incidents.facts", &row.try_get::<String, _>("facts")?)?,
+        opened_at: row.try_get("opened_at")?,
+        acked_at: row.try_get("acked_at")?,
+        acked_by: row.try_get("acked_by")?,
+        resolved_at: row.try_get("resolved_at")?,
+        resolved_by: row.try_get("resolved_by")?,
+    })
+}
+
+impl Store {
+    /// The unresolved incident with this key, if any.
+    pub async fn open_incident_by_key(&self, key: &str) -> Result<Option<Incident>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM incidents WHERE incident_key = $1 AND status <> 'resolved' \
+             ORDER BY opened_at DESC LIMIT 1"
+        ))
+        .bind(key)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map(incident_from_row).transpose()
+    }
+
+    /// Opens an incident (status `open`, no level yet).
+    pub async fn create_incident(
+        &self,
+        key: &str,
+        source: &str,
+        title: &str,
+        labels: &serde_json::Value,
+        opened_at: i64,
+    ) -> Result<Incident, StoreError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO incidents (id, incident_key, source, title, labels, status, facts, opened_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 'open', '{}', $6, $7)",
+        )
+        .bind(&id)
+        .bind(key)
+        .bind(source)
+        .bind(title)
+        .bind(labels.to_string())
+        .bind(opened_at)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        self.add_timeline(
+            &id,
+            "opened",
+            "runbookd",
+            &format!("opened: {title}"),
+            &serde_json::json!({ "labels": labels }),
+        )
+        .await?;
+        self.get_incident(&id).await?.ok_or(StoreError::Corrupt {
+            column: "incidents",
+            message: "incident vanished after insert".into(),
+        })
+    }
+
+    pub async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM incidents WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.writer)
+            .await?;
+        row.as_ref().map(incident_from_row).transpose()
+    }
+
+    /// Newest first, optionally only one status.
+    pub async fn list_incidents(
+        &self,
+        status: Option<IncidentStatus>,
+        limit: u32,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let rows = match status {
+            Some(s) => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM incidents WHERE status = $1 ORDER BY opened_at DESC, id DESC LIMIT $2"
+                ))
+                .bind(s.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM incidents ORDER BY opened_at DESC, id DESC LIMIT $1"
+                ))
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?
+            }
+        };
+        rows.iter().map(incident_from_row).collect()
+    }
+
+    /// Acknowledges an open incident. Returns false if it was not open.
+    pub async fn ack_incident(&self, id: &str, by: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE incidents SET status = 'acknowledged', acked_at = $1, acked_by = $2, updated_at = $1 \
+             WHERE id = $3 AND status = 'open'",
+        )
+        .bind(now)
+        .bind(by)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 1 {
+            self.add_timeline(
+                id,
+                "acknowledged",
+                by,
+                &format!("acknowledged by {by}"),
+                &serde_json::json!({}),
+            )
+            .await?;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Resolves an incident that is not resolved yet. Returns false if it already was.
+    pub async fn resolve_incident(
+        &self,
+        id: &str,
+        by: &str,
+        why: &str,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE incidents SET status = 'resolved', resolved_at = $1, resolved_by = $2, updated_at = $1 \
+             WHERE id = $3 AND status <> 'resolved'",
+        )
+        .bind(now)
+        .bind(by)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 1 {
+            self.add_timeline(id, "resolved", by, why, &serde_json::json!({}))
+                .await?;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Raises the recorded level (the caller decides that it is higher).
+    pub async fn set_incident_level(&self, id: &str, level: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE incidents SET level = $1, updated_at = $2 WHERE id = $3")
+            .bind(level)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces the facts map.
+    pub async fn set_incident_facts(
+        &self,
+        id: &str,
+        facts: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE incidents SET facts = $1, updated_at = $2 WHERE id = $3")
+            .bind(facts.to_string())
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn add_timeline(
+        &self,
+        incident_id: &str,
+        kind: &str,
+        actor: &str,
+        message: &str,
+        details: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO incident_timeline (id, incident_id, at, kind, actor, message, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(incident_id)
+        .bind(now_ms())
+        .bind(kind)
+        .bind(actor)
+        .bind(message)
+        .bind(details.to_string())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn timeline(&self, incident_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, kind, actor, message, details FROM incident_timeline WHERE incident_id = $1 ORDER BY at, id",
+        )
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TimelineEntry {
+                    at: ms_to_rfc3339(r.try_get("at")?),
+                    kind: r.try_get("kind")?,
+                    actor: r.try_get("actor")?,
+                    message: r.try_get("message")?,
+                    details: json(
+                        "incident_timeline.details",
+                        &r.try_get::<String, _>("details")?,
+                    )?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a received alert and its outcome.
+    pub async fn record_alert(&self, a: &AlertRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(now_ms())
+        .bind(&a.alertname)
+        .bind(&a.fingerprint)
+        .bind(&a.status)
+        .bind(&a.starts_at)
+        .bind(a.labels.to_string())
+        .bind(a.annotations.to_string())
+        .bind(a.incident_id.clone())
+        .bind(&a.outcome)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest run of `playbook` for an incident: (status, queued_at).
+    pub async fn last_incident_run(
+        &self,
+        incident_id: &str,
+        playbook: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT status, queued_at FROM runs WHERE incident_id = $1 AND playbook = $2 \
+             ORDER BY queued_at DESC, id DESC LIMIT 1",
+        )
+        .bind(incident_id)
+        .bind(playbook)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.map(|r| Ok((r.try_get("status")?, r.try_get("queued_at")?)))
+            .transpose()
+    }
+}

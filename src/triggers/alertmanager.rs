@@ -1,0 +1,144 @@
+//! The Alertmanager webhook (payload version 4): parsed strictly where runbookd depends on a
+//! field, tolerant of everything else (newer Alertmanagers add fields).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One webhook notification: a group of alerts.
+#[derive(Debug, Deserialize)]
+pub struct Notification {
+    pub version: String,
+    #[serde(rename = "groupKey", default)]
+    pub group_key: String,
+    #[serde(rename = "truncatedAlerts", default)]
+    pub truncated_alerts: u64,
+    #[serde(default)]
+    pub receiver: String,
+    pub status: String,
+    pub alerts: Vec<Alert>,
+}
+
+/// One alert of a notification; each becomes its own event.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Alert {
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(rename = "startsAt")]
+    pub starts_at: String,
+    #[serde(rename = "endsAt", default)]
+    pub ends_at: String,
+    #[serde(rename = "generatorURL", default)]
+    pub generator_url: String,
+    pub fingerprint: String,
+}
+
+impl Alert {
+    pub fn name(&self) -> &str {
+        self.labels
+            .get("alertname")
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// `startsAt` as unix milliseconds.
+    pub fn starts_at_ms(&self) -> Option<i64> {
+        chrono::DateTime::parse_from_rfc3339(&self.starts_at)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+}
+
+/// A payload that cannot be accepted, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PayloadError(pub String);
+
+/// Parses and validates a webhook body.
+pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let n: Notification = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            PayloadError(format!("invalid Alertmanager payload: {inner}"))
+        } else {
+            PayloadError(format!("invalid Alertmanager payload at `{path}`: {inner}"))
+        }
+    })?;
+    if n.version != "4" {
+        return Err(PayloadError(format!(
+            "unsupported Alertmanager payload version `{}` (runbookd reads version 4)",
+            n.version
+        )));
+    }
+    for (i, a) in n.alerts.iter().enumerate() {
+        if !matches!(a.status.as_str(), "firing" | "resolved") {
+            return Err(PayloadError(format!(
+                "alerts[{i}].status must be `firing` or `resolved`, got `{}`",
+                a.status
+            )));
+        }
+        if a.name().is_empty() {
+            return Err(PayloadError(format!(
+                "alerts[{i}].labels.alertname is missing"
+            )));
+        }
+        if a.starts_at_ms().is_none() {
+            return Err(PayloadError(format!(
+                "alerts[{i}].startsAt `{}` is not an RFC 3339 time",
+                a.starts_at
+            )));
+        }
+        if a.fingerprint.is_empty() {
+            return Err(PayloadError(format!("alerts[{i}].fingerprint is empty")));
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"{"version":"4","groupKey":"{}:{alertname=\"PaymentProcessorDown\"}","truncatedAlerts":0,
+      "status":"firing","receiver":"runbookd","groupLabels":{},"commonLabels":{},"commonAnnotations":{},
+      "externalURL":"http://am","notification_reason":"new","routeLabels":{},
+      "alerts":[{"status":"firing","labels":{"alertname":"PaymentProcessorDown","severity":"critical"},
+      "annotations":{"summary":"breaker open"},"startsAt":"2026-11-27T10:00:00.123Z",
+      "endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prom","fingerprint":"abc123"}]}"#;
+
+    #[test]
+    fn reads_version_4_and_ignores_new_fields() {
+        let n = parse(OK.as_bytes()).expect("valid");
+        assert_eq!(n.alerts[0].name(), "PaymentProcessorDown");
+        assert_eq!(n.alerts[0].starts_at_ms(), Some(1_795_773_600_123));
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let bad = OK.replace(r#""fingerprint":"abc123""#, r#""fingerprint":42"#);
+        let e = parse(bad.as_bytes()).expect_err("bad").to_string();
+        assert!(e.contains("alerts[0].fingerprint"), "{e}");
+        let bad = OK.replace("2026-11-27T10:00:00.123Z", "yesterday");
+        assert!(parse(bad.as_bytes())
+            .expect_err("bad")
+            .to_string()
+            .contains("alerts[0].startsAt"));
+        let bad = OK.replace(r#""version":"4""#, r#""version":"3""#);
+        assert!(parse(bad.as_bytes())
+            .expect_err("bad")
+            .to_string()
+            .contains("version `3`"));
+        let bad = OK.replace(
+            r#""status":"firing","labels""#,
+            r#""status":"burning","labels""#,
+        );
+        assert!(parse(bad.as_bytes())
+            .expect_err("bad")
+            .to_string()
+            .contains("alerts[0].status"));
+    }
+}

@@ -1,0 +1,413 @@
+//! Alertmanager webhooks into incidents and runs; the incident API and primitives.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{Daemon, Db, Options, Workspace};
+
+/// An Alertmanager v4 notification with one alert per (fingerprint, status).
+pub fn notification(alerts: &[(&str, &str, &str)]) -> Value {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(name, fingerprint, status)| {
+            json!({
+                "status": status,
+                "labels": {"alertname": name, "service": "payments", "severity": "critical"},
+                "annotations": {"summary": format!("{name} on payments")},
+                "startsAt": "2026-11-27T10:00:00Z",
+                "endsAt": if *status == "firing" { "0001-01-01T00:00:00Z" } else { "2026-11-27T10:30:00Z" },
+                "generatorURL": "http://prometheus/graph",
+                "fingerprint": fingerprint,
+            })
+        })
+        .collect();
+    json!({
+        "version": "4", "groupKey": "{}:{alertname=\"X\"}", "truncatedAlerts": 0,
+        "status": alerts.first().map(|a| a["status"].clone()).unwrap_or(json!("firing")),
+        "receiver": "runbookd", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager", "notification_reason": "new", "routeLabels": {},
+        "alerts": alerts,
+    })
+}
+
+const RESPONDER: &str = r#"
+fn triggers() { [#{ alert: "PaymentProcessorDown", labels: #{ service: "payments" }, on_resolved: true, cooldown: "1s" }] }
+fn run(event) {
+    if event.status == "firing" {
+        set_fact("stripe_status", "major");
+        note("investigating");
+        escalate("L1", "Stripe degraded, breaker handling it");
+    }
+    sleep(event.params.hold ?? 0.0);
+    #{ status: event.status, incident: event.incident, level: incident().level, facts: incident().facts }
+}
+"#;
+
+async fn post(d: &Daemon, body: &Value) -> (u16, Value) {
+    let resp = d
+        .client
+        .post(d.url("/api/v1/alerts"))
+        .json(body)
+        .send()
+        .await
+        .expect("post");
+    let s = resp.status().as_u16();
+    (s, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_runs(d: &Daemon, playbook: &str, n: usize) -> Vec<Value> {
+    let list = d
+        .poll(
+            &format!("/api/v1/runs?playbook={playbook}"),
+            Duration::from_secs(5),
+            |v| {
+                v.as_array().is_some_and(|a| {
+                    a.len() >= n
+                        && a.iter()
+                            .all(|r| r["status"] == "succeeded" || r["status"] == "failed")
+                })
+            },
+        )
+        .await;
+    list.as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn firing_alert_opens_an_incident_and_runs_the_playbook() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("responder", RESPONDER);
+    let d = Daemon::start(&ws, &Options::default());
+    let (s, body) = post(
+        &d,
+        &notification(&[("PaymentProcessorDown", "fp1", "firing")]),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        body["alerts"][0]["runs"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    let incident_id = body["alerts"][0]["incident"]
+        .as_str()
+        .expect("incident")
+        .to_string();
+    let runs = wait_runs(&d, "responder", 1).await;
+    let run = &runs[0];
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["event"]["kind"], "alert");
+    assert_eq!(run["event"]["labels"]["service"], "payments");
+    assert_eq!(run["trigger"]["kind"], "alert");
+    assert_eq!(run["result"]["incident"], incident_id.as_str());
+    assert_eq!(run["result"]["level"], "L1");
+    assert_eq!(run["result"]["facts"]["stripe_status"], "major");
+
+    let (_, inc) = d.get(&format!("/api/v1/incidents/{incident_id}")).await;
+    assert_eq!(
+        inc["opened_at"], "2026-11-27T10:00:00.000Z",
+        "start time from startsAt"
+    );
+    assert_eq!(inc["title"], "PaymentProcessorDown on payments");
+    assert_eq!(inc["level"], "L1");
+    let kinds: Vec<&str> = inc["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|t| t["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, vec!["opened", "note", "escalated"], "{inc}");
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_start_nothing_new_and_cooldown_holds() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("responder", RESPONDER);
+    let d = Daemon::start(&ws, &Options::default());
+    let n = notification(&[("PaymentProcessorDown", "fp1", "firing")]);
+    // An HA pair delivers the same notification twice, at the same moment.
+    let (a, b) = tokio::join!(post(&d, &n), post(&d, &n));
+    assert_eq!((a.0, b.0), (200, 200));
+    let started = a.1["alerts"][0]["runs"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0)
+        + b.1["alerts"][0]["runs"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
+    assert_eq!(started, 1, "{a:?} {b:?}");
+    assert_eq!(
+        a.1["alerts"][0]["incident"], b.1["alerts"][0]["incident"],
+        "one incident"
+    );
+    wait_runs(&d, "responder", 1).await;
+    // Resent within the trigger's 1 s cooldown: nothing.
+    let (_, c) = post(&d, &n).await;
+    assert!(
+        c["alerts"][0]["notes"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("cooldown"),
+        "{c}"
+    );
+    // After the cooldown, repeat_interval's resend runs the playbook again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, e) = post(&d, &n).await;
+    assert_eq!(
+        e["alerts"][0]["runs"].as_array().map(Vec::len),
+        Some(1),
+        "{e}"
+    );
+    let metrics = d
+        .client
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .expect("m")
+        .text()
+        .await
+        .expect("t");
+    assert!(
+        metrics.contains(r#"runbookd_alerts_total{reason="deduplicated"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn resolved_alert_runs_opted_in_playbooks_then_resolves_the_incident() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("responder", RESPONDER);
+    ws.write_playbook(
+        "silent",
+        "fn triggers() { [#{ alert: \"Other\" }] }\nfn run(event) { event.status }\n",
+    );
+    let d = Daemon::start(&ws, &Options::default());
+    let (_, fired) = post(
+        &d,
+        &notification(&[
+            ("PaymentProcessorDown", "fp1", "firing"),
+            ("Other", "fp2", "firing"),
+        ]),
+    )
+    .await;
+    let inc1 = fired["alerts"][0]["incident"]
+        .as_str()
+        .expect("incident")
+        .to_string();
+    let inc2 = fired["alerts"][1]["incident"]
+        .as_str()
+        .expect("incident")
+        .to_string();
+    assert_ne!(inc1, inc2);
+    wait_runs(&d, "responder", 1).await;
+    let (_, res) = post(
+        &d,
+        &notification(&[
+            ("PaymentProcessorDown", "fp1", "resolved"),
+            ("Other", "fp2", "resolved"),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        res["alerts"][0]["runs"].as_array().map(Vec::len),
+        Some(1),
+        "on_resolved: true runs: {res}"
+    );
+    assert_eq!(
+        res["alerts"][1]["runs"].as_array().map(Vec::len),
+        Some(0),
+        "no on_resolved: no run"
+    );
+    let runs = wait_runs(&d, "responder", 2).await;
+    assert_eq!(runs[0]["result"]["status"], "resolved");
+    let inc = d
+        .poll(
+            &format!("/api/v1/incidents/{inc1}"),
+            Duration::from_secs(5),
+            |v| v["status"] == "resolved",
+        )
+        .await;
+    assert_eq!(inc["status"], "resolved", "resolved after its run: {inc}");
+    let (_, other) = d.get(&format!("/api/v1/incidents/{inc2}")).await;
+    assert_eq!(
+        other["status"], "resolved",
+        "resolved at once without a run"
+    );
+    let (_, silent) = d.get("/api/v1/runs?playbook=silent").await;
+    assert_eq!(silent.as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn malformed_unmatched_and_unauthorised_alerts() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("responder", RESPONDER);
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            extra_config: "[[server.tokens]]\nname = \"alertmanager\"\ntoken_env = \"AM\"\nrole = \"ingest\"\n\
+                           [[server.tokens]]\nname = \"grafana\"\ntoken_env = \"VIEW\"\nrole = \"viewer\"\n".into(),
+            env: vec![("AM".into(), "am-token".into()), ("VIEW".into(), "view-token".into())],
+        },
+    );
+    let send = |token: &'static str, body: String| {
+        d.client
+            .post(d.url("/api/v1/alerts"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let good = notification(&[("Unrelated", "fpX", "firing")]).to_string();
+    assert_eq!(
+        send("view-token", good.clone())
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        403
+    );
+    let r = send("am-token", good).await.expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert!(
+        v["alerts"][0]["notes"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("no playbook"),
+        "{v}"
+    );
+
+    let mut bad = notification(&[("PaymentProcessorDown", "fp1", "firing")]);
+    bad["alerts"][0]["startsAt"] = json!("not a time");
+    let r = send("am-token", bad.to_string()).await.expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    let e: Value = r.json().await.expect("json");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("alerts[0].startsAt"),
+        "{e}"
+    );
+    let r = send("am-token", "{\"version\": \"4\"}".into())
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    let r = send("am-token", "[]".into()).await.expect("post");
+    assert_eq!(r.status().as_u16(), 400);
+    let metrics = d
+        .client
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .expect("m")
+        .text()
+        .await
+        .expect("t");
+    assert!(
+        metrics.contains(r#"runbookd_alerts_total{reason="unmatched"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn bursts_of_alerts_are_all_accounted_for() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("responder", RESPONDER);
+    let d = Daemon::start(&ws, &Options::default());
+    let fps: Vec<String> = (0..500).map(|i| format!("fp{i}")).collect();
+    let mut sends = Vec::new();
+    for chunk in fps.chunks(50) {
+        let alerts: Vec<(&str, &str, &str)> = chunk
+            .iter()
+            .map(|f| ("PaymentProcessorDown", f.as_str(), "firing"))
+            .collect();
+        let body = notification(&alerts);
+        let client = d.client.clone();
+        let url = d.url("/api/v1/alerts");
+        sends.push(tokio::spawn(async move {
+            let r = client.post(url).json(&body).send().await.expect("post");
+            (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+        }));
+    }
+    let mut runs = 0;
+    for s in sends {
+        let (status, body) = s.await.expect("join");
+        assert_eq!(status, 200, "{body}");
+        runs += body["alerts"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .filter(|a| a["runs"].as_array().map(Vec::len) == Some(1))
+            .count();
+    }
+    assert_eq!(runs, 500, "every alert started its run");
+    let (_, incidents) = d.get("/api/v1/incidents?limit=1000").await;
+    assert_eq!(incidents.as_array().map(Vec::len), Some(500));
+    let all = d
+        .poll(
+            "/api/v1/runs?status=succeeded&limit=1000",
+            Duration::from_secs(30),
+            |v| v.as_array().map(Vec::len) == Some(500),
+        )
+        .await;
+    assert_eq!(all.as_array().map(Vec::len), Some(500), "no run lost");
+}
+
+#[tokio::test]
+async fn incidents_can_be_acknowledged_and_resolved_by_an_operator() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("responder", RESPONDER);
+    let d = Daemon::start(&ws, &Options::default());
+    let (_, fired) = post(
+        &d,
+        &notification(&[("PaymentProcessorDown", "fp1", "firing")]),
+    )
+    .await;
+    let id = fired["alerts"][0]["incident"]
+        .as_str()
+        .expect("incident")
+        .to_string();
+    let ack = |id: String| {
+        d.client
+            .post(d.url(&format!("/api/v1/incidents/{id}/ack")))
+            .send()
+    };
+    let r = ack(id.clone()).await.expect("ack");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(
+        (v["status"].as_str(), v["acked_by"].as_str()),
+        (Some("acknowledged"), Some("local"))
+    );
+    assert_eq!(ack(id.clone()).await.expect("ack").status().as_u16(), 409);
+    let r = d
+        .client
+        .post(d.url(&format!("/api/v1/incidents/{id}/resolve")))
+        .send()
+        .await
+        .expect("resolve");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = d
+        .client
+        .post(d.url(&format!("/api/v1/incidents/{id}/resolve")))
+        .send()
+        .await
+        .expect("resolve");
+    assert_eq!(r.status().as_u16(), 409);
+    assert_eq!(
+        ack("nope".into()).await.expect("ack").status().as_u16(),
+        404
+    );
+    let (_, open) = d.get("/api/v1/incidents?status=open").await;
+    assert_eq!(open, json!([]));
+    // A new firing of the same alert after resolution is a new incident.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, again) = post(
+        &d,
+        &notification(&[("PaymentProcessorDown", "fp1", "firing")]),
+    )
+    .await;
+    assert_ne!(again["alerts"][0]["incident"].as_str(), Some(id.as_str()));
+}
