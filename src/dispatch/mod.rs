@@ -77,8 +77,7 @@ struct Inner {
     /// Serialises alert ingestion (see [`alerts`]).
     alerts_lock: tokio::sync::Mutex<()>,
     /// One lock per (incident, playbook): runs for the same incident never overlap.
-    incident_locks:
-        std::sync::Mutex<std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    incident_locks: std::sync::Mutex<IncidentLocks>,
 }
 
 /// Cheap to clone handle to the dispatcher.
