@@ -1,6 +1,7 @@
 //! Integration tests: the real `runbookd` binary on a free port, real HTTP, real SQLite
 //! and PostgreSQL. One test binary (modules below) keeps link time down.
 
+mod alertmanager_e2e;
 mod alerts;
 mod api;
 mod breaker;
