@@ -128,6 +128,14 @@ impl Daemon {
         let _watcher = reload::watch(core.catalog.clone(), config.playbooks.reload_debounce)
             .context("watching the playbook directory")?;
         spawn_signal_handlers(stop.clone(), core.catalog.clone());
+        let scheduler_stop = CancellationToken::new();
+        let scheduler = tokio::spawn(crate::triggers::cron::run(
+            core.catalog.clone(),
+            core.dispatcher.clone(),
+            core.store.clone(),
+            config.cron.clone(),
+            scheduler_stop.clone(),
+        ));
         let state = AppState {
             catalog: core.catalog.clone(),
             dispatcher: core.dispatcher.clone(),
@@ -150,6 +158,8 @@ impl Daemon {
             })
         };
         stop.cancelled().await;
+        scheduler_stop.cancel();
+        let _ = scheduler.await;
         tracing::info!(
             grace = %humantime::format_duration(config.server.shutdown_grace),
             "shutting down: no new runs; waiting for running ones"

@@ -54,6 +54,8 @@ pub struct Config {
     pub celery: CeleryConfig,
     /// How Alertmanager notifications become incidents and runs.
     pub alerts: AlertsConfig,
+    /// Cron triggers.
+    pub cron: CronConfig,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             stripe: StripeConfig::default(),
             celery: CeleryConfig::default(),
             alerts: AlertsConfig::default(),
+            cron: CronConfig::default(),
         }
     }
 }
@@ -143,6 +146,43 @@ impl Default for AlertsConfig {
             incident_key_labels: Vec::new(),
             cooldown: Duration::from_secs(300),
         }
+    }
+}
+
+/// `[cron]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CronConfig {
+    /// Zone schedules are read in: `UTC` or a fixed offset like `+02:00`.
+    pub timezone: String,
+    /// Missed ticks to fire after downtime (the most recent ones); 0 skips them all.
+    pub max_catch_up: u32,
+}
+
+impl Default for CronConfig {
+    fn default() -> Self {
+        CronConfig {
+            timezone: "UTC".into(),
+            max_catch_up: 1,
+        }
+    }
+}
+
+impl CronConfig {
+    /// The configured zone as an offset.
+    pub fn offset(&self) -> Option<chrono::FixedOffset> {
+        if self.timezone.eq_ignore_ascii_case("utc") || self.timezone == "Z" {
+            return chrono::FixedOffset::east_opt(0);
+        }
+        let t = self.timezone.trim();
+        let (sign, rest) = match t.as_bytes().first() {
+            Some(b'+') => (1, &t[1..]),
+            Some(b'-') => (-1, &t[1..]),
+            _ => return None,
+        };
+        let (h, m) = rest.split_once(':')?;
+        let secs = h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60;
+        chrono::FixedOffset::east_opt(sign * secs)
     }
 }
 
@@ -576,6 +616,12 @@ impl Config {
         }
         if self.stripe.max_attempts == 0 {
             return bad("stripe.max_attempts", "must be at least 1");
+        }
+        if self.cron.offset().is_none() {
+            return bad(
+                "cron.timezone",
+                "must be \"UTC\" or a fixed offset like \"+02:00\"",
+            );
         }
         let p = &self.payments;
         let c = &p.columns;

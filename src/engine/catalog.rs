@@ -73,6 +73,8 @@ pub struct Catalog {
     metrics: Option<Arc<Metrics>>,
     /// Serialises reloads (watcher thread vs SIGHUP vs API) without blocking readers.
     reload_lock: std::sync::Mutex<()>,
+    /// Bumped whenever the serving set changes, so schedulers re-read triggers.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// A playbook name: the file stem, lowercase letters, digits, `_` and `-`.
@@ -92,7 +94,13 @@ impl Catalog {
             state: RwLock::new(State::default()),
             metrics,
             reload_lock: std::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Notified after every reload that changed what is serving.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The directory this catalog loads.
@@ -204,6 +212,9 @@ impl Catalog {
             }
         }
         state.seen = next_seen;
+        if !report.loaded.is_empty() || !report.removed.is_empty() {
+            self.changes.send_modify(|n| *n += 1);
+        }
         if let Some(m) = &self.metrics {
             m.observe_catalog(
                 state.playbooks.len(),

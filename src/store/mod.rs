@@ -6,6 +6,7 @@
 //! what SQLite wants; PostgreSQL shares one pool for both.
 
 mod audit;
+mod cron;
 mod incidents;
 mod runs;
 
@@ -65,6 +66,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed("incidents and alerts"),
                 MigrationType::Simple,
                 Cow::Borrowed(include_str!("migrations/0002_incidents_and_alerts.sql")),
+                false,
+            ),
+            Migration::new(
+                3,
+                Cow::Borrowed("cron marks"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0003_cron_marks.sql")),
                 false,
             ),
         ]),

@@ -6,6 +6,7 @@
 //! typo in a trigger is a load error with the playbook's name on it, not a silent no-op.
 
 pub mod alertmanager;
+pub mod cron;
 
 use std::collections::BTreeMap;
 
@@ -158,14 +159,14 @@ impl TriggerSpec {
 }
 
 /// Parses a crontab line: 5 fields (minute precision, the classic form) or 6/7 with seconds.
-pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+pub fn parse_cron(expr: &str) -> Result<::cron::Schedule, String> {
     let fields = expr.split_whitespace().count();
     let full = match fields {
         5 => format!("0 {expr}"),
         6 | 7 => expr.to_string(),
         n => return Err(format!("cron `{expr}` has {n} fields; expected 5, 6 or 7")),
     };
-    full.parse::<cron::Schedule>()
+    full.parse::<::cron::Schedule>()
         .map_err(|e| format!("cron `{expr}`: {e}"))
 }
 

@@ -6,6 +6,7 @@ mod alerts;
 mod api;
 mod breaker;
 mod cli;
+mod cron;
 mod fake_stripe;
 mod helpers;
 mod lifecycle;
