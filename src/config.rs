@@ -807,6 +807,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_documents_valid_keys() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/runbookd.toml");
+        let c = Config::load(Some(&path), env(&[])).expect("examples/runbookd.toml loads");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8765");
+        assert_eq!(c.breakers["stripe"].failure_threshold, 5);
+        assert_eq!(c.stripe.max_requests_per_second, 25);
+    }
+
+    #[test]
     fn sql_identifiers_are_validated() {
         assert!(valid_sql_identifier("payments_payment"));
         assert!(valid_sql_identifier("app.payments_payment"));

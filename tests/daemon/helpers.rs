@@ -59,7 +59,12 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// `RUNBOOKD_TEST_STATE=postgres` runs every test on PostgreSQL instead of SQLite.
     pub async fn new(db: Db) -> Workspace {
+        let db = match std::env::var("RUNBOOKD_TEST_STATE").as_deref() {
+            Ok("postgres") => Db::Postgres,
+            _ => db,
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("playbooks")).expect("playbooks dir");
         let database_url = database_url(db, dir.path()).await;
