@@ -32,7 +32,7 @@ pub fn notification(alerts: &[(&str, &str, &str)]) -> Value {
 }
 
 const RESPONDER: &str = r#"
-fn triggers() { [#{ alert: "PaymentProcessorDown", labels: #{ service: "payments" }, on_resolved: true, cooldown: "1s" }] }
+fn triggers() { [#{ alert: "PaymentProcessorDown", labels: #{ service: "payments" }, on_resolved: true, cooldown: "3s" }] }
 fn run(event) {
     if event.status == "firing" {
         set_fact("stripe_status", "major");
@@ -142,7 +142,7 @@ async fn duplicate_deliveries_start_nothing_new_and_cooldown_holds() {
         "one incident"
     );
     wait_runs(&d, "responder", 1).await;
-    // Resent within the trigger's 1 s cooldown: nothing.
+    // Resent within the trigger's 3 s cooldown: nothing.
     let (_, c) = post(&d, &n).await;
     assert!(
         c["alerts"][0]["notes"][0]
@@ -152,7 +152,7 @@ async fn duplicate_deliveries_start_nothing_new_and_cooldown_holds() {
         "{c}"
     );
     // After the cooldown, repeat_interval's resend runs the playbook again.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let (_, e) = post(&d, &n).await;
     assert_eq!(
         e["alerts"][0]["runs"].as_array().map(Vec::len),

@@ -208,7 +208,13 @@ async fn a_webhook_landing_meanwhile_wins() {
             .await
             .expect("json")
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once reconcile has asked Stripe, the webhook lands.
+    for _ in 0..200 {
+        if !s.fake.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     sqlx::query("UPDATE payments_payment SET status = 'completed' WHERE id = $1::uuid")
         .bind(&p)
         .execute(&s.app.pool)
