@@ -54,8 +54,18 @@ impl Core {
             dir = %dir.display(),
             "playbooks loaded"
         );
-        let services = Services::from_config(config, Some(store.clone()))
+        let mut services = Services::from_config(config, Some(store.clone()))
             .context("configuring the payments database")?;
+        let notifier = Arc::new(
+            crate::notify::Notifier::from_config(
+                &config.channels,
+                &config.notify,
+                store.clone(),
+                Some(metrics.clone()),
+            )
+            .context("configuring notification channels")?,
+        );
+        services.notifier = Some(notifier);
         let dispatcher = Dispatcher::start(
             catalog.clone(),
             store.clone(),
@@ -129,6 +139,13 @@ impl Daemon {
             .context("watching the playbook directory")?;
         spawn_signal_handlers(stop.clone(), core.catalog.clone());
         let scheduler_stop = CancellationToken::new();
+        // Delivery stops last, so notifications from runs finishing during shutdown go out.
+        let delivery_stop = CancellationToken::new();
+        let delivery = core
+            .services
+            .notifier
+            .clone()
+            .map(|n| tokio::spawn(n.run(delivery_stop.clone())));
         let scheduler = tokio::spawn(crate::triggers::cron::run(
             core.catalog.clone(),
             core.dispatcher.clone(),
@@ -167,6 +184,10 @@ impl Daemon {
         // Runs finish (or are cancelled) first, so `?wait=true` callers get their answer,
         // then the HTTP server drains its connections.
         core.dispatcher.shutdown(config.server.shutdown_grace).await;
+        delivery_stop.cancel();
+        if let Some(d) = delivery {
+            let _ = d.await;
+        }
         http_stop.cancel();
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server error during shutdown"),

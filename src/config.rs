@@ -56,6 +56,10 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Cron triggers.
     pub cron: CronConfig,
+    /// Notification channels by name.
+    pub channels: BTreeMap<String, ChannelConfig>,
+    /// Delivery of notifications: retries and giving up.
+    pub notify: NotifyConfig,
 }
 
 impl Default for Config {
@@ -72,6 +76,8 @@ impl Default for Config {
             celery: CeleryConfig::default(),
             alerts: AlertsConfig::default(),
             cron: CronConfig::default(),
+            channels: BTreeMap::new(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -145,6 +151,66 @@ impl Default for AlertsConfig {
         AlertsConfig {
             incident_key_labels: Vec::new(),
             cooldown: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Kinds of notification channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// The daemon's own log (always works; useful as a fallback).
+    Log,
+    /// A Slack incoming webhook.
+    Slack,
+    /// PagerDuty Events API v2.
+    Pagerduty,
+    /// Any HTTP endpoint: JSON, signed `t=…,v1=…` like Stripe's webhooks.
+    Webhook,
+}
+
+/// `[channels.NAME]`. URLs that carry a secret (Slack) may be given by indirection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    #[serde(rename = "type")]
+    pub kind: ChannelKind,
+    /// Endpoint (webhook, slack; pagerduty defaults to the Events API v2).
+    pub url: Option<String>,
+    /// Environment variable / file holding the URL instead (Slack webhook URLs are secrets).
+    pub url_env: Option<String>,
+    pub url_file: Option<PathBuf>,
+    /// Webhook signing secret, by indirection.
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// PagerDuty integration (routing) key, by indirection.
+    pub routing_key_env: Option<String>,
+    pub routing_key_file: Option<PathBuf>,
+    /// PagerDuty severity: critical, error, warning or info.
+    pub severity: Option<String>,
+}
+
+/// `[notify]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Stop retrying a notification this long after it was queued (recorded as failed).
+    #[serde(deserialize_with = "duration")]
+    pub give_up_after: Duration,
+    /// Longest wait between two attempts.
+    #[serde(deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// Time limit of one delivery attempt.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            give_up_after: Duration::from_secs(3600),
+            max_backoff: Duration::from_secs(300),
+            timeout: Duration::from_secs(10),
         }
     }
 }
@@ -622,6 +688,32 @@ impl Config {
                 "cron.timezone",
                 "must be \"UTC\" or a fixed offset like \"+02:00\"",
             );
+        }
+        for (name, ch) in &self.channels {
+            let key = format!("channels.{name}");
+            if !crate::engine::catalog::valid_name(name) {
+                return bad(&key, "channel names use a-z, 0-9, _ and -");
+            }
+            let has_url = ch.url.is_some() || ch.url_env.is_some() || ch.url_file.is_some();
+            match ch.kind {
+                ChannelKind::Slack | ChannelKind::Webhook if !has_url => {
+                    return bad(&key, "needs url, url_env or url_file");
+                }
+                ChannelKind::Pagerduty
+                    if ch.routing_key_env.is_none() && ch.routing_key_file.is_none() =>
+                {
+                    return bad(&key, "needs routing_key_env or routing_key_file");
+                }
+                _ => {}
+            }
+            if let Some(sev) = &ch.severity {
+                if !matches!(sev.as_str(), "critical" | "error" | "warning" | "info") {
+                    return bad(
+                        &format!("{key}.severity"),
+                        "must be critical, error, warning or info",
+                    );
+                }
+            }
         }
         let p = &self.payments;
         let c = &p.columns;

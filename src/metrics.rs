@@ -25,6 +25,12 @@ struct PlaybookLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -47,6 +53,7 @@ pub struct Metrics {
     playbook_load_error: Family<PlaybookLabel, Gauge>,
     reload_seconds: Histogram,
     alerts: Family<ReasonLabel, Counter>,
+    notifications: Family<ChannelLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -109,7 +116,14 @@ impl Metrics {
             "Alerts received, by what became of them (received, unmatched, deduplicated, truncated)",
             alerts.clone(),
         );
+        let notifications = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification delivery attempts by channel and outcome (sent, retry, failed)",
+            notifications.clone(),
+        );
         Metrics {
+            notifications,
             alerts,
             registry,
             runs,
@@ -195,6 +209,16 @@ impl Metrics {
     /// Alertmanager said it left alerts out of a notification.
     pub fn alerts_truncated(&self, n: u64) {
         self.alert("truncated", n);
+    }
+
+    /// A notification delivery attempt ended.
+    pub fn notification(&self, channel: &str, outcome: &str) {
+        self.notifications
+            .get_or_create(&ChannelLabels {
+                channel: channel.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// Prometheus text exposition.

@@ -52,6 +52,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::show))
         .route("/api/v1/audit", get(runs::audit))
+        .route("/api/v1/notifications", get(runs::notifications))
         .route("/api/v1/alerts", post(alerts::receive))
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::show))

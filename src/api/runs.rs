@@ -163,3 +163,15 @@ pub async fn audit(
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
     Ok(Json(state.store.list_audit(limit).await?).into_response())
 }
+
+/// The notification outbox, newest first: what was sent, is waiting, or was given up.
+pub async fn notifications(
+    caller: Caller,
+    State(state): State<AppState>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Read)?;
+    let Query(q) = query?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    Ok(Json(state.store.list_notifications(limit).await?).into_response())
+}

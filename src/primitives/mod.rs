@@ -12,6 +12,7 @@ pub mod celery;
 mod core;
 mod health;
 pub mod incident;
+pub mod notify;
 pub mod payments;
 pub mod reconcile;
 pub mod redis_conn;
@@ -42,6 +43,8 @@ pub struct Services {
     pub stripe: stripe::Stripe,
     pub webhook_secret: webhooks::WebhookSecret,
     pub celery: celery::Celery,
+    /// The notification outbox (needs the state store).
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl Services {
@@ -56,6 +59,7 @@ impl Services {
             stripe: stripe::Stripe::new(&config.stripe),
             webhook_secret: webhooks::WebhookSecret::from_config(&config.stripe),
             celery: celery::Celery::new(&config.celery, redis.clone()),
+            notifier: None,
             store,
             runtime: tokio::runtime::Handle::current(),
             breakers: Arc::new(breaker::Breakers::new(
@@ -295,4 +299,5 @@ pub fn register(engine: &mut Engine) {
     reconcile::register(engine);
     celery::register(engine);
     incident::register(engine);
+    notify::register(engine);
 }

@@ -8,6 +8,7 @@
 mod audit;
 mod cron;
 mod incidents;
+mod outbox;
 mod runs;
 
 use std::{borrow::Cow, time::Duration};
@@ -20,6 +21,7 @@ use sqlx::{
 
 pub use audit::{AuditEntry, NewAudit};
 pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
+pub use outbox::OutboxItem;
 pub use runs::{LogLine, RunError, RunFilter, RunRecord, RunStatus, Trigger};
 
 /// Errors from the state store.
@@ -73,6 +75,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed("cron marks"),
                 MigrationType::Simple,
                 Cow::Borrowed(include_str!("migrations/0003_cron_marks.sql")),
+                false,
+            ),
+            Migration::new(
+                4,
+                Cow::Borrowed("notification outbox"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0004_outbox.sql")),
                 false,
             ),
         ]),

@@ -10,6 +10,7 @@ mod cron;
 mod fake_stripe;
 mod helpers;
 mod lifecycle;
+mod notify;
 mod payments;
 mod reconcile;
 mod reload;

@@ -1,0 +1,167 @@
+//! One function per channel kind: how a [`Message`] becomes an HTTP request.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+
+use super::{DeliveryError, Message};
+use crate::config::{resolve_secret, ChannelConfig, ChannelKind, ConfigError};
+
+/// A configured channel with its secrets resolved.
+pub enum Channel {
+    Log,
+    Slack {
+        url: SecretString,
+    },
+    Webhook {
+        url: String,
+        secret: Option<SecretString>,
+    },
+    PagerDuty {
+        url: String,
+        routing_key: SecretString,
+        severity: String,
+    },
+}
+
+const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+impl Channel {
+    pub fn from_config(name: &str, c: &ChannelConfig) -> Result<Channel, ConfigError> {
+        let url = || -> Result<SecretString, ConfigError> {
+            match &c.url {
+                Some(u) => Ok(SecretString::from(u.clone())),
+                None => resolve_secret(
+                    &format!("channels.{name}.url"),
+                    c.url_env.as_deref(),
+                    c.url_file.as_deref(),
+                ),
+            }
+        };
+        Ok(match c.kind {
+            ChannelKind::Log => Channel::Log,
+            ChannelKind::Slack => Channel::Slack { url: url()? },
+            ChannelKind::Webhook => Channel::Webhook {
+                url: url()?.expose_secret().to_string(),
+                secret: if c.secret_env.is_some() || c.secret_file.is_some() {
+                    Some(resolve_secret(
+                        &format!("channels.{name}.secret"),
+                        c.secret_env.as_deref(),
+                        c.secret_file.as_deref(),
+                    )?)
+                } else {
+                    None
+                },
+            },
+            ChannelKind::Pagerduty => Channel::PagerDuty {
+                url: c.url.clone().unwrap_or_else(|| PAGERDUTY_URL.into()),
+                routing_key: resolve_secret(
+                    &format!("channels.{name}.routing_key"),
+                    c.routing_key_env.as_deref(),
+                    c.routing_key_file.as_deref(),
+                )?,
+                severity: c.severity.clone().unwrap_or_else(|| "critical".into()),
+            },
+        })
+    }
+
+    /// Sends one message.
+    pub async fn send(&self, http: &reqwest::Client, m: &Message) -> Result<(), DeliveryError> {
+        match self {
+            Channel::Log => {
+                tracing::warn!(
+                    kind = %m.kind,
+                    incident = m.incident.as_deref().unwrap_or("-"),
+                    level = m.level.as_deref().unwrap_or("-"),
+                    "NOTIFY {}: {}",
+                    m.title,
+                    m.text
+                );
+                Ok(())
+            }
+            Channel::Slack { url } => {
+                let prefix = match m.kind.as_str() {
+                    "resolve" => ":white_check_mark: RESOLVED",
+                    "trigger" | "repeat" => ":rotating_light:",
+                    _ => ":information_source:",
+                };
+                let level = m
+                    .level
+                    .as_deref()
+                    .map(|l| format!(" [{l}]"))
+                    .unwrap_or_default();
+                let body = serde_json::json!({ "text": format!("{prefix}{level} *{}*\n{}", m.title, m.text) });
+                post(http.post(url.expose_secret()).json(&body)).await
+            }
+            Channel::Webhook { url, secret } => {
+                let body = serde_json::to_vec(m).unwrap_or_default();
+                let mut req = http.post(url).header("content-type", "application/json");
+                if let Some(secret) = secret {
+                    let t = crate::store::now_ms() / 1000;
+                    if let Ok(mut mac) =
+                        Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
+                    {
+                        mac.update(format!("{t}.").as_bytes());
+                        mac.update(&body);
+                        let sig = hex::encode(mac.finalize().into_bytes());
+                        req = req.header("Runbookd-Signature", format!("t={t},v1={sig}"));
+                    }
+                }
+                post(req.body(body)).await
+            }
+            Channel::PagerDuty {
+                url,
+                routing_key,
+                severity,
+            } => {
+                let action = match m.kind.as_str() {
+                    "resolve" => "resolve",
+                    "acknowledge" => "acknowledge",
+                    _ => "trigger",
+                };
+                let body = serde_json::json!({
+                    "routing_key": routing_key.expose_secret(),
+                    "event_action": action,
+                    "dedup_key": m.incident.clone().unwrap_or_else(|| m.title.clone()),
+                    "payload": {
+                        "summary": format!("{}: {}", m.title, m.text).chars().take(1024).collect::<String>(),
+                        "source": "runbookd",
+                        "severity": severity,
+                        "custom_details": { "level": m.level, "incident": m.incident },
+                    }
+                });
+                post(http.post(url).json(&body)).await
+            }
+        }
+    }
+}
+
+/// Sends and classifies: 2xx ok; 429/5xx/network retryable (with Retry-After); other 4xx final.
+async fn post(req: reqwest::RequestBuilder) -> Result<(), DeliveryError> {
+    match req.send().await {
+        Err(e) => Err(DeliveryError {
+            message: format!("cannot reach the channel: {}", e.without_url()),
+            retryable: true,
+            retry_after: None,
+        }),
+        Ok(resp) => {
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Err(DeliveryError {
+                message: format!("channel answered {status}"),
+                retryable: status.as_u16() == 429 || status.is_server_error(),
+                retry_after,
+            })
+        }
+    }
+}

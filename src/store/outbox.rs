@@ -1,0 +1,143 @@
+//! The notification outbox.
+
+use serde::Serialize;
+use sqlx::{any::AnyRow, Row};
+
+use super::{ms_to_rfc3339, now_ms, Store, StoreError};
+
+/// One notification to one channel.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxItem {
+    pub id: String,
+    pub channel: String,
+    pub incident_id: Option<String>,
+    /// `trigger`, `repeat`, `resolve`, `message`.
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// `pending`, `sent`, `failed`.
+    pub status: String,
+    pub attempts: i64,
+    #[serde(skip)]
+    pub created_at_ms: i64,
+    pub created_at: String,
+    pub last_error: Option<String>,
+}
+
+fn item(row: &AnyRow) -> Result<OutboxItem, StoreError> {
+    let payload: String = row.try_get("payload")?;
+    let created: i64 = row.try_get("created_at")?;
+    Ok(OutboxItem {
+        id: row.try_get("id")?,
+        channel: row.try_get("channel")?,
+        incident_id: row.try_get("incident_id")?,
+        kind: row.try_get("kind")?,
+        payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt {
+            column: "outbox.payload",
+            message: e.to_string(),
+        })?,
+        status: row.try_get("status")?,
+        attempts: row.try_get("attempts")?,
+        created_at_ms: created,
+        created_at: ms_to_rfc3339(created),
+        last_error: row.try_get("last_error")?,
+    })
+}
+
+const COLUMNS: &str =
+    "id, channel, incident_id, kind, payload, status, attempts, created_at, last_error";
+
+impl Store {
+    /// Queues a notification; returns its id.
+    pub async fn enqueue_notification(
+        &self,
+        channel: &str,
+        incident_id: Option<&str>,
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<String, StoreError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO outbox (id, channel, incident_id, kind, payload, status, attempts, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
+        )
+        .bind(&id)
+        .bind(channel)
+        .bind(incident_id.map(str::to_string))
+        .bind(kind)
+        .bind(payload.to_string())
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(id)
+    }
+
+    /// Pending notifications whose next attempt is due.
+    pub async fn due_notifications(&self, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at, id LIMIT $2"
+        ))
+        .bind(now_ms())
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(item).collect()
+    }
+
+    pub async fn mark_notification_sent(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retry at `next_attempt_at`, or give up (`None`).
+    pub async fn mark_notification_failed(
+        &self,
+        id: &str,
+        error: &str,
+        next_attempt_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        match next_attempt_at {
+            Some(at) => sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE id = $3",
+            )
+            .bind(error)
+            .bind(at)
+            .bind(id),
+            None => sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $1, status = 'failed' WHERE id = $2",
+            )
+            .bind(error)
+            .bind(id),
+        }
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub async fn list_notifications(&self, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox ORDER BY created_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(item).collect()
+    }
+
+    /// Channels that were paged (a trigger or repeat delivered) for an incident.
+    pub async fn paged_channels(&self, incident_id: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT channel FROM outbox WHERE incident_id = $1 AND kind IN ('trigger', 'repeat') ORDER BY channel",
+        )
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+}

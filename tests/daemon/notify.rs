@@ -1,0 +1,330 @@
+//! Notifications to real HTTP sinks: Slack, PagerDuty, signed webhooks; retries, Retry-After,
+//! giving up, and an outbox that survives a restart.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::post,
+    Router,
+};
+use serde_json::{json, Value};
+
+use crate::helpers::{Daemon, Db, Options, Workspace};
+
+#[derive(Default)]
+struct SinkState {
+    /// Statuses to answer with first (then 200); (status, Retry-After).
+    script: VecDeque<(u16, Option<u64>)>,
+    received: Vec<(Instant, HeaderMap, Value)>,
+    raw: Vec<Bytes>,
+}
+
+#[derive(Clone)]
+struct Sink {
+    addr: SocketAddr,
+    state: Arc<Mutex<SinkState>>,
+}
+
+async fn receive(
+    State(s): State<Arc<Mutex<SinkState>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let mut st = s.lock().expect("sink");
+    let (status, retry_after) = st.script.pop_front().unwrap_or((200, None));
+    st.received.push((
+        Instant::now(),
+        headers,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    ));
+    st.raw.push(body);
+    let mut h = HeaderMap::new();
+    if let Some(r) = retry_after {
+        h.insert("retry-after", r.to_string().parse().expect("header"));
+    }
+    (StatusCode::from_u16(status).expect("status"), h, "ok")
+}
+
+impl Sink {
+    async fn start(script: Vec<(u16, Option<u64>)>) -> Sink {
+        let state = Arc::new(Mutex::new(SinkState {
+            script: script.into(),
+            ..Default::default()
+        }));
+        let app = Router::new()
+            .route("/", post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Sink { addr, state }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    fn received(&self) -> Vec<(Instant, HeaderMap, Value)> {
+        self.state.lock().expect("sink").received.clone()
+    }
+
+    async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<(Instant, HeaderMap, Value)> {
+        let start = Instant::now();
+        loop {
+            let r = self.received();
+            if r.len() >= n || start.elapsed() > timeout {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+const NOTIFY: &str =
+    "fn run(event) { notify(event.params.channel, \"Stripe degraded: breaker open 142 s\") }\n";
+
+#[tokio::test]
+async fn slack_pagerduty_and_signed_webhook_receive_the_message() {
+    let (slack, pd, hook) = (
+        Sink::start(vec![]).await,
+        Sink::start(vec![]).await,
+        Sink::start(vec![]).await,
+    );
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("tell", NOTIFY);
+    let config = format!(
+        "[channels.oncall]\ntype = \"slack\"\nurl_env = \"SLACK_URL\"\n\
+         [channels.pager]\ntype = \"pagerduty\"\nurl = \"{}\"\nrouting_key_env = \"PD_KEY\"\n\
+         [channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\nsecret_env = \"HOOK_SECRET\"\n\
+         [channels.journal]\ntype = \"log\"\n",
+        pd.url(),
+        hook.url()
+    );
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            extra_config: config,
+            env: vec![
+                ("SLACK_URL".into(), slack.url()),
+                ("PD_KEY".into(), "pd-routing-key-secret".into()),
+                ("HOOK_SECRET".into(), "whsec_hook_secret".into()),
+            ],
+        },
+    );
+    for ch in ["oncall", "pager", "hook", "journal"] {
+        let (_, run) = d.run_wait("tell", json!({"params": {"channel": ch}})).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["actions"][0]["action"], "notify");
+    }
+    let s = slack.wait_for(1, Duration::from_secs(5)).await;
+    assert!(
+        s[0].2["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Stripe degraded"),
+        "{:?}",
+        s[0].2
+    );
+    let p = pd.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(p[0].2["routing_key"], "pd-routing-key-secret");
+    assert_eq!(p[0].2["event_action"], "trigger");
+    assert_eq!(p[0].2["payload"]["source"], "runbookd");
+    let h = hook.wait_for(1, Duration::from_secs(5)).await;
+    let sig = h[0]
+        .1
+        .get("runbookd-signature")
+        .and_then(|v| v.to_str().ok())
+        .expect("signed")
+        .to_string();
+    let body = hook.state.lock().expect("sink").raw[0].clone();
+    // The receiver can verify it exactly as a Stripe webhook.
+    let t: i64 = sig
+        .split(',')
+        .next()
+        .and_then(|p| p.strip_prefix("t="))
+        .and_then(|t| t.parse().ok())
+        .expect("t");
+    runbookd::primitives::webhooks::verify_signature(
+        &body,
+        &sig,
+        b"whsec_hook_secret",
+        Duration::from_secs(300),
+        t,
+    )
+    .expect("signature verifies");
+    let outbox = d
+        .poll("/api/v1/notifications", Duration::from_secs(5), |v| {
+            v.as_array()
+                .is_some_and(|a| a.len() == 4 && a.iter().all(|n| n["status"] == "sent"))
+        })
+        .await;
+    assert!(
+        outbox
+            .as_array()
+            .is_some_and(|a| a.iter().all(|n| n["status"] == "sent")),
+        "{outbox}"
+    );
+    assert!(
+        d.logs().contains("NOTIFY runbookd: tell"),
+        "the log channel writes to the log"
+    );
+    let logs = d.logs();
+    for secret in ["pd-routing-key-secret", "whsec_hook_secret", &slack.url()] {
+        assert!(!logs.contains(secret), "{secret} leaked into the log");
+    }
+    let (_, unknown) = d
+        .run_wait("tell", json!({"params": {"channel": "nope"}}))
+        .await;
+    assert!(
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no channel named `nope`"),
+        "{unknown}"
+    );
+    let (_, dry) = d
+        .run_wait(
+            "tell",
+            json!({"params": {"channel": "oncall"}, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(dry["actions"][0]["outcome"], "planned");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slack.received().len(), 1, "a dry run sends nothing");
+}
+
+#[tokio::test]
+async fn failed_deliveries_retry_honour_retry_after_and_give_up() {
+    let flaky = Sink::start(vec![(500, None), (429, Some(2))]).await;
+    let dead = Sink::start(vec![(503, None); 100]).await;
+    let rejecting = Sink::start(vec![(400, None)]).await;
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("tell", NOTIFY);
+    let config = format!(
+        "[channels.flaky]\ntype = \"webhook\"\nurl = \"{}\"\n[channels.dead]\ntype = \"webhook\"\nurl = \"{}\"\n\
+         [channels.rejecting]\ntype = \"webhook\"\nurl = \"{}\"\n[notify]\ngive_up_after = \"2s\"\nmax_backoff = \"5s\"\n",
+        flaky.url(),
+        dead.url(),
+        rejecting.url()
+    );
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            extra_config: config,
+            env: vec![],
+        },
+    );
+    for ch in ["flaky", "dead", "rejecting"] {
+        d.run_wait("tell", json!({"params": {"channel": ch}})).await;
+    }
+    let got = flaky.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 3, "500, then 429, then delivered");
+    let waited = got[2].0 - got[1].0;
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "Retry-After: 2 honoured, waited {waited:?}"
+    );
+    let outbox = d
+        .poll("/api/v1/notifications", Duration::from_secs(10), |v| {
+            v.as_array()
+                .is_some_and(|a| a.iter().all(|n| n["status"] != "pending"))
+        })
+        .await;
+    let by_channel = |c: &str| {
+        outbox
+            .as_array()
+            .expect("outbox")
+            .iter()
+            .find(|n| n["channel"] == c)
+            .cloned()
+            .expect("item")
+    };
+    assert_eq!(by_channel("flaky")["status"], "sent");
+    assert_eq!(
+        by_channel("dead")["status"],
+        "failed",
+        "given up after 2 s: {outbox}"
+    );
+    assert!(by_channel("dead")["last_error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("503"));
+    assert_eq!(
+        by_channel("rejecting")["status"],
+        "failed",
+        "a 400 is not retried"
+    );
+    assert_eq!(rejecting.received().len(), 1);
+    let metrics = d
+        .client
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .expect("m")
+        .text()
+        .await
+        .expect("t");
+    assert!(
+        metrics.contains(r#"runbookd_notifications_total{channel="flaky",outcome="sent"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn queued_notifications_survive_a_restart() {
+    // The sink is down while the notification is queued; it is delivered after a restart.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("tell", NOTIFY);
+    let config =
+        format!("[channels.later]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n");
+    let opts = Options {
+        extra_config: config,
+        env: vec![],
+    };
+    let mut d = Daemon::start(&ws, &opts);
+    d.run_wait("tell", json!({"params": {"channel": "later"}}))
+        .await;
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5));
+    drop(d);
+    let state = Arc::new(Mutex::new(SinkState::default()));
+    let app = Router::new()
+        .route("/", post(receive))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let _d = Daemon::start(&ws, &opts);
+    let start = Instant::now();
+    while state.lock().expect("sink").received.is_empty()
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        state.lock().expect("sink").received.len(),
+        1,
+        "delivered once after the restart"
+    );
+}
