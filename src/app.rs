@@ -89,6 +89,7 @@ pub struct Daemon {
     core: Core,
     listener: TcpListener,
     auth: Arc<Auth>,
+    escalation: crate::escalation::Escalation,
 }
 
 impl Daemon {
@@ -102,6 +103,15 @@ impl Daemon {
             );
         }
         let core = Core::start(&config).await?;
+        let channels = core
+            .services
+            .notifier
+            .as_ref()
+            .map(|n| n.channel_names())
+            .unwrap_or_default();
+        let escalation =
+            crate::escalation::Escalation::load(config.escalation.file.clone(), channels)
+                .map_err(|e| anyhow::anyhow!("escalation table: {e}"))?;
         let recovered = core.store.recover_unfinished(now_ms()).await?;
         if !recovered.is_empty() {
             tracing::info!(
@@ -119,6 +129,7 @@ impl Daemon {
             core,
             listener,
             auth,
+            escalation,
         })
     }
 
@@ -134,11 +145,19 @@ impl Daemon {
             core,
             listener,
             auth,
+            escalation,
         } = self;
         let _watcher = reload::watch(core.catalog.clone(), config.playbooks.reload_debounce)
             .context("watching the playbook directory")?;
         spawn_signal_handlers(stop.clone(), core.catalog.clone());
         let scheduler_stop = CancellationToken::new();
+        let escalator = tokio::spawn(crate::escalation::run(
+            escalation,
+            core.store.clone(),
+            core.dispatcher.clone(),
+            config.escalation.interval,
+            scheduler_stop.clone(),
+        ));
         // Delivery stops last, so notifications from runs finishing during shutdown go out.
         let delivery_stop = CancellationToken::new();
         let delivery = core
@@ -177,6 +196,7 @@ impl Daemon {
         stop.cancelled().await;
         scheduler_stop.cancel();
         let _ = scheduler.await;
+        let _ = escalator.await;
         tracing::info!(
             grace = %humantime::format_duration(config.server.shutdown_grace),
             "shutting down: no new runs; waiting for running ones"

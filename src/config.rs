@@ -60,6 +60,8 @@ pub struct Config {
     pub channels: BTreeMap<String, ChannelConfig>,
     /// Delivery of notifications: retries and giving up.
     pub notify: NotifyConfig,
+    /// The escalation table.
+    pub escalation: EscalationConfig,
 }
 
 impl Default for Config {
@@ -78,6 +80,7 @@ impl Default for Config {
             cron: CronConfig::default(),
             channels: BTreeMap::new(),
             notify: NotifyConfig::default(),
+            escalation: EscalationConfig::default(),
         }
     }
 }
@@ -188,6 +191,27 @@ pub struct ChannelConfig {
     pub routing_key_file: Option<PathBuf>,
     /// PagerDuty severity: critical, error, warning or info.
     pub severity: Option<String>,
+}
+
+/// `[escalation]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationConfig {
+    /// The table (TOML). Missing: the runbook's table shipped with runbookd
+    /// (`examples/escalation.toml`).
+    pub file: PathBuf,
+    /// How often incidents are evaluated (and the file re-read if it changed).
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        EscalationConfig {
+            file: PathBuf::from("escalation.toml"),
+            interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[notify]`

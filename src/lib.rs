@@ -16,6 +16,7 @@
 //! - [`engine`]: compiles playbooks, hot-reloads them, runs them in a sandbox.
 //! - [`primitives`]: functions playbooks call; the bridge from Rhai to async code.
 //! - [`store`]: runs and audit entries on SQLite or PostgreSQL.
+//! - [`escalation`]: the escalation table walking incidents up, paging on the way.
 //! - [`notify`]: the notification outbox and its channels.
 //! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics.
 
@@ -24,6 +25,7 @@ pub mod app;
 pub mod config;
 pub mod dispatch;
 pub mod engine;
+pub mod escalation;
 pub mod metrics;
 pub mod notify;
 pub mod primitives;

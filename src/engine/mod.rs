@@ -3,6 +3,7 @@
 //! executes one run on a blocking thread inside the sandbox built here.
 
 pub mod catalog;
+pub mod conditions;
 mod modules;
 pub mod reload;
 pub mod runner;

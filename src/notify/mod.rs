@@ -65,10 +65,12 @@ impl Notifier {
         store: Store,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Notifier, ConfigError> {
-        let channels = channels
+        let mut channels: BTreeMap<String, Channel> = channels
             .iter()
             .map(|(name, c)| Ok((name.clone(), Channel::from_config(name, c)?)))
             .collect::<Result<_, ConfigError>>()?;
+        // `log` always exists: a page never has nowhere to go.
+        channels.entry("log".into()).or_insert(Channel::Log);
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .user_agent(concat!("runbookd/", env!("CARGO_PKG_VERSION")))

@@ -7,6 +7,7 @@
 
 mod audit;
 mod cron;
+mod escalation;
 mod incidents;
 mod outbox;
 mod runs;
@@ -82,6 +83,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed("notification outbox"),
                 MigrationType::Simple,
                 Cow::Borrowed(include_str!("migrations/0004_outbox.sql")),
+                false,
+            ),
+            Migration::new(
+                5,
+                Cow::Borrowed("escalation fires"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0005_escalation.sql")),
                 false,
             ),
         ]),

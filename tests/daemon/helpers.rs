@@ -90,9 +90,11 @@ impl Workspace {
             "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\n\
              [state]\ndatabase_url = \"{}\"\n\n\
              [playbooks]\ndir = \"{}\"\ntimeout = \"30s\"\nreload_debounce = \"50ms\"\n\n\
-             [log]\nformat = \"json\"\nlevel = \"info\"\n\n{extra}",
+             [log]\nformat = \"json\"\nlevel = \"info\"\n\n\
+             [escalation]\nfile = \"{}\"\ninterval = \"1h\"\n\n{extra}",
             self.database_url,
-            self.playbooks().display()
+            self.playbooks().display(),
+            self.dir.path().join("escalation.toml").display()
         );
         // Later sections with the same name as above are merged by hand in tests that need it.
         std::fs::write(&path, text).expect("write config");

@@ -7,6 +7,7 @@ mod api;
 mod breaker;
 mod cli;
 mod cron;
+mod escalation;
 mod fake_stripe;
 mod helpers;
 mod lifecycle;

@@ -21,17 +21,17 @@ use serde_json::{json, Value};
 use crate::helpers::{Daemon, Db, Options, Workspace};
 
 #[derive(Default)]
-struct SinkState {
+pub struct SinkState {
     /// Statuses to answer with first (then 200); (status, Retry-After).
-    script: VecDeque<(u16, Option<u64>)>,
-    received: Vec<(Instant, HeaderMap, Value)>,
-    raw: Vec<Bytes>,
+    pub script: VecDeque<(u16, Option<u64>)>,
+    pub received: Vec<(Instant, HeaderMap, Value)>,
+    pub raw: Vec<Bytes>,
 }
 
 #[derive(Clone)]
-struct Sink {
-    addr: SocketAddr,
-    state: Arc<Mutex<SinkState>>,
+pub struct Sink {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<SinkState>>,
 }
 
 async fn receive(
@@ -55,7 +55,7 @@ async fn receive(
 }
 
 impl Sink {
-    async fn start(script: Vec<(u16, Option<u64>)>) -> Sink {
+    pub async fn start(script: Vec<(u16, Option<u64>)>) -> Sink {
         let state = Arc::new(Mutex::new(SinkState {
             script: script.into(),
             ..Default::default()
@@ -73,15 +73,15 @@ impl Sink {
         Sink { addr, state }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}/", self.addr)
     }
 
-    fn received(&self) -> Vec<(Instant, HeaderMap, Value)> {
+    pub fn received(&self) -> Vec<(Instant, HeaderMap, Value)> {
         self.state.lock().expect("sink").received.clone()
     }
 
-    async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<(Instant, HeaderMap, Value)> {
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<(Instant, HeaderMap, Value)> {
         let start = Instant::now();
         loop {
             let r = self.received();

@@ -1,0 +1,378 @@
+//! The escalation table: levels (L1 → L2 → L3 → P1 by default, from the runbook) walked up
+//! by a periodic evaluator over every unresolved incident.
+//!
+//! Each level fires once per incident — paging its channels through the outbox and
+//! optionally running a playbook — when its condition holds or a playbook escalated the
+//! incident to it; it repeats every `repeat` until the incident is acknowledged; levels only
+//! go up. Resolution tells every channel that was paged. Fires, repeats and notices are
+//! recorded with their notifications in one transaction, so a restart (kill -9 included)
+//! neither repeats a page nor loses one that was due. The table file is re-read when it
+//! changes; a broken edit keeps the last good table.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use serde::Deserialize;
+use serde_json::{json, Map};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    dispatch::{Dispatcher, RunRequest},
+    engine::conditions::Condition,
+    store::{now_ms, Incident, IncidentStatus, Store, Trigger},
+    triggers::Event,
+};
+
+/// The table shipped with runbookd: the runbook's own.
+pub const DEFAULT_TABLE: &str = include_str!("../examples/escalation.toml");
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableFile {
+    levels: Vec<LevelFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LevelFile {
+    name: String,
+    condition: String,
+    #[serde(default)]
+    channels: Vec<String>,
+    playbook: Option<String>,
+    repeat: Option<String>,
+}
+
+/// One level of the table.
+#[derive(Debug, Clone)]
+pub struct Level {
+    pub name: String,
+    pub condition: Condition,
+    pub channels: Vec<String>,
+    pub playbook: Option<String>,
+    pub repeat: Option<Duration>,
+}
+
+/// A loaded, validated table (order = rank).
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub levels: Vec<Level>,
+}
+
+impl Table {
+    /// Parses and validates a table; `channels` are the names that exist.
+    pub fn parse(text: &str, channels: &[String]) -> Result<Table, String> {
+        let file: TableFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        if file.levels.is_empty() {
+            return Err("the table has no [[levels]]".into());
+        }
+        let mut levels = Vec::new();
+        for (i, l) in file.levels.into_iter().enumerate() {
+            let at = format!("levels[{i}] ({})", l.name);
+            if levels.iter().any(|x: &Level| x.name == l.name) {
+                return Err(format!("{at}: level name used twice"));
+            }
+            let condition = Condition::compile(&l.condition).map_err(|e| format!("{at}: {e}"))?;
+            for c in &l.channels {
+                if c != "log" && !channels.contains(c) {
+                    return Err(format!(
+                        "{at}: channel `{c}` is not configured ([channels.{c}])"
+                    ));
+                }
+            }
+            let repeat = match &l.repeat {
+                None => None,
+                Some(r) => Some(
+                    humantime::parse_duration(r).map_err(|e| format!("{at}: repeat `{r}`: {e}"))?,
+                ),
+            };
+            levels.push(Level {
+                name: l.name,
+                condition,
+                channels: l.channels,
+                playbook: l.playbook.filter(|p| !p.is_empty()),
+                repeat,
+            });
+        }
+        Ok(Table { levels })
+    }
+
+    fn rank(&self, level: &str) -> Option<usize> {
+        self.levels
+            .iter()
+            .position(|l| l.name.eq_ignore_ascii_case(level))
+    }
+}
+
+/// Where the table comes from, and the last good one.
+pub struct Escalation {
+    file: PathBuf,
+    channels: Vec<String>,
+    table: Table,
+    loaded_mtime: Option<SystemTime>,
+}
+
+impl Escalation {
+    /// Loads the file if it exists, else the shipped table. A broken file fails the start.
+    pub fn load(file: PathBuf, channels: Vec<String>) -> Result<Escalation, String> {
+        let (table, mtime) = match std::fs::metadata(&file) {
+            Ok(meta) => {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                (
+                    Table::parse(&text, &channels)
+                        .map_err(|e| format!("{}: {e}", file.display()))?,
+                    meta.modified().ok(),
+                )
+            }
+            Err(_) => (Table::parse(DEFAULT_TABLE, &channels)?, None),
+        };
+        Ok(Escalation {
+            file,
+            channels,
+            table,
+            loaded_mtime: mtime,
+        })
+    }
+
+    /// The table in force.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Re-reads the file if it changed; keeps the last good table on error.
+    fn refresh(&mut self) {
+        let Ok(meta) = std::fs::metadata(&self.file) else {
+            return;
+        };
+        let mtime = meta.modified().ok();
+        if mtime == self.loaded_mtime {
+            return;
+        }
+        self.loaded_mtime = mtime;
+        match std::fs::read_to_string(&self.file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Table::parse(&t, &self.channels))
+        {
+            Ok(t) => {
+                tracing::info!(file = %self.file.display(), levels = t.levels.len(), "escalation table reloaded");
+                self.table = t;
+            }
+            Err(e) => {
+                tracing::error!(file = %self.file.display(), error = %e, "escalation table not reloaded; keeping the last good one")
+            }
+        }
+    }
+}
+
+fn payload(incident: &Incident, level: &Level, kind: &str) -> serde_json::Value {
+    let text = match kind {
+        "resolve" => format!("resolved: {}", incident.title),
+        _ => format!(
+            "{} — escalated to {} ({}); facts: {}",
+            incident.title,
+            level.name,
+            level.condition.source(),
+            incident.facts
+        ),
+    };
+    json!({
+        "kind": kind,
+        "title": format!("[{}] {}", level.name, incident.title),
+        "text": text,
+        "incident": incident.id,
+        "level": level.name,
+    })
+}
+
+/// One pass over every unresolved incident, then resolution notices.
+pub async fn evaluate(
+    esc: &Escalation,
+    store: &Store,
+    dispatcher: &Dispatcher,
+) -> Result<(), String> {
+    let table = esc.table();
+    let mut incidents = store
+        .list_incidents(Some(IncidentStatus::Open), 1000)
+        .await
+        .map_err(|e| e.to_string())?;
+    incidents.extend(
+        store
+            .list_incidents(Some(IncidentStatus::Acknowledged), 1000)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let now = now_ms();
+    for incident in incidents {
+        let fires = store.fires(&incident.id).await.map_err(|e| e.to_string())?;
+        let current = incident.level.as_deref().and_then(|l| table.rank(l));
+        let age = (now - incident.opened_at) as f64 / 1000.0;
+        for (rank, level) in table.levels.iter().enumerate() {
+            let fired = fires.iter().find(|f| f.level == level.name);
+            if let Some(f) = fired {
+                // Repeats until acknowledged.
+                if let Some(every) = level.repeat {
+                    if incident.status == IncidentStatus::Open
+                        && now - f.last_sent >= every.as_millis() as i64
+                    {
+                        store
+                            .repeat_level(
+                                &incident.id,
+                                &level.name,
+                                f.last_sent,
+                                &level.channels,
+                                &payload(&incident, level, "repeat"),
+                            )
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                continue;
+            }
+            if current.is_some_and(|c| rank < c) {
+                continue; // levels only go up
+            }
+            let escalated_here = current == Some(rank);
+            let holds = match level.condition.holds(
+                age,
+                &incident.facts,
+                incident.level.as_deref().unwrap_or(""),
+                incident.status.as_str(),
+            ) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::warn!(incident = %incident.id, level = %level.name, error = %e, "escalation condition failed");
+                    false
+                }
+            };
+            if !(holds || escalated_here) {
+                continue;
+            }
+            let why = if escalated_here {
+                "a playbook escalated it".to_string()
+            } else {
+                format!("condition `{}` holds", level.condition.source())
+            };
+            let fired = store
+                .fire_level(
+                    &incident.id,
+                    &level.name,
+                    &level.channels,
+                    &payload(&incident, level, "trigger"),
+                    &format!("{} fired: {why}", level.name),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if fired {
+                tracing::warn!(incident = %incident.id, level = %level.name, channels = ?level.channels, "escalated");
+                if let Some(playbook) = &level.playbook {
+                    let event = Event {
+                        kind: "escalation".into(),
+                        name: level.name.clone(),
+                        status: incident.status.as_str().into(),
+                        labels: incident.labels.as_object().cloned().unwrap_or_default(),
+                        annotations: Map::new(),
+                        params: Map::new(),
+                        incident: Some(incident.id.clone()),
+                        dry_run: false,
+                    };
+                    let req = RunRequest {
+                        playbook: playbook.clone(),
+                        event,
+                        trigger: Trigger {
+                            kind: "escalation".into(),
+                            name: level.name.clone(),
+                            actor: "runbookd".into(),
+                        },
+                    };
+                    if let Err(e) = dispatcher.submit(req, false).await {
+                        tracing::error!(incident = %incident.id, level = %level.name, playbook, error = %e, "escalation playbook not started");
+                    }
+                }
+            }
+        }
+    }
+    for id in store
+        .unannounced_resolutions()
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        if let Some(incident) = store.get_incident(&id).await.map_err(|e| e.to_string())? {
+            let level = incident
+                .level
+                .as_deref()
+                .and_then(|l| table.rank(l))
+                .and_then(|r| table.levels.get(r))
+                .or(table.levels.first());
+            if let Some(level) = level {
+                store
+                    .announce_resolution(&id, &payload(&incident, level, "resolve"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Evaluates every `interval` until `stop`.
+pub async fn run(
+    mut esc: Escalation,
+    store: Store,
+    dispatcher: Dispatcher,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let esc_ref = &mut esc;
+    loop {
+        esc_ref.refresh();
+        if let Err(e) = evaluate(esc_ref, &store, &dispatcher).await {
+            tracing::warn!(error = %e, "escalation pass failed; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_table_is_the_runbooks() {
+        let t = Table::parse(DEFAULT_TABLE, &[]).expect("default table");
+        let names: Vec<&str> = t.levels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, vec!["L1", "L2", "L3", "P1"]);
+        assert_eq!(t.levels[1].playbook.as_deref(), Some("reconcile_payments"));
+        let l2 = &t.levels[1].condition;
+        assert!(!l2
+            .holds(1799.0, &serde_json::json!({}), "", "open")
+            .expect("eval"));
+        assert!(l2
+            .holds(1801.0, &serde_json::json!({}), "", "open")
+            .expect("eval"));
+    }
+
+    #[test]
+    fn bad_tables_say_where() {
+        let e = Table::parse("[[levels]]\nname = \"L1\"\ncondition = \"age >\"\n", &[])
+            .expect_err("bad");
+        assert!(e.contains("levels[0] (L1)"), "{e}");
+        let e = Table::parse(
+            "[[levels]]\nname = \"L1\"\ncondition = \"true\"\nchannels = [\"slack\"]\n",
+            &[],
+        )
+        .expect_err("bad");
+        assert!(e.contains("channel `slack`"), "{e}");
+        let e = Table::parse(
+            "[[levels]]\nname = \"L1\"\ncondition = \"true\"\nrepeat = \"often\"\n",
+            &[],
+        )
+        .expect_err("bad");
+        assert!(e.contains("repeat"), "{e}");
+    }
+}
