@@ -9,7 +9,10 @@ use std::{
 
 use serde_json::{json, Value};
 
-use crate::helpers::{Daemon, Db, Options, Workspace};
+use crate::{
+    helpers::{Daemon, Db, Options, Workspace},
+    notify::Sink,
+};
 
 struct Alertmanager {
     child: Child,
@@ -67,12 +70,19 @@ fn start_alertmanager(dir: &std::path::Path, runbookd: &str, token: &str) -> Ale
 #[tokio::test]
 async fn alertmanager_pages_runbookd_and_resolution_closes_the_incident() {
     let ws = Workspace::new(Db::Sqlite).await;
+    let oncall = Sink::start(vec![]).await;
+    std::fs::write(
+        ws.dir.path().join("escalation.toml"),
+        "[[levels]]\nname = \"L1\"\ncondition = 'facts.stripe_degraded == true'\nchannels = [\"oncall\"]\n\n\
+         [[levels]]\nname = \"P1\"\ncondition = 'age > 3600.0'\nchannels = [\"oncall\"]\n",
+    )
+    .expect("table");
     ws.write_playbook(
         "responder",
         r#"
 fn triggers() { [#{ alert: "PaymentProcessorDown", on_resolved: true }] }
 fn run(event) {
-    if event.status == "firing" { escalate("L1", "Stripe degraded, breaker handling it"); }
+    if event.status == "firing" { set_fact("stripe_degraded", true); }
     event.status
 }
 "#,
@@ -80,9 +90,17 @@ fn run(event) {
     let d = Daemon::start(
         &ws,
         &Options {
-            extra_config: "[[server.tokens]]\nname = \"alertmanager\"\ntoken_env = \"AM_TOKEN\"\nrole = \"ingest\"\n\
-                           [[server.tokens]]\nname = \"sre\"\ntoken_env = \"SRE_TOKEN\"\nrole = \"viewer\"\n".into(),
-            env: vec![("AM_TOKEN".into(), "am-secret".into()), ("SRE_TOKEN".into(), "sre-secret".into())],
+            extra_config: format!(
+                "[[server.tokens]]\nname = \"alertmanager\"\ntoken_env = \"AM_TOKEN\"\nrole = \"ingest\"\n\
+                 [[server.tokens]]\nname = \"sre\"\ntoken_env = \"SRE_TOKEN\"\nrole = \"viewer\"\n\
+                 [channels.oncall]\ntype = \"slack\"\nurl = \"{}\"\n",
+                oncall.url()
+            ),
+            env: vec![
+                ("AM_TOKEN".into(), "am-secret".into()),
+                ("SRE_TOKEN".into(), "sre-secret".into()),
+                ("RUNBOOKD_ESCALATION__INTERVAL".into(), "200ms".into()),
+            ],
         },
     );
     let am = start_alertmanager(ws.dir.path(), &format!("http://{}", d.addr), "am-secret");
@@ -172,4 +190,11 @@ fn run(event) {
     assert_eq!(resolved["status"], "resolved", "{resolved}");
     let runs = get("/api/v1/runs?playbook=responder".into()).await;
     assert_eq!(runs[0]["result"], "resolved", "{runs}");
+    // And the channel that was paged hears of the resolution.
+    let all = oncall.wait_for(2, Duration::from_secs(10)).await;
+    assert!(
+        all[1].2["text"].as_str().unwrap_or("").contains("RESOLVED"),
+        "{:?}",
+        all[1].2
+    );
 }
