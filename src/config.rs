@@ -170,6 +170,8 @@ pub enum ChannelKind {
     Pagerduty,
     /// Any HTTP endpoint: JSON, signed `t=…,v1=…` like Stripe's webhooks.
     Webhook,
+    /// Email over SMTP.
+    Email,
 }
 
 /// `[channels.NAME]`. URLs that carry a secret (Slack) may be given by indirection.
@@ -191,6 +193,18 @@ pub struct ChannelConfig {
     pub routing_key_file: Option<PathBuf>,
     /// PagerDuty severity: critical, error, warning or info.
     pub severity: Option<String>,
+    /// Email: SMTP server, port (default 587) and `starttls` (default), `tls` or `none`.
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<u16>,
+    pub smtp_tls: Option<String>,
+    /// Email: sender and recipients.
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Email: SMTP login, by indirection.
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[escalation]`
@@ -727,6 +741,19 @@ impl Config {
                     if ch.routing_key_env.is_none() && ch.routing_key_file.is_none() =>
                 {
                     return bad(&key, "needs routing_key_env or routing_key_file");
+                }
+                ChannelKind::Email
+                    if ch.smtp_host.is_none() || ch.from.is_none() || ch.to.is_empty() =>
+                {
+                    return bad(&key, "needs smtp_host, from and to");
+                }
+                ChannelKind::Email
+                    if !matches!(
+                        ch.smtp_tls.as_deref(),
+                        None | Some("starttls" | "tls" | "none")
+                    ) =>
+                {
+                    return bad(&format!("{key}.smtp_tls"), "must be starttls, tls or none");
                 }
                 _ => {}
             }

@@ -6,12 +6,13 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
-use super::{DeliveryError, Message};
+use super::{email, DeliveryError, Message};
 use crate::config::{resolve_secret, ChannelConfig, ChannelKind, ConfigError};
 
 /// A configured channel with its secrets resolved.
 pub enum Channel {
     Log,
+    Email(Box<email::Email>),
     Slack {
         url: SecretString,
     },
@@ -42,6 +43,7 @@ impl Channel {
         };
         Ok(match c.kind {
             ChannelKind::Log => Channel::Log,
+            ChannelKind::Email => Channel::Email(Box::new(email::Email::from_config(name, c)?)),
             ChannelKind::Slack => Channel::Slack { url: url()? },
             ChannelKind::Webhook => Channel::Webhook {
                 url: url()?.expose_secret().to_string(),
@@ -81,6 +83,7 @@ impl Channel {
                 );
                 Ok(())
             }
+            Channel::Email(e) => e.send(m).await,
             Channel::Slack { url } => {
                 let prefix = match m.kind.as_str() {
                     "resolve" => ":white_check_mark: RESOLVED",

@@ -1,10 +1,11 @@
 //! Notifications: a persistent outbox and its delivery to channels (`log`, `slack`,
-//! `pagerduty`, `webhook`). Queued notifications survive restarts; delivery retries with
+//! `pagerduty`, `webhook`, `email`). Queued notifications survive restarts; delivery retries with
 //! exponential backoff and jitter, honours `Retry-After`, and gives up after
 //! `[notify] give_up_after`, recording why. Channel secrets are resolved at start and never
 //! logged. This module knows nothing of Rhai.
 
 mod channels;
+mod email;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

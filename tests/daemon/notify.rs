@@ -328,3 +328,88 @@ async fn queued_notifications_survive_a_restart() {
         "delivered once after the restart"
     );
 }
+
+/// A minimal SMTP server: enough of RFC 5321 for a client to deliver a message.
+async fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mails = Arc::new(Mutex::new(Vec::new()));
+    let store = mails.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 sink ESMTP\r\n").await;
+                let mut data: Option<String> = None;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(buf) = data.as_mut() {
+                        if line == "." {
+                            store.lock().expect("mails").push(buf.clone());
+                            data = None;
+                            let _ = w.write_all(b"250 queued\r\n").await;
+                        } else {
+                            buf.push_str(&line);
+                            buf.push('\n');
+                        }
+                        continue;
+                    }
+                    let verb = line
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250-sink\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            data = Some(String::new());
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = w.write_all(b"221 bye\r\n").await;
+                            break;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    let _ = w.write_all(reply).await;
+                }
+            });
+        }
+    });
+    (port, mails)
+}
+
+#[tokio::test]
+async fn email_goes_out_over_smtp() {
+    let (port, mails) = smtp_sink().await;
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("tell", NOTIFY);
+    let config = format!(
+        "[channels.mail]\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsmtp_tls = \"none\"\n\
+         from = \"runbookd <runbookd@example.com>\"\nto = [\"oncall@example.com\"]\n"
+    );
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            extra_config: config,
+            env: vec![],
+        },
+    );
+    let (_, run) = d
+        .run_wait("tell", json!({"params": {"channel": "mail"}}))
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let start = Instant::now();
+    while mails.lock().expect("mails").is_empty() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = mails.lock().expect("mails").clone();
+    assert_eq!(got.len(), 1, "one mail delivered");
+    assert!(got[0].contains("Subject: runbookd: tell"), "{}", got[0]);
+    assert!(got[0].contains("To: oncall@example.com"), "{}", got[0]);
+    assert!(got[0].contains("Stripe degraded"), "{}", got[0]);
+}
