@@ -76,6 +76,21 @@ pub async fn ack(
             format!("incident is {}, not open", incident.status.as_str()),
         ));
     }
+    // Tell every channel that was paged (PagerDuty gets an `acknowledge` event).
+    if let Some(notifier) = &state.services.notifier {
+        let message = crate::notify::Message {
+            kind: "acknowledge".into(),
+            title: incident.title.clone(),
+            text: format!("acknowledged by {}", caller.name),
+            incident: Some(id.clone()),
+            level: incident.level.clone(),
+        };
+        for channel in state.store.paged_channels(&id).await? {
+            if let Err(e) = notifier.enqueue(&channel, &message).await {
+                tracing::warn!(incident = %id, channel, error = %e, "acknowledgement not queued");
+            }
+        }
+    }
     Ok(Json(json!(state.store.get_incident(&id).await?)))
 }
 

@@ -87,6 +87,7 @@ impl Channel {
             Channel::Slack { url } => {
                 let prefix = match m.kind.as_str() {
                     "resolve" => ":white_check_mark: RESOLVED",
+                    "acknowledge" => ":eyes: ACKNOWLEDGED",
                     "trigger" | "repeat" => ":rotating_light:",
                     _ => ":information_source:",
                 };

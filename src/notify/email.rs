@@ -71,6 +71,7 @@ impl Email {
             .from(self.from.clone())
             .subject(match m.kind.as_str() {
                 "resolve" => format!("RESOLVED: {}", m.title),
+                "acknowledge" => format!("ACKNOWLEDGED: {}", m.title),
                 _ => m.title.clone(),
             })
             .header(ContentType::TEXT_PLAIN);
