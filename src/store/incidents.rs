@@ -169,9 +169,20 @@ impl Store {
             &serde_json::json!({ "labels": labels }),
         )
         .await?;
-        self.get_incident(&id).await?.ok_or(StoreError::Corrupt {
-            column: "incidents",
-            message: "incident vanished after insert".into(),
+        Ok(Incident {
+            id,
+            key: key.to_string(),
+            source: source.to_string(),
+            title: title.to_string(),
+            labels: labels.clone(),
+            status: IncidentStatus::Open,
+            level: None,
+            facts: serde_json::json!({}),
+            opened_at,
+            acked_at: None,
+            acked_by: None,
+            resolved_at: None,
+            resolved_by: None,
         })
     }
 
