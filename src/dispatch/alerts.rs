@@ -84,27 +84,17 @@ fn matching(
 }
 
 impl Dispatcher {
-    /// Handles one alert of a notification. Alerts with the same incident key are handled
-    /// one at a time, so the two copies an HA Alertmanager pair delivers at the same moment
-    /// cannot both open an incident or start a run; different incidents proceed in parallel.
+    /// Handles one alert of a notification. Serialised with other alerts so that the two
+    /// copies an HA Alertmanager pair delivers at the same moment cannot both start a run.
     pub async fn ingest_alert(
         &self,
         alert: &Alert,
         cfg: &AlertsConfig,
         actor: &str,
     ) -> Result<AlertOutcome, DispatchError> {
-        let key = incident_key(alert, cfg);
-        let lock = {
-            let mut locks = self
-                .inner
-                .alert_locks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
-            locks.entry(key.clone()).or_default().clone()
-        };
-        let _serial = lock.lock().await;
+        let _serial = self.inner.alerts_lock.lock().await;
         let store = &self.inner.store;
+        let key = incident_key(alert, cfg);
         let mut outcome = AlertOutcome {
             alertname: alert.name().to_string(),
             fingerprint: alert.fingerprint.clone(),

@@ -74,8 +74,8 @@ struct Inner {
     /// Ends running scripts (after the shutdown grace period).
     stop_runs: CancellationToken,
     runs: TaskTracker,
-    /// One lock per incident key: alert ingestion for one incident is serial (see [`alerts`]).
-    alert_locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises alert ingestion (see [`alerts`]).
+    alerts_lock: tokio::sync::Mutex<()>,
     /// One lock per (incident, playbook): runs for the same incident never overlap.
     incident_locks: std::sync::Mutex<IncidentLocks>,
 }
@@ -109,7 +109,7 @@ impl Dispatcher {
             draining: CancellationToken::new(),
             stop_runs: CancellationToken::new(),
             runs: TaskTracker::new(),
-            alert_locks: Default::default(),
+            alerts_lock: tokio::sync::Mutex::new(()),
             incident_locks: Default::default(),
         });
         let loop_done = Arc::new(tokio::sync::Notify::new());
