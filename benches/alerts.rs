@@ -3,6 +3,8 @@
 //! Alertmanager payload received → incident, alert row and run durably recorded and the run
 //! queued (the webhook's 200): p50/p99 over 5,000 sequential alerts, then sustained
 //! alerts/s with 64 concurrent senders, checking that every accepted alert has its run.
+//! The escalation evaluator is slowed to once an hour so that it does not escalate the
+//! thousands of incidents this creates while ingestion is measured.
 
 use std::{
     io::{BufRead, BufReader},
@@ -54,7 +56,7 @@ async fn main() {
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndatabase_url = \"{db}\"\n[playbooks]\ndir = \"{}\"\n\
-             queue_capacity = 100000\n[log]\nformat = \"json\"\nlevel = \"warn,runbookd::app=info\"\n",
+             queue_capacity = 100000\n[escalation]\ninterval = \"1h\"\n[log]\nformat = \"json\"\nlevel = \"warn,runbookd::app=info\"\n",
             playbooks.display()
         ),
     )
