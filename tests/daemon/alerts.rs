@@ -159,15 +159,7 @@ async fn duplicate_deliveries_start_nothing_new_and_cooldown_holds() {
         Some(1),
         "{e}"
     );
-    let metrics = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains(r#"runbookd_alerts_total{reason="deduplicated"} 2"#),
         "{metrics}"
@@ -296,15 +288,7 @@ async fn malformed_unmatched_and_unauthorised_alerts() {
     assert_eq!(r.status().as_u16(), 400);
     let r = send("am-token", "[]".into()).await.expect("post");
     assert_eq!(r.status().as_u16(), 400);
-    let metrics = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains(r#"runbookd_alerts_total{reason="unmatched"} 1"#),
         "{metrics}"

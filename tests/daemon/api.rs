@@ -257,15 +257,7 @@ async fn metrics_and_readiness() {
     let (s, ready) = d.get("/readyz").await;
     assert_eq!((s, ready["checks"]["state"].as_str()), (200, Some("ok")));
     d.run_wait("echo", json!({})).await;
-    let text = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = d.metrics().await;
     assert!(
         text.contains(r#"runbookd_runs_total{playbook="echo",status="succeeded"} 1"#),
         "{text}"

@@ -9,11 +9,7 @@ use std::{
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use crate::helpers::{Daemon, Db, Options, Workspace};
-
-fn redis_url() -> String {
-    std::env::var("RUNBOOKD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+use crate::helpers::{redis_url, Daemon, Db, Options, Workspace};
 
 async fn redis() -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis_url())

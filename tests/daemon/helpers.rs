@@ -44,6 +44,11 @@ pub async fn fresh_postgres_database() -> String {
     format!("{base}/{name}")
 }
 
+/// The Redis tests use (scripts/test starts one on the default port).
+pub fn redis_url() -> String {
+    std::env::var("RUNBOOKD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 /// Options for one daemon.
 #[derive(Default)]
 pub struct Options {
@@ -185,6 +190,17 @@ impl Daemon {
             .expect("request");
         let status = resp.status().as_u16();
         (status, resp.json().await.expect("json body"))
+    }
+
+    /// The Prometheus exposition text.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics");
+        resp.text().await.expect("metrics text")
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

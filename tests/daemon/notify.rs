@@ -268,15 +268,7 @@ async fn failed_deliveries_retry_honour_retry_after_and_give_up() {
         "a 400 is not retried"
     );
     assert_eq!(rejecting.received().len(), 1);
-    let metrics = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains(r#"runbookd_notifications_total{channel="flaky",outcome="sent"} 1"#),
         "{metrics}"

@@ -8,12 +8,8 @@ use serde_json::{json, Value};
 
 use crate::{
     fake_stripe::{FakeStripe, GOOD_KEY},
-    helpers::{AppDb, Daemon, Db, Options, Workspace},
+    helpers::{redis_url, AppDb, Daemon, Db, Options, Workspace},
 };
-
-fn redis_url() -> String {
-    std::env::var("RUNBOOKD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
 
 struct Setup {
     app: AppDb,

@@ -73,15 +73,7 @@ async fn broken_edit_keeps_last_good_version_and_shows_error() {
         .ends_with("answer.rhai"));
     assert_eq!(d.run_wait("answer", json!({})).await.1["result"], 1);
 
-    let metrics = d
-        .client
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains(r#"runbookd_playbook_load_error{playbook="answer"} 1"#),
         "{metrics}"
