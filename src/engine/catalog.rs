@@ -280,6 +280,9 @@ fn position(pos: Position) -> (Option<usize>, Option<usize>) {
     (pos.line(), pos.position())
 }
 
+/// Longest that `triggers()` and imported modules' top levels may run while loading.
+const LOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Compiles one playbook: syntax, imports, `fn run(event)`, and `triggers()`.
 pub fn compile(
     engine: &Engine,
@@ -303,6 +306,8 @@ pub fn compile(
             format!("`{name}` is not a valid playbook name (use a-z, 0-9, _ and -)"),
         ));
     }
+    // Module top levels and triggers() run now: bound them like a run.
+    let _deadline = crate::primitives::LoadGuard::install(LOAD_LIMIT);
     let ast = engine
         .compile_into_self_contained(&Scope::new(), source)
         .map_err(|e| {
@@ -333,10 +338,14 @@ pub fn compile(
             .map_err(|e| {
                 let inner = innermost(&e);
                 let pos = inner.position();
-                fail(
-                    pos,
-                    format!("triggers(): {}", strip_position(&inner.to_string(), pos)),
-                )
+                let message = match inner {
+                    EvalAltResult::ErrorTerminated(..) => format!(
+                        "ran longer than {} s; it must only return the trigger list",
+                        LOAD_LIMIT.as_secs()
+                    ),
+                    _ => strip_position(&inner.to_string(), pos),
+                };
+                fail(pos, format!("triggers(): {message}"))
             })?;
         let json: serde_json::Value = rhai::serde::from_dynamic(&value)
             .map_err(|e| fail(Position::NONE, format!("triggers(): {e}")))?;

@@ -94,6 +94,25 @@ pub struct RunContext {
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<RunContext>>> = const { RefCell::new(None) };
+    /// Deadline for script code run at load time (`triggers()`, module top levels).
+    static LOAD_DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Bounds script code run while a playbook loads; cleared when dropped.
+pub struct LoadGuard;
+
+impl LoadGuard {
+    /// Installs a deadline `limit` from now for this thread.
+    pub fn install(limit: Duration) -> LoadGuard {
+        LOAD_DEADLINE.with(|d| d.set(Some(Instant::now() + limit)));
+        LoadGuard
+    }
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        LOAD_DEADLINE.with(|d| d.set(None));
+    }
 }
 
 /// Keeps a [`RunContext`] installed on this thread until dropped.
@@ -139,7 +158,12 @@ pub fn with_run<R>(
 pub fn check_interrupt() -> Option<Dynamic> {
     CURRENT.with(|c| {
         let ctx = c.borrow();
-        let ctx = ctx.as_ref()?;
+        let Some(ctx) = ctx.as_ref() else {
+            let late = LOAD_DEADLINE
+                .with(|d| d.get())
+                .is_some_and(|d| Instant::now() >= d);
+            return late.then(|| Dynamic::from(TERMINATED_TIMEOUT));
+        };
         if ctx.cancel.is_cancelled() {
             Some(Dynamic::from(TERMINATED_SHUTDOWN))
         } else if Instant::now() >= ctx.deadline {

@@ -181,3 +181,25 @@ async fn full_queue_refuses_with_503_and_loses_nothing_accepted() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_runaway_triggers_function_is_a_load_error_not_a_hang() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("ok", "fn run(event) { 42 }\n");
+    ws.write_playbook("spin", "fn triggers() { loop { } }\nfn run(event) { 1 }\n");
+    let started = std::time::Instant::now();
+    let d = Daemon::start(&ws, &Options::default());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "loading did not hang"
+    );
+    let (_, pb) = d.get("/api/v1/playbooks/spin").await;
+    assert!(
+        pb["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ran longer than"),
+        "{pb}"
+    );
+    assert_eq!(d.run_wait("ok", json!({})).await.1["result"], 42);
+}
