@@ -180,6 +180,62 @@ async fn decide(services: &Services, p: &Payment, opts: &Options) -> Result<Deci
     }
 }
 
+/// What became of one payment.
+enum Outcome {
+    NotChecked,
+    Unchanged,
+    Inconsistent(Finding),
+    Error(Finding),
+    Changed(Change),
+}
+
+fn finding(p: &Payment, kind: &str, detail: String) -> Finding {
+    Finding {
+        payment_id: p.id.clone(),
+        kind: kind.into(),
+        detail,
+    }
+}
+
+/// Applies one decided change (compare-and-set on the status read) and audits it.
+async fn settle(
+    services: &Services,
+    auditor: &Auditor,
+    opts: &Options,
+    p: &Payment,
+    to: String,
+    pi: Option<IntentSummary>,
+    reason: String,
+) -> Outcome {
+    let reason = format!("reconciled by runbookd: {reason}");
+    let applied = if opts.dry_run {
+        false
+    } else {
+        match services
+            .payments
+            .set_status(&p.id, &p.status, &to, &reason)
+            .await
+        {
+            // false: a webhook changed it first, and that change stands.
+            Ok(applied) => applied,
+            Err(e) => return Outcome::Error(finding(p, "database_error", e.to_string())),
+        }
+    };
+    let change = Change {
+        payment_id: p.id.clone(),
+        from: p.status.clone(),
+        to,
+        payment_intent: pi.as_ref().map(|pi| pi.id.clone()),
+        stripe_status: pi.as_ref().map(|pi| pi.status.clone()),
+        reason,
+        applied,
+    };
+    if applied || opts.dry_run {
+        audit_change(auditor, &change, opts.dry_run).await;
+    }
+    Outcome::Changed(change)
+}
+
 /// Reconciles stale pending payments; see the module docs.
 pub async fn reconcile(
     services: &Services,
@@ -203,85 +259,56 @@ pub async fn reconcile(
         .map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopped_why = Arc::new(Mutex::new(None::<String>));
-    let outcomes: Vec<(Payment, Option<Result<Decision, String>>)> = stream::iter(stale)
+    // Each payment is settled as soon as Stripe has answered for it, not after the whole
+    // batch: a reconcile cut short by the run's deadline keeps every update it made.
+    let outcomes: Vec<Outcome> = stream::iter(stale)
         .map(|p| {
             let stop = stop.clone();
             let stopped_why = stopped_why.clone();
             async move {
                 if stop.load(Ordering::Acquire) {
-                    return (p, None);
+                    return Outcome::NotChecked;
                 }
                 if let Some(name) = &opts.breaker {
                     if let Some(why) = breaker_blocks(services, name).await {
                         stop.store(true, Ordering::Release);
                         *stopped_why.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-                        return (p, None);
+                        return Outcome::NotChecked;
                     }
                 }
-                let d = decide(services, &p, opts).await;
-                (p, Some(d))
+                match decide(services, &p, opts).await {
+                    Err(e) => Outcome::Error(finding(&p, "stripe_error", e)),
+                    Ok(Decision::Keep) => Outcome::Unchanged,
+                    Ok(Decision::Inconsistent(detail)) => {
+                        Outcome::Inconsistent(finding(&p, "unknown_processor_ref", detail))
+                    }
+                    Ok(Decision::Set { to, pi, reason }) => {
+                        settle(services, auditor, opts, &p, to, pi, reason).await
+                    }
+                }
             }
         })
         .buffer_unordered(opts.concurrency.max(1))
         .collect()
         .await;
     report.stopped = stopped_why.lock().unwrap_or_else(|e| e.into_inner()).take();
-    for (p, decision) in outcomes {
-        let Some(decision) = decision else {
-            report.not_checked += 1;
-            continue;
-        };
-        report.checked += 1;
-        match decision {
-            Err(e) => report.errors.push(Finding {
-                payment_id: p.id.clone(),
-                kind: "stripe_error".into(),
-                detail: e,
-            }),
-            Ok(Decision::Keep) => report.unchanged += 1,
-            Ok(Decision::Inconsistent(detail)) => {
+    for outcome in outcomes {
+        if !matches!(outcome, Outcome::NotChecked) {
+            report.checked += 1;
+        }
+        match outcome {
+            Outcome::NotChecked => report.not_checked += 1,
+            Outcome::Unchanged => report.unchanged += 1,
+            Outcome::Error(f) => report.errors.push(f),
+            Outcome::Inconsistent(f) => {
                 report.unchanged += 1;
-                report.inconsistencies.push(Finding {
-                    payment_id: p.id.clone(),
-                    kind: "unknown_processor_ref".into(),
-                    detail,
-                });
+                report.inconsistencies.push(f);
             }
-            Ok(Decision::Set { to, pi, reason }) => {
-                let reason = format!("reconciled by runbookd: {reason}");
-                let applied = if opts.dry_run {
-                    false
-                } else {
-                    match payments.set_status(&p.id, &p.status, &to, &reason).await {
-                        Ok(true) => true,
-                        Ok(false) => {
-                            report.superseded += 1;
-                            false
-                        }
-                        Err(e) => {
-                            report.errors.push(Finding {
-                                payment_id: p.id.clone(),
-                                kind: "database_error".into(),
-                                detail: e.to_string(),
-                            });
-                            continue;
-                        }
-                    }
-                };
-                if applied {
+            Outcome::Changed(change) => {
+                if change.applied {
                     report.updated += 1;
-                }
-                let change = Change {
-                    payment_id: p.id.clone(),
-                    from: p.status.clone(),
-                    to,
-                    payment_intent: pi.as_ref().map(|pi| pi.id.clone()),
-                    stripe_status: pi.as_ref().map(|pi| pi.status.clone()),
-                    reason,
-                    applied,
-                };
-                if applied || opts.dry_run {
-                    audit_change(auditor, &change, opts.dry_run).await;
+                } else if !opts.dry_run {
+                    report.superseded += 1;
                 }
                 report.changes.push(change);
             }

@@ -301,3 +301,50 @@ async fn celery_enqueue_puts_a_protocol_2_message_on_the_broker() {
     let len: i64 = r.llen(format!("{}-celery", s.prefix)).await.expect("llen");
     assert_eq!(len, 1, "a dry run enqueues nothing");
 }
+
+#[tokio::test]
+async fn a_reconcile_cut_short_by_the_deadline_keeps_what_it_settled() {
+    let app = AppDb::new().await;
+    let fake = FakeStripe::start().await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let id = app.payment("pending", 3600, Some(&format!("pi_{i}"))).await;
+        fake.intent(&format!("pi_{i}"), "succeeded", &id);
+        ids.push(id);
+    }
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("reconcile", RECONCILE);
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            // 40 payments at 10 requests/s need 3+ s; the run may take 1 s.
+            extra_config: format!(
+                "{}{}",
+                app.config(),
+                fake.config("max_requests_per_second = 10\n")
+            ),
+            env: vec![
+                ("STRIPE_API_KEY".into(), GOOD_KEY.into()),
+                ("RUNBOOKD_PLAYBOOKS__TIMEOUT".into(), "1s".into()),
+            ],
+        },
+    );
+    let (_, run) = d
+        .run_wait(
+            "reconcile",
+            json!({"params": {"breaker": (), "check_failed_within": ()}}),
+        )
+        .await;
+    assert_eq!(run["status"], "timed_out", "{run}");
+    let mut completed = 0;
+    for id in &ids {
+        if app.status_of(id).await.0 == "completed" {
+            completed += 1;
+        }
+    }
+    assert!(
+        completed >= 5,
+        "payments settled before the deadline stay settled ({completed} of 40)"
+    );
+    assert!(completed < 40, "the deadline did cut it short");
+}
