@@ -7,8 +7,6 @@
 //! thousands of incidents this creates while ingestion is measured.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -18,7 +16,7 @@ use std::{
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_runbookd");
+mod support;
 
 fn notification(fingerprint: &str) -> Value {
     json!({
@@ -36,7 +34,7 @@ fn notification(fingerprint: &str) -> Value {
 }
 
 fn pct(v: &[Duration], p: f64) -> f64 {
-    v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
+    support::percentile(v, p).as_secs_f64() * 1000.0
 }
 
 #[tokio::main]
@@ -61,22 +59,8 @@ async fn main() {
         ),
     )
     .expect("config");
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines.next().expect("daemon exited").expect("read");
-        let v: Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == "listening" {
-            break v["fields"]["addr"].as_str().expect("addr").to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let daemon = support::start(&config);
+    let addr = daemon.addr.clone();
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/api/v1/alerts");
     println!(
@@ -180,6 +164,5 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("all runs drained (last page of succeeded runs: {done}); none left queued");
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
+    drop(daemon);
 }

@@ -6,28 +6,15 @@
 //! an existing state file. Set `RUNBOOKD_BENCH_DB=postgres://...` to measure on PostgreSQL.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_runbookd");
+mod support;
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
+use support::{ms, percentile, start, BIN};
 
 fn write_config(dir: &Path, playbooks: &Path, db: &str, listen: &str) -> std::path::PathBuf {
     let path = dir.join("runbookd.toml");
@@ -42,40 +29,6 @@ fn write_config(dir: &Path, playbooks: &Path, db: &str, listen: &str) -> std::pa
     )
     .expect("config");
     path
-}
-
-fn start(config: &Path) -> Daemon {
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn runbookd");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("daemon exited before listening")
-            .expect("read");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["fields"]["message"] == "listening" {
-            break v["fields"]["addr"].as_str().expect("addr").to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Daemon { child, addr }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -1,0 +1,63 @@
+//! What the binary benchmarks share (each bench uses a subset, hence `dead_code` allowed): the real `runbookd serve` on a free port, and
+//! percentiles.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_runbookd");
+
+/// A running daemon; stopped with SIGTERM when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `runbookd --config CONFIG serve` (JSON logs) and waits for its address.
+pub fn start(config: &Path) -> Daemon {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn runbookd");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("daemon exited before listening")
+            .expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["fields"]["message"] == "listening" {
+            break v["fields"]["addr"].as_str().expect("addr").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Daemon { child, addr }
+}
+
+/// The `p` quantile of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Milliseconds with two decimals.
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
