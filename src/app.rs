@@ -172,6 +172,12 @@ impl Daemon {
             config.cron.clone(),
             scheduler_stop.clone(),
         ));
+        let exporter = tokio::spawn(crate::key_metrics::run(
+            core.metrics.clone(),
+            core.services.clone(),
+            config.key_metrics.clone(),
+            scheduler_stop.clone(),
+        ));
         let state = AppState {
             catalog: core.catalog.clone(),
             dispatcher: core.dispatcher.clone(),
@@ -197,6 +203,7 @@ impl Daemon {
         scheduler_stop.cancel();
         let _ = scheduler.await;
         let _ = escalator.await;
+        let _ = exporter.await;
         tracing::info!(
             grace = %humantime::format_duration(config.server.shutdown_grace),
             "shutting down: no new runs; waiting for running ones"

@@ -62,6 +62,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// The escalation table.
     pub escalation: EscalationConfig,
+    /// The runbook's "Key Metrics to Monitor", measured by runbookd and served at /metrics.
+    pub key_metrics: KeyMetricsConfig,
 }
 
 impl Default for Config {
@@ -81,6 +83,50 @@ impl Default for Config {
             channels: BTreeMap::new(),
             notify: NotifyConfig::default(),
             escalation: EscalationConfig::default(),
+            key_metrics: KeyMetricsConfig::default(),
+        }
+    }
+}
+
+/// `[key_metrics]`: what runbookd measures for Prometheus (`examples/prometheus/rules.yml`
+/// alerts on it). Each metric is measured only when its backend is configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyMetricsConfig {
+    /// How often to measure; `0s` turns the exporter off.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Window of the payment failure rate (the runbook: "> 10 % in 5 min").
+    #[serde(deserialize_with = "duration")]
+    pub failure_window: Duration,
+    /// Window over which Stripe's events are compared with the app's `webhook_received` rows.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_window: Duration,
+    /// Events younger than this are not expected to have arrived yet.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_grace: Duration,
+    /// The event types the app's webhook endpoint handles (what Stripe sends it).
+    pub webhook_event_types: Vec<String>,
+    /// Probe Stripe (`GET /v1/account`) every interval for the API latency metric.
+    pub stripe_probe: bool,
+}
+
+impl Default for KeyMetricsConfig {
+    fn default() -> Self {
+        KeyMetricsConfig {
+            interval: Duration::from_secs(15),
+            failure_window: Duration::from_secs(300),
+            webhook_window: Duration::from_secs(900),
+            webhook_grace: Duration::from_secs(60),
+            webhook_event_types: [
+                "payment_intent.succeeded",
+                "payment_intent.payment_failed",
+                "charge.refunded",
+                "charge.dispute.created",
+            ]
+            .map(String::from)
+            .to_vec(),
+            stripe_probe: true,
         }
     }
 }
@@ -550,6 +596,10 @@ pub struct PlaybooksConfig {
     pub max_map_size: usize,
     /// Log lines kept per run; later lines are counted, not stored.
     pub max_log_lines: usize,
+    /// Values playbooks read with `setting(name, default)`: tunables such as the remediation
+    /// budget or how long to watch a reset breaker, set per deployment without editing
+    /// the playbook.
+    pub settings: BTreeMap<String, toml::Value>,
 }
 
 impl Default for PlaybooksConfig {
@@ -566,6 +616,7 @@ impl Default for PlaybooksConfig {
             max_array_size: 100_000,
             max_map_size: 100_000,
             max_log_lines: 1000,
+            settings: BTreeMap::new(),
         }
     }
 }
@@ -956,6 +1007,20 @@ mod tests {
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8765");
         assert_eq!(c.breakers["stripe"].failure_threshold, 5);
         assert_eq!(c.stripe.max_requests_per_second, 25);
+        assert_eq!(c.key_metrics.failure_window, Duration::from_secs(300));
+        assert_eq!(
+            c.playbooks.settings["outage"]["reset_budget"].as_integer(),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn the_debtflow_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/debtflow/runbookd.toml");
+        let c = Config::load(Some(&path), env(&[])).expect("examples/debtflow/runbookd.toml loads");
+        assert_eq!(c.breakers["stripe"].preset, BreakerPreset::Django);
+        assert_eq!(c.server.tokens.len(), 3);
+        assert!(c.channels.contains_key("oncall"));
     }
 
     #[test]

@@ -170,13 +170,20 @@ impl Escalation {
 fn payload(incident: &Incident, level: &Level, kind: &str) -> serde_json::Value {
     let text = match kind {
         "resolve" => format!("resolved: {}", incident.title),
-        _ => format!(
-            "{} — escalated to {} ({}); facts: {}",
-            incident.title,
-            level.name,
-            level.condition.source(),
-            incident.facts
-        ),
+        // A playbook's `summary` fact is what a human should read first.
+        _ => match incident.facts.get("summary").and_then(|s| s.as_str()) {
+            Some(summary) => format!(
+                "{} — escalated to {}: {summary}\nfacts: {}",
+                incident.title, level.name, incident.facts
+            ),
+            None => format!(
+                "{} — escalated to {} ({}); facts: {}",
+                incident.title,
+                level.name,
+                level.condition.source(),
+                incident.facts
+            ),
+        },
     };
     json!({
         "kind": kind,
@@ -355,6 +362,21 @@ mod tests {
         assert!(l2
             .holds(1801.0, &serde_json::json!({}), "", "open")
             .expect("eval"));
+    }
+
+    #[test]
+    fn the_debtflow_table_names_its_channels() {
+        let text = include_str!("../examples/debtflow/escalation.toml");
+        let channels: Vec<String> = ["payments", "oncall", "senior", "commander"]
+            .map(String::from)
+            .to_vec();
+        let t = Table::parse(text, &channels).expect("debtflow table");
+        let names: Vec<&str> = t.levels.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, vec!["L1", "L2", "L3", "P1"]);
+        assert!(
+            Table::parse(text, &[]).is_err(),
+            "unknown channels are refused"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`primitives`]: functions playbooks call; the bridge from Rhai to async code.
 //! - [`store`]: runs and audit entries on SQLite or PostgreSQL.
 //! - [`escalation`]: the escalation table walking incidents up, paging on the way.
+//! - [`key_metrics`]: the runbook's "Key Metrics to Monitor", measured for Prometheus.
 //! - [`notify`]: the notification outbox and its channels.
 //! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics.
 
@@ -26,6 +27,7 @@ pub mod config;
 pub mod dispatch;
 pub mod engine;
 pub mod escalation;
+pub mod key_metrics;
 pub mod metrics;
 pub mod notify;
 pub mod primitives;

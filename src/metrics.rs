@@ -54,6 +54,7 @@ pub struct Metrics {
     reload_seconds: Histogram,
     alerts: Family<ReasonLabel, Counter>,
     notifications: Family<ChannelLabels, Counter>,
+    key: crate::key_metrics::KeyMetrics,
 }
 
 impl Default for Metrics {
@@ -122,7 +123,9 @@ impl Metrics {
             "Notification delivery attempts by channel and outcome (sent, retry, failed)",
             notifications.clone(),
         );
+        let key = crate::key_metrics::KeyMetrics::register(&mut registry);
         Metrics {
+            key,
             notifications,
             alerts,
             registry,
@@ -135,6 +138,11 @@ impl Metrics {
             playbook_load_error,
             reload_seconds,
         }
+    }
+
+    /// The runbook's key metrics (measured by [`crate::key_metrics::run`]).
+    pub fn key(&self) -> &crate::key_metrics::KeyMetrics {
+        &self.key
     }
 
     /// A run reached a final status.

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use rhai::{Engine, EvalAltResult, FLOAT, INT};
+use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT};
 
 use super::{script_error, terminated, with_run, TERMINATED_SHUTDOWN, TERMINATED_TIMEOUT};
 use crate::store::{ms_to_rfc3339, now_ms, LogLine};
@@ -59,6 +59,49 @@ fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {
     })
 }
 
+/// `setting(name)` / `setting(name, default)`: a value from `[playbooks.settings]` (dots
+/// walk into tables: `outage.watch_seconds`). With a
+/// default, a configured value of another type is an error (a typo in the config must not
+/// silently become `()` in a decision); without one, an unset name is an error.
+fn setting(name: &str, default: Option<Dynamic>) -> Result<Dynamic, Box<EvalAltResult>> {
+    let value = with_run("setting", |ctx| {
+        // `outage.watch_seconds` reads [playbooks.settings.outage] watch_seconds.
+        let lookup = || {
+            let mut parts = name.split('.');
+            let mut value = ctx.services.settings.get(parts.next()?)?;
+            for part in parts {
+                value = value.get(part)?;
+            }
+            Some(value.clone())
+        };
+        Ok(lookup())
+    })?;
+    match (value, default) {
+        (Some(v), default) => {
+            let v: Dynamic = rhai::serde::to_dynamic(&v)?;
+            match default {
+                Some(d) if !d.is_unit() && !same_kind(&v, &d) => Err(script_error(format!(
+                    "setting `{name}` is configured as {} but the playbook expects {} \
+                     ([playbooks.settings] {name})",
+                    v.type_name(),
+                    d.type_name()
+                ))),
+                _ => Ok(v),
+            }
+        }
+        (None, Some(d)) => Ok(d),
+        (None, None) => Err(script_error(format!(
+            "setting `{name}` is not set: add it to [playbooks.settings]"
+        ))),
+    }
+}
+
+/// Integers and floats count as one kind: `watch = 60` serves a playbook default of `60.0`.
+fn same_kind(a: &Dynamic, b: &Dynamic) -> bool {
+    let number = |d: &Dynamic| d.is::<INT>() || d.is::<FLOAT>();
+    a.type_id() == b.type_id() || (number(a) && number(b))
+}
+
 pub fn register(engine: &mut Engine) {
     engine.register_fn("log", |message: &str| append_log("info", message));
     engine.register_fn(
@@ -79,4 +122,8 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("sleep", |seconds: INT| sleep_for(seconds as f64));
     engine.register_fn("sleep", sleep_for);
     engine.register_fn("now", || -> FLOAT { now_ms() as FLOAT / 1000.0 });
+    engine.register_fn("setting", |name: &str| setting(name, None));
+    engine.register_fn("setting", |name: &str, default: Dynamic| {
+        setting(name, Some(default))
+    });
 }

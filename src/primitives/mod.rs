@@ -8,6 +8,7 @@
 //! which bounds it by the run's deadline and shutdown so a hung backend cannot hang a run.
 
 pub mod breaker;
+mod budget;
 pub mod celery;
 mod core;
 mod health;
@@ -45,6 +46,8 @@ pub struct Services {
     pub celery: celery::Celery,
     /// The notification outbox (needs the state store).
     pub notifier: Option<Arc<crate::notify::Notifier>>,
+    /// `[playbooks.settings]`, read by `setting(name, default)`.
+    pub settings: Arc<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Services {
@@ -60,6 +63,14 @@ impl Services {
             webhook_secret: webhooks::WebhookSecret::from_config(&config.stripe),
             celery: celery::Celery::new(&config.celery, redis.clone()),
             notifier: None,
+            settings: Arc::new(
+                config
+                    .playbooks
+                    .settings
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), serde_json::to_value(v).ok()?)))
+                    .collect(),
+            ),
             store,
             runtime: tokio::runtime::Handle::current(),
             breakers: Arc::new(breaker::Breakers::new(
@@ -317,6 +328,7 @@ pub fn register(engine: &mut Engine) {
     core::register(engine);
     health::register(engine);
     breaker::register(engine);
+    budget::register(engine);
     payments::register(engine);
     stripe::register(engine);
     webhooks::register(engine);

@@ -406,6 +406,45 @@ impl Stripe {
             .collect())
     }
 
+    /// How many events of `types` Stripe created in `[since, until]` (unix seconds), reading
+    /// at most `max_pages` pages of 100; the flag says whether the count is complete.
+    pub async fn count_events(
+        &self,
+        since: i64,
+        until: i64,
+        types: &[String],
+        max_pages: usize,
+    ) -> Result<(usize, bool), StripeCallError> {
+        let client = self.client()?;
+        let mut count = 0;
+        let mut after: Option<String> = None;
+        for _ in 0..max_pages {
+            self.throttle().await;
+            let mut req = ListEvent::new()
+                .created(stripe_types::RangeQueryTs::Bounds(
+                    stripe_types::RangeBoundsTs {
+                        gte: Some(since),
+                        lte: Some(until),
+                        ..Default::default()
+                    },
+                ))
+                .limit(100);
+            if !types.is_empty() {
+                req = req.types(types.to_vec());
+            }
+            if let Some(a) = &after {
+                req = req.starting_after(a.clone());
+            }
+            let page = req.send(client).await?;
+            count += page.data.len();
+            match page.data.last() {
+                Some(last) if page.has_more => after = Some(last.id.as_str().to_string()),
+                _ => return Ok((count, true)),
+            }
+        }
+        Ok((count, false))
+    }
+
     /// Webhook endpoints configured in Stripe, and whether they are enabled.
     pub async fn webhook_endpoints(&self) -> Result<Vec<serde_json::Value>, StripeCallError> {
         let client = self.client()?;

@@ -6,6 +6,7 @@
 //! what SQLite wants; PostgreSQL shares one pool for both.
 
 mod audit;
+mod budgets;
 mod cron;
 mod escalation;
 mod incidents;
@@ -21,6 +22,7 @@ use sqlx::{
 };
 
 pub use audit::{AuditEntry, NewAudit};
+pub use budgets::BudgetCheck;
 pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
 pub use outbox::OutboxItem;
 pub use runs::{LogLine, RunError, RunFilter, RunRecord, RunStatus, Trigger};
@@ -90,6 +92,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed("escalation fires"),
                 MigrationType::Simple,
                 Cow::Borrowed(include_str!("migrations/0005_escalation.sql")),
+                false,
+            ),
+            Migration::new(
+                6,
+                Cow::Borrowed("remediation budgets"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0006_budgets.sql")),
                 false,
             ),
         ]),

@@ -10,7 +10,7 @@ use std::{
 use serde_json::{json, Value};
 
 use crate::{
-    helpers::{Daemon, Db, Options, Workspace},
+    helpers::{free_port, wait_listening, Daemon, Db, Options, Workspace},
     notify::Sink,
 };
 
@@ -24,14 +24,6 @@ impl Drop for Alertmanager {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn start_alertmanager(dir: &std::path::Path, runbookd: &str, token: &str) -> Alertmanager {
@@ -55,12 +47,7 @@ fn start_alertmanager(dir: &std::path::Path, runbookd: &str, token: &str) -> Ale
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus-alertmanager (scripts/test installs it)");
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_listening(port, "Alertmanager");
     Alertmanager {
         child,
         url: format!("http://127.0.0.1:{port}"),
@@ -90,6 +77,7 @@ fn run(event) {
     let d = Daemon::start(
         &ws,
         &Options {
+            bearer: None,
             extra_config: format!(
                 "[[server.tokens]]\nname = \"alertmanager\"\ntoken_env = \"AM_TOKEN\"\nrole = \"ingest\"\n\
                  [[server.tokens]]\nname = \"sre\"\ntoken_env = \"SRE_TOKEN\"\nrole = \"viewer\"\n\

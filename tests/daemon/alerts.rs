@@ -237,6 +237,7 @@ async fn malformed_unmatched_and_unauthorised_alerts() {
     let d = Daemon::start(
         &ws,
         &Options {
+            bearer: None,
             extra_config: "[[server.tokens]]\nname = \"alertmanager\"\ntoken_env = \"AM\"\nrole = \"ingest\"\n\
                            [[server.tokens]]\nname = \"grafana\"\ntoken_env = \"VIEW\"\nrole = \"viewer\"\n".into(),
             env: vec![("AM".into(), "am-token".into()), ("VIEW".into(), "view-token".into())],

@@ -169,6 +169,7 @@ async fn tokens_authenticate_by_role() {
     let d = Daemon::start(
         &ws,
         &Options {
+            bearer: None,
             extra_config: extra,
             env: vec![
                 ("T_OP".into(), "op-secret".into()),

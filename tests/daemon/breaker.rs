@@ -1,43 +1,12 @@
 //! The circuit breaker against real Redis, in the app's own layouts, with pickles made by
 //! Python's own `pickle` at test time.
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use crate::helpers::{redis_url, Daemon, Db, Options, Workspace};
-
-async fn redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_url())
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("Redis must be running (scripts/test starts it)")
-}
-
-/// Runs `python3 -c code` and returns its stdout bytes.
-fn python(code: &str, stdin: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut child = Command::new("python3")
-        .args(["-c", code])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 (scripts/test installs it)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write");
-    let out = child.wait_with_output().expect("python3");
-    assert!(out.status.success(), "python3 failed");
-    out.stdout
-}
+use crate::helpers::{python, redis, redis_url, Daemon, Db, Options, Workspace};
 
 /// A Django-layout breaker under a key prefix of its own, so tests share Redis safely.
 fn django_config(prefix: &str, extra: &str) -> String {
@@ -369,7 +338,7 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(port: u16) -> OwnRedis {
-        let child = Command::new("redis-server")
+        let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -380,7 +349,7 @@ impl OwnRedis {
                 "--appendonly",
                 "no",
             ])
-            .stdout(Stdio::null())
+            .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (scripts/test installs it)");
         for _ in 0..100 {

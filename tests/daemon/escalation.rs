@@ -54,6 +54,7 @@ fn setup(ws: &Workspace, sink: &Sink) -> Options {
         "fn run(event) { note(`L2 playbook ran for ${event.name}`); set_fact(\"data_inconsistency\", true); }\n",
     );
     Options {
+        bearer: None,
         extra_config: format!(
             "[channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
             sink.url()

@@ -190,13 +190,24 @@ async fn events(
         .get("created[gte]")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let until: i64 = q
+        .get("created[lte]")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(i64::MAX);
+    // `types[]` arrives as types[0]=…&types[1]=…
+    let types: Vec<&String> = q
+        .iter()
+        .filter(|(k, _)| k.starts_with("types"))
+        .map(|(_, v)| v)
+        .collect();
     let data: Vec<Value> = w
         .lock()
         .expect("world")
         .events
         .iter()
         .filter(|e| !undelivered_only || e["pending_webhooks"].as_i64().unwrap_or(0) > 0)
-        .filter(|e| e["created"].as_i64().unwrap_or(0) >= since)
+        .filter(|e| (since..=until).contains(&e["created"].as_i64().unwrap_or(0)))
+        .filter(|e| types.is_empty() || types.iter().any(|t| e["type"] == t.as_str()))
         .cloned()
         .collect();
     Json(json!({"object": "list", "data": data, "has_more": false, "url": "/v1/events"}))

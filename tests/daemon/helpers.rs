@@ -49,12 +49,77 @@ pub fn redis_url() -> String {
     std::env::var("RUNBOOKD_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A connection to the test Redis.
+pub async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis must be running (scripts/test starts it)")
+}
+
+/// Runs `python3 -c code` and returns its stdout bytes.
+pub fn python(code: &str, stdin: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", code])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write");
+    let out = child.wait_with_output().expect("python3");
+    assert!(out.status.success(), "python3 failed");
+    out.stdout
+}
+
+fn client(bearer: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = bearer {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("token header"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// A loopback port nothing listens on (for tools the tests start: Alertmanager, Prometheus).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Waits until something accepts connections on loopback `port`.
+pub fn wait_listening(port: u16, what: &str) {
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port}");
+}
+
 /// Options for one daemon.
 #[derive(Default)]
 pub struct Options {
     /// Extra TOML appended to the generated config.
     pub extra_config: String,
     pub env: Vec<(String, String)>,
+    /// Bearer token the test's client sends with every request (daemons with tokens).
+    pub bearer: Option<String>,
 }
 
 /// A test's working directory: playbooks and config; survives daemon restarts.
@@ -87,6 +152,27 @@ impl Workspace {
         // Like an editor: write aside, then rename into place.
         std::fs::rename(&tmp, self.playbooks().join(format!("{name}.rhai")))
             .expect("rename playbook");
+    }
+
+    /// Copies the repository's `playbooks/` (with `lib/`) into this workspace: tests of the
+    /// shipped playbooks run the files users get, not copies.
+    pub fn install_shipped_playbooks(&self) {
+        fn copy(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).expect("mkdir");
+            for entry in std::fs::read_dir(from).expect("read playbooks") {
+                let entry = entry.expect("entry");
+                let target = to.join(entry.file_name());
+                if entry.path().is_dir() {
+                    copy(&entry.path(), &target);
+                } else {
+                    std::fs::copy(entry.path(), target).expect("copy playbook");
+                }
+            }
+        }
+        copy(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks"),
+            &self.playbooks(),
+        );
     }
 
     pub fn config(&self, extra: &str) -> PathBuf {
@@ -132,6 +218,9 @@ impl Daemon {
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        // The key-metrics exporter would add its own requests to the fake Stripe's request
+        // log; tests of it turn it on through `opts.env`.
+        cmd.env("RUNBOOKD_KEY_METRICS__INTERVAL", "0s");
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -158,7 +247,7 @@ impl Daemon {
             Ok(addr) => Ok(Daemon {
                 child,
                 addr: addr.parse().expect("addr"),
-                client: reqwest::Client::new(),
+                client: client(opts.bearer.as_deref()),
                 logs,
             }),
             Err(_) => {

@@ -116,6 +116,7 @@ async fn slack_pagerduty_and_signed_webhook_receive_the_message() {
     let d = Daemon::start(
         &ws,
         &Options {
+            bearer: None,
             extra_config: config,
             env: vec![
                 ("SLACK_URL".into(), slack.url()),
@@ -223,6 +224,7 @@ async fn failed_deliveries_retry_honour_retry_after_and_give_up() {
     let d = Daemon::start(
         &ws,
         &Options {
+            bearer: None,
             extra_config: config,
             env: vec![],
         },
@@ -288,6 +290,7 @@ async fn queued_notifications_survive_a_restart() {
     let config =
         format!("[channels.later]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n");
     let opts = Options {
+        bearer: None,
         extra_config: config,
         env: vec![],
     };
@@ -387,6 +390,7 @@ async fn email_goes_out_over_smtp() {
     let d = Daemon::start(
         &ws,
         &Options {
+            bearer: None,
             extra_config: config,
             env: vec![],
         },

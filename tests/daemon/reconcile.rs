@@ -37,6 +37,7 @@ async fn setup(playbooks: &[(&str, &str)], stripe_extra: &str) -> Setup {
     let d = Daemon::start(
         &ws,
         &Options {
+            bearer: None,
             extra_config: config,
             env: vec![("STRIPE_API_KEY".into(), GOOD_KEY.into())],
         },
@@ -317,6 +318,7 @@ async fn a_reconcile_cut_short_by_the_deadline_keeps_what_it_settled() {
     let d = Daemon::start(
         &ws,
         &Options {
+            bearer: None,
             // 40 payments at 10 requests/s need 3+ s; the run may take 1 s.
             extra_config: format!(
                 "{}{}",

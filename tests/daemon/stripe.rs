@@ -29,6 +29,7 @@ async fn daemon(
     let d = Daemon::start(
         &ws,
         &Options {
+            bearer: None,
             extra_config: fake.config(extra),
             env: env(key),
         },
@@ -126,6 +127,7 @@ async fn unreachable_stripe_is_a_connection_error() {
     let d = Daemon::start(
         &ws,
         &Options {
+            bearer: None,
             extra_config: format!(
                 "[stripe]\napi_base = \"http://127.0.0.1:{port}\"\nstatus_url = \"http://127.0.0.1:{port}/s\"\ntimeout = \"1s\"\nmax_attempts = 1\n"
             ),
