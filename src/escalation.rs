@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     dispatch::{Dispatcher, RunRequest},
     engine::conditions::Condition,
-    store::{now_ms, Incident, IncidentStatus, Store, Trigger},
+    store::{Incident, IncidentStatus, Store, Trigger},
     triggers::Event,
 };
 
@@ -194,12 +194,10 @@ fn payload(incident: &Incident, level: &Level, kind: &str) -> serde_json::Value 
     })
 }
 
-/// One pass over every unresolved incident, then resolution notices.
-pub async fn evaluate(
-    esc: &Escalation,
-    store: &Store,
-    dispatcher: &Dispatcher,
-) -> Result<(), String> {
+/// One pass over every unresolved incident, then resolution notices. Returns the runs the
+/// levels that fired ask for (their `playbook`), for the caller to start: the daemon hands
+/// them to the dispatcher, a simulation runs them in place.
+pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRequest>, String> {
     let table = esc.table();
     let mut incidents = store
         .list_incidents(Some(IncidentStatus::Open), 1000)
@@ -211,7 +209,8 @@ pub async fn evaluate(
             .await
             .map_err(|e| e.to_string())?,
     );
-    let now = now_ms();
+    let now = store.now();
+    let mut runs = Vec::new();
     for incident in incidents {
         let fires = store.fires(&incident.id).await.map_err(|e| e.to_string())?;
         let current = incident.level.as_deref().and_then(|l| table.rank(l));
@@ -294,9 +293,7 @@ pub async fn evaluate(
                             actor: "runbookd".into(),
                         },
                     };
-                    if let Err(e) = dispatcher.submit(req, false).await {
-                        tracing::error!(incident = %incident.id, level = %level.name, playbook, error = %e, "escalation playbook not started");
-                    }
+                    runs.push(req);
                 }
             }
         }
@@ -321,7 +318,7 @@ pub async fn evaluate(
             }
         }
     }
-    Ok(())
+    Ok(runs)
 }
 
 /// Evaluates every `interval` until `stop`.
@@ -335,8 +332,20 @@ pub async fn run(
     let esc_ref = &mut esc;
     loop {
         esc_ref.refresh();
-        if let Err(e) = evaluate(esc_ref, &store, &dispatcher).await {
-            tracing::warn!(error = %e, "escalation pass failed; retrying");
+        match evaluate(esc_ref, &store).await {
+            Ok(runs) => {
+                for req in runs {
+                    let (incident, level, playbook) = (
+                        req.event.incident.clone().unwrap_or_default(),
+                        req.event.name.clone(),
+                        req.playbook.clone(),
+                    );
+                    if let Err(e) = dispatcher.submit(req, false).await {
+                        tracing::error!(%incident, %level, playbook, error = %e, "escalation playbook not started");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "escalation pass failed; retrying"),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

@@ -19,10 +19,13 @@
 //! - [`escalation`]: the escalation table walking incidents up, paging on the way.
 //! - [`key_metrics`]: the runbook's "Key Metrics to Monitor", measured for Prometheus.
 //! - [`notify`]: the notification outbox and its channels.
+//! - [`world`]: a simulated payments app and Stripe on a virtual clock, behind the same
+//!   primitives, for playbook tests, outage simulations and the demo daemon.
 //! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics.
 
 pub mod api;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod engine;
@@ -30,6 +33,8 @@ pub mod escalation;
 pub mod key_metrics;
 pub mod metrics;
 pub mod notify;
+pub mod playtest;
 pub mod primitives;
 pub mod store;
 pub mod triggers;
+pub mod world;

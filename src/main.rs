@@ -33,6 +33,20 @@ enum Command {
     Check {
         /// Playbook directory (default: [playbooks] dir).
         dir: Option<PathBuf>,
+        /// Also run the playbook tests in DIR/tests (as `runbookd test`).
+        #[arg(long)]
+        with_tests: bool,
+    },
+    /// Run the playbook tests in DIR/tests against simulated worlds; exit 1 on a failure.
+    Test {
+        /// Playbook directory (default: [playbooks] dir).
+        dir: Option<PathBuf>,
+        /// Only tests whose `file::test_name` contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Tests run at once (default: one per CPU).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Run one playbook once, here, and print the run as JSON.
     Run {
@@ -49,14 +63,32 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+    let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("runbookd: {e}");
             return ExitCode::from(2);
         }
     };
+    // Playbook tests run many simulated runs; their log lines belong in the failure
+    // report, not on the terminal (RUST_LOG still wins).
+    if matches!(
+        cli.command,
+        Command::Test { .. }
+            | Command::Check {
+                with_tests: true,
+                ..
+            }
+    ) {
+        config.log.level = "warn".into();
+    }
     init_tracing(&config);
+    // Checks and tests need no daemon runtime (tests build their own).
+    let command = match cli.command {
+        Command::Check { dir, with_tests } => return report(check(config, dir, with_tests)),
+        Command::Test { dir, filter, jobs } => return report(test(config, dir, filter, jobs)),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,16 +100,21 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Serve => serve(config).await,
-            Command::Check { dir } => check(config, dir),
             Command::Run {
                 playbook,
                 params,
                 dry_run,
             } => run_once(config, playbook, params, dry_run).await,
+            Command::Check { .. } | Command::Test { .. } => unreachable!("handled above"),
         }
     });
+    report(result)
+}
+
+/// The exit code, or 2 with the error for failures that are not the playbooks' own.
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -107,7 +144,34 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check(config: Config, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn test(
+    config: Config,
+    dir: Option<PathBuf>,
+    filter: Option<String>,
+    jobs: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let dir = dir.unwrap_or(config.playbooks.dir.clone());
+    let jobs = jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let report = runbookd::playtest::run(&config, &dir, filter.as_deref(), jobs)?;
+    if report.results.is_empty() && report.broken_files.is_empty() {
+        eprintln!(
+            "runbookd: no tests in {} (files tests/*.rhai with fn test_…())",
+            dir.join("tests").display()
+        );
+    }
+    print!("{}", report.render());
+    Ok(if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn check(config: Config, dir: Option<PathBuf>, with_tests: bool) -> anyhow::Result<ExitCode> {
     let dir = dir.unwrap_or(config.playbooks.dir.clone());
     let engine = engine::build(&config.playbooks, &dir);
     let (ok, errors) = engine::catalog::check_dir(&engine, &dir)
@@ -122,11 +186,13 @@ fn check(config: Config, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         ok.len(),
         errors.len()
     );
-    Ok(if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if !errors.is_empty() {
+        return Ok(ExitCode::FAILURE);
+    }
+    if with_tests {
+        return test(config, Some(dir), None, None);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_params(raw: &[String]) -> anyhow::Result<Map<String, Value>> {

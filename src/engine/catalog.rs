@@ -226,6 +226,9 @@ impl Catalog {
     }
 }
 
+/// The subdirectory of the playbook directory that holds playbook tests (`runbookd test`).
+pub const TESTS_DIR: &str = "tests";
+
 /// `NAME.rhai` files directly in `dir`. Subdirectories hold modules and tests.
 fn scan(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
@@ -243,7 +246,8 @@ fn scan(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
 }
 
 /// Hash of every `.rhai` file in subdirectories (modules playbooks may import): a module
-/// edit gives every playbook a new version, and recompiles them all.
+/// edit gives every playbook a new version, and recompiles them all. `tests/` holds
+/// playbook tests, which no playbook imports: editing a test changes no version.
 fn hash_modules(dir: &Path) -> String {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -254,7 +258,9 @@ fn hash_modules(dir: &Path) -> String {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
-                stack.push(path);
+                if !(d == dir && path.file_name() == Some(std::ffi::OsStr::new(TESTS_DIR))) {
+                    stack.push(path);
+                }
             } else if d != dir && path.extension().and_then(|e| e.to_str()) == Some("rhai") {
                 files.push(path);
             }

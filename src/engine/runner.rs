@@ -45,6 +45,8 @@ pub fn execute(
         dry_run: spec.dry_run,
         incident: spec.event["incident"].as_str().map(str::to_string),
         deadline: Instant::now() + spec.timeout,
+        started_ms: services.clock.now_ms(),
+        timeout: spec.timeout,
         cancel,
         services,
         max_log_lines: spec.max_log_lines,
@@ -54,11 +56,12 @@ pub fn execute(
     });
     let outcome = call_run(engine, playbook, spec.event);
     let ctx = guard.context();
+    let now = ctx.services.clock.now_ms();
     let mut logs = ctx.logs.take();
     let dropped = ctx.dropped_logs.take();
     if dropped > 0 {
         logs.push(LogLine {
-            at: crate::store::ms_to_rfc3339(crate::store::now_ms()),
+            at: crate::store::ms_to_rfc3339(now),
             level: "warn".into(),
             message: format!(
                 "{dropped} more log lines were dropped (limit {})",

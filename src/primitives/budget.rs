@@ -8,7 +8,6 @@ use std::time::Duration;
 use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT};
 
 use super::{block_on, core::append_log, script_error, with_run};
-use crate::store::now_ms;
 
 /// Reads a window given as seconds (`1800`, `1800.0`) or as text (`"30m"`).
 fn window(value: &Dynamic) -> Result<Duration, Box<EvalAltResult>> {
@@ -40,15 +39,21 @@ fn budget(name: &str, count: INT, window_value: Dynamic) -> Result<bool, Box<Eva
         return Err(script_error("budget: count must be ≥ 0"));
     }
     let window = window(&window_value)?;
-    let (store, run_id, dry_run) = with_run("budget", |ctx| {
-        Ok((ctx.services.store.clone(), ctx.run_id.clone(), ctx.dry_run))
+    let (clock, store, run_id, dry_run) = with_run("budget", |ctx| {
+        Ok((
+            ctx.services.clock.clone(),
+            ctx.services.store.clone(),
+            ctx.run_id.clone(),
+            ctx.dry_run,
+        ))
     })?;
     let store = store.ok_or_else(|| script_error("budget: budgets need the state store"))?;
     let name_owned = name.to_string();
     let window_ms = window.as_millis() as i64;
+    let now = clock.now_ms();
     let check = block_on("budget", Duration::from_secs(10), async move {
         store
-            .take_budget(&name_owned, count, window_ms, now_ms(), &run_id, !dry_run)
+            .take_budget(&name_owned, count, window_ms, now, &run_id, !dry_run)
             .await
     })?;
     let span = humantime::format_duration(Duration::from_secs(window.as_secs()));
@@ -61,12 +66,7 @@ fn budget(name: &str, count: INT, window_value: Dynamic) -> Result<bool, Box<Eva
         (false, _) => {
             let frees = check
                 .frees_at
-                .map(|t| {
-                    format!(
-                        "; next use frees in {} s",
-                        ((t - now_ms()).max(0) + 999) / 1000
-                    )
-                })
+                .map(|t| format!("; next use frees in {} s", ((t - now).max(0) + 999) / 1000))
                 .unwrap_or_default();
             format!("spent, {} of {count} used{frees}", check.used)
         }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rhai::{Dynamic, Engine, EvalAltResult, FLOAT, INT};
 
 use super::{script_error, terminated, with_run, TERMINATED_SHUTDOWN, TERMINATED_TIMEOUT};
-use crate::store::{ms_to_rfc3339, now_ms, LogLine};
+use crate::store::{ms_to_rfc3339, LogLine};
 
 const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
 
@@ -22,7 +22,7 @@ pub fn append_log(level: &str, message: &str) {
         let mut logs = ctx.logs.borrow_mut();
         if logs.len() < ctx.max_log_lines {
             logs.push(LogLine {
-                at: ms_to_rfc3339(now_ms()),
+                at: ms_to_rfc3339(ctx.services.clock.now_ms()),
                 level: level.to_string(),
                 message: message.to_string(),
             });
@@ -41,6 +41,22 @@ fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {
     }
     with_run("sleep", |ctx| {
         let wanted = Duration::from_secs_f64(seconds);
+        if ctx.services.clock.is_virtual() {
+            // Simulated time: move the clock (and the simulated app with it) instead of
+            // waiting; the run's deadline is on the same clock.
+            let deadline = ctx.started_ms + ctx.timeout.as_millis() as i64;
+            let now = ctx.services.clock.now_ms();
+            let step = (wanted.as_millis() as i64).min((deadline - now).max(0));
+            match &ctx.services.world {
+                Some(world) => world.pass_time(step),
+                None => ctx.services.clock.advance(step),
+            }
+            return if now + (wanted.as_millis() as i64) > deadline {
+                Err(terminated(TERMINATED_TIMEOUT))
+            } else {
+                Ok(())
+            };
+        }
         let remaining = ctx.deadline.saturating_duration_since(Instant::now());
         let cancel = ctx.cancel.clone();
         let cancelled = ctx.services.runtime.block_on(async {
@@ -121,7 +137,9 @@ pub fn register(engine: &mut Engine) {
     engine.on_debug(|text, _source, pos| append_log("debug", &format!("{text} ({pos})")));
     engine.register_fn("sleep", |seconds: INT| sleep_for(seconds as f64));
     engine.register_fn("sleep", sleep_for);
-    engine.register_fn("now", || -> FLOAT { now_ms() as FLOAT / 1000.0 });
+    engine.register_fn("now", || -> Result<FLOAT, Box<EvalAltResult>> {
+        with_run("now", |ctx| Ok(ctx.services.clock.now_seconds()))
+    });
     engine.register_fn("setting", |name: &str| setting(name, None));
     engine.register_fn("setting", |name: &str, default: Dynamic| {
         setting(name, Some(default))

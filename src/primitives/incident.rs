@@ -6,7 +6,7 @@ use std::time::Duration;
 use rhai::{Dynamic, Engine, EvalAltResult};
 
 use super::{act, block_on, script_error, with_run};
-use crate::store::{now_ms, Store};
+use crate::store::Store;
 
 /// Escalation levels, lowest first (the runbook's table).
 pub const LEVELS: [&str; 4] = ["L1", "L2", "L3", "P1"];
@@ -35,6 +35,7 @@ fn incident() -> Result<Dynamic, Box<EvalAltResult>> {
         return Ok(Dynamic::UNIT);
     }
     let (store, id) = current()?;
+    let now = store.now();
     let inc = block_on(
         "incident()",
         LIMIT,
@@ -44,7 +45,7 @@ fn incident() -> Result<Dynamic, Box<EvalAltResult>> {
         None => Ok(Dynamic::UNIT),
         Some(i) => {
             let mut v = serde_json::to_value(&i).map_err(|e| script_error(e.to_string()))?;
-            v["age_seconds"] = serde_json::json!((now_ms() - i.opened_at) as f64 / 1000.0);
+            v["age_seconds"] = serde_json::json!((now - i.opened_at) as f64 / 1000.0);
             rhai::serde::to_dynamic(&v)
         }
     }

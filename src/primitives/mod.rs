@@ -48,6 +48,11 @@ pub struct Services {
     pub notifier: Option<Arc<crate::notify::Notifier>>,
     /// `[playbooks.settings]`, read by `setting(name, default)`.
     pub settings: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// What `now()`, `sleep`, budgets and breaker timing read; virtual in simulations.
+    pub clock: crate::clock::Clock,
+    /// The simulated world behind every backend, in `runbookd test`, `simulate` and
+    /// `serve --world`; `None` in production.
+    pub world: Option<Arc<crate::world::World>>,
 }
 
 impl Services {
@@ -77,7 +82,10 @@ impl Services {
                 config.breakers.clone(),
                 config.redis.url.clone(),
                 redis,
+                crate::clock::Clock::Real,
             )),
+            clock: crate::clock::Clock::Real,
+            world: None,
         })
     }
 }
@@ -95,6 +103,10 @@ pub struct RunContext {
     /// The incident the run belongs to (alert-triggered runs).
     pub incident: Option<String>,
     pub deadline: Instant,
+    /// When the run started and how long it may take, by the services' clock: on a
+    /// virtual clock `sleep` moves time instead of waiting, and the deadline is virtual too.
+    pub started_ms: i64,
+    pub timeout: Duration,
     pub cancel: CancellationToken,
     pub services: Services,
     pub max_log_lines: usize,
@@ -231,26 +243,32 @@ pub fn block_on<T, E: std::fmt::Display>(
     })
 }
 
-/// The shape of one action on a run and in the audit trail.
-pub fn action_record(
-    action: &str,
-    target: &str,
-    dry_run: bool,
-    outcome: &str,
-    details: serde_json::Value,
-    result: Option<&serde_json::Value>,
-    error: Option<&str>,
-) -> serde_json::Value {
-    serde_json::json!({
-        "at": crate::store::ms_to_rfc3339(crate::store::now_ms()),
-        "action": action,
-        "target": target,
-        "dry_run": dry_run,
-        "outcome": outcome,
-        "details": details,
-        "result": result,
-        "error": error,
-    })
+/// One action, as it is recorded on a run and in the audit trail.
+pub struct ActionRecord<'a> {
+    pub action: &'a str,
+    pub target: &'a str,
+    pub dry_run: bool,
+    /// `planned`, `done` or `failed`.
+    pub outcome: &'a str,
+    pub details: serde_json::Value,
+    pub result: Option<&'a serde_json::Value>,
+    pub error: Option<&'a str>,
+}
+
+impl ActionRecord<'_> {
+    /// The record's JSON, stamped `at_ms` (the run's clock).
+    pub fn at(self, at_ms: i64) -> serde_json::Value {
+        serde_json::json!({
+            "at": crate::store::ms_to_rfc3339(at_ms),
+            "action": self.action,
+            "target": self.target,
+            "dry_run": self.dry_run,
+            "outcome": self.outcome,
+            "details": self.details,
+            "result": self.result,
+            "error": self.error,
+        })
+    }
 }
 
 /// Performs — or in a dry run, only plans — an action, and records it twice: on the run
@@ -262,8 +280,9 @@ pub fn act(
     details: serde_json::Value,
     perform: impl FnOnce() -> Result<serde_json::Value, Box<EvalAltResult>>,
 ) -> Result<Option<serde_json::Value>, Box<EvalAltResult>> {
-    let (dry_run, run_id, playbook, store, runtime) = with_run(action, |ctx| {
+    let (now, dry_run, run_id, playbook, store, runtime) = with_run(action, |ctx| {
         Ok((
+            ctx.services.clock.now_ms(),
             ctx.dry_run,
             ctx.run_id.clone(),
             ctx.playbook.clone(),
@@ -280,15 +299,16 @@ pub fn act(
         }
     };
     let error_text = error.as_ref().map(|e| e.to_string());
-    let record = action_record(
+    let record = ActionRecord {
         action,
         target,
         dry_run,
         outcome,
         details,
-        result.as_ref(),
-        error_text.as_deref(),
-    );
+        result: result.as_ref(),
+        error: error_text.as_deref(),
+    }
+    .at(now);
     with_run(action, |ctx| {
         ctx.actions.borrow_mut().push(record.clone());
         Ok(())

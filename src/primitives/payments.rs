@@ -21,6 +21,8 @@ pub enum PaymentsError {
     NotConfigured,
     #[error("payments database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// One payment row as scripts and reconciliation see it.
@@ -53,6 +55,8 @@ pub struct Counts {
 pub struct Payments {
     pool: Option<PgPool>,
     cfg: PaymentsConfig,
+    /// In a simulation the world's tables answer instead of PostgreSQL.
+    sim: Option<std::sync::Arc<crate::world::World>>,
 }
 
 const ISO: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'"#;
@@ -72,12 +76,22 @@ impl Payments {
         Ok(Payments {
             pool,
             cfg: cfg.clone(),
+            sim: None,
         })
     }
 
-    /// True when a database is configured.
+    /// The simulated world's tables.
+    pub fn simulated(world: std::sync::Arc<crate::world::World>) -> Payments {
+        Payments {
+            pool: None,
+            cfg: PaymentsConfig::default(),
+            sim: Some(world),
+        }
+    }
+
+    /// True when a database is configured (or simulated).
     pub fn configured(&self) -> bool {
-        self.pool.is_some()
+        self.pool.is_some() || self.sim.is_some()
     }
 
     fn pool(&self) -> Result<&PgPool, PaymentsError> {
@@ -86,6 +100,9 @@ impl Payments {
 
     /// Readiness: the database answers.
     pub async fn ping(&self) -> Result<(), PaymentsError> {
+        if let Some(w) = &self.sim {
+            return w.sim_payments_ping();
+        }
         sqlx::query("SELECT 1").execute(self.pool()?).await?;
         Ok(())
     }
@@ -125,6 +142,9 @@ impl Payments {
 
     /// Payments created in the last `window`, by status.
     pub async fn counts(&self, window: Duration) -> Result<Counts, PaymentsError> {
+        if let Some(w) = &self.sim {
+            return w.sim_counts(window);
+        }
         let c = &self.cfg.columns;
         let rows = sqlx::query(&format!(
             "SELECT {status}, COUNT(*)::bigint FROM {table} \
@@ -154,6 +174,9 @@ impl Payments {
 
     /// The runbook's hourly breakdown: (hour, status, count), newest hour first.
     pub async fn hourly(&self, hours: i64) -> Result<Vec<(String, String, i64)>, PaymentsError> {
+        if let Some(w) = &self.sim {
+            return w.sim_hourly(hours);
+        }
         let c = &self.cfg.columns;
         let rows = sqlx::query(&format!(
             "SELECT to_char(date_trunc('hour', {created} AT TIME ZONE 'UTC'), 'YYYY-MM-DD\"T\"HH24:00:00\"Z\"'), \
@@ -180,6 +203,9 @@ impl Payments {
         with_ref: Option<bool>,
         limit: i64,
     ) -> Result<Vec<Payment>, PaymentsError> {
+        if let Some(w) = &self.sim {
+            return w.sim_stale_pending(older_than, with_ref, limit);
+        }
         let c = &self.cfg.columns;
         let ref_clause = match with_ref {
             Some(true) => format!(" AND {} IS NOT NULL", c.processor_ref),
@@ -209,6 +235,9 @@ impl Payments {
         window: Duration,
         limit: i64,
     ) -> Result<Vec<Payment>, PaymentsError> {
+        if let Some(w) = &self.sim {
+            return w.sim_recent_failures(window, limit);
+        }
         let c = &self.cfg.columns;
         let rows = sqlx::query(&format!(
             "{select} WHERE {status} = 'failed' AND {created} >= now() - make_interval(secs => $1) \
@@ -229,6 +258,9 @@ impl Payments {
 
     /// One payment by id.
     pub async fn get(&self, id: &str) -> Result<Option<Payment>, PaymentsError> {
+        if let Some(w) = &self.sim {
+            return w.sim_get(id);
+        }
         let row = sqlx::query(&format!(
             "{select} WHERE {id} = $1::{ty}",
             select = self.select_payment(),
@@ -246,6 +278,9 @@ impl Payments {
 
     /// Age in seconds of the oldest pending payment, if any.
     pub async fn oldest_pending_age(&self) -> Result<Option<f64>, PaymentsError> {
+        if let Some(w) = &self.sim {
+            return w.sim_oldest_pending_age();
+        }
         let c = &self.cfg.columns;
         let row = sqlx::query(&format!(
             "SELECT EXTRACT(EPOCH FROM now() - MIN({created}))::float8 FROM {table} WHERE {status} = 'pending'",
@@ -268,6 +303,9 @@ impl Payments {
         to: &str,
         reason: &str,
     ) -> Result<bool, PaymentsError> {
+        if let Some(w) = &self.sim {
+            return w.sim_set_status(id, from, to, reason);
+        }
         let c = &self.cfg.columns;
         let done = sqlx::query(&format!(
             "UPDATE {table} SET {status} = $1, {meta} = COALESCE({meta}, '{{}}'::jsonb) || \
@@ -294,6 +332,9 @@ impl Payments {
         &self,
         limit: i64,
     ) -> Result<Vec<serde_json::Value>, PaymentsError> {
+        if let Some(w) = &self.sim {
+            return w.sim_recent_webhooks(limit);
+        }
         let rows = sqlx::query(&format!(
             "SELECT to_char(created_at AT TIME ZONE 'UTC', {ISO}), object_id::text, \
              COALESCE(changes::text, 'null') FROM {audit} WHERE action = 'webhook_received' \
@@ -318,6 +359,9 @@ impl Payments {
 
     /// `webhook_received` rows in the last `window`.
     pub async fn webhook_count(&self, window: Duration) -> Result<i64, PaymentsError> {
+        if let Some(w) = &self.sim {
+            return w.sim_webhook_count(window);
+        }
         let row = sqlx::query(&format!(
             "SELECT COUNT(*)::bigint FROM {audit} WHERE action = 'webhook_received' \
              AND created_at >= now() - make_interval(secs => $1)",

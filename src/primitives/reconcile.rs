@@ -26,8 +26,8 @@ use rhai::{Dynamic, Engine, EvalAltResult, Map};
 use serde::Serialize;
 
 use super::{
-    action_record, block_on, core::append_log, payments::Payment, script_error,
-    stripe::IntentSummary, with_run, Services,
+    block_on, core::append_log, payments::Payment, script_error, stripe::IntentSummary, with_run,
+    ActionRecord, Services,
 };
 use crate::store::{NewAudit, Store};
 
@@ -361,15 +361,17 @@ async fn audit_change(auditor: &Auditor, change: &Change, dry_run: bool) {
     let Some(store) = &auditor.store else {
         return;
     };
-    let details = action_record(
-        "payments.set_status",
-        &format!("payment:{}", change.payment_id),
+    let target = format!("payment:{}", change.payment_id);
+    let details = ActionRecord {
+        action: "payments.set_status",
+        target: &target,
         dry_run,
-        if dry_run { "planned" } else { "done" },
-        serde_json::to_value(change).unwrap_or_default(),
-        None,
-        None,
-    );
+        outcome: if dry_run { "planned" } else { "done" },
+        details: serde_json::to_value(change).unwrap_or_default(),
+        result: None,
+        error: None,
+    }
+    .at(store.now());
     let entry = NewAudit {
         actor: auditor.actor.clone(),
         action: "payments.set_status".into(),
@@ -441,15 +443,19 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
             .iter()
             .filter(|c| c.applied || report.dry_run)
         {
-            actions.push(action_record(
-                "payments.set_status",
-                &format!("payment:{}", c.payment_id),
-                report.dry_run,
-                if report.dry_run { "planned" } else { "done" },
-                serde_json::to_value(c).unwrap_or_default(),
-                None,
-                None,
-            ));
+            let target = format!("payment:{}", c.payment_id);
+            actions.push(
+                ActionRecord {
+                    action: "payments.set_status",
+                    target: &target,
+                    dry_run: report.dry_run,
+                    outcome: if report.dry_run { "planned" } else { "done" },
+                    details: serde_json::to_value(c).unwrap_or_default(),
+                    result: None,
+                    error: None,
+                }
+                .at(ctx.services.clock.now_ms()),
+            );
         }
         Ok(())
     })?;

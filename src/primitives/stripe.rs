@@ -134,6 +134,22 @@ pub struct KeyInfo {
     pub source: String,
 }
 
+/// The kind of key from its prefix: `live`, `test`, `restricted_live`, `restricted_test`
+/// or `unknown`.
+pub fn key_mode(key: &str) -> &'static str {
+    if key.starts_with("sk_live_") {
+        "live"
+    } else if key.starts_with("sk_test_") {
+        "test"
+    } else if key.starts_with("rk_live_") {
+        "restricted_live"
+    } else if key.starts_with("rk_test_") {
+        "restricted_test"
+    } else {
+        "unknown"
+    }
+}
+
 /// Stripe as runbookd uses it.
 #[derive(Clone)]
 pub struct Stripe {
@@ -143,6 +159,8 @@ pub struct Stripe {
     key: Option<SecretString>,
     key_error: Option<String>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    /// In a simulation the world's Stripe answers instead.
+    sim: Option<Arc<crate::world::World>>,
 }
 
 impl Stripe {
@@ -185,7 +203,26 @@ impl Stripe {
             key,
             key_error,
             limiter,
+            sim: None,
         }
+    }
+
+    /// The simulated world's Stripe; no request leaves the process.
+    pub fn simulated(cfg: &StripeConfig, world: Arc<crate::world::World>) -> Stripe {
+        Stripe {
+            client: None,
+            http: reqwest::Client::new(),
+            cfg: cfg.clone(),
+            key: None,
+            key_error: None,
+            limiter: None,
+            sim: Some(world),
+        }
+    }
+
+    /// The simulated world behind this client, if any.
+    pub fn world(&self) -> Option<&Arc<crate::world::World>> {
+        self.sim.as_ref()
     }
 
     /// The shared HTTP client (status page, webhook probes).
@@ -217,6 +254,9 @@ impl Stripe {
 
     /// Step 1: Stripe's status page. Never fails: an unreadable page is `unknown`.
     pub async fn status_page(&self) -> StatusPage {
+        if let Some(w) = &self.sim {
+            return w.sim_status_page();
+        }
         let started = Instant::now();
         let answer = async {
             let resp = self
@@ -267,6 +307,9 @@ impl Stripe {
 
     /// Step 6: `GET /v1/account` with our key, classified.
     pub async fn ping(&self) -> Ping {
+        if let Some(w) = &self.sim {
+            return w.sim_ping();
+        }
         let started = Instant::now();
         let outcome = match self.client() {
             Err(e) => Err(e),
@@ -303,6 +346,9 @@ impl Stripe {
 
     /// Scenario 3: is the key set, and is it the kind we expect?
     pub fn key_info(&self) -> KeyInfo {
+        if let Some(w) = &self.sim {
+            return w.sim_key_info(&self.cfg.expected_mode);
+        }
         let source = match (&self.cfg.api_key_file, &self.cfg.api_key_env) {
             (Some(f), _) => format!("file {}", f.display()),
             (None, Some(v)) => format!("environment variable {v}"),
@@ -319,17 +365,7 @@ impl Stripe {
             };
         };
         let k = key.expose_secret();
-        let mode = if k.starts_with("sk_live_") {
-            "live"
-        } else if k.starts_with("sk_test_") {
-            "test"
-        } else if k.starts_with("rk_live_") {
-            "restricted_live"
-        } else if k.starts_with("rk_test_") {
-            "restricted_test"
-        } else {
-            "unknown"
-        };
+        let mode = key_mode(k);
         KeyInfo {
             set: true,
             prefix: Some(k.chars().take(7).collect()),
@@ -342,6 +378,9 @@ impl Stripe {
 
     /// One PaymentIntent; `None` when Stripe does not know it (404).
     pub async fn payment_intent(&self, id: &str) -> Result<Option<IntentSummary>, StripeCallError> {
+        if let Some(w) = &self.sim {
+            return w.sim_payment_intent(id);
+        }
         let client = self.client()?;
         self.throttle().await;
         match RetrievePaymentIntent::new(id).send(client).await {
@@ -363,6 +402,9 @@ impl Stripe {
         &self,
         payment_id: &str,
     ) -> Result<Vec<IntentSummary>, StripeCallError> {
+        if let Some(w) = &self.sim {
+            return w.sim_intents_for_payment(payment_id);
+        }
         let client = self.client()?;
         self.throttle().await;
         let query = format!("metadata['payment_id']:'{}'", payment_id.replace('\'', ""));
@@ -379,6 +421,9 @@ impl Stripe {
         since: i64,
         limit: i64,
     ) -> Result<Vec<serde_json::Value>, StripeCallError> {
+        if let Some(w) = &self.sim {
+            return w.sim_failed_events(since, limit);
+        }
         let client = self.client()?;
         self.throttle().await;
         let list = ListEvent::new()
@@ -415,6 +460,9 @@ impl Stripe {
         types: &[String],
         max_pages: usize,
     ) -> Result<(usize, bool), StripeCallError> {
+        if let Some(w) = &self.sim {
+            return w.sim_count_events(since, until, types);
+        }
         let client = self.client()?;
         let mut count = 0;
         let mut after: Option<String> = None;
@@ -447,6 +495,9 @@ impl Stripe {
 
     /// Webhook endpoints configured in Stripe, and whether they are enabled.
     pub async fn webhook_endpoints(&self) -> Result<Vec<serde_json::Value>, StripeCallError> {
+        if let Some(w) = &self.sim {
+            return w.sim_webhook_endpoints();
+        }
         let client = self.client()?;
         self.throttle().await;
         let list = stripe_misc::webhook_endpoint::ListWebhookEndpoint::new()
@@ -516,7 +567,10 @@ fn module() -> Module {
     });
     m.set_native_fn("failed_events", |since_seconds_ago: INT| {
         let s = stripe()?;
-        let since = crate::store::now_ms() / 1000 - since_seconds_ago.max(0);
+        let now = with_run("stripe::failed_events", |ctx| {
+            Ok(ctx.services.clock.now_ms())
+        })?;
+        let since = now / 1000 - since_seconds_ago.max(0);
         let list = block_on("stripe::failed_events", LIMIT, async move {
             s.failed_events(since, 100).await
         })?;

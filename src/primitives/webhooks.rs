@@ -93,9 +93,23 @@ pub async fn probe(http: &reqwest::Client, url: &str) -> Probe {
         .send()
         .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    judge_probe(
+        url,
+        answer
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string()),
+        latency_ms,
+    )
+}
+
+/// The runbook's reading of the endpoint's answer (or of its silence).
+pub fn judge_probe(
+    url: &str,
+    answer: Result<u16, impl std::fmt::Display>,
+    latency_ms: f64,
+) -> Probe {
     match answer {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
+        Ok(status) => {
             let verdict = match status {
                 400 => "ok: unsigned request refused with 400".to_string(),
                 s if s >= 500 => {
@@ -127,6 +141,14 @@ pub async fn probe(http: &reqwest::Client, url: &str) -> Probe {
 pub struct WebhookSecret(Option<SecretString>, String);
 
 impl WebhookSecret {
+    /// A simulated world's secret.
+    pub fn simulated(secret: Option<&str>) -> WebhookSecret {
+        WebhookSecret(
+            secret.map(|s| SecretString::from(s.to_string())),
+            "not set in the simulated world".into(),
+        )
+    }
+
     pub fn from_config(cfg: &StripeConfig) -> WebhookSecret {
         match resolve_secret(
             "stripe.webhook_secret",
@@ -148,8 +170,11 @@ impl WebhookSecret {
 }
 
 fn verify(payload: &str, header: &str, tolerance: INT) -> Result<Dynamic, Box<EvalAltResult>> {
-    let secret = with_run("webhooks::verify", |ctx| {
-        Ok(ctx.services.webhook_secret.clone())
+    let (secret, now) = with_run("webhooks::verify", |ctx| {
+        Ok((
+            ctx.services.webhook_secret.clone(),
+            ctx.services.clock.now_ms() / 1000,
+        ))
     })?;
     let Some(key) = &secret.0 else {
         return Err(script_error(format!(
@@ -157,7 +182,6 @@ fn verify(payload: &str, header: &str, tolerance: INT) -> Result<Dynamic, Box<Ev
             secret.1
         )));
     };
-    let now = crate::store::now_ms() / 1000;
     let result = verify_signature(
         payload.as_bytes(),
         header,
@@ -179,6 +203,28 @@ fn verify(payload: &str, header: &str, tolerance: INT) -> Result<Dynamic, Box<Ev
     Ok(m.into())
 }
 
+/// Where the simulated app's webhook endpoint lives.
+const SIMULATED_ENDPOINT: &str = "https://debtflow.example.com/api/v1/payments/webhook/stripe/";
+
+fn probe_url(url: &str) -> Result<Dynamic, Box<EvalAltResult>> {
+    let (http, world) = with_run("webhooks::probe", |ctx| {
+        Ok((
+            ctx.services.stripe.http().clone(),
+            ctx.services.world.clone(),
+        ))
+    })?;
+    let p = match world {
+        Some(w) => w.sim_probe(url),
+        None => {
+            let url = url.to_string();
+            block_on("webhooks::probe", Duration::from_secs(60), async move {
+                Ok::<_, std::convert::Infallible>(probe(&http, &url).await)
+            })?
+        }
+    };
+    rhai::serde::to_dynamic(&p)
+}
+
 fn module() -> Module {
     let mut m = Module::new();
     m.set_native_fn("verify", |payload: &str, header: &str| {
@@ -188,30 +234,27 @@ fn module() -> Module {
         verify(payload, header, tolerance)
     });
     m.set_native_fn("probe", || {
-        let (http, url) = with_run("webhooks::probe", |ctx| {
-            Ok((
-                ctx.services.stripe.http().clone(),
-                ctx.services.stripe.config().webhook_url.clone(),
-            ))
+        let url = with_run("webhooks::probe", |ctx| {
+            Ok(ctx
+                .services
+                .stripe
+                .config()
+                .webhook_url
+                .clone()
+                .or_else(|| {
+                    // A simulated app has an endpoint even when none is configured.
+                    ctx.services
+                        .world
+                        .as_ref()
+                        .map(|_| SIMULATED_ENDPOINT.to_string())
+                }))
         })?;
         let url = url.ok_or_else(|| {
             script_error("webhooks::probe: set [stripe] webhook_url, or pass the URL")
         })?;
-        let p = block_on("webhooks::probe", Duration::from_secs(60), async move {
-            Ok::<_, std::convert::Infallible>(probe(&http, &url).await)
-        })?;
-        rhai::serde::to_dynamic(&p)
+        probe_url(&url)
     });
-    m.set_native_fn("probe", |url: &str| {
-        let http = with_run("webhooks::probe", |ctx| {
-            Ok(ctx.services.stripe.http().clone())
-        })?;
-        let url = url.to_string();
-        let p = block_on("webhooks::probe", Duration::from_secs(60), async move {
-            Ok::<_, std::convert::Infallible>(probe(&http, &url).await)
-        })?;
-        rhai::serde::to_dynamic(&p)
-    });
+    m.set_native_fn("probe", probe_url);
     m.set_native_fn("secret_info", || {
         let secret = with_run("webhooks::secret_info", |ctx| {
             Ok(ctx.services.webhook_secret.clone())

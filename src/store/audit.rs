@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{ms_to_rfc3339, now_ms, Store, StoreError};
+use super::{ms_to_rfc3339, Store, StoreError};
 
 /// An action to record.
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(uuid::Uuid::now_v7().to_string())
-        .bind(now_ms())
+        .bind(self.now())
         .bind(&entry.actor)
         .bind(&entry.action)
         .bind(&entry.target)

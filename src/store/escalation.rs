@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{now_ms, Store, StoreError};
+use super::{Store, StoreError};
 
 /// A fired level of an incident.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +70,7 @@ impl Store {
         payload: &serde_json::Value,
         message: &str,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.now();
         let mut tx = self.writer.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO escalation_fires (incident_id, level, fired_at, last_sent, sends) VALUES ($1, $2, $3, $3, 1) \
@@ -115,7 +115,7 @@ impl Store {
         channels: &[String],
         payload: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.now();
         let mut tx = self.writer.begin().await?;
         let moved = sqlx::query(
             "UPDATE escalation_fires SET last_sent = $1, sends = sends + 1 WHERE incident_id = $2 AND level = $3 AND last_sent = $4",
@@ -152,7 +152,7 @@ impl Store {
         payload: &serde_json::Value,
     ) -> Result<bool, StoreError> {
         let channels = self.paged_channels(incident_id).await?;
-        let now = now_ms();
+        let now = self.now();
         let mut tx = self.writer.begin().await?;
         let moved = sqlx::query(
             "UPDATE incidents SET resolution_sent = 1 WHERE id = $1 AND resolution_sent = 0",

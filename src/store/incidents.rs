@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::{any::AnyRow, Row};
 
-use super::{ms_to_rfc3339, now_ms, Store, StoreError};
+use super::{ms_to_rfc3339, Store, StoreError};
 
 /// Where an incident is. Only forward: open → acknowledged → resolved (or open → resolved).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -147,7 +147,7 @@ impl Store {
         opened_at: i64,
     ) -> Result<Incident, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
-        let now = now_ms();
+        let now = self.now();
         sqlx::query(
             "INSERT INTO incidents (id, incident_key, source, title, labels, status, facts, opened_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, 'open', '{}', $6, $7)",
@@ -224,7 +224,7 @@ impl Store {
 
     /// Acknowledges an open incident. Returns false if it was not open.
     pub async fn ack_incident(&self, id: &str, by: &str) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.now();
         let done = sqlx::query(
             "UPDATE incidents SET status = 'acknowledged', acked_at = $1, acked_by = $2, updated_at = $1 \
              WHERE id = $3 AND status = 'open'",
@@ -254,7 +254,7 @@ impl Store {
         by: &str,
         why: &str,
     ) -> Result<bool, StoreError> {
-        let now = now_ms();
+        let now = self.now();
         let done = sqlx::query(
             "UPDATE incidents SET status = 'resolved', resolved_at = $1, resolved_by = $2, updated_at = $1 \
              WHERE id = $3 AND status <> 'resolved'",
@@ -275,7 +275,7 @@ impl Store {
     pub async fn set_incident_level(&self, id: &str, level: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE incidents SET level = $1, updated_at = $2 WHERE id = $3")
             .bind(level)
-            .bind(now_ms())
+            .bind(self.now())
             .bind(id)
             .execute(&self.writer)
             .await?;
@@ -290,7 +290,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE incidents SET facts = $1, updated_at = $2 WHERE id = $3")
             .bind(facts.to_string())
-            .bind(now_ms())
+            .bind(self.now())
             .bind(id)
             .execute(&self.writer)
             .await?;
@@ -311,7 +311,7 @@ impl Store {
         )
         .bind(uuid::Uuid::now_v7().to_string())
         .bind(incident_id)
-        .bind(now_ms())
+        .bind(self.now())
         .bind(kind)
         .bind(actor)
         .bind(message)
@@ -351,7 +351,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(uuid::Uuid::now_v7().to_string())
-        .bind(now_ms())
+        .bind(self.now())
         .bind(&a.alertname)
         .bind(&a.fingerprint)
         .bind(&a.status)

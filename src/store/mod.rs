@@ -54,6 +54,9 @@ pub struct Store {
     writer: AnyPool,
     reader: AnyPool,
     backend: Backend,
+    /// Stamps timeline entries, fires, notifications and audit entries (virtual in
+    /// simulations, so their timelines read in simulated time).
+    clock: crate::clock::Clock,
 }
 
 fn migrator() -> Migrator {
@@ -132,6 +135,7 @@ impl Store {
                     writer,
                     reader,
                     backend,
+                    clock: Default::default(),
                 }
             }
             Backend::Postgres => {
@@ -144,11 +148,23 @@ impl Store {
                     writer: pool.clone(),
                     reader: pool,
                     backend,
+                    clock: Default::default(),
                 }
             }
         };
         migrator().run(&store.writer).await?;
         Ok(store)
+    }
+
+    /// The same store, stamping times from `clock`.
+    pub fn with_clock(mut self, clock: crate::clock::Clock) -> Store {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, by the store's clock (ms since the epoch).
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Which engine this store uses.

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::{any::AnyRow, Row};
 
-use super::{ms_to_rfc3339, now_ms, Store, StoreError};
+use super::{ms_to_rfc3339, Store, StoreError};
 
 /// One notification to one channel.
 #[derive(Debug, Clone, Serialize)]
@@ -56,7 +56,7 @@ impl Store {
         payload: &serde_json::Value,
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
-        let now = now_ms();
+        let now = self.now();
         sqlx::query(
             "INSERT INTO outbox (id, channel, incident_id, kind, payload, status, attempts, next_attempt_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
@@ -78,7 +78,7 @@ impl Store {
             "SELECT {COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
              ORDER BY next_attempt_at, id LIMIT $2"
         ))
-        .bind(now_ms())
+        .bind(self.now())
         .bind(i64::from(limit))
         // A poll every 250 ms: on the readers, so it never waits behind run writes.
         .fetch_all(&self.reader)
@@ -88,7 +88,7 @@ impl Store {
 
     pub async fn mark_notification_sent(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL WHERE id = $2")
-            .bind(now_ms())
+            .bind(self.now())
             .bind(id)
             .execute(&self.writer)
             .await?;

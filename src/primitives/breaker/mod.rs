@@ -88,10 +88,8 @@ pub struct Breakers {
     redis: Arc<RedisConnections>,
     memory: Mutex<HashMap<String, MemoryBreaker>>,
     scripts: (redis::Script, redis::Script),
-}
-
-fn now_seconds() -> f64 {
-    crate::store::now_ms() as f64 / 1000.0
+    /// Half-open is computed from the open time and this clock, as the app computes it.
+    clock: crate::clock::Clock,
 }
 
 fn ttl_secs(d: Option<Duration>) -> u64 {
@@ -103,6 +101,7 @@ impl Breakers {
         configs: BTreeMap<String, BreakerConfig>,
         default_url: Option<String>,
         redis: Arc<RedisConnections>,
+        clock: crate::clock::Clock,
     ) -> Breakers {
         Breakers {
             configs,
@@ -113,10 +112,31 @@ impl Breakers {
                 redis::Script::new(RECORD_FAILURE),
                 redis::Script::new(RECORD_SUCCESS),
             ),
+            clock,
         }
     }
 
     /// Names of configured breakers.
+    /// Configuration of every breaker, by name.
+    pub fn configs(&self) -> &BTreeMap<String, BreakerConfig> {
+        &self.configs
+    }
+
+    /// Simulations: takes over what `other` holds in memory for breaker `name`.
+    pub fn adopt_memory(&self, name: &str, other: &Breakers) {
+        let theirs = other
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        let mut ours = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        match theirs {
+            Some(b) => ours.insert(name.to_string(), b),
+            None => ours.remove(name),
+        };
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.configs.keys().cloned().collect()
     }
@@ -146,7 +166,7 @@ impl Breakers {
     pub async fn read(&self, name: &str) -> Result<Snapshot, BreakerError> {
         let (cfg, keys) = self.config(name)?;
         let codec = Codec(cfg.preset);
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         let (state, failures, time): RawValues = if cfg.preset == BreakerPreset::Memory {
             self.memory_raw(name, now)
         } else {
@@ -166,7 +186,7 @@ impl Breakers {
     pub async fn record_failure(&self, name: &str) -> Result<Snapshot, BreakerError> {
         let (cfg, keys) = self.config(name)?;
         let codec = Codec(cfg.preset);
-        let now = now_seconds();
+        let now = self.clock.now_seconds();
         let every = cfg.preset != BreakerPreset::Django;
         if cfg.preset == BreakerPreset::Memory {
             let mut mem = self.memory.lock().unwrap_or_else(|p| p.into_inner());
@@ -212,7 +232,7 @@ impl Breakers {
         let (cfg, keys) = self.config(name)?;
         let codec = Codec(cfg.preset);
         if cfg.preset == BreakerPreset::Memory {
-            let now = now_seconds();
+            let now = self.clock.now_seconds();
             let mut mem = self.memory.lock().unwrap_or_else(|p| p.into_inner());
             let b = mem.entry(name.into()).or_default();
             b.state = Some((

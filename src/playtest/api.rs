@@ -1,0 +1,558 @@
+//! What a playbook test can call: `world()` and the world's builder, driver and read
+//! methods, and the assertions. Documented for users in docs/testing.md.
+
+use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, FLOAT, INT};
+use serde_json::Value;
+
+use crate::{
+    config::Config,
+    engine::Catalog,
+    world::{
+        driver::{Sim, SimRun},
+        SimEvent,
+    },
+};
+
+/// When every test world starts: 03:00 UTC, the hour runbooks are written for.
+const START: &str = "2026-11-27T03:00:00Z";
+
+/// What the running test shares with the functions it calls.
+pub struct TestContext {
+    pub config: Config,
+    pub catalog: Arc<Catalog>,
+    pub runtime: tokio::runtime::Handle,
+    /// Worlds this test built, for the failure report.
+    pub worlds: RefCell<Vec<Arc<Sim>>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<TestContext>>> = const { RefCell::new(None) };
+}
+
+/// Keeps a test's context installed on this thread until dropped.
+pub struct TestGuard;
+
+impl TestGuard {
+    pub fn install(ctx: TestContext) -> TestGuard {
+        CURRENT.with(|c| *c.borrow_mut() = Some(Rc::new(ctx)));
+        TestGuard
+    }
+}
+
+impl Drop for TestGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+fn context() -> Result<Rc<TestContext>, Box<EvalAltResult>> {
+    CURRENT
+        .with(|c| c.borrow().clone())
+        .ok_or_else(|| fail("world() is only available inside a test"))
+}
+
+fn fail(message: impl Into<String>) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(message.into()),
+        Position::NONE,
+    ))
+}
+
+/// The log of every run in the current test's worlds, for a failure report.
+pub fn logs_of_current_worlds() -> Vec<String> {
+    let Ok(ctx) = context() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for sim in ctx.worlds.borrow().iter() {
+        for run in sim.runs() {
+            out.push(format!(
+                "{} ({} {}{}) {}{}",
+                run.playbook,
+                run.event["kind"].as_str().unwrap_or(""),
+                run.event["name"].as_str().unwrap_or(""),
+                match run.event["status"].as_str() {
+                    Some(s) if !s.is_empty() => format!(" {s}"),
+                    _ => String::new(),
+                },
+                run.status,
+                run.error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+            out.extend(run.logs.iter().map(|l| format!("  {l}")));
+        }
+    }
+    out
+}
+
+/// A simulated world, as tests hold it.
+#[derive(Clone)]
+pub struct World(Arc<Sim>);
+
+fn new_world() -> Result<World, Box<EvalAltResult>> {
+    let ctx = context()?;
+    let start = chrono::DateTime::parse_from_rfc3339(START)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or_default();
+    let sim = Sim::new(&ctx.config, ctx.catalog.clone(), start, ctx.runtime.clone())
+        .map_err(|e| fail(e.to_string()))?;
+    let sim = Arc::new(sim);
+    ctx.worlds.borrow_mut().push(sim.clone());
+    Ok(World(sim))
+}
+
+/// Seconds (`90`, `1.5`) or text (`"31m"`, `"1h 5m"`).
+fn duration(v: &Dynamic) -> Result<Duration, Box<EvalAltResult>> {
+    if let Some(i) = v.clone().try_cast::<INT>() {
+        return Ok(Duration::from_secs(i.max(0) as u64));
+    }
+    if let Some(f) = v.clone().try_cast::<FLOAT>() {
+        return Ok(Duration::from_secs_f64(f.max(0.0)));
+    }
+    if let Some(s) = v.clone().try_cast::<ImmutableString>() {
+        return humantime::parse_duration(s.trim())
+            .map_err(|e| fail(format!("`{s}` is not a duration: {e}")));
+    }
+    Err(fail(format!(
+        "a duration is seconds or text like \"31m\", not {}",
+        v.type_name()
+    )))
+}
+
+fn seconds(v: &Dynamic) -> Result<f64, Box<EvalAltResult>> {
+    duration(v).map(|d| d.as_secs_f64())
+}
+
+fn to_dynamic(v: &impl serde::Serialize) -> Result<Dynamic, Box<EvalAltResult>> {
+    rhai::serde::to_dynamic(v)
+}
+
+fn run_map(run: &SimRun) -> Result<Dynamic, Box<EvalAltResult>> {
+    let mut v = serde_json::to_value(run).map_err(|e| fail(e.to_string()))?;
+    v["log"] = run.logs.join("\n").into();
+    to_dynamic(&v)
+}
+
+fn runs_array(runs: &[SimRun]) -> Result<Array, Box<EvalAltResult>> {
+    runs.iter().map(run_map).collect()
+}
+
+fn sim_err(e: crate::world::driver::SimError) -> Box<EvalAltResult> {
+    fail(e.to_string())
+}
+
+impl World {
+    fn alert(&self, name: &str, status: &str) -> Result<Array, Box<EvalAltResult>> {
+        let runs = self
+            .0
+            .alert(name, status, Value::Object(Default::default()))
+            .map_err(sim_err)?;
+        runs_array(&runs)
+    }
+
+    fn run(&self, playbook: &str, opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
+        for k in opts.keys() {
+            if !matches!(k.as_str(), "params" | "dry_run") {
+                return Err(fail(format!(
+                    "run(playbook, opts): unknown option `{k}` (params, dry_run)"
+                )));
+            }
+        }
+        let params: Value = match opts.get("params") {
+            Some(p) => rhai::serde::from_dynamic(p)?,
+            None => Value::Object(Default::default()),
+        };
+        let dry_run = opts
+            .get("dry_run")
+            .map(|d| {
+                d.as_bool()
+                    .map_err(|_| fail("dry_run must be true or false"))
+            })
+            .transpose()?
+            .unwrap_or(false);
+        let run = self
+            .0
+            .run_manual(playbook, params, dry_run)
+            .map_err(sim_err)?;
+        run_map(&run)
+    }
+
+    fn incident(&self) -> Result<Dynamic, Box<EvalAltResult>> {
+        match self.0.latest_incident().map_err(sim_err)? {
+            None => Ok(Dynamic::UNIT),
+            Some(i) => {
+                let mut v = serde_json::to_value(&i).map_err(|e| fail(e.to_string()))?;
+                v["age_seconds"] = ((self.0.now_ms() - i.opened_at) as f64 / 1000.0).into();
+                to_dynamic(&v)
+            }
+        }
+    }
+
+    fn set_stripe(&self, f: impl FnOnce(&mut crate::world::SimStripe)) {
+        f(&mut self.0.world.state().stripe)
+    }
+
+    fn note(&self, text: String) {
+        self.0.note("world", text);
+    }
+}
+
+/// Compares as JSON, with integers and floats of the same value equal.
+fn same(a: &Dynamic, b: &Dynamic) -> bool {
+    let a: Value = rhai::serde::from_dynamic(a).unwrap_or(Value::Null);
+    let b: Value = rhai::serde::from_dynamic(b).unwrap_or(Value::Null);
+    json_eq(&a, &b)
+}
+
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+fn show(v: &Dynamic) -> String {
+    if v.is_string() {
+        format!("{v:?}")
+    } else if v.is_unit() {
+        "()".into()
+    } else {
+        rhai::serde::from_dynamic::<Value>(v)
+            .map(|j| j.to_string())
+            .unwrap_or_else(|_| v.to_string())
+    }
+}
+
+fn with_message(what: String, message: &str) -> Box<EvalAltResult> {
+    if message.is_empty() {
+        fail(what)
+    } else {
+        fail(format!("{message}: {what}"))
+    }
+}
+
+fn assert_eq(actual: Dynamic, expected: Dynamic, message: &str) -> Result<(), Box<EvalAltResult>> {
+    if same(&actual, &expected) {
+        Ok(())
+    } else {
+        Err(with_message(
+            format!("expected {}, got {}", show(&expected), show(&actual)),
+            message,
+        ))
+    }
+}
+
+fn assert_ne(actual: Dynamic, other: Dynamic, message: &str) -> Result<(), Box<EvalAltResult>> {
+    if same(&actual, &other) {
+        Err(with_message(
+            format!("expected anything but {}", show(&other)),
+            message,
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `haystack` (text, or an array of values) contains `needle` (text inside a string, or
+/// an equal element).
+fn assert_contains(
+    haystack: Dynamic,
+    needle: Dynamic,
+    message: &str,
+) -> Result<(), Box<EvalAltResult>> {
+    let text_in = |h: &Dynamic| -> bool {
+        match (h.clone().into_string(), needle.clone().into_string()) {
+            (Ok(h), Ok(n)) => h.contains(&n),
+            _ => false,
+        }
+    };
+    let found = if haystack.is_string() {
+        text_in(&haystack)
+    } else if let Some(items) = haystack.clone().try_cast::<Array>() {
+        items.iter().any(|i| same(i, &needle) || text_in(i))
+    } else {
+        false
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(with_message(
+            format!("{} does not contain {}", show(&haystack), show(&needle)),
+            message,
+        ))
+    }
+}
+
+/// The test engine: the world API and the assertions, no primitives (tests drive
+/// playbooks; they do not act themselves).
+pub fn engine() -> Engine {
+    let mut e = Engine::new();
+    e.set_max_operations(50_000_000);
+    e.set_max_call_levels(64);
+    e.set_max_expr_depths(128, 128);
+    e.disable_symbol("eval");
+    e.on_print(|_| {});
+    e.register_type_with_name::<World>("World");
+    e.register_fn("world", new_world);
+
+    // ── the world, before and during the outage ──
+    e.register_fn(
+        "stripe_status",
+        |w: &mut World, indicator: &str, description: &str| -> Result<(), Box<EvalAltResult>> {
+            if !matches!(indicator, "none" | "minor" | "major" | "critical") {
+                return Err(fail(format!(
+                    "stripe_status: `{indicator}` is not none, minor, major or critical"
+                )));
+            }
+            w.set_stripe(|s| {
+                s.indicator = indicator.into();
+                s.description = description.into();
+            });
+            w.note(format!("Stripe status page: {indicator} — {description}"));
+            Ok(())
+        },
+    );
+    e.register_fn("stripe_status_page_down", |w: &mut World| {
+        w.set_stripe(|s| s.status_page_down = true);
+        w.note("Stripe status page unreadable".into());
+    });
+    e.register_fn("stripe_api_down", |w: &mut World| {
+        w.set_stripe(|s| s.api_down = true);
+        w.note("Stripe API unreachable".into());
+    });
+    e.register_fn("stripe_api_up", |w: &mut World| {
+        w.set_stripe(|s| s.api_down = false);
+        w.note("Stripe API reachable again".into());
+    });
+    e.register_fn("stripe_recovers", |w: &mut World| {
+        w.set_stripe(|s| {
+            s.api_down = false;
+            s.status_page_down = false;
+            s.indicator = "none".into();
+            s.description = "All Systems Operational".into();
+        });
+        w.0.world.state().app_failing = false;
+        w.note("Stripe recovers".into());
+    });
+    e.register_fn("stripe_key", |w: &mut World, key: &str| {
+        let key = (!key.is_empty()).then(|| key.to_string());
+        w.set_stripe(|s| s.key = key);
+        w.note("Stripe API key changed".into());
+    });
+    e.register_fn("stripe_rejects_key", |w: &mut World| {
+        w.set_stripe(|s| s.key_rejected = true);
+        w.note("Stripe rejects the API key".into());
+    });
+    e.register_fn("stripe_rate_limited", |w: &mut World| {
+        w.set_stripe(|s| s.rate_limited = true);
+    });
+    e.register_fn("intent", |w: &mut World, id: &str, status: &str| {
+        w.0.world.add_intent(id, status, None);
+    });
+    e.register_fn(
+        "intent",
+        |w: &mut World, id: &str, status: &str, payment_id: &str| {
+            w.0.world.add_intent(id, status, Some(payment_id.into()));
+        },
+    );
+    e.register_fn("undelivered_event", |w: &mut World, kind: &str| {
+        let id = w.0.world.next_id("evt");
+        let now = w.0.now_ms();
+        w.0.world.state().stripe.events.push(SimEvent {
+            id,
+            kind: kind.into(),
+            created_ms: now - 60_000,
+            delivered: false,
+        });
+    });
+    e.register_fn("webhook_endpoint", |w: &mut World, status: INT| {
+        w.0.world.state().webhook_endpoint = (status > 0).then_some(status as u16);
+        w.note(format!("the app's webhook endpoint answers {status}"));
+    });
+    e.register_fn("webhook_secret", |w: &mut World, secret: &str| {
+        w.0.world.state().webhook_secret = (!secret.is_empty()).then(|| secret.to_string());
+    });
+    e.register_fn("webhooks_received", |w: &mut World, n: INT| {
+        let now = w.0.now_ms();
+        let mut s = w.0.world.state();
+        for i in 0..n.max(0) {
+            s.webhook_rows.push(now - i * 1000);
+        }
+    });
+    e.register_fn(
+        "payment",
+        |w: &mut World, status: &str, age: Dynamic| -> Result<String, Box<EvalAltResult>> {
+            Ok(w.0.world.add_payment(status, seconds(&age)?, None))
+        },
+    );
+    e.register_fn(
+        "payment",
+        |w: &mut World,
+         status: &str,
+         age: Dynamic,
+         processor_ref: &str|
+         -> Result<String, Box<EvalAltResult>> {
+            Ok(w.0
+                .world
+                .add_payment(status, seconds(&age)?, Some(processor_ref.into())))
+        },
+    );
+    e.register_fn("payments_down", |w: &mut World| {
+        w.0.world.state().payments_down = true;
+        w.note("payments database unreachable".into());
+    });
+    e.register_fn(
+        "open_breaker",
+        |w: &mut World, ago: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            w.0.world
+                .open_breaker("stripe", seconds(&ago)?)
+                .map_err(fail)?;
+            w.note("the app's workers open breaker stripe".into());
+            Ok(())
+        },
+    );
+    e.register_fn(
+        "open_breaker",
+        |w: &mut World, name: &str, ago: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            w.0.world.open_breaker(name, seconds(&ago)?).map_err(fail)?;
+            w.note(format!("the app's workers open breaker {name}"));
+            Ok(())
+        },
+    );
+    e.register_fn("app_failing", |w: &mut World, failing: bool| {
+        w.0.world.state().app_failing = failing;
+        w.note(
+            if failing {
+                "the app's Stripe calls fail"
+            } else {
+                "the app's Stripe calls succeed"
+            }
+            .into(),
+        );
+    });
+    e.register_fn(
+        "setting",
+        |w: &mut World, name: &str, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            let v: Value = rhai::serde::from_dynamic(&value)?;
+            w.0.world.state().settings.insert(name.into(), v);
+            Ok(())
+        },
+    );
+
+    // ── driving it ──
+    e.register_fn("alert", |w: &mut World, name: &str| w.alert(name, "firing"));
+    e.register_fn("alert", |w: &mut World, name: &str, status: &str| {
+        w.alert(name, status)
+    });
+    e.register_fn("resolve", |w: &mut World, name: &str| {
+        w.alert(name, "resolved")
+    });
+    e.register_fn("run", |w: &mut World, playbook: &str| {
+        w.run(playbook, Map::new())
+    });
+    e.register_fn("run", |w: &mut World, playbook: &str, opts: Map| {
+        w.run(playbook, opts)
+    });
+    e.register_fn(
+        "advance",
+        |w: &mut World, by: Dynamic| -> Result<Array, Box<EvalAltResult>> {
+            let runs = w.0.advance(duration(&by)?).map_err(sim_err)?;
+            runs_array(&runs)
+        },
+    );
+
+    // ── reading it ──
+    e.register_fn("now", |w: &mut World| -> FLOAT {
+        w.0.now_ms() as FLOAT / 1000.0
+    });
+    e.register_fn(
+        "breaker",
+        |w: &mut World| -> Result<String, Box<EvalAltResult>> {
+            w.0.world
+                .breaker_state("stripe")
+                .map(String::from)
+                .map_err(fail)
+        },
+    );
+    e.register_fn(
+        "breaker",
+        |w: &mut World, name: &str| -> Result<String, Box<EvalAltResult>> {
+            w.0.world
+                .breaker_state(name)
+                .map(String::from)
+                .map_err(fail)
+        },
+    );
+    e.register_fn(
+        "payment_status",
+        |w: &mut World, id: &str| -> Result<String, Box<EvalAltResult>> {
+            w.0.world
+                .state()
+                .payments
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.status.clone())
+                .ok_or_else(|| fail(format!("no payment `{id}` in this world")))
+        },
+    );
+    e.register_fn("incident", |w: &mut World| w.incident());
+    e.register_fn(
+        "notifications",
+        |w: &mut World| -> Result<Dynamic, Box<EvalAltResult>> {
+            to_dynamic(&w.0.notifications().map_err(sim_err)?)
+        },
+    );
+    e.register_fn("runs", |w: &mut World| runs_array(&w.0.runs()));
+    e.register_fn("timeline", |w: &mut World| -> Array {
+        w.0.timeline()
+            .into_iter()
+            .map(|h| Dynamic::from(h.text))
+            .collect()
+    });
+
+    // ── assertions ──
+    e.register_fn("assert", |c: bool| -> Result<(), Box<EvalAltResult>> {
+        if c {
+            Ok(())
+        } else {
+            Err(fail("assertion failed"))
+        }
+    });
+    e.register_fn(
+        "assert",
+        |c: bool, message: &str| -> Result<(), Box<EvalAltResult>> {
+            if c {
+                Ok(())
+            } else {
+                Err(fail(format!("assertion failed: {message}")))
+            }
+        },
+    );
+    e.register_fn("assert_eq", |a: Dynamic, b: Dynamic| assert_eq(a, b, ""));
+    e.register_fn("assert_eq", |a: Dynamic, b: Dynamic, m: &str| {
+        assert_eq(a, b, m)
+    });
+    e.register_fn("assert_ne", |a: Dynamic, b: Dynamic| assert_ne(a, b, ""));
+    e.register_fn("assert_ne", |a: Dynamic, b: Dynamic, m: &str| {
+        assert_ne(a, b, m)
+    });
+    e.register_fn("assert_contains", |h: Dynamic, n: Dynamic| {
+        assert_contains(h, n, "")
+    });
+    e.register_fn("assert_contains", |h: Dynamic, n: Dynamic, m: &str| {
+        assert_contains(h, n, m)
+    });
+    e
+}

@@ -1,0 +1,516 @@
+//! Drives a simulated world: runs playbooks against it, delivers alerts as Alertmanager
+//! would, moves the virtual clock and walks the escalation table — all synchronously on the
+//! calling thread, so the same inputs always give the same timeline.
+//!
+//! Everything a playbook touches is real runbookd code: the compiled playbook, the runner
+//! and its sandbox, the primitives, the state store (an in-memory SQLite database), the
+//! notification outbox and the escalation evaluator. Only the backends are the world's.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::World;
+use crate::{
+    clock::Clock,
+    config::{ChannelConfig, Config},
+    engine::{
+        runner::{self, RunSpec},
+        Catalog,
+    },
+    escalation::Escalation,
+    notify::Notifier,
+    primitives::{payments::Payments, stripe::Stripe, webhooks::WebhookSecret, Services},
+    store::{Incident, IncidentStatus, Store},
+    triggers::TriggerSpec,
+};
+
+/// One finished run in a simulation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SimRun {
+    pub playbook: String,
+    /// The event it ran for (kind, name, status, incident, dry_run …).
+    pub event: Value,
+    /// Virtual time it started and finished (ms since the epoch).
+    pub started_ms: i64,
+    pub finished_ms: i64,
+    /// `succeeded`, `failed`, `timed_out`.
+    pub status: String,
+    pub result: Value,
+    pub error: Option<String>,
+    pub logs: Vec<String>,
+    pub actions: Vec<Value>,
+}
+
+/// Something that happened, for the timeline `runbookd simulate` prints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Happening {
+    pub at_ms: i64,
+    /// `world`, `alert`, `run`, `log`, `action`, `escalation`, `notify`.
+    pub kind: String,
+    pub text: String,
+}
+
+/// Errors setting up a simulation.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("simulation store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("simulation: {0}")]
+    Setup(String),
+}
+
+/// A simulated world with runbookd's playbooks, store and escalation table around it.
+pub struct Sim {
+    pub world: Arc<World>,
+    pub config: Config,
+    pub store: Store,
+    pub catalog: Arc<Catalog>,
+    escalation: Escalation,
+    notifier: Arc<Notifier>,
+    runtime: tokio::runtime::Handle,
+    runs: Mutex<Vec<SimRun>>,
+    timeline: Mutex<Vec<Happening>>,
+    /// How many notifications the timeline has shown already.
+    notified: Mutex<usize>,
+    next_run: Mutex<u64>,
+}
+
+/// Channels exist in a simulation by name only: every one captures instead of sending, so
+/// a simulation never pages anyone and needs none of their secrets.
+fn captured_channels(config: &Config) -> std::collections::BTreeMap<String, ChannelConfig> {
+    config
+        .channels
+        .keys()
+        .filter_map(|name| {
+            toml::from_str::<ChannelConfig>("type = \"log\"")
+                .ok()
+                .map(|c| (name.clone(), c))
+        })
+        .collect()
+}
+
+impl Sim {
+    /// A healthy world at `start_ms` on a virtual clock. Must be called from outside the
+    /// runtime `runtime` belongs to (it blocks on it).
+    pub fn new(
+        config: &Config,
+        catalog: Arc<Catalog>,
+        start_ms: i64,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Sim, SimError> {
+        let clock = Clock::virtual_at(start_ms);
+        let world = World::new(clock.clone(), config);
+        let store = runtime
+            .block_on(Store::connect(
+                &format!(
+                    "sqlite:file:runbookd-sim-{}?mode=memory&cache=shared",
+                    uuid::Uuid::now_v7().simple()
+                ),
+                1,
+            ))?
+            .with_clock(clock);
+        let channels = captured_channels(config);
+        let notifier = Arc::new(
+            Notifier::from_config(&channels, &config.notify, store.clone(), None)
+                .map_err(|e| SimError::Setup(e.to_string()))?,
+        );
+        let names = notifier.channel_names();
+        let escalation = Escalation::load(config.escalation.file.clone(), names)
+            .map_err(|e| SimError::Setup(format!("escalation table: {e}")))?;
+        Ok(Sim {
+            world,
+            config: config.clone(),
+            store,
+            catalog,
+            escalation,
+            notifier,
+            runtime,
+            runs: Mutex::new(Vec::new()),
+            timeline: Mutex::new(Vec::new()),
+            notified: Mutex::new(0),
+            next_run: Mutex::new(0),
+        })
+    }
+
+    /// Virtual now, ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.world.clock().now_ms()
+    }
+
+    /// The backends playbooks see: the world's, with the config's settings and the world's
+    /// own settings on top.
+    pub fn services(&self) -> Services {
+        let mut settings: serde_json::Map<String, Value> = self
+            .config
+            .playbooks
+            .settings
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), serde_json::to_value(v).ok()?)))
+            .collect();
+        for (k, v) in self.world.state().settings.iter() {
+            merge(&mut settings, k, v.clone());
+        }
+        let secret = self.world.state().webhook_secret.clone();
+        Services {
+            store: Some(self.store.clone()),
+            runtime: self.runtime.clone(),
+            breakers: self.world.breakers().clone(),
+            payments: Payments::simulated(self.world.clone()),
+            stripe: Stripe::simulated(&self.config.stripe, self.world.clone()),
+            webhook_secret: WebhookSecret::simulated(secret.as_deref()),
+            celery: crate::primitives::celery::Celery::new(&Default::default(), Default::default()),
+            notifier: Some(self.notifier.clone()),
+            settings: Arc::new(settings),
+            clock: self.world.clock().clone(),
+            world: Some(self.world.clone()),
+        }
+    }
+
+    /// Notes something on the timeline at virtual now.
+    pub fn note(&self, kind: &str, text: impl Into<String>) {
+        let at_ms = self.now_ms();
+        self.lock_timeline().push(Happening {
+            at_ms,
+            kind: kind.into(),
+            text: text.into(),
+        });
+    }
+
+    fn lock_timeline(&self) -> std::sync::MutexGuard<'_, Vec<Happening>> {
+        self.timeline.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Everything that happened so far, in order.
+    pub fn timeline(&self) -> Vec<Happening> {
+        self.collect_notifications();
+        self.lock_timeline().clone()
+    }
+
+    /// Every run so far, oldest first.
+    pub fn runs(&self) -> Vec<SimRun> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs `playbook` for `event` (a map like the daemon builds) to completion.
+    pub fn run_event(&self, playbook: &str, mut event: Value) -> Result<SimRun, SimError> {
+        let pb = self.catalog.get(playbook).ok_or_else(|| {
+            match self.catalog.errors().get(playbook) {
+                Some(e) => SimError::Setup(format!("playbook `{playbook}` does not load: {e}")),
+                None => SimError::Setup(format!("no playbook named `{playbook}`")),
+            }
+        })?;
+        let run_id = {
+            let mut n = self.next_run.lock().unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            format!("sim-run-{n}")
+        };
+        for key in ["labels", "annotations", "params"] {
+            if !event[key].is_object() {
+                event[key] = json!({});
+            }
+        }
+        let dry_run = event["dry_run"].as_bool().unwrap_or(false);
+        event["dry_run"] = dry_run.into();
+        let started_ms = self.now_ms();
+        self.note(
+            "run",
+            format!(
+                "{playbook} started ({} {}{})",
+                event["kind"].as_str().unwrap_or("manual"),
+                event["name"].as_str().unwrap_or(playbook),
+                if dry_run { ", dry run" } else { "" }
+            ),
+        );
+        let outcome = runner::execute(
+            self.catalog.engine(),
+            &pb,
+            RunSpec {
+                run_id: &run_id,
+                event: &event,
+                dry_run,
+                timeout: self.config.playbooks.timeout,
+                max_log_lines: self.config.playbooks.max_log_lines,
+            },
+            self.services(),
+            CancellationToken::new(),
+        );
+        let finished_ms = self.now_ms();
+        for line in &outcome.logs {
+            let at_ms = chrono::DateTime::parse_from_rfc3339(&line.at)
+                .map(|t| t.timestamp_millis())
+                .unwrap_or(finished_ms);
+            self.lock_timeline().push(Happening {
+                at_ms,
+                kind: if line.message.starts_with("dry run: would")
+                    || line.message.ends_with(": done")
+                {
+                    "action".into()
+                } else {
+                    "log".into()
+                },
+                text: format!("{playbook}: {}", line.message),
+            });
+        }
+        let error = outcome.error.as_ref().map(|e| match (e.line, e.column) {
+            (Some(l), Some(c)) => format!("{} (line {l}, column {c})", e.message),
+            _ => e.message.clone(),
+        });
+        let run = SimRun {
+            playbook: playbook.into(),
+            event,
+            started_ms,
+            finished_ms,
+            status: outcome.status.as_str().into(),
+            result: outcome.result.unwrap_or(Value::Null),
+            error: error.clone(),
+            logs: outcome
+                .logs
+                .iter()
+                .map(|l| {
+                    if l.level == "info" {
+                        l.message.clone()
+                    } else {
+                        format!("{}: {}", l.level, l.message)
+                    }
+                })
+                .collect(),
+            actions: outcome.actions,
+        };
+        self.note(
+            "run",
+            format!(
+                "{playbook} {}{}",
+                run.status,
+                error.map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+        );
+        self.collect_notifications();
+        self.runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(run.clone());
+        Ok(run)
+    }
+
+    /// An operator's run, as `POST /api/v1/playbooks/NAME/runs` starts it.
+    pub fn run_manual(
+        &self,
+        playbook: &str,
+        params: Value,
+        dry_run: bool,
+    ) -> Result<SimRun, SimError> {
+        self.run_event(
+            playbook,
+            json!({"kind": "manual", "name": playbook, "status": "", "params": params, "dry_run": dry_run}),
+        )
+    }
+
+    fn block<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
+    ) -> Result<T, SimError> {
+        self.runtime.block_on(f).map_err(SimError::from)
+    }
+
+    /// The incident for alert `name` (one per alert name in a simulation).
+    pub fn incident_for(&self, name: &str) -> Result<Option<Incident>, SimError> {
+        self.block(self.store.open_incident_by_key(&format!("alert:{name}")))
+    }
+
+    /// The most recently opened incident, open or not.
+    pub fn latest_incident(&self) -> Result<Option<Incident>, SimError> {
+        Ok(self
+            .block(self.store.list_incidents(None, 1))?
+            .into_iter()
+            .next())
+    }
+
+    /// Alertmanager delivers alert `name` as `firing` or `resolved`: the incident is opened
+    /// (firing) and every playbook whose trigger matches runs, as the daemon would; a
+    /// resolved alert runs the playbooks that opted in, then resolves the incident.
+    pub fn alert(&self, name: &str, status: &str, labels: Value) -> Result<Vec<SimRun>, SimError> {
+        let resolved = match status {
+            "firing" => false,
+            "resolved" => true,
+            other => {
+                return Err(SimError::Setup(format!(
+                    "alert status `{other}` is not firing or resolved"
+                )))
+            }
+        };
+        let mut labels = labels.as_object().cloned().unwrap_or_default();
+        labels.insert("alertname".into(), name.into());
+        self.note("alert", format!("{name} {status}"));
+        let key = format!("alert:{name}");
+        let incident = match self.block(self.store.open_incident_by_key(&key))? {
+            Some(i) => Some(i),
+            None if !resolved => {
+                let now = self.now_ms();
+                let i = self.block(self.store.create_incident(
+                    &key,
+                    &key,
+                    &format!("{name} (simulated)"),
+                    &Value::Object(labels.clone()),
+                    now,
+                ))?;
+                self.note("incident", format!("incident opened for {name}"));
+                Some(i)
+            }
+            None => None,
+        };
+        let mut runs = Vec::new();
+        for pb in self.catalog.playbooks() {
+            let wants = pb.triggers.iter().any(|t| match t {
+                TriggerSpec::Alert {
+                    alert,
+                    labels: want,
+                    on_resolved,
+                    ..
+                } => {
+                    alert == name
+                        && (!resolved || *on_resolved)
+                        && want
+                            .iter()
+                            .all(|(k, v)| labels.get(k).and_then(Value::as_str) == Some(v))
+                }
+                _ => false,
+            });
+            if !wants {
+                continue;
+            }
+            runs.push(self.run_event(
+                &pb.name,
+                json!({
+                    "kind": "alert", "name": name, "status": status, "labels": labels,
+                    "annotations": {}, "params": {},
+                    "incident": incident.as_ref().map(|i| i.id.clone()),
+                }),
+            )?);
+        }
+        if let (true, Some(i)) = (resolved, &incident) {
+            self.block(self.store.resolve_incident(
+                &i.id,
+                "alertmanager",
+                &format!("{name} resolved"),
+            ))?;
+            self.note("incident", format!("incident for {name} resolved"));
+            // The resolution notice to every paged channel goes out on the next pass.
+            self.escalate()?;
+        }
+        Ok(runs)
+    }
+
+    /// One pass of the escalation table; runs the playbooks of levels that fire.
+    pub fn escalate(&self) -> Result<Vec<SimRun>, SimError> {
+        let requests = self
+            .runtime
+            .block_on(crate::escalation::evaluate(&self.escalation, &self.store))
+            .map_err(SimError::Setup)?;
+        let mut runs = Vec::new();
+        self.collect_notifications();
+        for req in requests {
+            let event = serde_json::to_value(&req.event).unwrap_or_default();
+            runs.push(self.run_event(&req.playbook, event)?);
+        }
+        Ok(runs)
+    }
+
+    /// Time passes: the world moves in steps of the escalation interval, the table is
+    /// evaluated after each step (as the daemon's evaluator would), level playbooks run.
+    pub fn advance(&self, by: Duration) -> Result<Vec<SimRun>, SimError> {
+        let step = self
+            .config
+            .escalation
+            .interval
+            .max(Duration::from_secs(1))
+            .as_millis() as i64;
+        let mut left = by.as_millis() as i64;
+        let mut runs = Vec::new();
+        while left > 0 {
+            let d = left.min(step);
+            self.world.pass_time(d);
+            left -= d;
+            runs.extend(self.escalate()?);
+        }
+        Ok(runs)
+    }
+
+    /// Every notification queued so far (channel, kind, title, text, level).
+    pub fn notifications(&self) -> Result<Vec<Value>, SimError> {
+        let mut items = self.block(self.store.list_notifications(10_000))?;
+        items.sort_by_key(|i| i.created_at_ms);
+        Ok(items
+            .into_iter()
+            .map(|i| {
+                json!({
+                    "channel": i.channel,
+                    "kind": i.kind,
+                    "title": i.payload["title"],
+                    "text": i.payload["text"],
+                    "level": i.payload["level"],
+                    "incident": i.incident_id,
+                    "at": i.created_at,
+                })
+            })
+            .collect())
+    }
+
+    /// Puts notifications queued since the last look on the timeline.
+    fn collect_notifications(&self) {
+        let Ok(items) = self.notifications() else {
+            return;
+        };
+        let mut seen = self.notified.lock().unwrap_or_else(|p| p.into_inner());
+        for n in items.iter().skip(*seen) {
+            let at_ms = n["at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_millis())
+                .unwrap_or_else(|| self.now_ms());
+            let kind = if n["kind"] == "message" {
+                "notify"
+            } else {
+                "escalation"
+            };
+            self.lock_timeline().push(Happening {
+                at_ms,
+                kind: kind.into(),
+                text: format!(
+                    "→ {} [{}] {}",
+                    n["channel"].as_str().unwrap_or(""),
+                    n["kind"].as_str().unwrap_or(""),
+                    n["text"].as_str().unwrap_or("")
+                ),
+            });
+        }
+        *seen = items.len();
+    }
+
+    /// Whether incident `id` is still open (or acknowledged).
+    pub fn is_open(&self, incident: &Incident) -> bool {
+        incident.status != IncidentStatus::Resolved
+    }
+}
+
+/// Sets `a.b.c` in a settings map, creating tables on the way.
+fn merge(settings: &mut serde_json::Map<String, Value>, key: &str, value: Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or(key);
+    let mut table = settings;
+    for p in parts {
+        let entry = table.entry(p.to_string()).or_insert_with(|| json!({}));
+        if !entry.is_object() {
+            *entry = json!({});
+        }
+        let Some(next) = entry.as_object_mut() else {
+            return;
+        };
+        table = next;
+    }
+    table.insert(last.to_string(), value);
+}

@@ -1,0 +1,250 @@
+//! A simulated world: the payments app, its breaker, its database and Stripe, in memory and
+//! on a virtual clock, behind the same primitives playbooks use in production. Playbook
+//! tests (`runbookd test`), outage simulations (`runbookd simulate`) and the demo daemon
+//! (`runbookd serve --world`) run the real playbook code unchanged against it.
+//!
+//! - [`World`]: the state (payments, webhook rows, Stripe's status page, key, PaymentIntents
+//!   and events, the webhook endpoint) and the app's behaviour as time passes (while Stripe
+//!   fails the app, its workers keep reopening the breaker).
+//! - `payments.rs`, `stripe.rs`: what the `payments::*`, `stripe::*` and `webhooks::*`
+//!   primitives answer in a simulation.
+//! - [`driver::Sim`]: runs playbooks, delivers alerts, moves time and walks the escalation
+//!   table — synchronously, so a simulation is deterministic.
+
+pub mod driver;
+mod payments;
+mod stripe;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use futures_util::FutureExt;
+
+use crate::{clock::Clock, primitives::breaker::Breakers};
+
+/// One payment row of the simulated app.
+#[derive(Debug, Clone)]
+pub struct SimPayment {
+    pub id: String,
+    pub account_id: String,
+    pub amount: String,
+    pub status: String,
+    pub processor_ref: Option<String>,
+    pub metadata: serde_json::Value,
+    pub created_ms: i64,
+}
+
+/// A PaymentIntent in the simulated Stripe.
+#[derive(Debug, Clone)]
+pub struct SimIntent {
+    pub status: String,
+    pub payment_id: Option<String>,
+    pub amount: i64,
+    pub created_ms: i64,
+}
+
+/// An event in the simulated Stripe; `delivered: false` is a failed webhook delivery.
+#[derive(Debug, Clone)]
+pub struct SimEvent {
+    pub id: String,
+    pub kind: String,
+    pub created_ms: i64,
+    pub delivered: bool,
+}
+
+/// Simulated Stripe.
+#[derive(Debug, Clone)]
+pub struct SimStripe {
+    /// Status page `status.indicator`: none, minor, major, critical.
+    pub indicator: String,
+    pub description: String,
+    /// The status page cannot be read.
+    pub status_page_down: bool,
+    /// The API cannot be reached (connection errors).
+    pub api_down: bool,
+    /// The API key runbookd holds (`None`: not set). Never shown, only classified.
+    pub key: Option<String>,
+    /// Stripe answers 401 to the key (expired, rotated, revoked).
+    pub key_rejected: bool,
+    /// Answer 429 to every request.
+    pub rate_limited: bool,
+    /// Simulated API latency.
+    pub latency_ms: f64,
+    pub intents: BTreeMap<String, SimIntent>,
+    pub events: Vec<SimEvent>,
+}
+
+impl Default for SimStripe {
+    fn default() -> Self {
+        SimStripe {
+            indicator: "none".into(),
+            description: "All Systems Operational".into(),
+            status_page_down: false,
+            api_down: false,
+            key: Some("sk_live_simulated".into()),
+            key_rejected: false,
+            rate_limited: false,
+            latency_ms: 120.0,
+            intents: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+/// Everything in the world that is not the breaker.
+#[derive(Debug, Clone, Default)]
+pub struct WorldState {
+    pub payments: Vec<SimPayment>,
+    /// `created_ms` of the app's `webhook_received` audit rows.
+    pub webhook_rows: Vec<i64>,
+    pub stripe: SimStripe,
+    /// What the app's webhook endpoint answers to an unsigned `{}`; `None`: unreachable.
+    pub webhook_endpoint: Option<u16>,
+    /// The webhook signing secret runbookd holds (`None`: not set).
+    pub webhook_secret: Option<String>,
+    /// The payments database does not answer.
+    pub payments_down: bool,
+    /// The app's calls to Stripe fail: while time passes its workers record failures and the
+    /// breaker reopens whenever it lets a request through.
+    pub app_failing: bool,
+    /// Extra `[playbooks.settings]` for this world (tests tune playbooks this way).
+    pub settings: serde_json::Map<String, serde_json::Value>,
+    next_id: u64,
+}
+
+/// The simulated world. Cheap to share; all state behind one lock.
+pub struct World {
+    clock: Clock,
+    breakers: Arc<Breakers>,
+    state: Mutex<WorldState>,
+}
+
+impl World {
+    /// A healthy world at `start_ms` on a virtual clock (or the real clock for
+    /// `serve --world`), with the configured breakers kept in memory.
+    pub fn new(clock: Clock, config: &crate::config::Config) -> Arc<World> {
+        let mut breakers = config.breakers.clone();
+        for cfg in breakers.values_mut() {
+            cfg.preset = crate::config::BreakerPreset::Memory;
+        }
+        Arc::new(World {
+            breakers: Arc::new(Breakers::new(
+                breakers,
+                None,
+                Default::default(),
+                clock.clone(),
+            )),
+            clock,
+            state: Mutex::new(WorldState {
+                webhook_endpoint: Some(400),
+                webhook_secret: Some("whsec_simulated".into()),
+                ..Default::default()
+            }),
+        })
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn breakers(&self) -> &Arc<Breakers> {
+        &self.breakers
+    }
+
+    /// The world's state, for reading or changing it.
+    pub fn state(&self) -> MutexGuard<'_, WorldState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh id with a prefix (`pay_3`, `pi_4`, `evt_5`).
+    pub fn next_id(&self, prefix: &str) -> String {
+        let mut s = self.state();
+        s.next_id += 1;
+        format!("{prefix}_{}", s.next_id)
+    }
+
+    /// Adds a payment created `age_s` ago; returns its id.
+    pub fn add_payment(&self, status: &str, age_s: f64, processor_ref: Option<String>) -> String {
+        let id = self.next_id("pay");
+        let now = self.clock.now_ms();
+        self.state().payments.push(SimPayment {
+            id: id.clone(),
+            account_id: "acct_simulated".into(),
+            amount: "42.50".into(),
+            status: status.into(),
+            processor_ref,
+            metadata: serde_json::json!({}),
+            created_ms: now - (age_s * 1000.0) as i64,
+        });
+        id
+    }
+
+    /// Adds a PaymentIntent to the simulated Stripe.
+    pub fn add_intent(&self, id: &str, status: &str, payment_id: Option<String>) {
+        let now = self.clock.now_ms();
+        self.state().stripe.intents.insert(
+            id.into(),
+            SimIntent {
+                status: status.into(),
+                payment_id,
+                amount: 4250,
+                created_ms: now,
+            },
+        );
+    }
+
+    /// Opens a breaker the way the app's workers do: threshold failures, `secs_ago`
+    /// seconds ago (so half-open can already be due).
+    pub fn open_breaker(&self, name: &str, secs_ago: f64) -> Result<(), String> {
+        let back = (secs_ago.max(0.0) * 1000.0) as i64;
+        let at = Clock::virtual_at(self.clock.now_ms() - back);
+        let past = Breakers::new(
+            self.breakers.configs().clone(),
+            None,
+            Default::default(),
+            at,
+        );
+        // Record in the past on a copy, then move its memory into ours.
+        let threshold = self
+            .breakers
+            .configs()
+            .get(name)
+            .map(|c| c.failure_threshold)
+            .ok_or_else(|| format!("no breaker named `{name}`"))?;
+        for _ in 0..threshold {
+            past.record_failure(name)
+                .now_or_never()
+                .ok_or("a memory breaker never waits")?
+                .map_err(|e| e.to_string())?;
+        }
+        self.breakers.adopt_memory(name, &past);
+        Ok(())
+    }
+
+    /// The breaker's state now (`closed`, `open`, `half_open`).
+    pub fn breaker_state(&self, name: &str) -> Result<&'static str, String> {
+        self.breakers
+            .read(name)
+            .now_or_never()
+            .ok_or("a memory breaker never waits")?
+            .map(|s| s.state)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Time passes by `ms`: the clock moves, and the app keeps doing what it does. While its
+    /// Stripe calls fail, every request the breaker lets through fails, so a breaker that is
+    /// closed or half-open is opened again at once.
+    pub fn pass_time(&self, ms: i64) {
+        self.clock.advance(ms);
+        if !self.state().app_failing {
+            return;
+        }
+        for name in self.breakers.names() {
+            if self.breaker_state(&name).is_ok_and(|s| s != "open") {
+                let _ = self.open_breaker(&name, 0.0);
+            }
+        }
+    }
+}
