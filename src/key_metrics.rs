@@ -36,6 +36,14 @@ use crate::{config::KeyMetricsConfig, primitives::Services, store::now_ms};
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// A series without labels that appears only once it has been measured: a payment failure
+/// ratio of 0 must mean "none failed", never "runbookd has no payments database".
+type Measured<G> = Family<Vec<(String, String)>, G>;
+
+fn unlabelled() -> Vec<(String, String)> {
+    Vec::new()
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BreakerStateLabels {
     breaker: String,
@@ -70,12 +78,12 @@ pub struct KeyMetrics {
     breaker_state: Family<BreakerStateLabels, Gauge>,
     breaker_failures: Family<BreakerLabel, Gauge>,
     breaker_open_seconds: Family<BreakerLabel, FloatGauge>,
-    failure_ratio: FloatGauge,
+    failure_ratio: Measured<FloatGauge>,
     recent: Family<StatusLabel, Gauge>,
-    oldest_pending: FloatGauge,
-    webhook_ratio: FloatGauge,
-    webhook_expected: Gauge,
-    webhook_received: Gauge,
+    oldest_pending: Measured<FloatGauge>,
+    webhook_ratio: Measured<FloatGauge>,
+    webhook_expected: Measured<Gauge>,
+    webhook_received: Measured<Gauge>,
     stripe_seconds: Histogram,
     stripe_probes: Family<ResultLabel, Counter>,
     errors: Family<MetricLabel, Counter>,
@@ -89,12 +97,12 @@ impl KeyMetrics {
             breaker_state: Family::default(),
             breaker_failures: Family::default(),
             breaker_open_seconds: Family::default(),
-            failure_ratio: FloatGauge::default(),
+            failure_ratio: Measured::default(),
             recent: Family::default(),
-            oldest_pending: FloatGauge::default(),
-            webhook_ratio: FloatGauge::default(),
-            webhook_expected: Gauge::default(),
-            webhook_received: Gauge::default(),
+            oldest_pending: Measured::default(),
+            webhook_ratio: Measured::default(),
+            webhook_expected: Measured::default(),
+            webhook_received: Measured::default(),
             stripe_seconds: Histogram::new(exponential_buckets(0.025, 2.0, 12)),
             stripe_probes: Family::default(),
             errors: Family::default(),
@@ -227,7 +235,9 @@ impl KeyMetrics {
         }
         let counts = services.payments.counts(cfg.failure_window).await;
         if let Ok(c) = &counts {
-            self.failure_ratio.set(c.failure_rate);
+            self.failure_ratio
+                .get_or_create(&unlabelled())
+                .set(c.failure_rate);
             for status in ["pending", "completed", "failed", "refunded"] {
                 let n = c.by_status.get(status).copied().unwrap_or(0);
                 self.recent
@@ -243,7 +253,9 @@ impl KeyMetrics {
         );
         let oldest = services.payments.oldest_pending_age().await;
         if let Ok(age) = &oldest {
-            self.oldest_pending.set(age.unwrap_or(0.0));
+            self.oldest_pending
+                .get_or_create(&unlabelled())
+                .set(age.unwrap_or(0.0));
         }
         self.measured(
             "payments_oldest_pending_age",
@@ -279,14 +291,18 @@ impl KeyMetrics {
         }
         .await;
         if let Ok((expected, received)) = outcome {
-            self.webhook_expected.set(expected);
-            self.webhook_received.set(received);
+            self.webhook_expected
+                .get_or_create(&unlabelled())
+                .set(expected);
+            self.webhook_received
+                .get_or_create(&unlabelled())
+                .set(received);
             let ratio = if expected == 0 {
                 1.0
             } else {
                 (received as f64 / expected as f64).min(1.0)
             };
-            self.webhook_ratio.set(ratio);
+            self.webhook_ratio.get_or_create(&unlabelled()).set(ratio);
         }
         self.measured("webhook_delivery_ratio", outcome.map(|_| ()));
     }

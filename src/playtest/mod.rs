@@ -66,14 +66,9 @@ impl Report {
         self.results.len() - self.passed() + self.broken_files.len()
     }
 
-    /// The summary line.
+    /// The summary line, the last line `runbookd test` prints.
     pub fn summary(&self) -> String {
-        format!(
-            "{} passed, {} failed ({:.2} s)",
-            self.passed(),
-            self.failed(),
-            self.took.as_secs_f64()
-        )
+        format!("{} passed, {} failed", self.passed(), self.failed())
     }
 
     /// What `runbookd test` prints.
@@ -98,8 +93,12 @@ impl Report {
                 out.push_str(&format!("      | {line}\n"));
             }
         }
-        out.push_str(&self.summary());
-        out.push('\n');
+        out.push_str(&format!(
+            "{} tests in {:.2} s\n{}\n",
+            self.results.len() + self.broken_files.len(),
+            self.took.as_secs_f64(),
+            self.summary()
+        ));
         out
     }
 }

@@ -1,4 +1,4 @@
-//! The CLI: `check` and `run`.
+//! The CLI: `check`, `run` and `test`.
 
 use std::process::Command;
 
@@ -50,11 +50,12 @@ async fn check_prints_path_line_col_and_exits_1() {
 }
 
 #[tokio::test]
-async fn shipped_playbooks_compile() {
+async fn shipped_playbooks_compile_and_their_tests_pass() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
     let out = Command::new(BIN)
-        .arg("check")
+        .args(["check", "--with-tests"])
         .arg(dir)
+        .env_remove("RUST_LOG")
         .output()
         .expect("check");
     assert_eq!(
@@ -63,6 +64,86 @@ async fn shipped_playbooks_compile() {
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains(" passed, 0 failed") && !summary.starts_with("0 passed"),
+        "{stdout}"
+    );
+}
+
+const FLAKY_BREAKER: &str = r#"
+fn run(event) {
+    let b = breaker("stripe");
+    log(`breaker is ${b.state}`);
+    if b.state != "closed" { b.reset(); }
+    b.state
+}
+"#;
+
+#[tokio::test]
+async fn test_reports_where_what_differed_and_the_playbook_log() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("fix_breaker", FLAKY_BREAKER);
+    std::fs::create_dir(ws.playbooks().join("tests")).expect("mkdir");
+    std::fs::write(
+        ws.playbooks().join("tests/fix_breaker.rhai"),
+        "fn test_resets_an_open_breaker() {
+    let w = world();
+    w.open_breaker(100);
+             let r = w.run(\"fix_breaker\");
+    assert_eq(w.breaker(), \"closed\");
+}
+
+         fn test_wrong_expectation() {
+    let w = world();
+    w.open_breaker(100);
+             let r = w.run(\"fix_breaker\");
+    assert_eq(r.result, \"open\", \"what the run returned\");
+}
+
+         fn helper_not_a_test() { assert(false); }
+",
+    )
+    .expect("write test");
+    let out = Command::new(BIN)
+        .arg("test")
+        .arg(ws.playbooks())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("ok    fix_breaker::test_resets_an_open_breaker"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL  fix_breaker::test_wrong_expectation"),
+        "{stdout}"
+    );
+    let at = format!(
+        "{}:12:5:",
+        ws.playbooks().join("tests/fix_breaker.rhai").display()
+    );
+    assert!(stdout.contains(&at), "where it failed: {stdout}");
+    assert!(
+        stdout.contains("what the run returned: expected \"open\", got \"closed\""),
+        "what differed: {stdout}"
+    );
+    assert!(
+        stdout.contains("| fix_breaker (manual fix_breaker) succeeded"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("|   breaker is half_open"),
+        "the playbook's log: {stdout}"
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("1 passed, 1 failed"),
+        "{stdout}"
     );
 }
 

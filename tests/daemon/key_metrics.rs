@@ -151,3 +151,30 @@ async fn key_metrics_follow_the_app() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn nothing_configured_exports_no_made_up_values() {
+    let ws = crate::helpers::Workspace::new(crate::helpers::Db::Sqlite).await;
+    let d = Daemon::start(
+        &ws,
+        &crate::helpers::Options {
+            env: vec![("RUNBOOKD_KEY_METRICS__INTERVAL".into(), "100ms".into())],
+            ..Default::default()
+        },
+    );
+    // Let a few rounds pass.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let text = d.metrics().await;
+    for series in [
+        "runbookd_payments_failure_ratio",
+        "runbookd_payments_oldest_pending_age_seconds",
+        "runbookd_webhook_delivery_ratio",
+        "runbookd_breaker_state{",
+    ] {
+        assert_eq!(
+            sample(&text, series),
+            None,
+            "{series} without a backend would be a made-up value:\n{text}"
+        );
+    }
+}
