@@ -80,7 +80,7 @@ fn main() -> ExitCode {
                 ..
             }
     ) {
-        config.log.level = "warn".into();
+        config.log.level = "error,runbookd::primitives=off,runbookd::escalation=off".into();
     }
     init_tracing(&config);
     // Checks and tests need no daemon runtime (tests build their own).

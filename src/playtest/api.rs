@@ -431,6 +431,10 @@ pub fn engine() -> Engine {
             Ok(())
         },
     );
+    e.register_fn("breaker_stuck", |w: &mut World| {
+        w.0.world.state().breaker_stuck = true;
+        w.note("the app never tries the half-open breaker: it is stuck open".into());
+    });
     e.register_fn("app_failing", |w: &mut World, failing: bool| {
         w.0.world.state().app_failing = failing;
         w.note(

@@ -106,9 +106,13 @@ pub struct WorldState {
     pub webhook_secret: Option<String>,
     /// The payments database does not answer.
     pub payments_down: bool,
-    /// The app's calls to Stripe fail: while time passes its workers record failures and the
-    /// breaker reopens whenever it lets a request through.
+    /// The app's calls to Stripe fail for a reason of its own (besides Stripe being down):
+    /// while time passes its workers record failures and the breaker reopens whenever it lets
+    /// a request through.
     pub app_failing: bool,
+    /// The app never runs its half-open trial (no traffic, or the runbook's "breaker stuck
+    /// open"): only a reset closes the breaker.
+    pub breaker_stuck: bool,
     /// Extra `[playbooks.settings]` for this world (tests tune playbooks this way).
     pub settings: serde_json::Map<String, serde_json::Value>,
     next_id: u64,
@@ -233,17 +237,33 @@ impl World {
             .map_err(|e| e.to_string())
     }
 
-    /// Time passes by `ms`: the clock moves, and the app keeps doing what it does. While its
-    /// Stripe calls fail, every request the breaker lets through fails, so a breaker that is
-    /// closed or half-open is opened again at once.
+    /// Whether the app's own calls to Stripe fail now: Stripe down or degraded badly
+    /// (status page major/critical, API unreachable), or failing for the app alone.
+    pub fn app_calls_fail(&self) -> bool {
+        let s = self.state();
+        s.app_failing
+            || s.stripe.api_down
+            || matches!(s.stripe.indicator.as_str(), "major" | "critical")
+    }
+
+    /// Time passes by `ms`: the clock moves, and the app keeps doing what it does. Its
+    /// workers send payments through the breaker: while their Stripe calls fail, a breaker
+    /// that lets a request through (closed or half-open) opens again at once; once they
+    /// succeed, the half-open trial closes it — unless the breaker is stuck.
     pub fn pass_time(&self, ms: i64) {
         self.clock.advance(ms);
-        if !self.state().app_failing {
-            return;
-        }
+        let failing = self.app_calls_fail();
+        let stuck = self.state().breaker_stuck;
         for name in self.breakers.names() {
-            if self.breaker_state(&name).is_ok_and(|s| s != "open") {
-                let _ = self.open_breaker(&name, 0.0);
+            match self.breaker_state(&name) {
+                Ok("open") | Err(_) => {}
+                Ok(_) if failing => {
+                    let _ = self.open_breaker(&name, 0.0);
+                }
+                Ok("half_open") if !stuck => {
+                    let _ = self.breakers.record_success(&name).now_or_never();
+                }
+                Ok(_) => {}
             }
         }
     }
