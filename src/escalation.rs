@@ -246,6 +246,7 @@ pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRequest>
                 &incident.facts,
                 incident.level.as_deref().unwrap_or(""),
                 incident.status.as_str(),
+                &incident.labels,
             ) {
                 Ok(h) => h,
                 Err(e) => {
@@ -366,10 +367,22 @@ mod tests {
         assert_eq!(t.levels[1].playbook.as_deref(), Some("reconcile_payments"));
         let l2 = &t.levels[1].condition;
         assert!(!l2
-            .holds(1799.0, &serde_json::json!({}), "", "open")
+            .holds(
+                1799.0,
+                &serde_json::json!({}),
+                "",
+                "open",
+                &serde_json::json!({})
+            )
             .expect("eval"));
         assert!(l2
-            .holds(1801.0, &serde_json::json!({}), "", "open")
+            .holds(
+                1801.0,
+                &serde_json::json!({}),
+                "",
+                "open",
+                &serde_json::json!({})
+            )
             .expect("eval"));
     }
 

@@ -37,6 +37,17 @@ enum Command {
         #[arg(long)]
         with_tests: bool,
     },
+    /// Play an outage scenario against the playbooks on a virtual clock; print its timeline.
+    Simulate {
+        /// Scenario file (see examples/scenarios/).
+        scenario: PathBuf,
+        /// Playbook directory (default: [playbooks] dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print the timeline as JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the playbook tests in DIR/tests against simulated worlds; exit 1 on a failure.
     Test {
         /// Playbook directory (default: [playbooks] dir).
@@ -75,6 +86,7 @@ fn main() -> ExitCode {
     if matches!(
         cli.command,
         Command::Test { .. }
+            | Command::Simulate { .. }
             | Command::Check {
                 with_tests: true,
                 ..
@@ -87,6 +99,11 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Check { dir, with_tests } => return report(check(config, dir, with_tests)),
         Command::Test { dir, filter, jobs } => return report(test(config, dir, filter, jobs)),
+        Command::Simulate {
+            scenario,
+            dir,
+            json,
+        } => return report(simulate(config, scenario, dir, json)),
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -107,7 +124,9 @@ fn main() -> ExitCode {
                 params,
                 dry_run,
             } => run_once(config, playbook, params, dry_run).await,
-            Command::Check { .. } | Command::Test { .. } => unreachable!("handled above"),
+            Command::Check { .. } | Command::Test { .. } | Command::Simulate { .. } => {
+                unreachable!("handled above")
+            }
         }
     });
     report(result)
@@ -169,6 +188,80 @@ fn test(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn simulate(
+    config: Config,
+    scenario: PathBuf,
+    dir: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use runbookd::world::{driver::Sim, scenario::Scenario};
+    let scenario = Scenario::load(&scenario).map_err(anyhow::Error::msg)?;
+    let dir = dir.unwrap_or(config.playbooks.dir.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let engine = std::sync::Arc::new(engine::build(&config.playbooks, &dir));
+    let catalog = std::sync::Arc::new(engine::Catalog::new(dir.clone(), engine, None));
+    let loaded = catalog.reload();
+    for e in catalog.errors().values() {
+        eprintln!("runbookd: warning: {e}");
+    }
+    if loaded.loaded.is_empty() {
+        anyhow::bail!("no playbook in {} loads", dir.display());
+    }
+    // 03:00 UTC today: the hour outages happen.
+    let start = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(3, 0, 0)
+        .map(|t| t.and_utc().timestamp_millis())
+        .unwrap_or_default();
+    let sim = Sim::new(&config, catalog, start, runtime.handle().clone())?;
+    sim.play(&scenario)?;
+    let mut timeline = sim.timeline();
+    timeline.sort_by_key(|h| h.at_ms);
+    if json {
+        for h in &timeline {
+            println!("{}", serde_json::to_string(h)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} — simulated on a virtual clock", scenario.title);
+    if !scenario.description.is_empty() {
+        println!("{}", scenario.description.trim());
+    }
+    println!();
+    for h in &timeline {
+        let t = (h.at_ms - start).max(0) / 1000;
+        println!(
+            "+{:02}:{:02}:{:02}  {:<10}  {}",
+            t / 3600,
+            t / 60 % 60,
+            t % 60,
+            h.kind,
+            h.text
+        );
+    }
+    let runs = sim.runs();
+    let failed = runs.iter().filter(|r| r.status != "succeeded").count();
+    println!();
+    println!(
+        "{} runs ({} did not succeed), {} notifications",
+        runs.len(),
+        failed,
+        sim.notifications()?.len()
+    );
+    for i in sim.incidents()? {
+        println!(
+            "incident {}: {}, level {}",
+            i.title,
+            i.status.as_str(),
+            i.level.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(config: Config, dir: Option<PathBuf>, with_tests: bool) -> anyhow::Result<ExitCode> {

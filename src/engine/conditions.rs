@@ -1,5 +1,6 @@
 //! Escalation conditions: small Rhai expressions over an incident (`age` in seconds,
-//! `facts`, `level`, `status`), compiled once per table load. No primitives, tight limits.
+//! `facts`, `level`, `status`, `alert` — the alert name that opened it — and its `labels`),
+//! compiled once per table load. No primitives, tight limits.
 
 use std::sync::{Arc, OnceLock};
 
@@ -56,9 +57,14 @@ impl Condition {
         facts: &serde_json::Value,
         level: &str,
         status: &str,
+        labels: &serde_json::Value,
     ) -> Result<bool, String> {
         let mut scope = Scope::new();
         scope.push("age", age_seconds);
+        let alert = labels["alertname"].as_str().unwrap_or("").to_string();
+        scope.push("alert", alert);
+        let labels: Dynamic = rhai::serde::to_dynamic(labels).map_err(|e| e.to_string())?;
+        scope.push("labels", labels);
         let facts: Dynamic = rhai::serde::to_dynamic(facts).map_err(|e| e.to_string())?;
         scope.push("facts", facts);
         scope.push("level", level.to_string());
@@ -77,19 +83,47 @@ mod tests {
     #[test]
     fn reads_age_facts_and_level() {
         let c = Condition::compile("age > 30.0 * 60.0").expect("compiles");
-        assert!(!c.holds(100.0, &json!({}), "", "open").expect("evaluates"));
-        assert!(c.holds(1801.0, &json!({}), "", "open").expect("evaluates"));
+        assert!(!c
+            .holds(100.0, &json!({}), "", "open", &json!({}))
+            .expect("evaluates"));
+        assert!(c
+            .holds(1801.0, &json!({}), "", "open", &json!({}))
+            .expect("evaluates"));
         let c = Condition::compile("facts.data_inconsistency == true").expect("compiles");
         assert!(!c
-            .holds(0.0, &json!({}), "", "open")
+            .holds(0.0, &json!({}), "", "open", &json!({}))
             .expect("missing fact is false"));
         assert!(c
-            .holds(0.0, &json!({"data_inconsistency": true}), "", "open")
+            .holds(
+                0.0,
+                &json!({"data_inconsistency": true}),
+                "",
+                "open",
+                &json!({})
+            )
             .expect("evaluates"));
         assert!(Condition::compile("age >").is_err());
         assert!(Condition::compile("1 + 1")
             .expect("compiles")
-            .holds(0.0, &json!({}), "", "")
+            .holds(0.0, &json!({}), "", "", &json!({}))
             .is_err());
+    }
+
+    #[test]
+    fn reads_the_alert_that_opened_the_incident() {
+        let c = Condition::compile("age > 3600.0 && alert == \"PaymentProcessorDown\"")
+            .expect("compiles");
+        let down = json!({"alertname": "PaymentProcessorDown", "service": "payments"});
+        let pending = json!({"alertname": "PaymentsPendingTooLong"});
+        assert!(c
+            .holds(3601.0, &json!({}), "", "open", &down)
+            .expect("eval"));
+        assert!(!c
+            .holds(3601.0, &json!({}), "", "open", &pending)
+            .expect("eval"));
+        let by_label = Condition::compile("labels.service == \"payments\"").expect("compiles");
+        assert!(by_label
+            .holds(0.0, &json!({}), "", "open", &down)
+            .expect("eval"));
     }
 }

@@ -316,6 +316,11 @@ pub fn act(
     match (&error_text, dry_run) {
         (Some(e), _) => core::append_log("error", &format!("{action} {target} failed: {e}")),
         (None, true) => core::append_log("info", &format!("dry run: would {action} {target}")),
+        // Facts are bookkeeping for the escalation table, not something an SRE reads
+        // the run for: they stay out of the run's log unless debugging.
+        (None, false) if action == "incident.set_fact" => {
+            core::append_log("debug", &format!("{action} {target}: done"))
+        }
         (None, false) => core::append_log("info", &format!("{action} {target}: done")),
     }
     if let Some(store) = store {

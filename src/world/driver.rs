@@ -240,7 +240,7 @@ impl Sim {
             CancellationToken::new(),
         );
         let finished_ms = self.now_ms();
-        for line in &outcome.logs {
+        for line in outcome.logs.iter().filter(|l| l.level != "debug") {
             let at_ms = chrono::DateTime::parse_from_rfc3339(&line.at)
                 .map(|t| t.timestamp_millis())
                 .unwrap_or(finished_ms);
@@ -320,6 +320,13 @@ impl Sim {
     /// The incident for alert `name` (one per alert name in a simulation).
     pub fn incident_for(&self, name: &str) -> Result<Option<Incident>, SimError> {
         self.block(self.store.open_incident_by_key(&format!("alert:{name}")))
+    }
+
+    /// Every incident, oldest first.
+    pub fn incidents(&self) -> Result<Vec<Incident>, SimError> {
+        let mut all = self.block(self.store.list_incidents(None, 1000))?;
+        all.reverse();
+        Ok(all)
     }
 
     /// The most recently opened incident, open or not.
@@ -480,11 +487,17 @@ impl Sim {
             self.lock_timeline().push(Happening {
                 at_ms,
                 kind: kind.into(),
+                // The first line: a page's facts dump follows on the next ones.
                 text: format!(
                     "→ {} [{}] {}",
                     n["channel"].as_str().unwrap_or(""),
                     n["kind"].as_str().unwrap_or(""),
-                    n["text"].as_str().unwrap_or("")
+                    n["text"]
+                        .as_str()
+                        .unwrap_or("")
+                        .lines()
+                        .next()
+                        .unwrap_or("")
                 ),
             });
         }
@@ -494,6 +507,90 @@ impl Sim {
     /// Whether incident `id` is still open (or acknowledged).
     pub fn is_open(&self, incident: &Incident) -> bool {
         incident.status != IncidentStatus::Resolved
+    }
+}
+
+impl Sim {
+    /// Plays `scenario` from virtual now to its end: its steps at their times, the alert
+    /// rules and cron triggers on the virtual clock, the escalation table after every tick.
+    /// Read the result with [`Sim::timeline`].
+    pub fn play(&self, scenario: &super::scenario::Scenario) -> Result<(), SimError> {
+        for (k, v) in &scenario.settings {
+            let v = serde_json::to_value(v).map_err(|e| SimError::Setup(e.to_string()))?;
+            self.world.state().settings.insert(k.clone(), v);
+        }
+        let start = self.now_ms();
+        let end = start + scenario.duration.as_millis() as i64;
+        let tick = self
+            .config
+            .escalation
+            .interval
+            .clamp(Duration::from_secs(1), Duration::from_secs(15))
+            .as_millis() as i64;
+        let mut steps = scenario.ordered_steps().into_iter().peekable();
+        let mut monitor = super::scenario::Monitor::default();
+        let mut last_cron = start;
+        loop {
+            let now = self.now_ms();
+            while let Some(step) = steps.next_if(|s| start + s.at.as_millis() as i64 <= now) {
+                for said in super::scenario::apply(&self.world, &step) {
+                    self.note("world", said);
+                }
+                if let Some(name) = &step.alert {
+                    self.alert(name, "firing", json!({}))?;
+                }
+                if let Some(name) = &step.resolve {
+                    self.alert(name, "resolved", json!({}))?;
+                }
+                if let Some(playbook) = &step.run {
+                    self.note("world", format!("an operator runs {playbook} by hand"));
+                    self.run_manual(playbook, json!({}), false)?;
+                }
+            }
+            if scenario.alerts {
+                for (name, status) in monitor.evaluate(&self.world, now) {
+                    self.alert(&name, status, json!({}))?;
+                }
+            }
+            self.fire_cron(&scenario.cron, last_cron, now)?;
+            last_cron = now;
+            self.escalate()?;
+            if now >= end {
+                return Ok(());
+            }
+            self.world.pass_time(tick.min(end - now));
+        }
+    }
+
+    /// Runs `playbooks` whose cron triggers have a tick in `(from, to]` (once each).
+    fn fire_cron(&self, playbooks: &[String], from: i64, to: i64) -> Result<(), SimError> {
+        let Some(from_t) = chrono::DateTime::from_timestamp_millis(from) else {
+            return Ok(());
+        };
+        for pb in self.catalog.playbooks() {
+            if !playbooks.contains(&pb.name) {
+                continue;
+            }
+            for t in &pb.triggers {
+                let TriggerSpec::Cron { cron } = t else {
+                    continue;
+                };
+                let Ok(schedule) = crate::triggers::parse_cron(cron) else {
+                    continue;
+                };
+                let due = schedule
+                    .after(&from_t)
+                    .next()
+                    .is_some_and(|tick| tick.timestamp_millis() <= to);
+                if due {
+                    self.run_event(
+                        &pb.name,
+                        json!({"kind": "cron", "name": cron, "status": "", "params": {}}),
+                    )?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod driver;
 mod payments;
+pub mod scenario;
 mod stripe;
 
 use std::{

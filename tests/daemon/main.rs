@@ -19,4 +19,5 @@ mod payments;
 mod reconcile;
 mod reload;
 mod sandbox;
+mod simulate;
 mod stripe;
