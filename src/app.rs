@@ -29,6 +29,16 @@ pub struct Core {
 impl Core {
     /// Connects the store, loads the playbooks and starts the dispatcher.
     pub async fn start(config: &Config) -> anyhow::Result<Core> {
+        Self::start_in(config, None).await
+    }
+
+    /// As [`Core::start`]; with a simulated `world` every backend is the world's, the state
+    /// store lives in memory (simulated incidents never mix with real ones) and every
+    /// notification channel only records (a simulation pages nobody).
+    pub async fn start_in(
+        config: &Config,
+        world: Option<Arc<crate::world::World>>,
+    ) -> anyhow::Result<Core> {
         let dir = &config.playbooks.dir;
         if !dir.is_dir() {
             bail!(
@@ -36,14 +46,16 @@ impl Core {
                 dir.display()
             );
         }
-        let store = Store::connect(&config.state.database_url, config.state.max_connections)
+        let database_url = match &world {
+            Some(_) => format!(
+                "sqlite:file:runbookd-world-{}?mode=memory&cache=shared",
+                uuid::Uuid::now_v7().simple()
+            ),
+            None => config.state.database_url.clone(),
+        };
+        let store = Store::connect(&database_url, config.state.max_connections)
             .await
-            .with_context(|| {
-                format!(
-                    "opening state store {}",
-                    redact_url(&config.state.database_url)
-                )
-            })?;
+            .with_context(|| format!("opening state store {}", redact_url(&database_url)))?;
         let metrics = Arc::new(Metrics::new());
         let engine = Arc::new(engine::build(&config.playbooks, dir));
         let catalog = Arc::new(Catalog::new(dir.clone(), engine, Some(metrics.clone())));
@@ -54,18 +66,33 @@ impl Core {
             dir = %dir.display(),
             "playbooks loaded"
         );
-        let mut services = Services::from_config(config, Some(store.clone()))
-            .context("configuring the payments database")?;
+        let channels = match &world {
+            Some(_) => crate::world::driver::captured_channels(config),
+            None => config.channels.clone(),
+        };
         let notifier = Arc::new(
             crate::notify::Notifier::from_config(
-                &config.channels,
+                &channels,
                 &config.notify,
                 store.clone(),
                 Some(metrics.clone()),
             )
             .context("configuring notification channels")?,
         );
-        services.notifier = Some(notifier);
+        let services = match &world {
+            Some(w) => w.services(
+                config,
+                store.clone(),
+                notifier,
+                tokio::runtime::Handle::current(),
+            ),
+            None => {
+                let mut services = Services::from_config(config, Some(store.clone()))
+                    .context("configuring the payments database")?;
+                services.notifier = Some(notifier);
+                services
+            }
+        };
         let dispatcher = Dispatcher::start(
             catalog.clone(),
             store.clone(),
@@ -90,11 +117,32 @@ pub struct Daemon {
     listener: TcpListener,
     auth: Arc<Auth>,
     escalation: crate::escalation::Escalation,
+    /// `serve --world`: the simulated world and the scenario it plays.
+    world: Option<(Arc<crate::world::World>, crate::world::scenario::Scenario)>,
 }
 
 impl Daemon {
     /// Validates the configuration, starts the core and binds the API address.
     pub async fn build(config: Config) -> anyhow::Result<Daemon> {
+        Self::build_in(config, None).await
+    }
+
+    /// The daemon against a simulated world playing `scenario` on the real clock.
+    pub async fn build_world(
+        config: Config,
+        scenario: crate::world::scenario::Scenario,
+    ) -> anyhow::Result<Daemon> {
+        let world = crate::world::World::new(crate::clock::Clock::Real, &config);
+        scenario
+            .install_settings(&world)
+            .map_err(anyhow::Error::msg)?;
+        Self::build_in(config, Some((world, scenario))).await
+    }
+
+    async fn build_in(
+        config: Config,
+        world: Option<(Arc<crate::world::World>, crate::world::scenario::Scenario)>,
+    ) -> anyhow::Result<Daemon> {
         let auth = Arc::new(Auth::from_config(&config.server.tokens)?);
         if auth.is_open() && !config.server.listen.ip().is_loopback() {
             bail!(
@@ -102,7 +150,7 @@ impl Daemon {
                 config.server.listen
             );
         }
-        let core = Core::start(&config).await?;
+        let core = Core::start_in(&config, world.as_ref().map(|(w, _)| w.clone())).await?;
         let channels = core
             .services
             .notifier
@@ -130,6 +178,7 @@ impl Daemon {
             listener,
             auth,
             escalation,
+            world,
         })
     }
 
@@ -146,7 +195,19 @@ impl Daemon {
             listener,
             auth,
             escalation,
+            world,
         } = self;
+        let simulated = world.as_ref().map(|(_, s)| s.title.clone());
+        let world_task = world.map(|(w, scenario)| {
+            tracing::warn!(title = %scenario.title, "SIMULATED WORLD: every backend is simulated; nothing real is touched");
+            tokio::spawn(crate::world::live::run(
+                w,
+                scenario,
+                core.dispatcher.clone(),
+                config.alerts.clone(),
+                stop.clone(),
+            ))
+        });
         let _watcher = reload::watch(core.catalog.clone(), config.playbooks.reload_debounce)
             .context("watching the playbook directory")?;
         spawn_signal_handlers(stop.clone(), core.catalog.clone());
@@ -186,6 +247,7 @@ impl Daemon {
             auth,
             services: core.services.clone(),
             alerts: config.alerts.clone(),
+            simulated,
         };
         let app = api::router(state, config.server.max_body_bytes);
         let addr = listener.local_addr()?;
@@ -204,6 +266,9 @@ impl Daemon {
         let _ = scheduler.await;
         let _ = escalator.await;
         let _ = exporter.await;
+        if let Some(t) = world_task {
+            let _ = t.await;
+        }
         tracing::info!(
             grace = %humantime::format_duration(config.server.shutdown_grace),
             "shutting down: no new runs; waiting for running ones"

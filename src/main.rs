@@ -1,6 +1,6 @@
 //! The `runbookd` binary: a thin CLI over the library.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -28,7 +28,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: HTTP API, hot-reloaded playbooks, run history.
-    Serve,
+    Serve {
+        /// Serve against a simulated world playing this scenario (examples/scenarios/):
+        /// in-memory backends, the real clock, nothing real touched, every answer and log
+        /// line marked as simulated.
+        #[arg(long, value_name = "SCENARIO")]
+        world: Option<PathBuf>,
+    },
     /// Compile every playbook; print `path:line:col: message` per error; exit 1 on any.
     Check {
         /// Playbook directory (default: [playbooks] dir).
@@ -94,7 +100,11 @@ fn main() -> ExitCode {
     ) {
         config.log.level = "error,runbookd::primitives=off,runbookd::escalation=off".into();
     }
-    init_tracing(&config);
+    let simulated = match &cli.command {
+        Command::Serve { world: Some(path) } => Some(format!("simulated world {}", path.display())),
+        _ => None,
+    };
+    init_tracing(&config, simulated.as_deref());
     // Checks and tests need no daemon runtime (tests build their own).
     let command = match cli.command {
         Command::Check { dir, with_tests } => return report(check(config, dir, with_tests)),
@@ -118,7 +128,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match command {
-            Command::Serve => serve(config).await,
+            Command::Serve { world } => serve(config, world).await,
             Command::Run {
                 playbook,
                 params,
@@ -143,22 +153,75 @@ fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     }
 }
 
-fn init_tracing(config: &Config) {
+fn init_tracing(config: &Config, simulated: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = config.log.format == LogFormat::Json;
+    let writer = MarkedStderr {
+        mark: simulated.map(Arc::from),
+        json,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        .with_writer(writer);
+    if json {
+        builder.json().init()
+    } else {
+        builder.init()
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    let daemon = Daemon::build(config).await?;
+/// Standard error, with every line of a `serve --world` daemon marked as simulated:
+/// `[SIMULATED] …` in text, a `"simulated"` field in JSON.
+#[derive(Clone)]
+struct MarkedStderr {
+    mark: Option<Arc<str>>,
+    json: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for MarkedStderr {
+    type Writer = MarkedStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl std::io::Write for MarkedStderr {
+    /// The formatter hands over one whole event per call.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        match &self.mark {
+            None => err.write_all(buf)?,
+            Some(mark) if self.json && buf.first() == Some(&b'{') => {
+                let field = serde_json::to_string(&**mark).unwrap_or_default();
+                err.write_all(format!("{{\"simulated\":{field},").as_bytes())?;
+                err.write_all(&buf[1..])?;
+            }
+            Some(_) => {
+                err.write_all(b"[SIMULATED] ")?;
+                err.write_all(buf)?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+async fn serve(config: Config, world: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let daemon = match world {
+        None => Daemon::build(config).await?,
+        Some(path) => {
+            let scenario =
+                runbookd::world::scenario::Scenario::load(&path).map_err(anyhow::Error::msg)?;
+            Daemon::build_world(config, scenario).await?
+        }
+    };
     daemon.run(CancellationToken::new()).await?;
     Ok(ExitCode::SUCCESS)
 }

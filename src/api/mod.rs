@@ -38,11 +38,14 @@ pub struct AppState {
     pub services: Services,
     /// How alerts become incidents.
     pub alerts: crate::config::AlertsConfig,
+    /// `serve --world`: the scenario's title; every answer says it is simulated.
+    pub simulated: Option<String>,
 }
 
 /// The complete HTTP application.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+    let simulated = state.simulated.clone();
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -82,5 +85,46 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 "internal error; see the runbookd log",
             ))
         }))
-        .with_state(state)
+        .with_state(state);
+    match simulated {
+        Some(title) => router.layer(axum::middleware::map_response_with_state(
+            Arc::<str>::from(title),
+            mark_simulated,
+        )),
+        None => router,
+    }
+}
+
+/// `serve --world`: a `Runbookd-Simulated` header on every answer, and a `simulated` field
+/// in every JSON object answer, so nobody mistakes a simulated outage for a real one.
+async fn mark_simulated(
+    axum::extract::State(title): axum::extract::State<Arc<str>>,
+    res: axum::response::Response,
+) -> axum::response::Response {
+    let (mut parts, body) = res.into_parts();
+    let header = axum::http::HeaderValue::from_str(&title)
+        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("true"));
+    parts.headers.insert("runbookd-simulated", header);
+    let json = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json {
+        return axum::response::Response::from_parts(parts, body);
+    }
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return axum::response::Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.insert(
+                "simulated".into(),
+                serde_json::Value::String(title.to_string()),
+            );
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            axum::body::Body::from(serde_json::Value::Object(map).to_string())
+        }
+        _ => axum::body::Body::from(bytes),
+    };
+    axum::response::Response::from_parts(parts, body)
 }

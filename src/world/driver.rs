@@ -24,7 +24,7 @@ use crate::{
     },
     escalation::Escalation,
     notify::Notifier,
-    primitives::{payments::Payments, stripe::Stripe, webhooks::WebhookSecret, Services},
+    primitives::Services,
     store::{Incident, IncidentStatus, Store},
     triggers::TriggerSpec,
 };
@@ -82,7 +82,7 @@ pub struct Sim {
 
 /// Channels exist in a simulation by name only: every one captures instead of sending, so
 /// a simulation never pages anyone and needs none of their secrets.
-fn captured_channels(config: &Config) -> std::collections::BTreeMap<String, ChannelConfig> {
+pub fn captured_channels(config: &Config) -> std::collections::BTreeMap<String, ChannelConfig> {
     config
         .channels
         .keys()
@@ -142,33 +142,14 @@ impl Sim {
         self.world.clock().now_ms()
     }
 
-    /// The backends playbooks see: the world's, with the config's settings and the world's
-    /// own settings on top.
+    /// The backends playbooks see: the world's (see [`World::services`]).
     pub fn services(&self) -> Services {
-        let mut settings: serde_json::Map<String, Value> = self
-            .config
-            .playbooks
-            .settings
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), serde_json::to_value(v).ok()?)))
-            .collect();
-        for (k, v) in self.world.state().settings.iter() {
-            merge(&mut settings, k, v.clone());
-        }
-        let secret = self.world.state().webhook_secret.clone();
-        Services {
-            store: Some(self.store.clone()),
-            runtime: self.runtime.clone(),
-            breakers: self.world.breakers().clone(),
-            payments: Payments::simulated(self.world.clone()),
-            stripe: Stripe::simulated(&self.config.stripe, self.world.clone()),
-            webhook_secret: WebhookSecret::simulated(secret.as_deref()),
-            celery: crate::primitives::celery::Celery::new(&Default::default(), Default::default()),
-            notifier: Some(self.notifier.clone()),
-            settings: Arc::new(settings),
-            clock: self.world.clock().clone(),
-            world: Some(self.world.clone()),
-        }
+        self.world.services(
+            &self.config,
+            self.store.clone(),
+            self.notifier.clone(),
+            self.runtime.clone(),
+        )
     }
 
     /// Notes something on the timeline at virtual now.
@@ -515,10 +496,9 @@ impl Sim {
     /// rules and cron triggers on the virtual clock, the escalation table after every tick.
     /// Read the result with [`Sim::timeline`].
     pub fn play(&self, scenario: &super::scenario::Scenario) -> Result<(), SimError> {
-        for (k, v) in &scenario.settings {
-            let v = serde_json::to_value(v).map_err(|e| SimError::Setup(e.to_string()))?;
-            self.world.state().settings.insert(k.clone(), v);
-        }
+        scenario
+            .install_settings(&self.world)
+            .map_err(SimError::Setup)?;
         let start = self.now_ms();
         let end = start + scenario.duration.as_millis() as i64;
         let tick = self
@@ -592,22 +572,4 @@ impl Sim {
         }
         Ok(())
     }
-}
-
-/// Sets `a.b.c` in a settings map, creating tables on the way.
-fn merge(settings: &mut serde_json::Map<String, Value>, key: &str, value: Value) {
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().unwrap_or(key);
-    let mut table = settings;
-    for p in parts {
-        let entry = table.entry(p.to_string()).or_insert_with(|| json!({}));
-        if !entry.is_object() {
-            *entry = json!({});
-        }
-        let Some(next) = entry.as_object_mut() else {
-            return;
-        };
-        table = next;
-    }
-    table.insert(last.to_string(), value);
 }

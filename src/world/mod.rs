@@ -12,6 +12,7 @@
 //!   table — synchronously, so a simulation is deterministic.
 
 pub mod driver;
+pub mod live;
 mod payments;
 pub mod scenario;
 mod stripe;
@@ -23,7 +24,12 @@ use std::{
 
 use futures_util::FutureExt;
 
-use crate::{clock::Clock, primitives::breaker::Breakers};
+use crate::{
+    clock::Clock,
+    primitives::{
+        breaker::Breakers, payments::Payments, stripe::Stripe, webhooks::WebhookSecret, Services,
+    },
+};
 
 /// One payment row of the simulated app.
 #[derive(Debug, Clone)]
@@ -238,6 +244,41 @@ impl World {
             .map_err(|e| e.to_string())
     }
 
+    /// The backends playbooks see in this world: its payments, Stripe, webhook endpoint and
+    /// breakers, with `[playbooks.settings]` from `config` and the world's own settings on
+    /// top. Celery is not simulated (not configured).
+    pub fn services(
+        self: &Arc<Self>,
+        config: &crate::config::Config,
+        store: crate::store::Store,
+        notifier: Arc<crate::notify::Notifier>,
+        runtime: tokio::runtime::Handle,
+    ) -> Services {
+        let mut settings: serde_json::Map<String, serde_json::Value> = config
+            .playbooks
+            .settings
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), serde_json::to_value(v).ok()?)))
+            .collect();
+        for (k, v) in self.state().settings.iter() {
+            merge_setting(&mut settings, k, v.clone());
+        }
+        let secret = self.state().webhook_secret.clone();
+        Services {
+            store: Some(store),
+            runtime,
+            breakers: self.breakers.clone(),
+            payments: Payments::simulated(self.clone()),
+            stripe: Stripe::simulated(&config.stripe, self.clone()),
+            webhook_secret: WebhookSecret::simulated(secret.as_deref()),
+            celery: crate::primitives::celery::Celery::new(&Default::default(), Default::default()),
+            notifier: Some(notifier),
+            settings: Arc::new(settings),
+            clock: self.clock.clone(),
+            world: Some(self.clone()),
+        }
+    }
+
     /// Whether the app's own calls to Stripe fail now: Stripe down or degraded badly
     /// (status page major/critical, API unreachable), or failing for the app alone.
     pub fn app_calls_fail(&self) -> bool {
@@ -268,4 +309,28 @@ impl World {
             }
         }
     }
+}
+
+/// Sets `a.b.c` in a settings map, creating tables on the way.
+fn merge_setting(
+    settings: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    value: serde_json::Value,
+) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or(key);
+    let mut table = settings;
+    for p in parts {
+        let entry = table
+            .entry(p.to_string())
+            .or_insert_with(|| serde_json::json!({}));
+        if !entry.is_object() {
+            *entry = serde_json::json!({});
+        }
+        let Some(next) = entry.as_object_mut() else {
+            return;
+        };
+        table = next;
+    }
+    table.insert(last.to_string(), value);
 }

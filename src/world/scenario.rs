@@ -168,6 +168,16 @@ impl Scenario {
         Ok(s)
     }
 
+    /// Puts the scenario's `[settings]` into `world` (before its services are built: the
+    /// daemon builds them once).
+    pub fn install_settings(&self, world: &World) -> Result<(), String> {
+        for (k, v) in &self.settings {
+            let v = serde_json::to_value(v).map_err(|e| format!("settings.{k}: {e}"))?;
+            world.state().settings.insert(k.clone(), v);
+        }
+        Ok(())
+    }
+
     /// Steps in time order (stable for equal times).
     pub fn ordered_steps(&self) -> Vec<Step> {
         let mut steps = self.steps.clone();

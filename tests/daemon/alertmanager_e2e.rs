@@ -78,6 +78,7 @@ fn run(event) {
         &ws,
         &Options {
             bearer: None,
+            serve_args: Vec::new(),
             extra_config: format!(
                 "[[server.tokens]]\nname = \"alertmanager\"\ntoken_env = \"AM_TOKEN\"\nrole = \"ingest\"\n\
                  [[server.tokens]]\nname = \"sre\"\ntoken_env = \"SRE_TOKEN\"\nrole = \"viewer\"\n\

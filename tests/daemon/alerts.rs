@@ -238,6 +238,7 @@ async fn malformed_unmatched_and_unauthorised_alerts() {
         &ws,
         &Options {
             bearer: None,
+            serve_args: Vec::new(),
             extra_config: "[[server.tokens]]\nname = \"alertmanager\"\ntoken_env = \"AM\"\nrole = \"ingest\"\n\
                            [[server.tokens]]\nname = \"grafana\"\ntoken_env = \"VIEW\"\nrole = \"viewer\"\n".into(),
             env: vec![("AM".into(), "am-token".into()), ("VIEW".into(), "view-token".into())],

@@ -170,6 +170,7 @@ async fn tokens_authenticate_by_role() {
         &ws,
         &Options {
             bearer: None,
+            serve_args: Vec::new(),
             extra_config: extra,
             env: vec![
                 ("T_OP".into(), "op-secret".into()),

@@ -55,6 +55,7 @@ fn setup(ws: &Workspace, sink: &Sink) -> Options {
     );
     Options {
         bearer: None,
+        serve_args: Vec::new(),
         extra_config: format!(
             "[channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
             sink.url()

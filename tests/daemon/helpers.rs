@@ -120,6 +120,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Bearer token the test's client sends with every request (daemons with tokens).
     pub bearer: Option<String>,
+    /// Extra arguments after `serve` (`--world FILE`).
+    pub serve_args: Vec<String>,
 }
 
 /// A test's working directory: playbooks and config; survives daemon restarts.
@@ -214,6 +216,7 @@ impl Daemon {
         cmd.arg("--config")
             .arg(&config)
             .arg("serve")
+            .args(&opts.serve_args)
             .current_dir(ws.dir.path())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())

@@ -21,3 +21,4 @@ mod reload;
 mod sandbox;
 mod simulate;
 mod stripe;
+mod world;

@@ -117,6 +117,7 @@ async fn slack_pagerduty_and_signed_webhook_receive_the_message() {
         &ws,
         &Options {
             bearer: None,
+            serve_args: Vec::new(),
             extra_config: config,
             env: vec![
                 ("SLACK_URL".into(), slack.url()),
@@ -225,6 +226,7 @@ async fn failed_deliveries_retry_honour_retry_after_and_give_up() {
         &ws,
         &Options {
             bearer: None,
+            serve_args: Vec::new(),
             extra_config: config,
             env: vec![],
         },
@@ -291,6 +293,7 @@ async fn queued_notifications_survive_a_restart() {
         format!("[channels.later]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/\"\n");
     let opts = Options {
         bearer: None,
+        serve_args: Vec::new(),
         extra_config: config,
         env: vec![],
     };
@@ -391,6 +394,7 @@ async fn email_goes_out_over_smtp() {
         &ws,
         &Options {
             bearer: None,
+            serve_args: Vec::new(),
             extra_config: config,
             env: vec![],
         },

@@ -83,6 +83,7 @@ impl Debtflow {
                 ("RUNBOOKD_ESCALATION__INTERVAL".into(), "200ms".into()),
             ],
             bearer: None,
+            serve_args: Vec::new(),
         }
     }
 

@@ -38,6 +38,7 @@ async fn setup(playbooks: &[(&str, &str)], stripe_extra: &str) -> Setup {
         &ws,
         &Options {
             bearer: None,
+            serve_args: Vec::new(),
             extra_config: config,
             env: vec![("STRIPE_API_KEY".into(), GOOD_KEY.into())],
         },
@@ -319,6 +320,7 @@ async fn a_reconcile_cut_short_by_the_deadline_keeps_what_it_settled() {
         &ws,
         &Options {
             bearer: None,
+            serve_args: Vec::new(),
             // 40 payments at 10 requests/s need 3+ s; the run may take 1 s.
             extra_config: format!(
                 "{}{}",

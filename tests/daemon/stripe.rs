@@ -30,6 +30,7 @@ async fn daemon(
         &ws,
         &Options {
             bearer: None,
+            serve_args: Vec::new(),
             extra_config: fake.config(extra),
             env: env(key),
         },
@@ -128,6 +129,7 @@ async fn unreachable_stripe_is_a_connection_error() {
         &ws,
         &Options {
             bearer: None,
+            serve_args: Vec::new(),
             extra_config: format!(
                 "[stripe]\napi_base = \"http://127.0.0.1:{port}\"\nstatus_url = \"http://127.0.0.1:{port}/s\"\ntimeout = \"1s\"\nmax_attempts = 1\n"
             ),
