@@ -59,6 +59,9 @@ impl Core {
         let metrics = Arc::new(Metrics::new());
         let engine = Arc::new(engine::build(&config.playbooks, dir));
         let catalog = Arc::new(Catalog::new(dir.clone(), engine, Some(metrics.clone())));
+        if config.playbooks.require_tests {
+            catalog.set_gate(tests_gate(config.clone()));
+        }
         let report = catalog.reload();
         tracing::info!(
             loaded = report.loaded.len(),
@@ -108,6 +111,35 @@ impl Core {
             metrics,
         })
     }
+}
+
+/// `[playbooks] require_tests`: the playbook tests, run on the files on disk. They run on a
+/// thread of their own (they build their own runtime, which may not live inside ours).
+fn tests_gate(config: Config) -> crate::engine::catalog::Gate {
+    Box::new(move || {
+        let config = config.clone();
+        let dir = config.playbooks.dir.clone();
+        let report = std::thread::spawn(move || crate::playtest::run(&config, &dir, None, 2))
+            .join()
+            .map_err(|_| "the playbook tests panicked".to_string())?
+            .map_err(|e| e.to_string())?;
+        if report.failed() == 0 {
+            return Ok(());
+        }
+        let first = report
+            .broken_files
+            .first()
+            .cloned()
+            .or_else(|| {
+                report
+                    .results
+                    .iter()
+                    .find(|r| !r.passed)
+                    .map(|r| format!("{}: {}", r.name, r.failure.clone().unwrap_or_default()))
+            })
+            .unwrap_or_default();
+        Err(format!("{}; first: {first}", report.summary()))
+    })
 }
 
 /// The running daemon.

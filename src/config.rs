@@ -596,6 +596,9 @@ pub struct PlaybooksConfig {
     pub max_map_size: usize,
     /// Log lines kept per run; later lines are counted, not stored.
     pub max_log_lines: usize,
+    /// Refuse a hot reload whose playbook tests (`DIR/tests/*.rhai`) fail: the last good
+    /// versions keep serving and the refused files show why.
+    pub require_tests: bool,
     /// Values playbooks read with `setting(name, default)`: tunables such as the remediation
     /// budget or how long to watch a reset breaker, set per deployment without editing
     /// the playbook.
@@ -616,6 +619,7 @@ impl Default for PlaybooksConfig {
             max_array_size: 100_000,
             max_map_size: 100_000,
             max_log_lines: 1000,
+            require_tests: false,
             settings: BTreeMap::new(),
         }
     }

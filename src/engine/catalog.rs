@@ -75,7 +75,13 @@ pub struct Catalog {
     reload_lock: std::sync::Mutex<()>,
     /// Bumped whenever the serving set changes, so schedulers re-read triggers.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Must pass before changed playbooks replace serving ones (`[playbooks]
+    /// require_tests`: the playbook tests); `Err` says why not.
+    gate: std::sync::OnceLock<Gate>,
 }
+
+/// A check a reload must pass; see [`Catalog::set_gate`].
+pub type Gate = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// A playbook name: the file stem, lowercase letters, digits, `_` and `-`.
 pub fn valid_name(name: &str) -> bool {
@@ -95,7 +101,16 @@ impl Catalog {
             metrics,
             reload_lock: std::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
+            gate: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs a check that changed playbooks must pass before they serve. When it fails
+    /// the last good versions keep serving, the refused files show the reason as their load
+    /// error, and they are tried again at the next reload (fixing a test is enough). At
+    /// start, with nothing serving yet, a failing check is logged and the playbooks load.
+    pub fn set_gate(&self, gate: Gate) {
+        let _ = self.gate.set(gate);
     }
 
     /// Notified after every reload that changed what is serving.
@@ -173,7 +188,34 @@ impl Catalog {
                 ));
             }
         }
+        let gate_verdict = match self.gate.get() {
+            Some(gate) if compiled.iter().any(|(_, r)| r.is_ok()) => gate().err(),
+            _ => None,
+        };
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = &gate_verdict {
+            if state.seen.is_empty() {
+                tracing::error!(reason = %why, "playbook tests fail; loading the playbooks anyway (nothing was serving)");
+            } else {
+                for (name, result) in compiled.iter_mut() {
+                    if let Ok(p) = result {
+                        *result = Err(LoadError {
+                            path: p.path.display().to_string(),
+                            line: None,
+                            column: None,
+                            message: format!(
+                                "refused: the playbook tests fail with this version ({why}); the last good version keeps serving"
+                            ),
+                        });
+                        // Try again at the next reload: a fixed test lets it in.
+                        match state.seen.get(name.as_str()) {
+                            Some(old) => next_seen.insert(name.clone(), old.clone()),
+                            None => next_seen.remove(name.as_str()),
+                        };
+                    }
+                }
+            }
+        }
         for (name, result) in compiled {
             match result {
                 Ok(playbook) => {

@@ -187,3 +187,50 @@ async fn modules_are_imported_from_the_playbook_directory_only() {
         "hi sre"
     );
 }
+
+#[tokio::test]
+async fn require_tests_refuses_an_edit_whose_tests_fail_until_they_pass() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("answer", &answer(1));
+    std::fs::create_dir(ws.playbooks().join("tests")).expect("mkdir");
+    let test = |want: i64| {
+        format!(
+            "fn test_answer() {{\n    let w = world();\n    assert_eq(w.run(\"answer\").result, {want});\n}}\n"
+        )
+    };
+    std::fs::write(ws.playbooks().join("tests/answer.rhai"), test(1)).expect("test");
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            extra_config: String::new(),
+            env: vec![("RUNBOOKD_PLAYBOOKS__REQUIRE_TESTS".into(), "true".into())],
+            ..Default::default()
+        },
+    );
+    let good = playbook(&d, "answer").await["version"].clone();
+
+    // An edit that breaks the test is refused; the last good version keeps serving.
+    ws.write_playbook("answer", &answer(2));
+    let pb = d
+        .poll("/api/v1/playbooks/answer", Duration::from_secs(5), |v| {
+            v["error"].is_object()
+        })
+        .await;
+    assert_eq!(pb["version"], good, "{pb}");
+    let why = pb["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("playbook tests fail") && why.contains("expected 1, got 2"),
+        "{pb}"
+    );
+    assert_eq!(d.run_wait("answer", json!({})).await.1["result"], 1);
+
+    // Fixing the test lets the edit in.
+    std::fs::write(ws.playbooks().join("tests/answer.rhai"), test(2)).expect("test");
+    let pb = d
+        .poll("/api/v1/playbooks/answer", Duration::from_secs(5), |v| {
+            v["version"] != good
+        })
+        .await;
+    assert_ne!(pb["version"], good, "{pb}");
+    assert_eq!(d.run_wait("answer", json!({})).await.1["result"], 2);
+}
