@@ -1,7 +1,9 @@
 //! `POST /api/v1/alerts`: the Alertmanager webhook receiver (payload version 4).
 //!
 //! Answers 200 only once every alert of the notification is recorded (incident, alert row,
-//! runs): a crash after 200 loses nothing, and a retry after a 5xx starts nothing twice.
+//! runs) — all of a notification or none of it, in one transaction with whatever other
+//! notifications arrived at the same moment: a crash after 200 loses nothing, and a retry
+//! after a 5xx starts nothing twice.
 //! 400 names the bad field (Alertmanager does not retry 4xx); 503 when the run queue is full
 //! (it does retry 5xx).
 
@@ -33,21 +35,23 @@ pub async fn receive(
             .metrics
             .alerts_truncated(notification.truncated_alerts);
     }
-    let mut outcomes = Vec::new();
-    for alert in &notification.alerts {
+    for _ in &notification.alerts {
         state.metrics.alert_received();
-        let outcome = state
-            .dispatcher
-            .ingest_alert(alert, &state.alerts, &caller.name)
-            .await
-            .map_err(|e| {
-                let e: ApiError = e.into();
-                if e.status == StatusCode::NOT_FOUND {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.message)
-                } else {
-                    e
-                }
-            })?;
+    }
+    let received = notification.alerts.len();
+    let outcomes = state
+        .dispatcher
+        .ingest_alerts(notification.alerts, &state.alerts, &caller.name)
+        .await
+        .map_err(|e| {
+            let e: ApiError = e.into();
+            if e.status == StatusCode::NOT_FOUND {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.message)
+            } else {
+                e
+            }
+        })?;
+    for outcome in &outcomes {
         tracing::info!(
             alert = %outcome.alertname,
             status = %outcome.status,
@@ -55,10 +59,9 @@ pub async fn receive(
             notes = %outcome.notes.join("; "),
             "alert received"
         );
-        outcomes.push(outcome);
     }
     Ok(Json(json!({
-        "received": notification.alerts.len(),
+        "received": received,
         "truncated": notification.truncated_alerts,
         "alerts": outcomes,
     })))

@@ -90,7 +90,9 @@ impl From<DispatchError> for ApiError {
     fn from(e: DispatchError) -> ApiError {
         match e {
             DispatchError::UnknownPlaybook(_) => ApiError::not_found(e.to_string()),
-            DispatchError::QueueFull(_) | DispatchError::ShuttingDown => {
+            DispatchError::QueueFull(_)
+            | DispatchError::ShuttingDown
+            | DispatchError::NotRecorded(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
             DispatchError::Store(s) => s.into(),

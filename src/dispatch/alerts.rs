@@ -9,10 +9,12 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{DispatchError, Dispatcher, RunRequest};
+use tokio::sync::mpsc;
+
+use super::{DispatchError, Dispatcher, Prepared, RunRequest};
 use crate::{
     config::AlertsConfig,
-    store::{AlertRecord, Incident, RunStatus, Trigger},
+    store::{AlertRecord, Batch, Incident, RunStatus, Trigger},
     triggers::{alertmanager::Alert, Event, TriggerSpec},
 };
 
@@ -83,17 +85,69 @@ fn matching(
     out
 }
 
+/// Notifications that may wait for the ingester; beyond that senders wait (backpressure).
+pub const INGEST_QUEUE: usize = 1024;
+/// Most notifications recorded in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// One notification waiting to be recorded.
+pub struct IngestJob {
+    alerts: Vec<Alert>,
+    cfg: AlertsConfig,
+    actor: String,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<AlertOutcome>, DispatchError>>,
+}
+
 impl Dispatcher {
-    /// Handles one alert of a notification. Serialised with other alerts so that the two
+    /// Records the alerts of one notification — incidents, alert rows, runs — and queues
+    /// the runs. Answers once all of it is committed (a crash after the answer loses
+    /// nothing); a notification is recorded entirely or not at all.
+    ///
+    /// Group commit: a single ingester takes every notification waiting at that moment and
+    /// records them in one transaction. It is also what serialises ingestion, so the two
     /// copies an HA Alertmanager pair delivers at the same moment cannot both start a run.
+    pub async fn ingest_alerts(
+        &self,
+        alerts: Vec<Alert>,
+        cfg: &AlertsConfig,
+        actor: &str,
+    ) -> Result<Vec<AlertOutcome>, DispatchError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .ingest
+            .send(IngestJob {
+                alerts,
+                cfg: cfg.clone(),
+                actor: actor.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| DispatchError::ShuttingDown)?;
+        answer.await.map_err(|_| DispatchError::ShuttingDown)?
+    }
+
+    /// [`Dispatcher::ingest_alerts`] for one alert.
     pub async fn ingest_alert(
         &self,
         alert: &Alert,
         cfg: &AlertsConfig,
         actor: &str,
     ) -> Result<AlertOutcome, DispatchError> {
-        let _serial = self.inner.alerts_lock.lock().await;
-        let store = &self.inner.store;
+        self.ingest_alerts(vec![alert.clone()], cfg, actor)
+            .await?
+            .pop()
+            .ok_or_else(|| DispatchError::NotRecorded("no outcome".into()))
+    }
+
+    /// Records one alert inside `batch`; the runs it starts are added to `prepared`.
+    async fn ingest_one(
+        &self,
+        batch: &mut Batch,
+        alert: &Alert,
+        cfg: &AlertsConfig,
+        actor: &str,
+        prepared: &mut Vec<Prepared>,
+    ) -> Result<AlertOutcome, DispatchError> {
         let key = incident_key(alert, cfg);
         let mut outcome = AlertOutcome {
             alertname: alert.name().to_string(),
@@ -105,7 +159,7 @@ impl Dispatcher {
         };
         let labels = Value::Object(to_map(&alert.labels));
         let firing = alert.status == "firing";
-        let incident: Option<Incident> = match store.open_incident_by_key(&key).await? {
+        let incident: Option<Incident> = match batch.open_incident_by_key(&key).await? {
             Some(i) => Some(i),
             None if firing => {
                 let title = alert
@@ -115,7 +169,7 @@ impl Dispatcher {
                     .unwrap_or_else(|| alert.name().to_string());
                 let opened = alert.starts_at_ms().unwrap_or_else(crate::store::now_ms);
                 Some(
-                    store
+                    batch
                         .create_incident(
                             &key,
                             &format!("alert:{}", alert.name()),
@@ -147,7 +201,7 @@ impl Dispatcher {
                         continue;
                     }
                     if let Some((status, queued_at)) =
-                        store.last_incident_run(&incident.id, &playbook).await?
+                        batch.last_incident_run(&incident.id, &playbook).await?
                     {
                         let active = matches!(
                             RunStatus::parse(&status),
@@ -183,31 +237,28 @@ impl Dispatcher {
                         incident: Some(incident.id.clone()),
                         dry_run: false,
                     };
-                    let submission = self
-                        .submit(
-                            RunRequest {
-                                playbook: playbook.clone(),
-                                event,
-                                trigger: Trigger {
-                                    kind: "alert".into(),
-                                    name: alert.name().to_string(),
-                                    actor: actor.to_string(),
-                                },
-                            },
-                            false,
-                        )
-                        .await?;
+                    let run = self.prepare(RunRequest {
+                        playbook: playbook.clone(),
+                        event,
+                        trigger: Trigger {
+                            kind: "alert".into(),
+                            name: alert.name().to_string(),
+                            actor: actor.to_string(),
+                        },
+                    })?;
+                    batch.insert_run(&run.record).await?;
                     if !firing {
                         // The run resolves the incident when it finishes.
                         resolve_now = false;
                     }
                     outcome
                         .notes
-                        .push(format!("{playbook}: run {}", submission.run.id));
-                    outcome.runs.push(submission.run.id);
+                        .push(format!("{playbook}: run {}", run.record.id));
+                    outcome.runs.push(run.record.id.clone());
+                    prepared.push(run);
                 }
                 if resolve_now {
-                    store
+                    batch
                         .resolve_incident(
                             &incident.id,
                             "alertmanager",
@@ -218,7 +269,7 @@ impl Dispatcher {
                 }
             }
         }
-        store
+        batch
             .record_alert(&AlertRecord {
                 alertname: alert.name().to_string(),
                 fingerprint: alert.fingerprint.clone(),
@@ -231,5 +282,66 @@ impl Dispatcher {
             })
             .await?;
         Ok(outcome)
+    }
+
+    /// Records `jobs` in one transaction; on success queues their runs. On failure nothing
+    /// of it is recorded and no run is queued (their reserved slots are released).
+    async fn ingest_batch(&self, jobs: &[IngestJob]) -> Result<Vec<Vec<AlertOutcome>>, DispatchError> {
+        let mut batch = self.inner.store.batch().await?;
+        let mut prepared = Vec::new();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let mut of_job = Vec::with_capacity(job.alerts.len());
+            for alert in &job.alerts {
+                of_job.push(
+                    self.ingest_one(&mut batch, alert, &job.cfg, &job.actor, &mut prepared)
+                        .await?,
+                );
+            }
+            outcomes.push(of_job);
+        }
+        batch.commit().await?;
+        for run in prepared {
+            self.send(run, false);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The ingester: takes every notification waiting, records them together, answers each.
+/// When a batch fails, its notifications are retried one by one, so one bad notification
+/// (or a full run queue) is answered on its own and does not fail the others.
+pub(super) async fn ingest_loop(dispatcher: Dispatcher, mut rx: mpsc::Receiver<IngestJob>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        match dispatcher.ingest_batch(&jobs).await {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) if jobs.len() == 1 => {
+                if let Some(job) = jobs.pop() {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, batch = jobs.len(), "alert batch failed; recording its notifications one by one");
+                for job in jobs {
+                    let single = std::slice::from_ref(&job);
+                    let result = dispatcher
+                        .ingest_batch(single)
+                        .await
+                        .map(|mut o| o.pop().unwrap_or_default());
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
     }
 }

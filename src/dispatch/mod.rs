@@ -37,6 +37,9 @@ pub enum DispatchError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A batch of alerts could not be recorded; its senders get this (503) and retry.
+    #[error("alerts not recorded: {0}; retry")]
+    NotRecorded(String),
 }
 
 /// A request to run a playbook.
@@ -58,6 +61,13 @@ struct Job {
     waiter: Option<oneshot::Sender<RunRecord>>,
 }
 
+/// A run with a reserved queue slot, not recorded yet.
+struct Prepared {
+    permit: mpsc::OwnedPermit<Job>,
+    record: RunRecord,
+    playbook: Arc<Playbook>,
+}
+
 /// Turn-taking locks by (incident, playbook).
 type IncidentLocks = std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
 
@@ -74,8 +84,9 @@ struct Inner {
     /// Ends running scripts (after the shutdown grace period).
     stop_runs: CancellationToken,
     runs: TaskTracker,
-    /// Serialises alert ingestion (see [`alerts`]).
-    alerts_lock: tokio::sync::Mutex<()>,
+    /// Alert ingestion: notifications wait here for the ingester, which records every one
+    /// waiting in one transaction (see [`alerts`]).
+    ingest: mpsc::Sender<alerts::IngestJob>,
     /// One lock per (incident, playbook): runs for the same incident never overlap.
     incident_locks: std::sync::Mutex<IncidentLocks>,
 }
@@ -98,6 +109,7 @@ impl Dispatcher {
     ) -> Dispatcher {
         let (queue, rx) = mpsc::channel(limits.queue_capacity);
         let slots = Arc::new(Semaphore::new(limits.max_concurrent_runs));
+        let (ingest_tx, ingest_rx) = mpsc::channel(alerts::INGEST_QUEUE);
         let inner = Arc::new(Inner {
             catalog,
             store,
@@ -109,17 +121,28 @@ impl Dispatcher {
             draining: CancellationToken::new(),
             stop_runs: CancellationToken::new(),
             runs: TaskTracker::new(),
-            alerts_lock: tokio::sync::Mutex::new(()),
+            ingest: ingest_tx,
             incident_locks: Default::default(),
         });
         let loop_done = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(dispatch_loop(inner.clone(), rx, slots, loop_done.clone()));
-        Dispatcher { inner, loop_done }
+        let dispatcher = Dispatcher { inner, loop_done };
+        tokio::spawn(alerts::ingest_loop(dispatcher.clone(), ingest_rx));
+        dispatcher
     }
 
     /// Records and queues a run. With `wait`, the submission carries a receiver for the
     /// finished record.
     pub async fn submit(&self, req: RunRequest, wait: bool) -> Result<Submission, DispatchError> {
+        let prepared = self.prepare(req)?;
+        self.inner.store.insert_run(&prepared.record).await?;
+        Ok(self.send(prepared, wait))
+    }
+
+    /// Accepts a run without recording it: checks that runbookd takes work and reserves a
+    /// queue slot (a refusal must happen before anything is recorded). The caller records
+    /// `record` — alone, or in a batch with others — and then calls [`Dispatcher::send`].
+    fn prepare(&self, req: RunRequest) -> Result<Prepared, DispatchError> {
         let inner = &self.inner;
         if !inner.accepting.load(Ordering::Acquire) {
             inner.metrics.run_rejected("shutting_down");
@@ -129,8 +152,7 @@ impl Dispatcher {
             .catalog
             .get(&req.playbook)
             .ok_or_else(|| DispatchError::UnknownPlaybook(req.playbook.clone()))?;
-        // Reserve the queue slot first: a refusal must happen before the run is recorded.
-        let permit = inner.queue.try_reserve().map_err(|_| {
+        let permit = inner.queue.clone().try_reserve_owned().map_err(|_| {
             inner.metrics.run_rejected("queue_full");
             DispatchError::QueueFull(inner.limits.queue_capacity)
         })?;
@@ -150,20 +172,29 @@ impl Dispatcher {
             result: None,
             error: None,
         };
-        inner.store.insert_run(&record).await?;
+        Ok(Prepared {
+            permit,
+            record,
+            playbook,
+        })
+    }
+
+    /// Queues a prepared run once its record is durable.
+    fn send(&self, prepared: Prepared, wait: bool) -> Submission {
         let (waiter, done) = if wait {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
-        inner.metrics.queued().inc();
-        permit.send(Job {
+        self.inner.metrics.queued().inc();
+        let record = prepared.record;
+        prepared.permit.send(Job {
             record: record.clone(),
-            playbook,
+            playbook: prepared.playbook,
             waiter,
         });
-        Ok(Submission { run: record, done })
+        Submission { run: record, done }
     }
 
     /// Queues runs found `queued` in the store at start (accepted before a crash).

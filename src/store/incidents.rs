@@ -1,7 +1,11 @@
 //! Incidents, their timeline, and the alerts that opened them.
 
 use serde::Serialize;
-use sqlx::{any::AnyRow, Row};
+use sqlx::{
+    any::AnyRow,
+    AnyConnection,
+    Any, Executor, Row,
+};
 
 use super::{ms_to_rfc3339, Store, StoreError};
 
@@ -127,14 +131,7 @@ fn incident_from_row(row: &AnyRow) -> Result<Incident, StoreError> {
 impl Store {
     /// The unresolved incident with this key, if any.
     pub async fn open_incident_by_key(&self, key: &str) -> Result<Option<Incident>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM incidents WHERE incident_key = $1 AND status <> 'resolved' \
-             ORDER BY opened_at DESC LIMIT 1"
-        ))
-        .bind(key)
-        .fetch_optional(&self.writer)
-        .await?;
-        row.as_ref().map(incident_from_row).transpose()
+        open_incident_by_key_on(&self.writer, key).await
     }
 
     /// Opens an incident (status `open`, no level yet).
@@ -146,44 +143,8 @@ impl Store {
         labels: &serde_json::Value,
         opened_at: i64,
     ) -> Result<Incident, StoreError> {
-        let id = uuid::Uuid::now_v7().to_string();
-        let now = self.now();
-        sqlx::query(
-            "INSERT INTO incidents (id, incident_key, source, title, labels, status, facts, opened_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'open', '{}', $6, $7)",
-        )
-        .bind(&id)
-        .bind(key)
-        .bind(source)
-        .bind(title)
-        .bind(labels.to_string())
-        .bind(opened_at)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
-        self.add_timeline(
-            &id,
-            "opened",
-            "runbookd",
-            &format!("opened: {title}"),
-            &serde_json::json!({ "labels": labels }),
-        )
-        .await?;
-        Ok(Incident {
-            id,
-            key: key.to_string(),
-            source: source.to_string(),
-            title: title.to_string(),
-            labels: labels.clone(),
-            status: IncidentStatus::Open,
-            level: None,
-            facts: serde_json::json!({}),
-            opened_at,
-            acked_at: None,
-            acked_by: None,
-            resolved_at: None,
-            resolved_by: None,
-        })
+        let mut conn = self.writer.acquire().await?;
+        create_incident_on(&mut conn, self.now(), key, source, title, labels, opened_at).await
     }
 
     pub async fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
@@ -254,21 +215,8 @@ impl Store {
         by: &str,
         why: &str,
     ) -> Result<bool, StoreError> {
-        let now = self.now();
-        let done = sqlx::query(
-            "UPDATE incidents SET status = 'resolved', resolved_at = $1, resolved_by = $2, updated_at = $1 \
-             WHERE id = $3 AND status <> 'resolved'",
-        )
-        .bind(now)
-        .bind(by)
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
-        if done.rows_affected() == 1 {
-            self.add_timeline(id, "resolved", by, why, &serde_json::json!({}))
-                .await?;
-        }
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.writer.acquire().await?;
+        resolve_incident_on(&mut conn, self.now(), id, by, why).await
     }
 
     /// Raises the recorded level (the caller decides that it is higher).
@@ -305,20 +253,7 @@ impl Store {
         message: &str,
         details: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO incident_timeline (id, incident_id, at, kind, actor, message, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(incident_id)
-        .bind(self.now())
-        .bind(kind)
-        .bind(actor)
-        .bind(message)
-        .bind(details.to_string())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        add_timeline_on(&self.writer, self.now(), incident_id, kind, actor, message, details).await
     }
 
     pub async fn timeline(&self, incident_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
@@ -346,23 +281,7 @@ impl Store {
 
     /// Records a received alert and its outcome.
     pub async fn record_alert(&self, a: &AlertRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(self.now())
-        .bind(&a.alertname)
-        .bind(&a.fingerprint)
-        .bind(&a.status)
-        .bind(&a.starts_at)
-        .bind(a.labels.to_string())
-        .bind(a.annotations.to_string())
-        .bind(a.incident_id.clone())
-        .bind(&a.outcome)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        record_alert_on(&self.writer, self.now(), a).await
     }
 
     /// The latest run of `playbook` for an incident: (status, queued_at).
@@ -371,15 +290,161 @@ impl Store {
         incident_id: &str,
         playbook: &str,
     ) -> Result<Option<(String, i64)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT status, queued_at FROM runs WHERE incident_id = $1 AND playbook = $2 \
-             ORDER BY queued_at DESC, id DESC LIMIT 1",
-        )
-        .bind(incident_id)
-        .bind(playbook)
-        .fetch_optional(&self.writer)
-        .await?;
-        row.map(|r| Ok((r.try_get("status")?, r.try_get("queued_at")?)))
-            .transpose()
+        last_incident_run_on(&self.writer, incident_id, playbook).await
     }
+}
+
+// The statements alert ingestion uses, on any executor: the writer pool for one statement,
+// or a transaction when a whole batch of alerts is committed at once (see `batch.rs`).
+
+pub(super) async fn open_incident_by_key_on<'c, E: Executor<'c, Database = Any>>(
+    e: E,
+    key: &str,
+) -> Result<Option<Incident>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM incidents WHERE incident_key = $1 AND status <> 'resolved' \
+         ORDER BY opened_at DESC LIMIT 1"
+    ))
+    .bind(key)
+    .fetch_optional(e)
+    .await?;
+    row.as_ref().map(incident_from_row).transpose()
+}
+
+pub(super) async fn create_incident_on(
+    conn: &mut AnyConnection,
+    now: i64,
+    key: &str,
+    source: &str,
+    title: &str,
+    labels: &serde_json::Value,
+    opened_at: i64,
+) -> Result<Incident, StoreError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO incidents (id, incident_key, source, title, labels, status, facts, opened_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'open', '{}', $6, $7)",
+    )
+    .bind(&id)
+    .bind(key)
+    .bind(source)
+    .bind(title)
+    .bind(labels.to_string())
+    .bind(opened_at)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    add_timeline_on(
+        &mut *conn,
+        now,
+        &id,
+        "opened",
+        "runbookd",
+        &format!("opened: {title}"),
+        &serde_json::json!({ "labels": labels }),
+    )
+    .await?;
+    Ok(Incident {
+        id,
+        key: key.to_string(),
+        source: source.to_string(),
+        title: title.to_string(),
+        labels: labels.clone(),
+        status: IncidentStatus::Open,
+        level: None,
+        facts: serde_json::json!({}),
+        opened_at,
+        acked_at: None,
+        acked_by: None,
+        resolved_at: None,
+        resolved_by: None,
+    })
+}
+
+pub(super) async fn resolve_incident_on(
+    conn: &mut AnyConnection,
+    now: i64,
+    id: &str,
+    by: &str,
+    why: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE incidents SET status = 'resolved', resolved_at = $1, resolved_by = $2, updated_at = $1 \
+         WHERE id = $3 AND status <> 'resolved'",
+    )
+    .bind(now)
+    .bind(by)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        add_timeline_on(&mut *conn, now, id, "resolved", by, why, &serde_json::json!({})).await?;
+    }
+    Ok(done.rows_affected() == 1)
+}
+
+pub(super) async fn add_timeline_on<'c, E: Executor<'c, Database = Any>>(
+    e: E,
+    now: i64,
+    incident_id: &str,
+    kind: &str,
+    actor: &str,
+    message: &str,
+    details: &serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO incident_timeline (id, incident_id, at, kind, actor, message, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(incident_id)
+    .bind(now)
+    .bind(kind)
+    .bind(actor)
+    .bind(message)
+    .bind(details.to_string())
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn record_alert_on<'c, E: Executor<'c, Database = Any>>(
+    e: E,
+    now: i64,
+    a: &AlertRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(now)
+    .bind(&a.alertname)
+    .bind(&a.fingerprint)
+    .bind(&a.status)
+    .bind(&a.starts_at)
+    .bind(a.labels.to_string())
+    .bind(a.annotations.to_string())
+    .bind(a.incident_id.clone())
+    .bind(&a.outcome)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn last_incident_run_on<'c, E: Executor<'c, Database = Any>>(
+    e: E,
+    incident_id: &str,
+    playbook: &str,
+) -> Result<Option<(String, i64)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT status, queued_at FROM runs WHERE incident_id = $1 AND playbook = $2 \
+         ORDER BY queued_at DESC, id DESC LIMIT 1",
+    )
+    .bind(incident_id)
+    .bind(playbook)
+    .fetch_optional(e)
+    .await?;
+    row.map(|r| Ok((r.try_get("status")?, r.try_get("queued_at")?)))
+        .transpose()
 }

@@ -6,6 +6,7 @@
 //! what SQLite wants; PostgreSQL shares one pool for both.
 
 mod audit;
+mod batch;
 mod budgets;
 mod cron;
 mod escalation;
@@ -22,6 +23,7 @@ use sqlx::{
 };
 
 pub use audit::{AuditEntry, NewAudit};
+pub use batch::Batch;
 pub use budgets::BudgetCheck;
 pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
 pub use outbox::OutboxItem;

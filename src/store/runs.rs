@@ -167,26 +167,34 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, StoreError> {
     })
 }
 
+/// Inserts a queued run, on the writer pool or inside a batch's transaction.
+pub(super) async fn insert_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+    e: E,
+    run: &RunRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&run.id)
+    .bind(&run.playbook)
+    .bind(&run.version)
+    .bind(to_json(&run.trigger))
+    .bind(to_json(&run.event))
+    .bind(i64::from(run.dry_run))
+    .bind(run.status.as_str())
+    .bind(run.queued_at)
+    .bind(run.event["incident"].as_str().map(str::to_string))
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Records a run that was accepted and waits for a slot. Once this returns the run
     /// survives a crash: it is re-queued at the next start.
     pub async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&run.id)
-        .bind(&run.playbook)
-        .bind(&run.version)
-        .bind(to_json(&run.trigger))
-        .bind(to_json(&run.event))
-        .bind(i64::from(run.dry_run))
-        .bind(run.status.as_str())
-        .bind(run.queued_at)
-        .bind(run.event["incident"].as_str().map(str::to_string))
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        insert_run_on(&self.writer, run).await
     }
 
     /// Marks a queued run as running.

@@ -1,0 +1,75 @@
+//! Several writes committed as one transaction. Alert ingestion records every alert waiting
+//! at the door — incidents, their timelines, runs, alert rows — in one commit (group
+//! commit): one round of locking and one WAL append per batch instead of six per alert.
+
+use sqlx::{Any, Transaction};
+
+use super::{
+    incidents::{
+        create_incident_on, last_incident_run_on, open_incident_by_key_on, record_alert_on,
+        resolve_incident_on,
+    },
+    runs::insert_run_on,
+    AlertRecord, Incident, RunRecord, Store, StoreError,
+};
+
+/// An open transaction on the writer; nothing is visible to others until [`Batch::commit`].
+pub struct Batch {
+    tx: Transaction<'static, Any>,
+    now: i64,
+}
+
+impl Store {
+    /// Starts a batch; its timestamps are the store clock's now.
+    pub async fn batch(&self) -> Result<Batch, StoreError> {
+        Ok(Batch {
+            tx: self.writer.begin().await?,
+            now: self.now(),
+        })
+    }
+}
+
+impl Batch {
+    /// The unresolved incident with this key, including one this batch created.
+    pub async fn open_incident_by_key(&mut self, key: &str) -> Result<Option<Incident>, StoreError> {
+        open_incident_by_key_on(&mut *self.tx, key).await
+    }
+
+    pub async fn create_incident(
+        &mut self,
+        key: &str,
+        source: &str,
+        title: &str,
+        labels: &serde_json::Value,
+        opened_at: i64,
+    ) -> Result<Incident, StoreError> {
+        create_incident_on(&mut self.tx, self.now, key, source, title, labels, opened_at).await
+    }
+
+    pub async fn resolve_incident(&mut self, id: &str, by: &str, why: &str) -> Result<bool, StoreError> {
+        resolve_incident_on(&mut self.tx, self.now, id, by, why).await
+    }
+
+    /// The latest run of `playbook` for an incident, including one this batch recorded.
+    pub async fn last_incident_run(
+        &mut self,
+        incident_id: &str,
+        playbook: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        last_incident_run_on(&mut *self.tx, incident_id, playbook).await
+    }
+
+    pub async fn insert_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        insert_run_on(&mut *self.tx, run).await
+    }
+
+    pub async fn record_alert(&mut self, a: &AlertRecord) -> Result<(), StoreError> {
+        record_alert_on(&mut *self.tx, self.now, a).await
+    }
+
+    /// Makes every write of the batch durable at once.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
