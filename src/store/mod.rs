@@ -133,6 +133,7 @@ impl Store {
                 let writer = sqlite_pool(1).connect_with(opts.clone()).await?;
                 // The writer creates the file and switches it to WAL before readers open it.
                 let reader = sqlite_pool(4).connect_with(opts).await?;
+                spawn_checkpointer(reader.clone());
                 Store {
                     writer,
                     reader,
@@ -187,6 +188,33 @@ impl Store {
     }
 }
 
+/// SQLite's automatic checkpoint runs inside whichever commit crosses the WAL threshold and
+/// copies the WAL into the database file with an fsync: a few milliseconds on the path of
+/// an alert's answer. runbookd turns it off on every connection and checkpoints from this
+/// task instead, once a second, PASSIVE (it never waits for writers). What is in the WAL is
+/// already durable: a crash between checkpoints loses nothing.
+fn spawn_checkpointer(pool: AnyPool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                if pool.is_closed() {
+                    return;
+                }
+                tracing::warn!(error = %e, "SQLite checkpoint failed; retrying in 1 s");
+            }
+        }
+    });
+}
+
 fn sqlite_pool(size: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(size)
@@ -198,7 +226,8 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
             Box::pin(async move {
                 conn.execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+                     PRAGMA wal_autocheckpoint = 0;",
                 )
                 .await?;
                 Ok(())
