@@ -286,7 +286,10 @@ impl Dispatcher {
 
     /// Records `jobs` in one transaction; on success queues their runs. On failure nothing
     /// of it is recorded and no run is queued (their reserved slots are released).
-    async fn ingest_batch(&self, jobs: &[IngestJob]) -> Result<Vec<Vec<AlertOutcome>>, DispatchError> {
+    async fn ingest_batch(
+        &self,
+        jobs: &[IngestJob],
+    ) -> Result<Vec<Vec<AlertOutcome>>, DispatchError> {
         let mut batch = self.inner.store.batch().await?;
         let mut prepared = Vec::new();
         let mut outcomes = Vec::with_capacity(jobs.len());

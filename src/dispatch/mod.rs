@@ -22,7 +22,7 @@ use crate::{
     engine::{runner, Catalog, Playbook},
     metrics::Metrics,
     primitives::Services,
-    store::{now_ms, RunError, RunRecord, RunStatus, Store, StoreError, Trigger},
+    store::{now_ms, RunError, RunRecord, RunStatus, RunUpdate, Store, StoreError, Trigger},
     triggers::Event,
 };
 
@@ -87,6 +87,9 @@ struct Inner {
     /// Alert ingestion: notifications wait here for the ingester, which records every one
     /// waiting in one transaction (see [`alerts`]).
     ingest: mpsc::Sender<alerts::IngestJob>,
+    /// Run status changes wait here for the status writer, which commits every one waiting
+    /// in one transaction.
+    run_updates: mpsc::Sender<UpdateJob>,
     /// One lock per (incident, playbook): runs for the same incident never overlap.
     incident_locks: std::sync::Mutex<IncidentLocks>,
 }
@@ -110,6 +113,8 @@ impl Dispatcher {
         let (queue, rx) = mpsc::channel(limits.queue_capacity);
         let slots = Arc::new(Semaphore::new(limits.max_concurrent_runs));
         let (ingest_tx, ingest_rx) = mpsc::channel(alerts::INGEST_QUEUE);
+        let (updates_tx, updates_rx) = mpsc::channel(4096);
+        tokio::spawn(status_writer(store.clone(), updates_rx));
         let inner = Arc::new(Inner {
             catalog,
             store,
@@ -122,6 +127,7 @@ impl Dispatcher {
             stop_runs: CancellationToken::new(),
             runs: TaskTracker::new(),
             ingest: ingest_tx,
+            run_updates: updates_tx,
             incident_locks: Default::default(),
         });
         let loop_done = Arc::new(tokio::sync::Notify::new());
@@ -344,12 +350,11 @@ async fn run_job(inner: Arc<Inner>, job: Job) {
     record.started_at = Some(now_ms());
     inner.metrics.running().inc();
     if let Err(e) = inner
-        .store
-        .mark_running(
-            &record.id,
-            record.started_at.unwrap_or_default(),
-            &record.version,
-        )
+        .write_update(RunUpdate::Running {
+            id: record.id.clone(),
+            started_at: record.started_at.unwrap_or_default(),
+            version: record.version.clone(),
+        })
         .await
     {
         tracing::error!(run = %record.id, error = %e, "cannot mark run as running; running it anyway");
@@ -437,10 +442,69 @@ async fn resolve_after_resolved_alert(inner: &Inner, record: &RunRecord) {
 }
 
 /// Writes the final record, retrying briefly: a run's outcome is worth a few attempts.
+/// A status change and who waits for it to be durable.
+struct UpdateJob {
+    update: RunUpdate,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+impl Inner {
+    /// Writes a run's status change and waits until it is committed.
+    async fn write_update(&self, update: RunUpdate) -> Result<(), String> {
+        let (done, committed) = oneshot::channel();
+        self.run_updates
+            .send(UpdateJob { update, done })
+            .await
+            .map_err(|_| "the status writer has stopped".to_string())?;
+        committed
+            .await
+            .map_err(|_| "the status writer has stopped".to_string())?
+    }
+}
+
+/// Group commit for run status changes: every change waiting is written in one
+/// transaction; a failed batch is retried change by change so one bad row fails alone.
+async fn status_writer(store: Store, mut rx: mpsc::Receiver<UpdateJob>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < 512 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let updates: Vec<RunUpdate> = jobs.iter().map(|j| j.update.clone()).collect();
+        match store.write_run_updates(&updates).await {
+            Ok(()) => {
+                for j in jobs {
+                    let _ = j.done.send(Ok(()));
+                }
+            }
+            Err(e) if jobs.len() == 1 => {
+                for j in jobs {
+                    let _ = j.done.send(Err(e.to_string()));
+                }
+            }
+            Err(_) => {
+                for j in jobs {
+                    let r = store
+                        .write_run_updates(std::slice::from_ref(&j.update))
+                        .await
+                        .map_err(|e| e.to_string());
+                    let _ = j.done.send(r);
+                }
+            }
+        }
+    }
+}
+
 async fn finish(inner: &Inner, record: &RunRecord) {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=5 {
-        match inner.store.finish_run(record).await {
+        match inner
+            .write_update(RunUpdate::Finished(Box::new(record.clone())))
+            .await
+        {
             Ok(()) => return,
             Err(e) if attempt == 5 => {
                 tracing::error!(run = %record.id, error = %e, status = record.status.as_str(), "cannot record run outcome");

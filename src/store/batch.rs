@@ -31,7 +31,10 @@ impl Store {
 
 impl Batch {
     /// The unresolved incident with this key, including one this batch created.
-    pub async fn open_incident_by_key(&mut self, key: &str) -> Result<Option<Incident>, StoreError> {
+    pub async fn open_incident_by_key(
+        &mut self,
+        key: &str,
+    ) -> Result<Option<Incident>, StoreError> {
         open_incident_by_key_on(&mut *self.tx, key).await
     }
 
@@ -43,10 +46,24 @@ impl Batch {
         labels: &serde_json::Value,
         opened_at: i64,
     ) -> Result<Incident, StoreError> {
-        create_incident_on(&mut self.tx, self.now, key, source, title, labels, opened_at).await
+        create_incident_on(
+            &mut self.tx,
+            self.now,
+            key,
+            source,
+            title,
+            labels,
+            opened_at,
+        )
+        .await
     }
 
-    pub async fn resolve_incident(&mut self, id: &str, by: &str, why: &str) -> Result<bool, StoreError> {
+    pub async fn resolve_incident(
+        &mut self,
+        id: &str,
+        by: &str,
+        why: &str,
+    ) -> Result<bool, StoreError> {
         resolve_incident_on(&mut self.tx, self.now, id, by, why).await
     }
 

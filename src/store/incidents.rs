@@ -1,11 +1,7 @@
 //! Incidents, their timeline, and the alerts that opened them.
 
 use serde::Serialize;
-use sqlx::{
-    any::AnyRow,
-    AnyConnection,
-    Any, Executor, Row,
-};
+use sqlx::{any::AnyRow, Any, AnyConnection, Executor, Row};
 
 use super::{ms_to_rfc3339, Store, StoreError};
 
@@ -253,7 +249,16 @@ impl Store {
         message: &str,
         details: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        add_timeline_on(&self.writer, self.now(), incident_id, kind, actor, message, details).await
+        add_timeline_on(
+            &self.writer,
+            self.now(),
+            incident_id,
+            kind,
+            actor,
+            message,
+            details,
+        )
+        .await
     }
 
     pub async fn timeline(&self, incident_id: &str) -> Result<Vec<TimelineEntry>, StoreError> {
@@ -378,7 +383,16 @@ pub(super) async fn resolve_incident_on(
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 {
-        add_timeline_on(&mut *conn, now, id, "resolved", by, why, &serde_json::json!({})).await?;
+        add_timeline_on(
+            &mut *conn,
+            now,
+            id,
+            "resolved",
+            by,
+            why,
+            &serde_json::json!({}),
+        )
+        .await?;
     }
     Ok(done.rows_affected() == 1)
 }

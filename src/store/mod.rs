@@ -27,7 +27,7 @@ pub use batch::Batch;
 pub use budgets::BudgetCheck;
 pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
 pub use outbox::OutboxItem;
-pub use runs::{LogLine, RunError, RunFilter, RunRecord, RunStatus, Trigger};
+pub use runs::{LogLine, RunError, RunFilter, RunRecord, RunStatus, RunUpdate, Trigger};
 
 /// Errors from the state store.
 #[derive(Debug, thiserror::Error)]

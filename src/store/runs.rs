@@ -167,6 +167,55 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, StoreError> {
     })
 }
 
+/// A change to a run's row.
+#[derive(Debug, Clone)]
+pub enum RunUpdate {
+    Running {
+        id: String,
+        started_at: i64,
+        version: String,
+    },
+    /// Boxed: a finished run carries its logs and actions.
+    Finished(Box<RunRecord>),
+}
+
+async fn mark_running_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+    e: E,
+    id: &str,
+    started_at: i64,
+    version: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE runs SET status = $1, started_at = $2, version = $3 WHERE id = $4")
+        .bind(RunStatus::Running.as_str())
+        .bind(started_at)
+        .bind(version)
+        .bind(id)
+        .execute(e)
+        .await?;
+    Ok(())
+}
+
+async fn finish_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+    e: E,
+    run: &RunRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE runs SET status = $1, started_at = $2, finished_at = $3, logs = $4, \
+         actions = $5, result = $6, error = $7 WHERE id = $8",
+    )
+    .bind(run.status.as_str())
+    .bind(run.started_at)
+    .bind(run.finished_at)
+    .bind(to_json(&run.logs))
+    .bind(to_json(&run.actions))
+    .bind(run.result.as_ref().map(to_json))
+    .bind(run.error.as_ref().map(to_json))
+    .bind(&run.id)
+    .execute(e)
+    .await?;
+    Ok(())
+}
+
 /// Inserts a queued run, on the writer pool or inside a batch's transaction.
 pub(super) async fn insert_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
     e: E,
@@ -206,32 +255,29 @@ impl Store {
         started_at: i64,
         version: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET status = $1, started_at = $2, version = $3 WHERE id = $4")
-            .bind(RunStatus::Running.as_str())
-            .bind(started_at)
-            .bind(version)
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        mark_running_on(&self.writer, id, started_at, version).await
     }
 
     /// Writes a run's final state.
     pub async fn finish_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE runs SET status = $1, started_at = $2, finished_at = $3, logs = $4, \
-             actions = $5, result = $6, error = $7 WHERE id = $8",
-        )
-        .bind(run.status.as_str())
-        .bind(run.started_at)
-        .bind(run.finished_at)
-        .bind(to_json(&run.logs))
-        .bind(to_json(&run.actions))
-        .bind(run.result.as_ref().map(to_json))
-        .bind(run.error.as_ref().map(to_json))
-        .bind(&run.id)
-        .execute(&self.writer)
-        .await?;
+        finish_run_on(&self.writer, run).await
+    }
+
+    /// Writes several runs' status changes in one transaction (the dispatcher commits the
+    /// changes of every run that starts or ends at the same moment together).
+    pub async fn write_run_updates(&self, updates: &[RunUpdate]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for u in updates {
+            match u {
+                RunUpdate::Running {
+                    id,
+                    started_at,
+                    version,
+                } => mark_running_on(&mut *tx, id, *started_at, version).await?,
+                RunUpdate::Finished(run) => finish_run_on(&mut *tx, run).await?,
+            }
+        }
+        tx.commit().await?;
         Ok(())
     }
 
