@@ -211,8 +211,12 @@ pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRequest>
     );
     let now = store.now();
     let mut runs = Vec::new();
+    let mut all_fires = store
+        .fires_of_unresolved()
+        .await
+        .map_err(|e| e.to_string())?;
     for incident in incidents {
-        let fires = store.fires(&incident.id).await.map_err(|e| e.to_string())?;
+        let fires = all_fires.remove(&incident.id).unwrap_or_default();
         let current = incident.level.as_deref().and_then(|l| table.rank(l));
         let age = (now - incident.opened_at) as f64 / 1000.0;
         for (rank, level) in table.levels.iter().enumerate() {

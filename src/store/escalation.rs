@@ -40,24 +40,28 @@ async fn enqueue_in(
 }
 
 impl Store {
-    /// Levels fired for an incident.
-    pub async fn fires(&self, incident_id: &str) -> Result<Vec<Fire>, StoreError> {
+    /// Levels fired for every unresolved incident, by incident id: one query per
+    /// evaluator pass, however many incidents are open.
+    pub async fn fires_of_unresolved(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<Fire>>, StoreError> {
         let rows = sqlx::query(
-            "SELECT level, fired_at, last_sent, sends FROM escalation_fires WHERE incident_id = $1 ORDER BY fired_at",
+            "SELECT f.incident_id, f.level, f.fired_at, f.last_sent, f.sends \
+             FROM escalation_fires f JOIN incidents i ON i.id = f.incident_id \
+             WHERE i.status <> 'resolved' ORDER BY f.fired_at",
         )
-        .bind(incident_id)
         .fetch_all(&self.writer)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Fire {
-                    level: r.try_get(0)?,
-                    fired_at: r.try_get(1)?,
-                    last_sent: r.try_get(2)?,
-                    sends: r.try_get(3)?,
-                })
-            })
-            .collect()
+        let mut out: std::collections::HashMap<String, Vec<Fire>> = Default::default();
+        for r in &rows {
+            out.entry(r.try_get(0)?).or_default().push(Fire {
+                level: r.try_get(1)?,
+                fired_at: r.try_get(2)?,
+                last_sent: r.try_get(3)?,
+                sends: r.try_get(4)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Fires a level once: records it, raises the incident's level, adds a timeline line and
