@@ -355,6 +355,17 @@ pub fn engine() -> Engine {
         w.set_stripe(|s| s.key_rejected = true);
         w.note("Stripe rejects the API key".into());
     });
+    e.register_fn(
+        "stripe_latency",
+        |w: &mut World, ms: Dynamic| -> Result<(), Box<EvalAltResult>> {
+            let ms = ms
+                .as_float()
+                .or_else(|_| ms.as_int().map(|i| i as FLOAT))
+                .map_err(|_| fail("stripe_latency(ms): a number of milliseconds"))?;
+            w.set_stripe(|s| s.latency_ms = ms.max(0.0));
+            Ok(())
+        },
+    );
     e.register_fn("stripe_rate_limited", |w: &mut World| {
         w.set_stripe(|s| s.rate_limited = true);
     });
