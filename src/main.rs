@@ -245,7 +245,7 @@ fn test(
             dir.join("tests").display()
         );
     }
-    print!("{}", report.render());
+    emit(&report.render())?;
     Ok(if report.failed() == 0 {
         ExitCode::SUCCESS
     } else {
@@ -285,46 +285,64 @@ fn simulate(
     sim.play(&scenario)?;
     let mut timeline = sim.timeline();
     timeline.sort_by_key(|h| h.at_ms);
+    use std::fmt::Write as _;
+    let mut out = String::new();
     if json {
         for h in &timeline {
-            println!("{}", serde_json::to_string(h)?);
+            writeln!(out, "{}", serde_json::to_string(h)?)?;
         }
-        return Ok(ExitCode::SUCCESS);
+        return emit(&out);
     }
-    println!("{} — simulated on a virtual clock", scenario.title);
+    writeln!(out, "{} — simulated on a virtual clock", scenario.title)?;
     if !scenario.description.is_empty() {
-        println!("{}", scenario.description.trim());
+        writeln!(out, "{}", scenario.description.trim())?;
     }
-    println!();
+    writeln!(out)?;
     for h in &timeline {
         let t = (h.at_ms - start).max(0) / 1000;
-        println!(
+        writeln!(
+            out,
             "+{:02}:{:02}:{:02}  {:<10}  {}",
             t / 3600,
             t / 60 % 60,
             t % 60,
             h.kind,
             h.text
-        );
+        )?;
     }
     let runs = sim.runs();
     let failed = runs.iter().filter(|r| r.status != "succeeded").count();
-    println!();
-    println!(
+    writeln!(out)?;
+    writeln!(
+        out,
         "{} runs ({} did not succeed), {} notifications",
         runs.len(),
         failed,
         sim.notifications()?.len()
-    );
+    )?;
     for i in sim.incidents()? {
-        println!(
+        writeln!(
+            out,
             "incident {}: {}, level {}",
             i.title,
             i.status.as_str(),
             i.level.as_deref().unwrap_or("none")
-        );
+        )?;
     }
-    Ok(ExitCode::SUCCESS)
+    emit(&out)
+}
+
+/// Prints `text` to standard output; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn check(config: Config, dir: Option<PathBuf>, with_tests: bool) -> anyhow::Result<ExitCode> {
