@@ -140,6 +140,17 @@ impl Notifier {
     }
 
     async fn deliver(&self, item: OutboxItem) {
+        // Replicas sharing the store poll the same outbox: only the one that claims the
+        // notification sends it (the lease outlasts one attempt).
+        let lease = now_ms() + (self.cfg.timeout + Duration::from_secs(30)).as_millis() as i64;
+        match self.store.claim_notification(&item, lease).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(notification = %item.id, error = %e, "cannot claim notification; will retry");
+                return;
+            }
+        }
         let Some(channel) = self.channels.get(&item.channel) else {
             let _ = self
                 .store

@@ -19,6 +19,9 @@ pub struct OutboxItem {
     pub attempts: i64,
     #[serde(skip)]
     pub created_at_ms: i64,
+    /// When the next attempt is due (ms); [`Store::claim_notification`] compares it.
+    #[serde(skip)]
+    pub next_attempt_at: i64,
     pub created_at: String,
     pub last_error: Option<String>,
 }
@@ -38,13 +41,14 @@ fn item(row: &AnyRow) -> Result<OutboxItem, StoreError> {
         status: row.try_get("status")?,
         attempts: row.try_get("attempts")?,
         created_at_ms: created,
+        next_attempt_at: row.try_get("next_attempt_at")?,
         created_at: ms_to_rfc3339(created),
         last_error: row.try_get("last_error")?,
     })
 }
 
-const COLUMNS: &str =
-    "id, channel, incident_id, kind, payload, status, attempts, created_at, last_error";
+const COLUMNS: &str = "id, channel, incident_id, kind, payload, status, attempts, created_at, \
+     last_error, next_attempt_at";
 
 impl Store {
     /// Queues a notification; returns its id.
@@ -84,6 +88,27 @@ impl Store {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(item).collect()
+    }
+
+    /// Takes a due notification for delivery until `lease_until` (ms): a compare-and-set on
+    /// its due time, so when several replicas share the store exactly one sends it. False:
+    /// another one took it first. A replica that dies while sending leaves the lease to
+    /// expire, and the notification is tried again then.
+    pub async fn claim_notification(
+        &self,
+        item: &OutboxItem,
+        lease_until: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending' \
+             AND next_attempt_at = $3",
+        )
+        .bind(lease_until)
+        .bind(&item.id)
+        .bind(item.next_attempt_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn mark_notification_sent(&self, id: &str) -> Result<(), StoreError> {

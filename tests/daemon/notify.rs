@@ -26,6 +26,8 @@ pub struct SinkState {
     pub script: VecDeque<(u16, Option<u64>)>,
     pub received: Vec<(Instant, HeaderMap, Value)>,
     pub raw: Vec<Bytes>,
+    /// How long each answer takes (a slow receiver).
+    pub delay: Duration,
 }
 
 #[derive(Clone)]
@@ -39,6 +41,10 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
+    let delay = s.lock().expect("sink").delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut st = s.lock().expect("sink");
     let (status, retry_after) = st.script.pop_front().unwrap_or((200, None));
     st.received.push((
@@ -412,4 +418,43 @@ async fn email_goes_out_over_smtp() {
     assert!(got[0].contains("Subject: runbookd: tell"), "{}", got[0]);
     assert!(got[0].contains("To: oncall@example.com"), "{}", got[0]);
     assert!(got[0].contains("Stripe degraded"), "{}", got[0]);
+}
+
+#[tokio::test]
+async fn replicas_sharing_the_store_send_each_notification_once() {
+    let sink = Sink::start(vec![]).await;
+    // A slow receiver: while one replica waits for an answer, the other polls the outbox
+    // and sees the same notifications due.
+    sink.state.lock().expect("sink").delay = Duration::from_millis(150);
+    let ws = Workspace::new(Db::Postgres).await;
+    ws.write_playbook(
+        "announce",
+        "fn run(event) { for i in 0..20 { notify(\"oncall\", `message ${i}`); } }\n",
+    );
+    let opts = Options {
+        extra_config: format!(
+            "[channels.oncall]\ntype = \"webhook\"\nurl = \"{}\"\n",
+            sink.url()
+        ),
+        ..Default::default()
+    };
+    // Two runbookd replicas on one PostgreSQL state store: both poll the same outbox.
+    let a = Daemon::start(&ws, &opts);
+    let _b = Daemon::start(&ws, &opts);
+    let (_, run) = a.run_wait("announce", serde_json::json!({})).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let got = sink.wait_for(20, Duration::from_secs(20)).await;
+    // Give a second sender time to show up, if there were one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut texts: Vec<String> = sink
+        .received()
+        .iter()
+        .map(|(_, _, body)| body["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(got.len() >= 20);
+    texts.sort();
+    let before = texts.len();
+    texts.dedup();
+    assert_eq!(before, 20, "each notification sent exactly once: {texts:?}");
+    assert_eq!(texts.len(), 20);
 }
