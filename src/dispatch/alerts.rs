@@ -159,6 +159,7 @@ impl Dispatcher {
         };
         let labels = Value::Object(to_map(&alert.labels));
         let firing = alert.status == "firing";
+        batch.lock_key(&key).await?;
         let incident: Option<Incident> = match batch.open_incident_by_key(&key).await? {
             Some(i) => Some(i),
             None if firing => {

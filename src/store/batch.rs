@@ -17,6 +17,7 @@ use super::{
 pub struct Batch {
     tx: Transaction<'static, Any>,
     now: i64,
+    backend: super::Backend,
 }
 
 impl Store {
@@ -25,11 +26,27 @@ impl Store {
         Ok(Batch {
             tx: self.writer.begin().await?,
             now: self.now(),
+            backend: self.backend,
         })
     }
 }
 
 impl Batch {
+    /// Holds `key` until the batch ends, against other replicas sharing a PostgreSQL store
+    /// (a transaction-scoped advisory lock), so two replicas that receive the same alert
+    /// cannot both open its incident or both start its run. SQLite has one writer anyway.
+    /// Two batches locking keys in opposite orders deadlock; PostgreSQL then fails one of
+    /// them, and its notifications are retried one by one.
+    pub async fn lock_key(&mut self, key: &str) -> Result<(), StoreError> {
+        if self.backend == super::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1)::bigint)")
+                .bind(key)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The unresolved incident with this key, including one this batch created.
     pub async fn open_incident_by_key(
         &mut self,

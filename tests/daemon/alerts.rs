@@ -397,3 +397,48 @@ async fn incidents_can_be_acknowledged_and_resolved_by_an_operator() {
     .await;
     assert_ne!(again["alerts"][0]["incident"].as_str(), Some(id.as_str()));
 }
+
+#[tokio::test]
+async fn two_replicas_receiving_the_same_alerts_open_one_incident_and_one_run_each() {
+    let ws = Workspace::new(Db::Postgres).await;
+    ws.write_playbook(
+        "responder",
+        "fn triggers() { [#{ alert: \"PaymentProcessorDown\" }] }\nfn run(event) { sleep(0.2); 1 }\n",
+    );
+    let a = Daemon::start(&ws, &Options::default());
+    let b = Daemon::start(&ws, &Options::default());
+    // An HA Alertmanager pair behind a load balancer: each notification reaches both
+    // replicas at the same moment.
+    let mut sends = Vec::new();
+    for i in 0..20 {
+        let body = notification(&[("PaymentProcessorDown", &format!("fp-ha-{i}"), "firing")]);
+        for d in [&a, &b] {
+            let (client, url, body) = (d.client.clone(), d.url("/api/v1/alerts"), body.clone());
+            sends.push(tokio::spawn(async move {
+                client
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("post")
+                    .status()
+                    .as_u16()
+            }));
+        }
+    }
+    for s in sends {
+        assert_eq!(s.await.expect("join"), 200);
+    }
+    let incidents = a.get("/api/v1/incidents?limit=1000").await.1;
+    assert_eq!(
+        incidents.as_array().map(Vec::len),
+        Some(20),
+        "one incident per alert: {incidents}"
+    );
+    let runs = a.get("/api/v1/runs?playbook=responder&limit=1000").await.1;
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(20),
+        "one run per alert: {runs}"
+    );
+}
