@@ -303,7 +303,8 @@ impl Default for NotifyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CronConfig {
-    /// Zone schedules are read in: `UTC` or a fixed offset like `+02:00`.
+    /// Zone schedules are read in: `UTC`, a fixed offset like `+02:00`, or an IANA zone
+    /// like `Europe/Berlin` (daylight saving time followed).
     pub timezone: String,
     /// Missed ticks to fire after downtime (the most recent ones); 0 skips them all.
     pub max_catch_up: u32,
@@ -319,20 +320,9 @@ impl Default for CronConfig {
 }
 
 impl CronConfig {
-    /// The configured zone as an offset.
-    pub fn offset(&self) -> Option<chrono::FixedOffset> {
-        if self.timezone.eq_ignore_ascii_case("utc") || self.timezone == "Z" {
-            return chrono::FixedOffset::east_opt(0);
-        }
-        let t = self.timezone.trim();
-        let (sign, rest) = match t.as_bytes().first() {
-            Some(b'+') => (1, &t[1..]),
-            Some(b'-') => (-1, &t[1..]),
-            _ => return None,
-        };
-        let (h, m) = rest.split_once(':')?;
-        let secs = h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60;
-        chrono::FixedOffset::east_opt(sign * secs)
+    /// The configured zone.
+    pub fn zone(&self) -> Option<crate::triggers::cron::Zone> {
+        crate::triggers::cron::Zone::parse(&self.timezone)
     }
 }
 
@@ -776,10 +766,10 @@ impl Config {
         if self.stripe.max_attempts == 0 {
             return bad("stripe.max_attempts", "must be at least 1");
         }
-        if self.cron.offset().is_none() {
+        if self.cron.zone().is_none() {
             return bad(
                 "cron.timezone",
-                "must be \"UTC\" or a fixed offset like \"+02:00\"",
+                "must be \"UTC\", a fixed offset like \"+02:00\" or an IANA zone like \"Europe/Berlin\"",
             );
         }
         for (name, ch) in &self.channels {

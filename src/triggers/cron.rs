@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::{DateTime, FixedOffset, Offset, Utc};
+use chrono::{DateTime, FixedOffset, Offset, TimeZone, Utc};
 use serde_json::{json, Map};
 use tokio_util::sync::CancellationToken;
 
@@ -20,29 +20,90 @@ use crate::{
     store::{Store, Trigger},
 };
 
-fn at(ms: i64, tz: &FixedOffset) -> DateTime<FixedOffset> {
-    DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .with_timezone(tz)
+/// The zone cron schedules are read in: a fixed offset (UTC included) or an IANA zone,
+/// whose daylight-saving changes the schedule follows (`0 9 * * *` in `Europe/Berlin` is
+/// 09:00 local all year).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Zone {
+    Fixed(FixedOffset),
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// `UTC`/`Z`, `+02:00`/`-05:30`, or an IANA name.
+    pub fn parse(text: &str) -> Option<Zone> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("utc") || t == "Z" {
+            return FixedOffset::east_opt(0).map(Zone::Fixed);
+        }
+        if let Some((sign, rest)) = match t.as_bytes().first() {
+            Some(b'+') => Some((1, &t[1..])),
+            Some(b'-') => Some((-1, &t[1..])),
+            _ => None,
+        } {
+            let (h, m) = rest.split_once(':')?;
+            let secs = h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60;
+            return FixedOffset::east_opt(sign * secs).map(Zone::Fixed);
+        }
+        t.parse::<chrono_tz::Tz>().ok().map(Zone::Named)
+    }
+
+    /// Ticks of `schedule` after `after_ms` up to `until_ms` (unix ms), at most `limit`.
+    pub fn ticks(
+        &self,
+        schedule: &::cron::Schedule,
+        after_ms: i64,
+        until_ms: i64,
+        limit: usize,
+    ) -> Vec<i64> {
+        fn ticks_in<Z: TimeZone>(
+            schedule: &::cron::Schedule,
+            zone: &Z,
+            after_ms: i64,
+            until_ms: i64,
+            limit: usize,
+        ) -> Vec<i64> {
+            let after = DateTime::from_timestamp_millis(after_ms)
+                .unwrap_or_default()
+                .with_timezone(zone);
+            schedule
+                .after(&after)
+                .take(limit)
+                .map(|t| t.timestamp_millis())
+                .take_while(|t| *t <= until_ms)
+                .collect()
+        }
+        match self {
+            Zone::Fixed(z) => ticks_in(schedule, z, after_ms, until_ms, limit),
+            Zone::Named(z) => ticks_in(schedule, z, after_ms, until_ms, limit),
+        }
+    }
+
+    /// The first tick after `after_ms`.
+    pub fn next(&self, schedule: &::cron::Schedule, after_ms: i64) -> Option<i64> {
+        self.ticks(schedule, after_ms, i64::MAX, 1).first().copied()
+    }
+
+    /// `ms` as RFC 3339 in this zone (what `event.params.scheduled_for` shows).
+    pub fn format(&self, ms: i64) -> String {
+        let t = DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        match self {
+            Zone::Fixed(z) => t.with_timezone(z).to_rfc3339(),
+            Zone::Named(z) => t.with_timezone(z).to_rfc3339(),
+        }
+    }
 }
 
 /// Ticks after `mark` up to `now` that should fire now (the last `max_catch_up` of them),
 /// and the new mark (the latest tick not after `now`), if any tick passed.
 pub fn due(
     schedule: &::cron::Schedule,
-    tz: &FixedOffset,
+    zone: &Zone,
     mark: i64,
     now: i64,
     max_catch_up: u32,
 ) -> (Vec<i64>, Option<i64>) {
-    let mut passed = Vec::new();
-    for tick in schedule.after(&at(mark, tz)).take(1_000_000) {
-        let t = tick.timestamp_millis();
-        if t > now {
-            break;
-        }
-        passed.push(t);
-    }
+    let mut passed = zone.ticks(schedule, mark, now, 1_000_000);
     let new_mark = passed.last().copied();
     let keep = (max_catch_up as usize).min(passed.len());
     (passed.split_off(passed.len() - keep), new_mark)
@@ -56,7 +117,7 @@ pub async fn run(
     cfg: CronConfig,
     stop: CancellationToken,
 ) {
-    let tz = cfg.offset().unwrap_or_else(|| Utc.fix());
+    let tz = cfg.zone().unwrap_or(Zone::Fixed(Utc.fix()));
     let mut changes = catalog.subscribe();
     loop {
         let now = Utc::now().timestamp_millis();
@@ -110,7 +171,7 @@ async fn tick(
     playbook: &str,
     expr: &str,
     schedule: &::cron::Schedule,
-    tz: &FixedOffset,
+    tz: &Zone,
     now: i64,
     max_catch_up: u32,
 ) -> Result<Option<i64>, String> {
@@ -124,10 +185,7 @@ async fn tick(
             .advance_cron_mark(playbook, expr, None, now)
             .await
             .map_err(|e| e.to_string())?;
-        return Ok(schedule
-            .after(&at(now, tz))
-            .next()
-            .map(|t| t.timestamp_millis()));
+        return Ok(tz.next(schedule, now));
     };
     let (fires, new_mark) = due(schedule, tz, mark, now, max_catch_up);
     let mut current = mark;
@@ -139,7 +197,7 @@ async fn tick(
         {
             current = new_mark;
             for t in fires {
-                let scheduled = at(t, tz).to_rfc3339();
+                let scheduled = tz.format(t);
                 let mut params = Map::new();
                 params.insert("scheduled_for".into(), json!(scheduled));
                 let event = Event {
@@ -172,18 +230,15 @@ async fn tick(
             }
         }
     }
-    Ok(schedule
-        .after(&at(current.max(now), tz))
-        .next()
-        .map(|t| t.timestamp_millis()))
+    Ok(tz.next(schedule, current.max(now)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn utc() -> FixedOffset {
-        FixedOffset::east_opt(0).expect("utc")
+    fn utc() -> Zone {
+        Zone::parse("UTC").expect("utc")
     }
 
     #[test]
@@ -216,10 +271,27 @@ mod tests {
     #[test]
     fn schedules_read_in_the_configured_zone() {
         let nine = parse_cron("0 9 * * *").expect("cron");
-        let plus2 = FixedOffset::east_opt(2 * 3600).expect("offset");
+        let plus2 = Zone::parse("+02:00").expect("offset");
         // 2025-11-24T00:00:00Z; 09:00 at +02:00 is 07:00Z.
         let mark = 1_763_942_400_000;
         let (fires, _) = due(&nine, &plus2, mark, mark + 24 * 3_600_000, 1);
         assert_eq!(fires, vec![mark + 7 * 3_600_000]);
+    }
+
+    #[test]
+    fn named_zones_follow_daylight_saving_time() {
+        let nine = parse_cron("0 9 * * *").expect("cron");
+        let berlin = Zone::parse("Europe/Berlin").expect("IANA zone");
+        // 2026-03-28T00:00Z: 09:00 in Berlin is 08:00Z (CET); the next day, after the
+        // switch to summer time, it is 07:00Z (CEST).
+        let day = 86_400_000;
+        let mark = 1_774_656_000_000;
+        let ticks = berlin.ticks(&nine, mark, mark + 2 * day, 10);
+        assert_eq!(
+            ticks,
+            vec![mark + 8 * 3_600_000, mark + day + 7 * 3_600_000]
+        );
+        assert_eq!(Zone::parse("Mars/Olympus"), None);
+        assert!(berlin.format(mark + 8 * 3_600_000).ends_with("+01:00"));
     }
 }

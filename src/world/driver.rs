@@ -544,9 +544,11 @@ impl Sim {
 
     /// Runs `playbooks` whose cron triggers have a tick in `(from, to]` (once each).
     fn fire_cron(&self, playbooks: &[String], from: i64, to: i64) -> Result<(), SimError> {
-        let Some(from_t) = chrono::DateTime::from_timestamp_millis(from) else {
-            return Ok(());
-        };
+        let zone = self
+            .config
+            .cron
+            .zone()
+            .ok_or_else(|| SimError::Setup("cron.timezone is not a zone".into()))?;
         for pb in self.catalog.playbooks() {
             if !playbooks.contains(&pb.name) {
                 continue;
@@ -558,11 +560,7 @@ impl Sim {
                 let Ok(schedule) = crate::triggers::parse_cron(cron) else {
                     continue;
                 };
-                let due = schedule
-                    .after(&from_t)
-                    .next()
-                    .is_some_and(|tick| tick.timestamp_millis() <= to);
-                if due {
+                if !zone.ticks(&schedule, from, to, 1).is_empty() {
                     self.run_event(
                         &pb.name,
                         json!({"kind": "cron", "name": cron, "status": "", "params": {}}),
