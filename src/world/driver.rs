@@ -25,7 +25,7 @@ use crate::{
     escalation::Escalation,
     notify::Notifier,
     primitives::Services,
-    store::{Incident, IncidentStatus, Store},
+    store::{Incident, Store},
     triggers::TriggerSpec,
 };
 
@@ -298,11 +298,6 @@ impl Sim {
         self.runtime.block_on(f).map_err(SimError::from)
     }
 
-    /// The incident for alert `name` (one per alert name in a simulation).
-    pub fn incident_for(&self, name: &str) -> Result<Option<Incident>, SimError> {
-        self.block(self.store.open_incident_by_key(&format!("alert:{name}")))
-    }
-
     /// Every incident, oldest first.
     pub fn incidents(&self) -> Result<Vec<Incident>, SimError> {
         let mut all = self.block(self.store.list_incidents(None, 1000))?;
@@ -483,11 +478,6 @@ impl Sim {
             });
         }
         *seen = items.len();
-    }
-
-    /// Whether incident `id` is still open (or acknowledged).
-    pub fn is_open(&self, incident: &Incident) -> bool {
-        incident.status != IncidentStatus::Resolved
     }
 }
 
