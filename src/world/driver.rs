@@ -479,9 +479,7 @@ impl Sim {
         }
         *seen = items.len();
     }
-}
 
-impl Sim {
     /// Plays `scenario` from virtual now to its end: its steps at their times, the alert
     /// rules and cron triggers on the virtual clock, the escalation table after every tick.
     /// Read the result with [`Sim::timeline`].
