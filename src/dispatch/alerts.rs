@@ -160,9 +160,12 @@ impl Dispatcher {
         let labels = Value::Object(to_map(&alert.labels));
         let firing = alert.status == "firing";
         batch.lock_key(&key).await?;
+        // An incident opened by this very alert has no runs yet: no need to ask for them.
+        let mut opened_here = false;
         let incident: Option<Incident> = match batch.open_incident_by_key(&key).await? {
             Some(i) => Some(i),
             None if firing => {
+                opened_here = true;
                 let title = alert
                     .annotations
                     .get("summary")
@@ -201,9 +204,12 @@ impl Dispatcher {
                     if !firing && !on_resolved {
                         continue;
                     }
-                    if let Some((status, queued_at)) =
+                    let last = if opened_here {
+                        None
+                    } else {
                         batch.last_incident_run(&incident.id, &playbook).await?
-                    {
+                    };
+                    if let Some((status, queued_at)) = last {
                         let active = matches!(
                             RunStatus::parse(&status),
                             Some(RunStatus::Queued | RunStatus::Running)
