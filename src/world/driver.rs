@@ -78,6 +78,8 @@ pub struct Sim {
     /// How many notifications the timeline has shown already.
     notified: Mutex<usize>,
     next_run: Mutex<u64>,
+    /// When each (incident, playbook) last ran for an alert: the cooldown's clock.
+    last_alert_run: Mutex<std::collections::HashMap<(String, String), i64>>,
 }
 
 /// Channels exist in a simulation by name only: every one captures instead of sending, so
@@ -134,6 +136,7 @@ impl Sim {
             timeline: Mutex::new(Vec::new()),
             notified: Mutex::new(0),
             next_run: Mutex::new(0),
+            last_alert_run: Mutex::new(Default::default()),
         })
     }
 
@@ -314,8 +317,9 @@ impl Sim {
     }
 
     /// Alertmanager delivers alert `name` as `firing` or `resolved`: the incident is opened
-    /// (firing) and every playbook whose trigger matches runs, as the daemon would; a
-    /// resolved alert runs the playbooks that opted in, then resolves the incident.
+    /// (firing) and every playbook whose trigger matches runs, as the daemon would — not
+    /// again within the trigger's cooldown, on the virtual clock; a resolved alert runs the
+    /// playbooks that opted in, then resolves the incident.
     pub fn alert(&self, name: &str, status: &str, labels: Value) -> Result<Vec<SimRun>, SimError> {
         let resolved = match status {
             "firing" => false,
@@ -348,30 +352,64 @@ impl Sim {
         };
         let mut runs = Vec::new();
         for pb in self.catalog.playbooks() {
-            let wants = pb.triggers.iter().any(|t| match t {
+            // The trigger's cooldown (or `[alerts] cooldown`), as the daemon applies it.
+            let wants = pb.triggers.iter().find_map(|t| match t {
                 TriggerSpec::Alert {
                     alert,
                     labels: want,
                     on_resolved,
-                    ..
-                } => {
-                    alert == name
-                        && (!resolved || *on_resolved)
-                        && want
-                            .iter()
-                            .all(|(k, v)| labels.get(k).and_then(Value::as_str) == Some(v))
+                    cooldown,
+                } if alert == name
+                    && (!resolved || *on_resolved)
+                    && want
+                        .iter()
+                        .all(|(k, v)| labels.get(k).and_then(Value::as_str) == Some(v)) =>
+                {
+                    Some(
+                        cooldown
+                            .as_deref()
+                            .and_then(|c| humantime::parse_duration(c).ok())
+                            .unwrap_or(self.config.alerts.cooldown),
+                    )
                 }
-                _ => false,
+                _ => None,
             });
-            if !wants {
+            let Some(cooldown) = wants else {
                 continue;
+            };
+            let incident_id = incident.as_ref().map(|i| i.id.clone());
+            let turn = (incident_id.clone().unwrap_or_default(), pb.name.clone());
+            let now = self.now_ms();
+            if !resolved {
+                let last = self
+                    .last_alert_run
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&turn)
+                    .copied();
+                if let Some(last) = last.filter(|l| now - l < cooldown.as_millis() as i64) {
+                    self.note(
+                        "alert",
+                        format!(
+                            "{}: in cooldown ({} s of {} s since the last run); nothing started",
+                            pb.name,
+                            (now - last) / 1000,
+                            cooldown.as_secs()
+                        ),
+                    );
+                    continue;
+                }
             }
+            self.last_alert_run
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(turn, now);
             runs.push(self.run_event(
                 &pb.name,
                 json!({
                     "kind": "alert", "name": name, "status": status, "labels": labels,
                     "annotations": {}, "params": {},
-                    "incident": incident.as_ref().map(|i| i.id.clone()),
+                    "incident": incident_id,
                 }),
             )?);
         }
