@@ -24,6 +24,8 @@ pub struct Core {
     pub catalog: Arc<Catalog>,
     pub dispatcher: Dispatcher,
     pub metrics: Arc<Metrics>,
+    /// `serve --world`: the simulation's own state file, removed when the daemon stops.
+    pub scratch_state: Option<std::path::PathBuf>,
 }
 
 impl Core {
@@ -46,11 +48,20 @@ impl Core {
                 dir.display()
             );
         }
-        let database_url = match &world {
-            Some(_) => format!(
-                "sqlite:file:runbookd-world-{}?mode=memory&cache=shared",
+        // A simulated world keeps its incidents apart from real ones, in a scratch SQLite
+        // file (WAL, like the default store; an in-memory shared-cache database would make
+        // API reads fail with "table locked" while runs write).
+        let scratch_state = world.as_ref().map(|_| {
+            std::env::temp_dir().join(format!(
+                "runbookd-world-{}.db",
                 uuid::Uuid::now_v7().simple()
-            ),
+            ))
+        });
+        let database_url = match &scratch_state {
+            Some(path) => {
+                tracing::info!(state = %path.display(), "simulated world: state in a scratch file, removed at stop");
+                format!("sqlite://{}", path.display())
+            }
             None => config.state.database_url.clone(),
         };
         let store = Store::connect(&database_url, config.state.max_connections)
@@ -109,6 +120,7 @@ impl Core {
             catalog,
             dispatcher,
             metrics,
+            scratch_state,
         })
     }
 }
@@ -319,6 +331,11 @@ impl Daemon {
             _ => {}
         }
         core.store.close().await;
+        if let Some(path) = &core.scratch_state {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     }

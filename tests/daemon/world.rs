@@ -89,6 +89,19 @@ async fn serve_world_runs_the_real_daemon_on_a_simulated_outage() {
     );
     assert!(
         !ws.dir.path().join("state.db").exists(),
-        "a simulated world keeps its incidents in memory"
+        "a simulated world keeps its incidents apart from the configured store"
+    );
+    let scratch = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v["fields"]["state"].as_str().map(String::from))
+        .expect("the scratch state file is logged");
+    assert!(std::path::Path::new(&scratch).exists());
+    let mut d = d;
+    d.signal("TERM");
+    assert!(d.wait_exit(Duration::from_secs(10)).success());
+    assert!(
+        !std::path::Path::new(&scratch).exists(),
+        "the scratch state is removed at stop"
     );
 }
