@@ -253,7 +253,7 @@ impl Dispatcher {
                             actor: actor.to_string(),
                         },
                     })?;
-                    batch.insert_run(&run.record).await?;
+                    batch.insert_run(&run.record);
                     if !firing {
                         // The run resolves the incident when it finishes.
                         resolve_now = false;
@@ -276,18 +276,16 @@ impl Dispatcher {
                 }
             }
         }
-        batch
-            .record_alert(&AlertRecord {
-                alertname: alert.name().to_string(),
-                fingerprint: alert.fingerprint.clone(),
-                status: alert.status.clone(),
-                starts_at: alert.starts_at.clone(),
-                labels,
-                annotations: Value::Object(to_map(&alert.annotations)),
-                incident_id: outcome.incident.clone(),
-                outcome: outcome.notes.join("; "),
-            })
-            .await?;
+        batch.record_alert(AlertRecord {
+            alertname: alert.name().to_string(),
+            fingerprint: alert.fingerprint.clone(),
+            status: alert.status.clone(),
+            starts_at: alert.starts_at.clone(),
+            labels,
+            annotations: Value::Object(to_map(&alert.annotations)),
+            incident_id: outcome.incident.clone(),
+            outcome: outcome.notes.join("; "),
+        });
         Ok(outcome)
     }
 

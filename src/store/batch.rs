@@ -4,12 +4,14 @@
 
 use sqlx::{Any, Transaction};
 
+use std::collections::HashMap;
+
 use super::{
     incidents::{
-        create_incident_on, last_incident_run_on, open_incident_by_key_on, record_alert_on,
+        create_incident_on, last_incident_run_on, open_incident_by_key_on, record_alerts_on,
         resolve_incident_on,
     },
-    runs::insert_run_on,
+    runs::insert_runs_on,
     AlertRecord, Incident, RunRecord, Store, StoreError,
 };
 
@@ -18,6 +20,12 @@ pub struct Batch {
     tx: Transaction<'static, Any>,
     now: i64,
     backend: super::Backend,
+    /// Runs and alert rows are written at commit, many per statement; until then the
+    /// batch answers for them itself.
+    runs: Vec<RunRecord>,
+    alerts: Vec<AlertRecord>,
+    /// (incident, playbook) → queued_at of the latest run recorded in this batch.
+    queued: HashMap<(String, String), i64>,
 }
 
 impl Store {
@@ -27,6 +35,9 @@ impl Store {
             tx: self.writer.begin().await?,
             now: self.now(),
             backend: self.backend,
+            runs: Vec::new(),
+            alerts: Vec::new(),
+            queued: HashMap::new(),
         })
     }
 }
@@ -84,25 +95,38 @@ impl Batch {
         resolve_incident_on(&mut self.tx, self.now, id, by, why).await
     }
 
-    /// The latest run of `playbook` for an incident, including one this batch recorded.
+    /// The latest run of `playbook` for an incident, including one this batch recorded
+    /// (which is the latest: it is still queued).
     pub async fn last_incident_run(
         &mut self,
         incident_id: &str,
         playbook: &str,
     ) -> Result<Option<(String, i64)>, StoreError> {
+        let key = (incident_id.to_string(), playbook.to_string());
+        if let Some(queued_at) = self.queued.get(&key) {
+            return Ok(Some(("queued".into(), *queued_at)));
+        }
         last_incident_run_on(&mut *self.tx, incident_id, playbook).await
     }
 
-    pub async fn insert_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
-        insert_run_on(&mut *self.tx, run).await
+    /// Records a queued run (written at commit).
+    pub fn insert_run(&mut self, run: &RunRecord) {
+        if let Some(incident) = run.event["incident"].as_str() {
+            self.queued
+                .insert((incident.to_string(), run.playbook.clone()), run.queued_at);
+        }
+        self.runs.push(run.clone());
     }
 
-    pub async fn record_alert(&mut self, a: &AlertRecord) -> Result<(), StoreError> {
-        record_alert_on(&mut *self.tx, self.now, a).await
+    /// Records a received alert (written at commit).
+    pub fn record_alert(&mut self, a: AlertRecord) {
+        self.alerts.push(a);
     }
 
-    /// Makes every write of the batch durable at once.
-    pub async fn commit(self) -> Result<(), StoreError> {
+    /// Writes the runs and alert rows, then makes every write of the batch durable at once.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        insert_runs_on(&mut self.tx, &self.runs).await?;
+        record_alerts_on(&mut self.tx, self.now, &self.alerts).await?;
         self.tx.commit().await?;
         Ok(())
     }

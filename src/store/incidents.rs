@@ -446,6 +446,45 @@ pub(super) async fn record_alert_on<'c, E: Executor<'c, Database = Any>>(
     Ok(())
 }
 
+/// Records received alerts, 100 rows per statement.
+pub(super) async fn record_alerts_on(
+    conn: &mut AnyConnection,
+    now: i64,
+    alerts: &[AlertRecord],
+) -> Result<(), StoreError> {
+    const COLS: usize = 10;
+    for chunk in alerts.chunks(100) {
+        let mut sql = String::from(
+            "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let n: Vec<String> = (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            sql.push_str(&n.join(","));
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for a in chunk {
+            q = q
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(now)
+                .bind(&a.alertname)
+                .bind(&a.fingerprint)
+                .bind(&a.status)
+                .bind(&a.starts_at)
+                .bind(a.labels.to_string())
+                .bind(a.annotations.to_string())
+                .bind(a.incident_id.clone())
+                .bind(&a.outcome);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn last_incident_run_on<'c, E: Executor<'c, Database = Any>>(
     e: E,
     incident_id: &str,

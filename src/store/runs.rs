@@ -216,6 +216,43 @@ async fn finish_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
     Ok(())
 }
 
+/// Inserts queued runs, 100 rows per statement (one round trip instead of one per run).
+pub(super) async fn insert_runs_on(
+    conn: &mut sqlx::AnyConnection,
+    runs: &[RunRecord],
+) -> Result<(), StoreError> {
+    const COLS: usize = 9;
+    for chunk in runs.chunks(100) {
+        let mut sql = String::from(
+            "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let n: Vec<String> = (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            sql.push_str(&n.join(","));
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for run in chunk {
+            q = q
+                .bind(&run.id)
+                .bind(&run.playbook)
+                .bind(&run.version)
+                .bind(to_json(&run.trigger))
+                .bind(to_json(&run.event))
+                .bind(i64::from(run.dry_run))
+                .bind(run.status.as_str())
+                .bind(run.queued_at)
+                .bind(run.event["incident"].as_str().map(str::to_string));
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Inserts a queued run, on the writer pool or inside a batch's transaction.
 pub(super) async fn insert_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
     e: E,
