@@ -166,7 +166,9 @@ async fn full_queue_refuses_with_503_and_loses_nothing_accepted() {
         refused > 0,
         "a queue of 2 with 1 slot must refuse some of 8 quick triggers"
     );
-    assert!(accepted.len() >= 3);
+    // At least the queue's capacity is accepted (one more when the dispatcher has already
+    // taken the first run out of the queue — how many depends on scheduling).
+    assert!(accepted.len() >= 2, "{accepted:?}");
     for id in &accepted {
         let run = d
             .poll(
