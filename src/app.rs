@@ -201,9 +201,10 @@ impl Daemon {
             .as_ref()
             .map(|n| n.channel_names())
             .unwrap_or_default();
-        let escalation =
+        let mut escalation =
             crate::escalation::Escalation::load(config.escalation.file.clone(), channels)
                 .map_err(|e| anyhow::anyhow!("escalation table: {e}"))?;
+        escalation.publish_levels(core.services.levels.clone());
         let recovered = core.store.recover_unfinished(now_ms()).await?;
         if !recovered.is_empty() {
             tracing::info!(

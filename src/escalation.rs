@@ -112,6 +112,8 @@ pub struct Escalation {
     channels: Vec<String>,
     table: Table,
     loaded_mtime: Option<SystemTime>,
+    /// Where the table's level names are published for `escalate()`.
+    names: Option<crate::primitives::incident::LevelNames>,
 }
 
 impl Escalation {
@@ -134,7 +136,21 @@ impl Escalation {
             channels,
             table,
             loaded_mtime: mtime,
+            names: None,
         })
+    }
+
+    /// Keeps `names` equal to the table's level names, now and after every reload.
+    pub fn publish_levels(&mut self, names: crate::primitives::incident::LevelNames) {
+        self.names = Some(names);
+        self.publish();
+    }
+
+    fn publish(&self) {
+        if let Some(names) = &self.names {
+            *names.write().unwrap_or_else(|p| p.into_inner()) =
+                self.table.levels.iter().map(|l| l.name.clone()).collect();
+        }
     }
 
     /// The table in force.
@@ -159,6 +175,7 @@ impl Escalation {
             Ok(t) => {
                 tracing::info!(file = %self.file.display(), levels = t.levels.len(), "escalation table reloaded");
                 self.table = t;
+                self.publish();
             }
             Err(e) => {
                 tracing::error!(file = %self.file.display(), error = %e, "escalation table not reloaded; keeping the last good one")

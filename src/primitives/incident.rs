@@ -8,12 +8,23 @@ use rhai::{Dynamic, Engine, EvalAltResult};
 use super::{act, block_on, script_error, with_run};
 use crate::store::Store;
 
-/// Escalation levels, lowest first (the runbook's table).
-pub const LEVELS: [&str; 4] = ["L1", "L2", "L3", "P1"];
+/// The levels of the escalation table in force, lowest first; the daemon keeps it current
+/// as the table file is reloaded, so `escalate()` knows a custom table's levels too.
+pub type LevelNames = std::sync::Arc<std::sync::RwLock<Vec<String>>>;
 
-/// Position of a level in [`LEVELS`].
-pub fn rank(level: &str) -> Option<usize> {
-    LEVELS.iter().position(|l| l.eq_ignore_ascii_case(level))
+/// The runbook's levels (the shipped table), until a table says otherwise.
+pub fn runbook_levels() -> LevelNames {
+    std::sync::Arc::new(std::sync::RwLock::new(
+        ["L1", "L2", "L3", "P1"].map(String::from).to_vec(),
+    ))
+}
+
+/// Position of `level` among `levels` (case-insensitive) and its spelling there.
+fn rank(levels: &[String], level: &str) -> Option<(usize, String)> {
+    levels
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case(level))
+        .map(|i| (i, levels[i].clone()))
 }
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -104,15 +115,22 @@ fn note(text: &str) -> Result<(), Box<EvalAltResult>> {
 }
 
 fn escalate(level: &str, reason: &str) -> Result<bool, Box<EvalAltResult>> {
-    let wanted = rank(level).ok_or_else(|| {
+    let levels: Vec<String> = with_run("escalate", |ctx| {
+        Ok(ctx
+            .services
+            .levels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+    })?;
+    let (wanted, level) = rank(&levels, level).ok_or_else(|| {
         script_error(format!(
-            "escalate: `{level}` is not a level ({})",
-            LEVELS.join(", ")
+            "escalate: `{level}` is not a level of the escalation table ({})",
+            levels.join(", ")
         ))
     })?;
     let (store, id) = current()?;
     let playbook = with_run("escalate", |ctx| Ok(ctx.playbook.clone()))?;
-    let level = LEVELS[wanted].to_string();
     let reason = reason.to_string();
     let details = serde_json::json!({ "level": level, "reason": reason });
     let out =
@@ -128,7 +146,11 @@ fn escalate(level: &str, reason: &str) -> Result<bool, Box<EvalAltResult>> {
                             message: "incident not found".into(),
                         },
                     )?;
-                    let current = inc.level.as_deref().and_then(rank);
+                    let current = inc
+                        .level
+                        .as_deref()
+                        .and_then(|l| rank(&levels, l))
+                        .map(|(r, _)| r);
                     // Levels only go up.
                     if current.is_some_and(|c| c >= wanted) {
                         return Ok::<_, crate::store::StoreError>(

@@ -50,6 +50,8 @@ pub struct Services {
     pub settings: Arc<serde_json::Map<String, serde_json::Value>>,
     /// What `now()`, `sleep`, budgets and breaker timing read; virtual in simulations.
     pub clock: crate::clock::Clock,
+    /// The escalation table's level names, for `escalate()`.
+    pub levels: incident::LevelNames,
     /// The simulated world behind every backend, in `runbookd test`, `simulate` and
     /// `serve --world`; `None` in production.
     pub world: Option<Arc<crate::world::World>>,
@@ -85,6 +87,7 @@ impl Services {
                 crate::clock::Clock::Real,
             )),
             clock: crate::clock::Clock::Real,
+            levels: incident::runbook_levels(),
             world: None,
         })
     }

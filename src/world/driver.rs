@@ -80,6 +80,8 @@ pub struct Sim {
     next_run: Mutex<u64>,
     /// When each (incident, playbook) last ran for an alert: the cooldown's clock.
     last_alert_run: Mutex<std::collections::HashMap<(String, String), i64>>,
+    /// The escalation table's level names, for `escalate()`.
+    levels: crate::primitives::incident::LevelNames,
 }
 
 /// Channels exist in a simulation by name only: every one captures instead of sending, so
@@ -122,8 +124,10 @@ impl Sim {
                 .map_err(|e| SimError::Setup(e.to_string()))?,
         );
         let names = notifier.channel_names();
-        let escalation = Escalation::load(config.escalation.file.clone(), names)
+        let mut escalation = Escalation::load(config.escalation.file.clone(), names)
             .map_err(|e| SimError::Setup(format!("escalation table: {e}")))?;
+        let levels = crate::primitives::incident::runbook_levels();
+        escalation.publish_levels(levels.clone());
         Ok(Sim {
             world,
             config: config.clone(),
@@ -137,6 +141,7 @@ impl Sim {
             notified: Mutex::new(0),
             next_run: Mutex::new(0),
             last_alert_run: Mutex::new(Default::default()),
+            levels,
         })
     }
 
@@ -147,12 +152,14 @@ impl Sim {
 
     /// The backends playbooks see: the world's (see [`World::services`]).
     pub fn services(&self) -> Services {
-        self.world.services(
+        let mut services = self.world.services(
             &self.config,
             self.store.clone(),
             self.notifier.clone(),
             self.runtime.clone(),
-        )
+        );
+        services.levels = self.levels.clone();
+        services
     }
 
     /// Notes something on the timeline at virtual now.

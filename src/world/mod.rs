@@ -275,6 +275,7 @@ impl World {
             notifier: Some(notifier),
             settings: Arc::new(settings),
             clock: self.clock.clone(),
+            levels: crate::primitives::incident::runbook_levels(),
             world: Some(self.clone()),
         }
     }

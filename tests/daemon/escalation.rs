@@ -262,3 +262,66 @@ async fn a_broken_table_at_start_is_refused_naming_the_problem() {
         .expect("must not start");
     assert!(err.contains("channel `nowhere` is not configured"), "{err}");
 }
+
+#[tokio::test]
+async fn playbooks_escalate_to_the_levels_of_a_custom_table() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    let sink = Sink::start(vec![]).await;
+    std::fs::write(
+        ws.dir.path().join("escalation.toml"),
+        "[[levels]]\nname = \"SEV3\"\ncondition = 'false'\nchannels = [\"hook\"]\n\n\
+         [[levels]]\nname = \"SEV2\"\ncondition = 'false'\nchannels = [\"hook\"]\n\n\
+         [[levels]]\nname = \"SEV1\"\ncondition = 'false'\nchannels = [\"hook\"]\n",
+    )
+    .expect("table");
+    ws.write_playbook(
+        "responder",
+        r#"
+fn triggers() { [#{ alert: "PaymentProcessorDown" }] }
+fn run(event) {
+    let refused = "";
+    try { escalate("L1", "the runbook's name"); } catch (e) { refused = `${e}`; }
+    escalate("sev2", "a custom level, any case");
+    refused
+}
+"#,
+    );
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            extra_config: format!(
+                "[channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\n",
+                sink.url()
+            ),
+            env: vec![("RUNBOOKD_ESCALATION__INTERVAL".into(), "200ms".into())],
+            ..Default::default()
+        },
+    );
+    let resp = d
+        .client
+        .post(d.url("/api/v1/alerts"))
+        .json(&now_alert())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 200);
+    let runs = d
+        .poll(
+            "/api/v1/runs?playbook=responder",
+            Duration::from_secs(10),
+            |v| v[0]["status"] == "succeeded",
+        )
+        .await;
+    let refused = runs[0]["result"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains("not a level of the escalation table (SEV3, SEV2, SEV1)"),
+        "{runs}"
+    );
+    let incidents = d
+        .poll("/api/v1/incidents", Duration::from_secs(5), |v| {
+            v[0]["level"] == "SEV2"
+        })
+        .await;
+    assert_eq!(incidents[0]["level"], "SEV2", "{incidents}");
+    wait_trigger(&sink, "SEV2").await;
+}
