@@ -21,6 +21,8 @@
 //! - [`notify`]: the notification outbox and its channels.
 //! - [`world`]: a simulated payments app and Stripe on a virtual clock, behind the same
 //!   primitives, for playbook tests, outage simulations and the demo daemon.
+//! - [`playtest`]: `runbookd test`, playbook tests against simulated worlds.
+//! - [`clock`]: the real clock, or a simulation's virtual one, for every time-based decision.
 //! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics.
 
 pub mod api;
