@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Tests run in parallel, each in its own world. A failure prints where it failed, what
-//! differed, and the log of every run in that test's world. [`api`] has the world builder
+//! differed, and the log of every run in that test's world. `api.rs` has the world builder
 //! and the assertions.
 
 mod api;
