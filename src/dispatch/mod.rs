@@ -473,25 +473,27 @@ async fn status_writer(store: Store, mut rx: mpsc::Receiver<UpdateJob>) {
                 Err(_) => break,
             }
         }
-        let updates: Vec<RunUpdate> = jobs.iter().map(|j| j.update.clone()).collect();
+        // Split so the updates (a finished run carries its logs) are not copied.
+        let (updates, acks): (Vec<RunUpdate>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.update, j.done)).unzip();
         match store.write_run_updates(&updates).await {
             Ok(()) => {
-                for j in jobs {
-                    let _ = j.done.send(Ok(()));
+                for ack in acks {
+                    let _ = ack.send(Ok(()));
                 }
             }
-            Err(e) if jobs.len() == 1 => {
-                for j in jobs {
-                    let _ = j.done.send(Err(e.to_string()));
+            Err(e) if acks.len() == 1 => {
+                for ack in acks {
+                    let _ = ack.send(Err(e.to_string()));
                 }
             }
             Err(_) => {
-                for j in jobs {
+                for (update, ack) in updates.iter().zip(acks) {
                     let r = store
-                        .write_run_updates(std::slice::from_ref(&j.update))
+                        .write_run_updates(std::slice::from_ref(update))
                         .await
                         .map_err(|e| e.to_string());
-                    let _ = j.done.send(r);
+                    let _ = ack.send(r);
                 }
             }
         }

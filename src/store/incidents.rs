@@ -284,11 +284,6 @@ impl Store {
             .collect()
     }
 
-    /// Records a received alert and its outcome.
-    pub async fn record_alert(&self, a: &AlertRecord) -> Result<(), StoreError> {
-        record_alert_on(&self.writer, self.now(), a).await
-    }
-
     /// The latest run of `playbook` for an incident: (status, queued_at).
     pub async fn last_incident_run(
         &self,
@@ -422,50 +417,18 @@ pub(super) async fn add_timeline_on<'c, E: Executor<'c, Database = Any>>(
     Ok(())
 }
 
-pub(super) async fn record_alert_on<'c, E: Executor<'c, Database = Any>>(
-    e: E,
-    now: i64,
-    a: &AlertRecord,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(uuid::Uuid::now_v7().to_string())
-    .bind(now)
-    .bind(&a.alertname)
-    .bind(&a.fingerprint)
-    .bind(&a.status)
-    .bind(&a.starts_at)
-    .bind(a.labels.to_string())
-    .bind(a.annotations.to_string())
-    .bind(a.incident_id.clone())
-    .bind(&a.outcome)
-    .execute(e)
-    .await?;
-    Ok(())
-}
-
-/// Records received alerts, 100 rows per statement.
+/// Records received alerts and their outcomes, many rows per statement.
 pub(super) async fn record_alerts_on(
     conn: &mut AnyConnection,
     now: i64,
     alerts: &[AlertRecord],
 ) -> Result<(), StoreError> {
-    const COLS: usize = 10;
-    for chunk in alerts.chunks(100) {
-        let mut sql = String::from(
-            "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome) VALUES ",
+    for chunk in alerts.chunks(super::ROWS_PER_INSERT) {
+        let sql = super::insert_values(
+            "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome)",
+            10,
+            chunk.len(),
         );
-        for i in 0..chunk.len() {
-            let n: Vec<String> = (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            sql.push_str(&n.join(","));
-            sql.push(')');
-        }
         let mut q = sqlx::query(&sql);
         for a in chunk {
             q = q

@@ -216,25 +216,17 @@ async fn finish_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
     Ok(())
 }
 
-/// Inserts queued runs, 100 rows per statement (one round trip instead of one per run).
+/// Inserts queued runs, many rows per statement (one round trip instead of one per run).
 pub(super) async fn insert_runs_on(
     conn: &mut sqlx::AnyConnection,
     runs: &[RunRecord],
 ) -> Result<(), StoreError> {
-    const COLS: usize = 9;
-    for chunk in runs.chunks(100) {
-        let mut sql = String::from(
-            "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id) VALUES ",
+    for chunk in runs.chunks(super::ROWS_PER_INSERT) {
+        let sql = super::insert_values(
+            "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id)",
+            9,
+            chunk.len(),
         );
-        for i in 0..chunk.len() {
-            let n: Vec<String> = (1..=COLS).map(|c| format!("${}", i * COLS + c)).collect();
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            sql.push_str(&n.join(","));
-            sql.push(')');
-        }
         let mut q = sqlx::query(&sql);
         for run in chunk {
             q = q
@@ -253,34 +245,12 @@ pub(super) async fn insert_runs_on(
     Ok(())
 }
 
-/// Inserts a queued run, on the writer pool or inside a batch's transaction.
-pub(super) async fn insert_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
-    e: E,
-    run: &RunRecord,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&run.id)
-    .bind(&run.playbook)
-    .bind(&run.version)
-    .bind(to_json(&run.trigger))
-    .bind(to_json(&run.event))
-    .bind(i64::from(run.dry_run))
-    .bind(run.status.as_str())
-    .bind(run.queued_at)
-    .bind(run.event["incident"].as_str().map(str::to_string))
-    .execute(e)
-    .await?;
-    Ok(())
-}
-
 impl Store {
     /// Records a run that was accepted and waits for a slot. Once this returns the run
     /// survives a crash: it is re-queued at the next start.
     pub async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        insert_run_on(&self.writer, run).await
+        let mut conn = self.writer.acquire().await?;
+        insert_runs_on(&mut conn, std::slice::from_ref(run)).await
     }
 
     /// Marks a queued run as running.
