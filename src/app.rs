@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api::{self, AppState, Auth},
     config::Config,
-    dispatch::Dispatcher,
+    dispatch::{Dispatcher, ReplicaSettings},
     engine::{self, reload, Catalog},
     metrics::Metrics,
     primitives::Services,
-    store::{now_ms, Store},
+    store::Store,
 };
 
 /// Everything a run needs outside the API: store, catalog, dispatcher.
@@ -113,7 +113,13 @@ impl Core {
             metrics.clone(),
             services.clone(),
             config.playbooks.clone(),
-        );
+            ReplicaSettings {
+                name: config.server.replica_name(),
+                lease_ttl: config.server.lease_ttl,
+            },
+        )
+        .await
+        .context("registering this replica's lease in the state store")?;
         Ok(Core {
             store,
             services,
@@ -205,15 +211,12 @@ impl Daemon {
             crate::escalation::Escalation::load(config.escalation.file.clone(), channels)
                 .map_err(|e| anyhow::anyhow!("escalation table: {e}"))?;
         escalation.publish_levels(core.services.levels.clone());
-        let recovered = core.store.recover_unfinished(now_ms()).await?;
-        if !recovered.is_empty() {
-            tracing::info!(
-                count = recovered.len(),
-                "re-queuing runs accepted before the last stop"
-            );
-            let dispatcher = core.dispatcher.clone();
-            tokio::spawn(async move { dispatcher.resume(recovered).await });
-        }
+        // Work left by replicas that are gone (this one's previous process included) is
+        // queued again before the API listens; from then on runs nobody owns are claimed as
+        // slots free.
+        let lease = core.dispatcher.lease();
+        tracing::info!(replica = %lease.name, lease = %lease.id, ttl = %humantime::format_duration(config.server.lease_ttl), "replica lease taken");
+        core.dispatcher.serve().await;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;

@@ -500,6 +500,14 @@ pub struct ServerConfig {
     /// How long running runs may take to finish after SIGTERM before they are cancelled.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// This replica's name, shown on the runs it executes; empty: `HOSTNAME-PID`. Replicas
+    /// sharing a store are told apart by a lease of their own, whatever their names.
+    pub replica_id: String,
+    /// How long a replica's lease on its runs lasts without renewal (renewed every third
+    /// of it). A replica that stops renewing — crashed, frozen, cut off — loses its runs to
+    /// the others this long after its last renewal.
+    #[serde(deserialize_with = "duration")]
+    pub lease_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -509,7 +517,24 @@ impl Default for ServerConfig {
             tokens: Vec::new(),
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            replica_id: String::new(),
+            lease_ttl: Duration::from_secs(15),
         }
+    }
+}
+
+impl ServerConfig {
+    /// `replica_id`, or `HOSTNAME-PID` when it is not set.
+    pub fn replica_name(&self) -> String {
+        if !self.replica_id.is_empty() {
+            return self.replica_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "runbookd".into());
+        format!("{host}-{}", std::process::id())
     }
 }
 
@@ -571,6 +596,9 @@ pub struct PlaybooksConfig {
     pub max_concurrent_runs: usize,
     /// Runs that may wait for a free slot; beyond that new triggers get 503.
     pub queue_capacity: usize,
+    /// How often a run whose replica died mid-run (or that outlived the shutdown grace
+    /// period) is started again; after that it ends `failed`, reason `interrupted`.
+    pub retry_interrupted: u32,
     /// Quiet time after a file change before the directory is reloaded.
     #[serde(deserialize_with = "duration")]
     pub reload_debounce: Duration,
@@ -602,6 +630,7 @@ impl Default for PlaybooksConfig {
             timeout: Duration::from_secs(300),
             max_concurrent_runs: 16,
             queue_capacity: 1024,
+            retry_interrupted: 1,
             reload_debounce: Duration::from_millis(100),
             max_operations: 1_000_000_000,
             max_call_depth: 64,
@@ -731,6 +760,12 @@ impl Config {
         }
         if self.playbooks.timeout.is_zero() {
             return bad("playbooks.timeout", "must be longer than zero");
+        }
+        if self.server.lease_ttl < Duration::from_millis(300) {
+            return bad(
+                "server.lease_ttl",
+                "must be at least 300ms (it is renewed every third of it)",
+            );
         }
         let url = &self.state.database_url;
         if !(url.starts_with("sqlite:")

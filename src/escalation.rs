@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     dispatch::{Dispatcher, RunRequest},
     engine::conditions::Condition,
-    store::{Incident, IncidentStatus, Store, Trigger},
+    store::{Incident, IncidentStatus, RunRecord, Store, Trigger},
     triggers::Event,
 };
 
@@ -211,112 +211,39 @@ fn payload(incident: &Incident, level: &Level, kind: &str) -> serde_json::Value 
     })
 }
 
-/// One pass over every unresolved incident, then resolution notices. Returns the runs the
-/// levels that fired ask for (their `playbook`), for the caller to start: the daemon hands
-/// them to the dispatcher, a simulation runs them in place.
-pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRequest>, String> {
+/// Incidents read per page of an evaluator pass.
+const PAGE: u32 = 500;
+
+/// One pass over every unresolved incident (paged by id, however many are open), then
+/// resolution notices. Returns the runs the levels that fired recorded (their `playbook`),
+/// queued and owned by nobody, in the same transaction as the fire: the daemon's
+/// replicas claim them as slots free, a simulation runs them in place.
+pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRecord>, String> {
     let table = esc.table();
-    let mut incidents = store
-        .list_incidents(Some(IncidentStatus::Open), 1000)
-        .await
-        .map_err(|e| e.to_string())?;
-    incidents.extend(
-        store
-            .list_incidents(Some(IncidentStatus::Acknowledged), 1000)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
     let now = store.now();
     let mut runs = Vec::new();
     let mut all_fires = store
         .fires_of_unresolved()
         .await
         .map_err(|e| e.to_string())?;
-    for incident in incidents {
-        let fires = all_fires.remove(&incident.id).unwrap_or_default();
-        let current = incident.level.as_deref().and_then(|l| table.rank(l));
-        let age = (now - incident.opened_at) as f64 / 1000.0;
-        for (rank, level) in table.levels.iter().enumerate() {
-            let fired = fires.iter().find(|f| f.level == level.name);
-            if let Some(f) = fired {
-                // Repeats until acknowledged.
-                if let Some(every) = level.repeat {
-                    if incident.status == IncidentStatus::Open
-                        && now - f.last_sent >= every.as_millis() as i64
-                    {
-                        store
-                            .repeat_level(
-                                &incident.id,
-                                &level.name,
-                                f.last_sent,
-                                &level.channels,
-                                &payload(&incident, level, "repeat"),
-                            )
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
-                }
-                continue;
-            }
-            if current.is_some_and(|c| rank < c) {
-                continue; // levels only go up
-            }
-            let escalated_here = current == Some(rank);
-            let holds = match level.condition.holds(
-                age,
-                &incident.facts,
-                incident.level.as_deref().unwrap_or(""),
-                incident.status.as_str(),
-                &incident.labels,
-            ) {
-                Ok(h) => h,
-                Err(e) => {
-                    tracing::warn!(incident = %incident.id, level = %level.name, error = %e, "escalation condition failed");
-                    false
-                }
-            };
-            if !(holds || escalated_here) {
-                continue;
-            }
-            let why = if escalated_here {
-                "a playbook escalated it".to_string()
-            } else {
-                format!("condition `{}` holds", level.condition.source())
-            };
-            let fired = store
-                .fire_level(
-                    &incident.id,
-                    &level.name,
-                    &level.channels,
-                    &payload(&incident, level, "trigger"),
-                    &format!("{} fired: {why}", level.name),
-                )
+    for status in [IncidentStatus::Open, IncidentStatus::Acknowledged] {
+        let mut after = String::new();
+        loop {
+            let page = store
+                .incidents_page(status, &after, PAGE)
                 .await
                 .map_err(|e| e.to_string())?;
-            if fired {
-                tracing::warn!(incident = %incident.id, level = %level.name, channels = ?level.channels, "escalated");
-                if let Some(playbook) = &level.playbook {
-                    let event = Event {
-                        kind: "escalation".into(),
-                        name: level.name.clone(),
-                        status: incident.status.as_str().into(),
-                        labels: incident.labels.as_object().cloned().unwrap_or_default(),
-                        annotations: Map::new(),
-                        params: Map::new(),
-                        incident: Some(incident.id.clone()),
-                        dry_run: false,
-                    };
-                    let req = RunRequest {
-                        playbook: playbook.clone(),
-                        event,
-                        trigger: Trigger {
-                            kind: "escalation".into(),
-                            name: level.name.clone(),
-                            actor: "runbookd".into(),
-                        },
-                    };
-                    runs.push(req);
-                }
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = last.id.clone();
+            let full = page.len() == PAGE as usize;
+            for incident in page {
+                let fires = all_fires.remove(&incident.id).unwrap_or_default();
+                evaluate_incident(table, store, &incident, &fires, now, &mut runs).await?;
+            }
+            if !full {
+                break;
             }
         }
     }
@@ -343,6 +270,109 @@ pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRequest>
     Ok(runs)
 }
 
+/// The levels of one incident: repeats of fired ones, fires of those whose condition holds.
+async fn evaluate_incident(
+    table: &Table,
+    store: &Store,
+    incident: &Incident,
+    fires: &[crate::store::Fire],
+    now: i64,
+    runs: &mut Vec<RunRecord>,
+) -> Result<(), String> {
+    let current = incident.level.as_deref().and_then(|l| table.rank(l));
+    let age = (now - incident.opened_at) as f64 / 1000.0;
+    for (rank, level) in table.levels.iter().enumerate() {
+        let fired = fires.iter().find(|f| f.level == level.name);
+        if let Some(f) = fired {
+            // Repeats until acknowledged.
+            if let Some(every) = level.repeat {
+                if incident.status == IncidentStatus::Open
+                    && now - f.last_sent >= every.as_millis() as i64
+                {
+                    store
+                        .repeat_level(
+                            &incident.id,
+                            &level.name,
+                            f.last_sent,
+                            &level.channels,
+                            &payload(incident, level, "repeat"),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            continue;
+        }
+        if current.is_some_and(|c| rank < c) {
+            continue; // levels only go up
+        }
+        let escalated_here = current == Some(rank);
+        let holds = match level.condition.holds(
+            age,
+            &incident.facts,
+            incident.level.as_deref().unwrap_or(""),
+            incident.status.as_str(),
+            &incident.labels,
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(incident = %incident.id, level = %level.name, error = %e, "escalation condition failed");
+                false
+            }
+        };
+        if !(holds || escalated_here) {
+            continue;
+        }
+        let why = if escalated_here {
+            "a playbook escalated it".to_string()
+        } else {
+            format!("condition `{}` holds", level.condition.source())
+        };
+        let run = level.playbook.as_ref().map(|playbook| {
+            let event = Event {
+                kind: "escalation".into(),
+                name: level.name.clone(),
+                status: incident.status.as_str().into(),
+                labels: incident.labels.as_object().cloned().unwrap_or_default(),
+                annotations: Map::new(),
+                params: Map::new(),
+                incident: Some(incident.id.clone()),
+                dry_run: false,
+            };
+            Dispatcher::internal_record(
+                RunRequest {
+                    playbook: playbook.clone(),
+                    event,
+                    trigger: Trigger {
+                        kind: "escalation".into(),
+                        name: level.name.clone(),
+                        actor: "runbookd".into(),
+                    },
+                },
+                now,
+            )
+        });
+        let at_or_above: Vec<String> = table.levels[rank..].iter().map(|l| l.name.clone()).collect();
+        let fired = store
+            .fire_level(
+                &incident.id,
+                &level.name,
+                &at_or_above,
+                &level.channels,
+                &payload(incident, level, "trigger"),
+                &format!("{} fired: {why}", level.name),
+                run.as_ref(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if fired {
+            tracing::warn!(incident = %incident.id, level = %level.name, channels = ?level.channels, "escalated");
+            runs.extend(run);
+        }
+    }
+    Ok(())
+}
+
 /// Evaluates every `interval` until `stop`.
 pub async fn run(
     mut esc: Escalation,
@@ -356,15 +386,11 @@ pub async fn run(
         esc_ref.refresh();
         match evaluate(esc_ref, &store).await {
             Ok(runs) => {
-                for req in runs {
-                    let (incident, level, playbook) = (
-                        req.event.incident.clone().unwrap_or_default(),
-                        req.event.name.clone(),
-                        req.playbook.clone(),
-                    );
-                    if let Err(e) = dispatcher.submit(req, false).await {
-                        tracing::error!(%incident, %level, playbook, error = %e, "escalation playbook not started");
-                    }
+                for run in &runs {
+                    tracing::info!(run = %run.id, playbook = %run.playbook, incident = run.event["incident"].as_str().unwrap_or(""), level = %run.trigger.name, "escalation playbook queued");
+                }
+                if !runs.is_empty() {
+                    dispatcher.wake_claimer();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "escalation pass failed; retrying"),

@@ -47,6 +47,9 @@ pub struct Metrics {
     runs: Family<RunLabels, Counter>,
     run_seconds: HistogramFamily<PlaybookLabel>,
     rejected: Family<ReasonLabel, Counter>,
+    retried: Family<PlaybookLabel, Counter>,
+    interrupted: Family<PlaybookLabel, Counter>,
+    lost: Family<ReasonLabel, Counter>,
     queued: Gauge,
     running: Gauge,
     playbooks_loaded: Gauge,
@@ -78,6 +81,24 @@ impl Metrics {
             "run_duration_seconds",
             "Run execution time, from start to final status",
             run_seconds.clone(),
+        );
+        let retried = Family::<PlaybookLabel, Counter>::default();
+        registry.register(
+            "runs_retried",
+            "Runs started again as a new attempt after their replica died or stopped mid-run",
+            retried.clone(),
+        );
+        let interrupted = Family::<PlaybookLabel, Counter>::default();
+        registry.register(
+            "runs_interrupted",
+            "Runs that ended failed, reason interrupted: their replica died or stopped mid-run and no attempt was left",
+            interrupted.clone(),
+        );
+        let lost = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "runs_taken_over",
+            "Runs this replica did not start or finish because another replica owns them now (lease lost, released)",
+            lost.clone(),
         );
         let rejected = Family::<ReasonLabel, Counter>::default();
         registry.register(
@@ -132,6 +153,9 @@ impl Metrics {
             runs,
             run_seconds,
             rejected,
+            retried,
+            interrupted,
+            lost,
             queued,
             running,
             playbooks_loaded,
@@ -161,6 +185,31 @@ impl Metrics {
     }
 
     /// A trigger was refused.
+    pub fn run_retried(&self, playbook: &str) {
+        self.retried
+            .get_or_create(&PlaybookLabel {
+                playbook: playbook.into(),
+            })
+            .inc();
+    }
+
+    pub fn run_interrupted(&self, playbook: &str) {
+        self.interrupted
+            .get_or_create(&PlaybookLabel {
+                playbook: playbook.into(),
+            })
+            .inc();
+    }
+
+    /// A run this replica gave up because it is not its own any more.
+    pub fn run_lost(&self, reason: &str) {
+        self.lost
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
     pub fn run_rejected(&self, reason: &str) {
         self.rejected
             .get_or_create(&ReasonLabel {

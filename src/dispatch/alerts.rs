@@ -171,7 +171,11 @@ impl Dispatcher {
                     .get("summary")
                     .cloned()
                     .unwrap_or_else(|| alert.name().to_string());
-                let opened = alert.starts_at_ms().unwrap_or_else(crate::store::now_ms);
+                // Opened when the alert started, but never in the future: an alert whose
+                // `startsAt` lies ahead (a skewed clock) would otherwise stay "young" and
+                // never meet an age condition.
+                let received = crate::store::now_ms();
+                let opened = alert.starts_at_ms().unwrap_or(received).min(received);
                 Some(
                     batch
                         .create_incident(

@@ -1,20 +1,24 @@
 //! The dispatcher: between triggers and the runner. It resolves the playbook version,
-//! records the run as `queued` (from then on it survives a crash), holds it in a bounded
-//! queue, and starts it when one of `max_concurrent_runs` slots is free. A full queue is a
-//! refusal *before* anything is recorded, so the caller can retry and nothing accepted is
-//! ever dropped.
+//! records the run as `queued` and owned by this process's lease (from then on it survives
+//! a crash: if this process dies, another replica or the next start runs it), holds it in a
+//! bounded queue, and starts it when one of `max_concurrent_runs` slots is free. A full
+//! queue is a refusal *before* anything is recorded, so the caller can retry and nothing
+//! accepted is ever dropped. Runs nobody owns yet (runbookd's own triggers, work of dead
+//! replicas) wait in the store and are claimed when slots free (`leases.rs`).
 
 pub mod alerts;
+mod leases;
+mod status;
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
 };
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -22,9 +26,10 @@ use crate::{
     engine::{runner, Catalog, Playbook},
     metrics::Metrics,
     primitives::Services,
-    store::{now_ms, RunError, RunRecord, RunStatus, RunUpdate, Store, StoreError, Trigger},
+    store::{now_ms, Lease, RunError, RunRecord, RunStatus, RunUpdate, Store, StoreError, Trigger},
     triggers::Event,
 };
+use status::UpdateJob;
 
 /// Why a trigger was refused.
 #[derive(Debug, thiserror::Error)]
@@ -71,18 +76,46 @@ struct Prepared {
 /// Turn-taking locks by (incident, playbook).
 type IncidentLocks = std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
 
+/// Who this daemon is among the replicas sharing the store.
+#[derive(Debug, Clone)]
+pub struct ReplicaSettings {
+    /// `[server] replica_id` (or `HOSTNAME-PID`).
+    pub name: String,
+    /// `[server] lease_ttl`.
+    pub lease_ttl: Duration,
+}
+
+/// The lease in force, and the token that ends the runs executing under it.
+struct Held {
+    lease: Lease,
+    /// Cancelled when the lease is lost: its runs belong to other replicas by then.
+    runs: CancellationToken,
+}
+
 struct Inner {
     catalog: Arc<Catalog>,
     store: Store,
     metrics: Arc<Metrics>,
     services: Services,
     limits: PlaybooksConfig,
+    replica: ReplicaSettings,
+    held: std::sync::RwLock<Held>,
+    /// Admission from outside (API, alerts): bounded, a full queue is a 503.
     queue: mpsc::Sender<Job>,
+    /// Runs claimed from the store (runbookd's own triggers, work of dead replicas).
+    claimed: mpsc::UnboundedSender<Job>,
+    /// Claimed runs not started yet.
+    claimed_waiting: AtomicUsize,
+    slots: Arc<Semaphore>,
+    /// Wakes the claimer: a slot freed or an internal run was recorded.
+    claim_wake: Notify,
     accepting: AtomicBool,
     /// Stops the dispatch loop from starting more runs.
     draining: CancellationToken,
     /// Ends running scripts (after the shutdown grace period).
     stop_runs: CancellationToken,
+    /// Set at the end of shutdown: the lease is given up, not renewed.
+    retired: CancellationToken,
     runs: TaskTracker,
     /// Alert ingestion: notifications wait here for the ingester, which records every one
     /// waiting in one transaction (see [`alerts`]).
@@ -98,43 +131,66 @@ struct Inner {
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
-    loop_done: Arc<tokio::sync::Notify>,
+    loop_done: Arc<Notify>,
 }
 
 impl Dispatcher {
-    /// Starts the dispatch loop.
-    pub fn start(
+    /// Registers this process's lease and starts the dispatch loop. Runs are claimed from
+    /// the store and dead replicas' work recovered only once [`Dispatcher::serve`] runs (the
+    /// daemon); a one-shot `runbookd run` only executes what it submits.
+    pub async fn start(
         catalog: Arc<Catalog>,
         store: Store,
         metrics: Arc<Metrics>,
         services: Services,
         limits: PlaybooksConfig,
-    ) -> Dispatcher {
+        replica: ReplicaSettings,
+    ) -> Result<Dispatcher, StoreError> {
+        let lease = Lease::new(&replica.name);
+        store.register_lease(&lease, replica.lease_ttl).await?;
         let (queue, rx) = mpsc::channel(limits.queue_capacity);
+        let (claimed, claimed_rx) = mpsc::unbounded_channel();
         let slots = Arc::new(Semaphore::new(limits.max_concurrent_runs));
         let (ingest_tx, ingest_rx) = mpsc::channel(alerts::INGEST_QUEUE);
         let (updates_tx, updates_rx) = mpsc::channel(4096);
-        tokio::spawn(status_writer(store.clone(), updates_rx));
+        tokio::spawn(status::status_writer(store.clone(), updates_rx));
+        let stop_runs = CancellationToken::new();
         let inner = Arc::new(Inner {
             catalog,
             store,
             metrics,
             services,
             limits,
+            replica,
+            held: std::sync::RwLock::new(Held {
+                lease,
+                runs: stop_runs.child_token(),
+            }),
             queue,
+            claimed,
+            claimed_waiting: AtomicUsize::new(0),
+            slots,
+            claim_wake: Notify::new(),
             accepting: AtomicBool::new(true),
             draining: CancellationToken::new(),
-            stop_runs: CancellationToken::new(),
+            stop_runs,
+            retired: CancellationToken::new(),
             runs: TaskTracker::new(),
             ingest: ingest_tx,
             run_updates: updates_tx,
             incident_locks: Default::default(),
         });
-        let loop_done = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(dispatch_loop(inner.clone(), rx, slots, loop_done.clone()));
+        let loop_done = Arc::new(Notify::new());
+        tokio::spawn(dispatch_loop(inner.clone(), rx, claimed_rx, loop_done.clone()));
         let dispatcher = Dispatcher { inner, loop_done };
         tokio::spawn(alerts::ingest_loop(dispatcher.clone(), ingest_rx));
-        dispatcher
+        tokio::spawn(leases::keep_lease(dispatcher.inner.clone()));
+        Ok(dispatcher)
+    }
+
+    /// The lease this process holds now.
+    pub fn lease(&self) -> Lease {
+        self.inner.lease()
     }
 
     /// Records and queues a run. With `wait`, the submission carries a receiver for the
@@ -162,22 +218,14 @@ impl Dispatcher {
             inner.metrics.run_rejected("queue_full");
             DispatchError::QueueFull(inner.limits.queue_capacity)
         })?;
-        let record = RunRecord {
-            id: uuid::Uuid::now_v7().to_string(),
-            playbook: playbook.name.clone(),
-            version: playbook.version.clone(),
-            trigger: req.trigger,
-            status: RunStatus::Queued,
-            dry_run: req.event.dry_run,
-            event: serde_json::to_value(&req.event).unwrap_or_default(),
-            queued_at: now_ms(),
-            started_at: None,
-            finished_at: None,
-            logs: Vec::new(),
-            actions: Vec::new(),
-            result: None,
-            error: None,
-        };
+        let mut record = RunRecord::queued(
+            &playbook.name,
+            &playbook.version,
+            req.trigger,
+            serde_json::to_value(&req.event).unwrap_or_default(),
+            now_ms(),
+        );
+        record.owner = Some(inner.lease().id);
         Ok(Prepared {
             permit,
             record,
@@ -203,41 +251,32 @@ impl Dispatcher {
         Submission { run: record, done }
     }
 
-    /// Queues runs found `queued` in the store at start (accepted before a crash).
-    pub async fn resume(&self, runs: Vec<RunRecord>) {
-        for mut record in runs {
-            match self.inner.catalog.get(&record.playbook) {
-                Some(playbook) => {
-                    tracing::info!(run = %record.id, playbook = %record.playbook, "resuming run accepted before restart");
-                    record.version = playbook.version.clone();
-                    self.inner.metrics.queued().inc();
-                    let job = Job {
-                        record,
-                        playbook,
-                        waiter: None,
-                    };
-                    if self.inner.queue.send(job).await.is_err() {
-                        return;
-                    }
-                }
-                None => {
-                    record.status = RunStatus::Failed;
-                    record.finished_at = Some(now_ms());
-                    record.error = Some(RunError {
-                        message: format!(
-                            "playbook `{}` no longer exists; run accepted before restart was not started",
-                            record.playbook
-                        ),
-                        reason: "load".into(),
-                        line: None,
-                        column: None,
-                    });
-                    if let Err(e) = self.inner.store.finish_run(&record).await {
-                        tracing::error!(run = %record.id, error = %e, "cannot record run");
-                    }
-                }
-            }
-        }
+    /// A run of runbookd's own (an escalation level's playbook, a cron tick), recorded by
+    /// the caller in the same transaction as what caused it, owned by nobody: whichever
+    /// replica has a free slot claims it. The run queue's bound does not apply — such runs
+    /// wait in the store — and the playbook version is the one serving when it starts.
+    pub fn internal_record(req: RunRequest, queued_at: i64) -> RunRecord {
+        RunRecord::queued(
+            &req.playbook,
+            "",
+            req.trigger,
+            serde_json::to_value(&req.event).unwrap_or_default(),
+            queued_at,
+        )
+    }
+
+    /// Tells the claimer that runs nobody owns were recorded.
+    pub fn wake_claimer(&self) {
+        self.inner.claim_wake.notify_one();
+    }
+
+    /// Claims unowned queued runs while slots are free and recovers dead replicas' runs,
+    /// until [`Dispatcher::shutdown`]. The daemon runs this; one recovery pass happens
+    /// before it returns the first time, so work left by a crash is queued before the API
+    /// listens.
+    pub async fn serve(&self) {
+        leases::recover(&self.inner).await;
+        tokio::spawn(leases::claim_loop(self.inner.clone()));
     }
 
     /// Runs waiting for a slot.
@@ -245,12 +284,15 @@ impl Dispatcher {
         self.inner.metrics.queued().get()
     }
 
-    /// Graceful stop: refuse new runs, fail queued ones with reason `shutdown`, let running
-    /// ones finish within `grace`, then cancel the rest (recorded as failed, `shutdown`).
+    /// Graceful stop: refuse new runs, give queued ones back to the store (another replica,
+    /// or the next start, runs them), let running ones finish within `grace`, then cancel
+    /// the rest into the retry path (a new attempt later, see `[playbooks]
+    /// retry_interrupted`), and end the lease.
     pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         inner.accepting.store(false, Ordering::Release);
         inner.draining.cancel();
+        inner.claim_wake.notify_one();
         self.loop_done.notified().await;
         inner.runs.close();
         if tokio::time::timeout(grace, inner.runs.wait())
@@ -259,66 +301,101 @@ impl Dispatcher {
         {
             tracing::warn!(
                 grace = %humantime::format_duration(grace),
-                "runs still executing after the shutdown grace period; cancelling them"
+                "runs still executing after the shutdown grace period; cancelling them (they are started again later as a new attempt)"
             );
             inner.stop_runs.cancel();
             inner.runs.wait().await;
         }
+        inner.retired.cancel();
+        let lease = inner.lease();
+        if let Err(e) = inner.store.release_queued(&lease.id).await {
+            tracing::error!(error = %e, "cannot give back queued runs; they are recovered when this replica's lease expires");
+            return;
+        }
+        if let Err(e) = inner.store.retire_lease(&lease).await {
+            tracing::warn!(error = %e, "cannot end this replica's lease; it expires by itself");
+        }
+    }
+}
+
+impl Inner {
+    fn lease(&self) -> Lease {
+        self.held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .lease
+            .clone()
+    }
+
+    /// The current lease and the token that ends runs started under it.
+    fn held(&self) -> (Lease, CancellationToken) {
+        let held = self.held.read().unwrap_or_else(|p| p.into_inner());
+        (held.lease.clone(), held.runs.clone())
+    }
+
+    /// Writes a run's status change and waits until it is committed. Ok(false): the run is
+    /// not this process's any more.
+    async fn write_update(&self, update: RunUpdate) -> Result<bool, String> {
+        let (done, committed) = oneshot::channel();
+        self.run_updates
+            .send(UpdateJob { update, done })
+            .await
+            .map_err(|_| "the status writer has stopped".to_string())?;
+        committed
+            .await
+            .map_err(|_| "the status writer has stopped".to_string())?
     }
 }
 
 async fn dispatch_loop(
     inner: Arc<Inner>,
     mut rx: mpsc::Receiver<Job>,
-    slots: Arc<Semaphore>,
-    done: Arc<tokio::sync::Notify>,
+    mut claimed: mpsc::UnboundedReceiver<Job>,
+    done: Arc<Notify>,
 ) {
     loop {
         let job = tokio::select! {
             biased;
             _ = inner.draining.cancelled() => break,
+            Some(job) = claimed.recv() => {
+                inner.claimed_waiting.fetch_sub(1, Ordering::AcqRel);
+                job
+            }
             job = rx.recv() => match job { Some(j) => j, None => break },
         };
         let permit = tokio::select! {
             biased;
             _ = inner.draining.cancelled() => {
-                fail_unstarted(&inner, job).await;
+                leave_queued(&inner, job);
                 break;
             }
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = inner.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
         inner.metrics.queued().dec();
         let inner2 = inner.clone();
         inner.runs.spawn(async move {
-            run_job(inner2, job).await;
+            run_job(inner2.clone(), job).await;
             drop(permit);
+            inner2.claim_wake.notify_one();
         });
     }
     rx.close();
+    claimed.close();
     while let Ok(job) = rx.try_recv() {
-        fail_unstarted(&inner, job).await;
+        leave_queued(&inner, job);
+    }
+    while let Ok(job) = claimed.try_recv() {
+        leave_queued(&inner, job);
     }
     done.notify_one();
 }
 
-async fn fail_unstarted(inner: &Inner, job: Job) {
+/// A run not started at shutdown stays queued in the store (released with the lease);
+/// whoever waits for it is told that this process will not run it.
+fn leave_queued(inner: &Inner, job: Job) {
     inner.metrics.queued().dec();
-    let mut record = job.record;
-    record.status = RunStatus::Failed;
-    record.finished_at = Some(now_ms());
-    record.error = Some(RunError {
-        message: "runbookd shut down before this run started".into(),
-        reason: "shutdown".into(),
-        line: None,
-        column: None,
-    });
-    finish(inner, &record).await;
-    inner
-        .metrics
-        .run_finished(&record.playbook, record.status.as_str(), Duration::ZERO);
-    if let Some(w) = job.waiter {
-        let _ = w.send(record);
-    }
+    tracing::info!(run = %job.record.id, playbook = %job.record.playbook, "run left queued for another replica or the next start");
+    drop(job.waiter);
 }
 
 async fn run_job(inner: Arc<Inner>, job: Job) {
@@ -345,29 +422,32 @@ async fn run_job(inner: Arc<Inner>, job: Job) {
         }
         None => None,
     };
+    let (lease, lease_runs) = inner.held();
+    let owner = record.owner.clone().unwrap_or_default();
+    if owner != lease.id {
+        // Claimed under a lease this process has lost since: another replica has it.
+        inner.metrics.run_lost("lease_lost");
+        return;
+    }
     let started = Instant::now();
     record.status = RunStatus::Running;
     record.started_at = Some(now_ms());
-    inner.metrics.running().inc();
-    if let Err(e) = inner
-        .write_update(RunUpdate::Running {
-            id: record.id.clone(),
-            started_at: record.started_at.unwrap_or_default(),
-            version: record.version.clone(),
-        })
-        .await
-    {
-        tracing::error!(run = %record.id, error = %e, "cannot mark run as running; running it anyway");
+    record.replica = Some(lease.name.clone());
+    if !mark_running(&inner, &record, &playbook).await {
+        return;
     }
+    inner.metrics.running().inc();
     let engine = inner.catalog.engine().clone();
     let services = inner.services.clone();
-    let cancel = inner.stop_runs.clone();
     let timeout = inner.limits.timeout;
     let max_log_lines = inner.limits.max_log_lines;
     let run_id = record.id.clone();
-    let event = record.event.clone();
+    // The script sees which attempt this is, so a retried run can look before it acts.
+    let mut event = record.event.clone();
+    event["attempt"] = record.attempt.into();
     let dry_run = record.dry_run;
     let pb = playbook.clone();
+    let cancel = lease_runs.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         runner::execute(
             &engine,
@@ -384,6 +464,13 @@ async fn run_job(inner: Arc<Inner>, job: Job) {
         )
     })
     .await;
+    inner.metrics.running().dec();
+    if matches!(&outcome, Ok(o) if o.error.as_ref().is_some_and(|e| e.reason == "shutdown")) {
+        // Cancelled: by the shutdown grace period, or because the lease was lost. Either
+        // way this attempt has no outcome; the run goes the retry path.
+        interrupted(&inner, &record, &lease).await;
+        return;
+    }
     match outcome {
         Ok(o) => {
             record.status = o.status;
@@ -403,14 +490,72 @@ async fn run_job(inner: Arc<Inner>, job: Job) {
         }
     }
     record.finished_at = Some(now_ms());
-    finish(&inner, &record).await;
+    if !finish(&inner, &record).await {
+        return;
+    }
     resolve_after_resolved_alert(&inner, &record).await;
-    inner.metrics.running().dec();
     inner
         .metrics
         .run_finished(&record.playbook, record.status.as_str(), started.elapsed());
     if let Some(w) = waiter {
         let _ = w.send(record);
+    }
+}
+
+/// Marks the run running (conditional on this process still owning it), retrying while
+/// the store is unreachable. False: the run is not to be started here.
+async fn mark_running(inner: &Inner, record: &RunRecord, playbook: &Playbook) -> bool {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let update = RunUpdate::Running {
+            id: record.id.clone(),
+            owner: record.owner.clone().unwrap_or_default(),
+            attempt: record.attempt,
+            replica: record.replica.clone().unwrap_or_default(),
+            started_at: record.started_at.unwrap_or_default(),
+            version: playbook.version.clone(),
+        };
+        match inner.write_update(update).await {
+            Ok(true) => return true,
+            Ok(false) => {
+                tracing::warn!(run = %record.id, playbook = %record.playbook, "run is no longer this replica's (taken over or released); not starting it");
+                inner.metrics.run_lost("taken_over");
+                return false;
+            }
+            Err(e) if inner.draining.is_cancelled() => {
+                tracing::error!(run = %record.id, error = %e, "cannot start run while shutting down; it stays queued");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(run = %record.id, error = %e, "cannot mark run as running; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// This process's attempt ended without an outcome: the run is started again later (or,
+/// out of attempts, ends `interrupted`).
+async fn interrupted(inner: &Inner, record: &RunRecord, lease: &Lease) {
+    let retries = inner.limits.retry_interrupted;
+    match inner
+        .store
+        .interrupt_own_run(&record.id, &lease.id, retries)
+        .await
+    {
+        Ok(Some(true)) => {
+            tracing::warn!(run = %record.id, playbook = %record.playbook, attempt = record.attempt, "run interrupted; it is started again as a new attempt");
+            inner.metrics.run_retried(&record.playbook);
+        }
+        Ok(Some(false)) => {
+            tracing::error!(run = %record.id, playbook = %record.playbook, attempt = record.attempt, "run interrupted and out of attempts: failed, reason interrupted");
+            inner.metrics.run_interrupted(&record.playbook);
+        }
+        Ok(None) => inner.metrics.run_lost("taken_over"),
+        Err(e) => {
+            tracing::error!(run = %record.id, error = %e, "cannot record the interruption; the run is recovered when this replica's lease expires")
+        }
     }
 }
 
@@ -442,72 +587,20 @@ async fn resolve_after_resolved_alert(inner: &Inner, record: &RunRecord) {
 }
 
 /// Writes the final record, retrying briefly: a run's outcome is worth a few attempts.
-/// A status change and who waits for it to be durable.
-struct UpdateJob {
-    update: RunUpdate,
-    done: oneshot::Sender<Result<(), String>>,
-}
-
-impl Inner {
-    /// Writes a run's status change and waits until it is committed.
-    async fn write_update(&self, update: RunUpdate) -> Result<(), String> {
-        let (done, committed) = oneshot::channel();
-        self.run_updates
-            .send(UpdateJob { update, done })
-            .await
-            .map_err(|_| "the status writer has stopped".to_string())?;
-        committed
-            .await
-            .map_err(|_| "the status writer has stopped".to_string())?
-    }
-}
-
-/// Group commit for run status changes: every change waiting is written in one
-/// transaction; a failed batch is retried change by change so one bad row fails alone.
-async fn status_writer(store: Store, mut rx: mpsc::Receiver<UpdateJob>) {
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < 512 {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        // Split so the updates (a finished run carries its logs) are not copied.
-        let (updates, acks): (Vec<RunUpdate>, Vec<_>) =
-            jobs.into_iter().map(|j| (j.update, j.done)).unzip();
-        match store.write_run_updates(&updates).await {
-            Ok(()) => {
-                for ack in acks {
-                    let _ = ack.send(Ok(()));
-                }
-            }
-            Err(e) if acks.len() == 1 => {
-                for ack in acks {
-                    let _ = ack.send(Err(e.to_string()));
-                }
-            }
-            Err(_) => {
-                for (update, ack) in updates.iter().zip(acks) {
-                    let r = store
-                        .write_run_updates(std::slice::from_ref(update))
-                        .await
-                        .map_err(|e| e.to_string());
-                    let _ = ack.send(r);
-                }
-            }
-        }
-    }
-}
-
-async fn finish(inner: &Inner, record: &RunRecord) {
+/// False when it was not written: the run is another replica's now, or the store failed.
+async fn finish(inner: &Inner, record: &RunRecord) -> bool {
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=5 {
         match inner
             .write_update(RunUpdate::Finished(Box::new(record.clone())))
             .await
         {
-            Ok(()) => return,
+            Ok(true) => return true,
+            Ok(false) => {
+                tracing::error!(run = %record.id, status = record.status.as_str(), "run outcome discarded: another replica took the run over (this replica lost its lease)");
+                inner.metrics.run_lost("outcome_discarded");
+                return false;
+            }
             Err(e) if attempt == 5 => {
                 tracing::error!(run = %record.id, error = %e, status = record.status.as_str(), "cannot record run outcome");
             }
@@ -518,4 +611,5 @@ async fn finish(inner: &Inner, record: &RunRecord) {
             }
         }
     }
+    false
 }

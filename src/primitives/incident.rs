@@ -63,33 +63,32 @@ fn incident() -> Result<Dynamic, Box<EvalAltResult>> {
 }
 
 fn set_fact(key: &str, value: Dynamic) -> Result<bool, Box<EvalAltResult>> {
+    if key.is_empty() || key.contains('"') || key.contains('\\') {
+        return Err(script_error(format!(
+            "set_fact: `{key}` is not a fact name (empty, or holds a quote or backslash)"
+        )));
+    }
     let (store, id) = current()?;
     let value: serde_json::Value = rhai::serde::from_dynamic(&value)?;
     let key = key.to_string();
     let details = serde_json::json!({ "fact": key, "value": value });
-    let out =
-        act(
-            "incident.set_fact",
-            &format!("incident:{id}"),
-            details,
-            || {
-                block_on("set_fact", LIMIT, async move {
-                    let inc = store.get_incident(&id).await?.ok_or(
-                        crate::store::StoreError::Corrupt {
-                            column: "incidents",
-                            message: "incident not found".into(),
-                        },
-                    )?;
-                    let mut facts = inc.facts;
-                    if !facts.is_object() {
-                        facts = serde_json::json!({});
-                    }
-                    facts[key.as_str()] = value;
-                    store.set_incident_facts(&id, &facts).await?;
-                    Ok::<_, crate::store::StoreError>(serde_json::json!({ "facts": facts }))
-                })
-            },
-        )?;
+    let out = act(
+        "incident.set_fact",
+        &format!("incident:{id}"),
+        details,
+        || {
+            block_on("set_fact", LIMIT, async move {
+                // One key, set in the store itself: facts other runs set meanwhile stay.
+                if !store.set_incident_fact(&id, &key, &value).await? {
+                    return Err(crate::store::StoreError::Corrupt {
+                        column: "incidents",
+                        message: "incident not found".into(),
+                    });
+                }
+                Ok::<_, crate::store::StoreError>(serde_json::json!({ "fact": key, "value": value }))
+            })
+        },
+    )?;
     Ok(out.is_some())
 }
 
@@ -140,24 +139,16 @@ fn escalate(level: &str, reason: &str) -> Result<bool, Box<EvalAltResult>> {
             details,
             || {
                 block_on("escalate", LIMIT, async move {
-                    let inc = store.get_incident(&id).await?.ok_or(
-                        crate::store::StoreError::Corrupt {
-                            column: "incidents",
-                            message: "incident not found".into(),
-                        },
-                    )?;
-                    let current = inc
-                        .level
-                        .as_deref()
-                        .and_then(|l| rank(&levels, l))
-                        .map(|(r, _)| r);
-                    // Levels only go up.
-                    if current.is_some_and(|c| c >= wanted) {
+                    // Levels only go up: a compare-and-set against every level from the
+                    // wanted one up, so a concurrent raise (the evaluator, another run)
+                    // is never lowered.
+                    let at_or_above = levels[wanted..].to_vec();
+                    if !store.raise_incident_level(&id, &level, &at_or_above).await? {
+                        let inc = store.get_incident(&id).await?;
                         return Ok::<_, crate::store::StoreError>(
-                            serde_json::json!({ "raised": false, "level": inc.level }),
+                            serde_json::json!({ "raised": false, "level": inc.and_then(|i| i.level) }),
                         );
                     }
-                    store.set_incident_level(&id, &level).await?;
                     store
                         .add_timeline(
                             &id,

@@ -55,4 +55,34 @@ impl Store {
         };
         Ok(done.rows_affected() == 1)
     }
+
+    /// Moves the mark from `from` to `to` and records the runs of the ticks that fire, in
+    /// one transaction: a crash (or a full run queue) can neither lose a tick that was
+    /// marked nor fire one twice. False when another process moved the mark first.
+    pub async fn fire_cron_ticks(
+        &self,
+        playbook: &str,
+        schedule: &str,
+        from: i64,
+        to: i64,
+        runs: &[super::RunRecord],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query(
+            "UPDATE cron_marks SET last_tick = $1 WHERE playbook = $2 AND schedule = $3 AND last_tick = $4",
+        )
+        .bind(to)
+        .bind(playbook)
+        .bind(schedule)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        super::runs::insert_runs_on(&mut tx, runs).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 }

@@ -64,15 +64,19 @@ impl Store {
         Ok(out)
     }
 
-    /// Fires a level once: records it, raises the incident's level, adds a timeline line and
-    /// queues the notifications — all or nothing. False if it had already fired.
+    /// Fires a level once: records it, raises the incident's level (unless it is already
+    /// at `at_or_above`), adds a timeline line, queues the notifications and records the
+    /// level's playbook run — all or nothing. False if it had already fired.
+    #[allow(clippy::too_many_arguments)]
     pub async fn fire_level(
         &self,
         incident_id: &str,
         level: &str,
+        at_or_above: &[String],
         channels: &[String],
         payload: &serde_json::Value,
         message: &str,
+        run: Option<&super::RunRecord>,
     ) -> Result<bool, StoreError> {
         let now = self.now();
         let mut tx = self.writer.begin().await?;
@@ -89,12 +93,10 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query("UPDATE incidents SET level = $1, updated_at = $2 WHERE id = $3")
-            .bind(level)
-            .bind(now)
-            .bind(incident_id)
-            .execute(&mut *tx)
-            .await?;
+        super::incidents::raise_level_on(&mut *tx, now, incident_id, level, at_or_above).await?;
+        if let Some(run) = run {
+            super::runs::insert_runs_on(&mut tx, std::slice::from_ref(run)).await?;
+        }
         sqlx::query(
             "INSERT INTO incident_timeline (id, incident_id, at, kind, actor, message, details) VALUES ($1, $2, $3, 'paged', 'escalation', $4, $5)",
         )

@@ -179,6 +179,26 @@ impl Store {
         rows.iter().map(incident_from_row).collect()
     }
 
+    /// Up to `limit` incidents with `status` whose id sorts after `after` (ids are
+    /// time-ordered UUIDv7), by id: the evaluator pages through every unresolved incident,
+    /// however many, with an index range scan per page.
+    pub async fn incidents_page(
+        &self,
+        status: IncidentStatus,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<Incident>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM incidents WHERE status = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(status.as_str())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(incident_from_row).collect()
+    }
+
     /// Acknowledges an open incident. Returns false if it was not open.
     pub async fn ack_incident(&self, id: &str, by: &str) -> Result<bool, StoreError> {
         let now = self.now();
@@ -215,30 +235,27 @@ impl Store {
         resolve_incident_on(&mut conn, self.now(), id, by, why).await
     }
 
-    /// Raises the recorded level (the caller decides that it is higher).
-    pub async fn set_incident_level(&self, id: &str, level: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE incidents SET level = $1, updated_at = $2 WHERE id = $3")
-            .bind(level)
-            .bind(self.now())
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    /// Replaces the facts map.
-    pub async fn set_incident_facts(
+    /// Raises the incident to `level` unless it already is at one of `at_or_above` (the
+    /// table's levels from `level` up): a compare-and-set, so levels only go up even when
+    /// a playbook and the evaluator (or two replicas) raise it at once. True if raised.
+    pub async fn raise_incident_level(
         &self,
         id: &str,
-        facts: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE incidents SET facts = $1, updated_at = $2 WHERE id = $3")
-            .bind(facts.to_string())
-            .bind(self.now())
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        level: &str,
+        at_or_above: &[String],
+    ) -> Result<bool, StoreError> {
+        raise_level_on(&self.writer, self.now(), id, level, at_or_above).await
+    }
+
+    /// Sets one fact, leaving the others as they are (one statement: facts two runs write
+    /// at once are all kept).
+    pub async fn set_incident_fact(
+        &self,
+        id: &str,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        set_fact_on(&self.writer, self.backend, self.now(), id, key, value).await
     }
 
     pub async fn add_timeline(
@@ -463,4 +480,74 @@ pub(super) async fn last_incident_run_on<'c, E: Executor<'c, Database = Any>>(
     .await?;
     row.map(|r| Ok((r.try_get("status")?, r.try_get("queued_at")?)))
         .transpose()
+}
+
+/// `UPDATE incidents SET level` unless the level is already `at_or_above`.
+pub(super) async fn raise_level_on<'c, E: Executor<'c, Database = Any>>(
+    e: E,
+    now: i64,
+    id: &str,
+    level: &str,
+    at_or_above: &[String],
+) -> Result<bool, StoreError> {
+    let mut sql = String::from(
+        "UPDATE incidents SET level = $1, updated_at = $2 WHERE id = $3 AND status <> 'resolved' \
+         AND (level IS NULL",
+    );
+    if !at_or_above.is_empty() {
+        sql.push_str(" OR level NOT IN (");
+        for i in 0..at_or_above.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", i + 4));
+        }
+        sql.push(')');
+    }
+    sql.push(')');
+    let mut q = sqlx::query(&sql).bind(level).bind(now).bind(id);
+    for l in at_or_above {
+        q = q.bind(l.clone());
+    }
+    Ok(q.execute(e).await?.rows_affected() == 1)
+}
+
+/// Sets `facts[key] = value` in the store itself (`jsonb ||` on PostgreSQL, `json_set` on
+/// SQLite), never by reading the map and writing it back. False if no such incident.
+pub(super) async fn set_fact_on<'c, E: Executor<'c, Database = Any>>(
+    e: E,
+    backend: super::Backend,
+    now: i64,
+    id: &str,
+    key: &str,
+    value: &serde_json::Value,
+) -> Result<bool, StoreError> {
+    let done = match backend {
+        super::Backend::Postgres => {
+            sqlx::query(
+                "UPDATE incidents SET facts = (facts::jsonb || jsonb_build_object($1::text, $2::jsonb))::text, \
+                 updated_at = $3 WHERE id = $4",
+            )
+            .bind(key)
+            .bind(value.to_string())
+            .bind(now)
+            .bind(id)
+            .execute(e)
+            .await?
+        }
+        super::Backend::Sqlite => {
+            // A JSON path label in double quotes takes any key but one holding a quote,
+            // which `set_fact` refuses.
+            sqlx::query(
+                "UPDATE incidents SET facts = json_set(facts, $1, json($2)), updated_at = $3 WHERE id = $4",
+            )
+            .bind(format!("$.\"{key}\""))
+            .bind(value.to_string())
+            .bind(now)
+            .bind(id)
+            .execute(e)
+            .await?
+        }
+    };
+    Ok(done.rows_affected() == 1)
 }

@@ -2,8 +2,9 @@
 //!
 //! Both engines go through sqlx's `Any` driver with one portable schema (text ids, integer
 //! milliseconds, JSON text), so every query is written once and the same tests run on both.
-//! SQLite gets one writer connection (WAL, `synchronous=NORMAL`) and a few readers, which is
-//! what SQLite wants; PostgreSQL shares one pool for both.
+//! SQLite gets one writer connection (WAL, `synchronous=FULL`: a commit is on disk, so an
+//! answered alert survives power loss) and a few readers, which is what SQLite wants;
+//! PostgreSQL shares one pool for both.
 
 mod audit;
 mod batch;
@@ -11,6 +12,7 @@ mod budgets;
 mod cron;
 mod escalation;
 mod incidents;
+mod leases;
 mod outbox;
 mod runs;
 
@@ -25,9 +27,11 @@ use sqlx::{
 pub use audit::{AuditEntry, NewAudit};
 pub use batch::Batch;
 pub use budgets::BudgetCheck;
+pub use escalation::Fire;
 pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
+pub use leases::{Interruption, Lease, Recovered};
 pub use outbox::OutboxItem;
-pub use runs::{LogLine, RunError, RunFilter, RunRecord, RunStatus, RunUpdate, Trigger};
+pub use runs::{Attempt, LogLine, RunError, RunFilter, RunRecord, RunStatus, RunUpdate, Trigger};
 
 /// Errors from the state store.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("state store migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state store lease lock: {0}")]
+    Lease(String),
     #[error("state store holds a malformed value in {column}: {message}")]
     Corrupt {
         column: &'static str,
@@ -59,6 +65,10 @@ pub struct Store {
     /// Stamps timeline entries, fires, notifications and audit entries (virtual in
     /// simulations, so their timelines read in simulated time).
     clock: crate::clock::Clock,
+    /// SQLite file stores: where each process keeps the lock file of its lease.
+    lease_dir: Option<std::path::PathBuf>,
+    /// The lease lock files this process holds (released when it exits, however it exits).
+    lease_locks: std::sync::Arc<std::sync::Mutex<Vec<std::fs::File>>>,
 }
 
 fn migrator() -> Migrator {
@@ -106,6 +116,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed(include_str!("migrations/0006_budgets.sql")),
                 false,
             ),
+            Migration::new(
+                7,
+                Cow::Borrowed("replica leases and run attempts"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0007_leases.sql")),
+                false,
+            ),
         ]),
         ..Migrator::DEFAULT
     }
@@ -139,6 +156,9 @@ impl Store {
                     reader,
                     backend,
                     clock: Default::default(),
+                    lease_dir: sqlite_file(database_url)
+                        .map(|f| std::path::PathBuf::from(format!("{}-leases", f.display()))),
+                    lease_locks: Default::default(),
                 }
             }
             Backend::Postgres => {
@@ -152,6 +172,8 @@ impl Store {
                     reader: pool,
                     backend,
                     clock: Default::default(),
+                    lease_dir: None,
+                    lease_locks: Default::default(),
                 }
             }
         };
@@ -215,6 +237,17 @@ fn spawn_checkpointer(pool: AnyPool) {
     });
 }
 
+/// The file behind a `sqlite:` URL; None for in-memory databases.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path.strip_prefix("file:").unwrap_or(path)))
+}
+
 fn sqlite_pool(size: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(size)
@@ -225,7 +258,7 @@ fn sqlite_pool(size: u32) -> AnyPoolOptions {
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 conn.execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                      PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
                      PRAGMA wal_autocheckpoint = 0;",
                 )
@@ -273,6 +306,15 @@ pub fn ms_to_rfc3339(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        use std::path::PathBuf;
+        assert_eq!(super::sqlite_file("sqlite://runbookd.db"), Some(PathBuf::from("runbookd.db")));
+        assert_eq!(super::sqlite_file("sqlite:///var/lib/r.db?mode=rwc"), Some(PathBuf::from("/var/lib/r.db")));
+        assert_eq!(super::sqlite_file("sqlite::memory:"), None);
+        assert_eq!(super::sqlite_file("sqlite:file:x?mode=memory&cache=shared"), None);
+    }
+
     #[test]
     fn multi_row_inserts_number_placeholders_row_by_row() {
         assert_eq!(

@@ -104,6 +104,61 @@ pub struct RunRecord {
     pub actions: Vec<serde_json::Value>,
     pub result: Option<serde_json::Value>,
     pub error: Option<RunError>,
+    /// Which attempt this is: 1, or more after the replica running it died (or was stopped
+    /// past its grace period) and the run was started again.
+    pub attempt: i64,
+    /// The replica executing (or that executed) the current attempt.
+    pub replica: Option<String>,
+    /// Earlier attempts that did not finish, and the final one once the run ends.
+    pub attempts: Vec<Attempt>,
+    /// The daemon process (lease id) that owns the run; `None` while nobody has claimed it.
+    /// Internal: every status change is conditional on it.
+    #[serde(skip)]
+    pub owner: Option<String>,
+}
+
+/// One attempt at a run, as the run record shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    pub attempt: i64,
+    /// Replica name (`[server] replica_id`) that executed it.
+    pub replica: Option<String>,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    /// The run's final status, or `interrupted` when its replica died or stopped mid-run.
+    pub outcome: String,
+}
+
+impl RunRecord {
+    /// A run accepted now, not claimed by anyone yet (`owner` is set by whoever queues it).
+    pub fn queued(
+        playbook: &str,
+        version: &str,
+        trigger: Trigger,
+        event: serde_json::Value,
+        queued_at: i64,
+    ) -> RunRecord {
+        RunRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            playbook: playbook.to_string(),
+            version: version.to_string(),
+            dry_run: event["dry_run"].as_bool().unwrap_or(false),
+            trigger,
+            status: RunStatus::Queued,
+            event,
+            queued_at,
+            started_at: None,
+            finished_at: None,
+            logs: Vec::new(),
+            actions: Vec::new(),
+            result: None,
+            error: None,
+            attempt: 1,
+            replica: None,
+            attempts: Vec::new(),
+            owner: None,
+        }
+    }
 }
 
 fn ser_ms<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -126,13 +181,14 @@ pub struct RunFilter {
 }
 
 const RUN_COLUMNS: &str = "id, playbook, version, trigger, event, dry_run, status, queued_at, \
-                           started_at, finished_at, logs, actions, result, error";
+                           started_at, finished_at, logs, actions, result, error, owner, replica, \
+                           attempt, attempts";
 
-fn to_json<T: Serialize>(value: &T) -> String {
+pub(super) fn to_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
-fn from_json<T: for<'de> Deserialize<'de>>(
+pub(super) fn from_json<T: for<'de> Deserialize<'de>>(
     column: &'static str,
     text: &str,
 ) -> Result<T, StoreError> {
@@ -164,14 +220,22 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, StoreError> {
         actions: from_json("actions", &row.try_get::<String, _>("actions")?)?,
         result: result.map(|r| from_json("result", &r)).transpose()?,
         error: error.map(|e| from_json("error", &e)).transpose()?,
+        owner: row.try_get("owner")?,
+        replica: row.try_get("replica")?,
+        attempt: row.try_get("attempt")?,
+        attempts: from_json("attempts", &row.try_get::<String, _>("attempts")?)?,
     })
 }
 
-/// A change to a run's row.
+/// A change to a run's row, made only by the run's owner.
 #[derive(Debug, Clone)]
 pub enum RunUpdate {
+    /// A queued run starts on `replica`.
     Running {
         id: String,
+        owner: String,
+        attempt: i64,
+        replica: String,
         started_at: i64,
         version: String,
     },
@@ -179,29 +243,49 @@ pub enum RunUpdate {
     Finished(Box<RunRecord>),
 }
 
+/// Marks a queued run running, if `owner` still owns it. False: it was taken over.
 async fn mark_running_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
     e: E,
     id: &str,
+    owner: &str,
+    attempt: i64,
+    replica: &str,
     started_at: i64,
     version: &str,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE runs SET status = $1, started_at = $2, version = $3 WHERE id = $4")
-        .bind(RunStatus::Running.as_str())
-        .bind(started_at)
-        .bind(version)
-        .bind(id)
-        .execute(e)
-        .await?;
-    Ok(())
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE runs SET status = 'running', started_at = $1, version = $2, replica = $3 \
+         WHERE id = $4 AND owner = $5 AND attempt = $6 AND status = 'queued'",
+    )
+    .bind(started_at)
+    .bind(version)
+    .bind(replica)
+    .bind(id)
+    .bind(owner)
+    .bind(attempt)
+    .execute(e)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
+/// Writes a run's final state, if its owner still owns it. False: another replica took the
+/// run over (this process lost its lease), and its outcome is not recorded.
 async fn finish_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
     e: E,
     run: &RunRecord,
-) -> Result<(), StoreError> {
-    sqlx::query(
+) -> Result<bool, StoreError> {
+    let mut attempts = run.attempts.clone();
+    attempts.push(Attempt {
+        attempt: run.attempt,
+        replica: run.replica.clone(),
+        started_at: run.started_at.map(super::ms_to_rfc3339),
+        ended_at: run.finished_at.map(super::ms_to_rfc3339),
+        outcome: run.status.as_str().into(),
+    });
+    let done = sqlx::query(
         "UPDATE runs SET status = $1, started_at = $2, finished_at = $3, logs = $4, \
-         actions = $5, result = $6, error = $7 WHERE id = $8",
+         actions = $5, result = $6, error = $7, attempts = $8 \
+         WHERE id = $9 AND owner = $10 AND attempt = $11 AND status IN ('queued', 'running')",
     )
     .bind(run.status.as_str())
     .bind(run.started_at)
@@ -210,10 +294,13 @@ async fn finish_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
     .bind(to_json(&run.actions))
     .bind(run.result.as_ref().map(to_json))
     .bind(run.error.as_ref().map(to_json))
+    .bind(to_json(&attempts))
     .bind(&run.id)
+    .bind(run.owner.as_deref().unwrap_or(""))
+    .bind(run.attempt)
     .execute(e)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Inserts queued runs, many rows per statement (one round trip instead of one per run).
@@ -223,8 +310,8 @@ pub(super) async fn insert_runs_on(
 ) -> Result<(), StoreError> {
     for chunk in runs.chunks(super::ROWS_PER_INSERT) {
         let sql = super::insert_values(
-            "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id)",
-            9,
+            "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id, owner)",
+            10,
             chunk.len(),
         );
         let mut q = sqlx::query(&sql);
@@ -238,7 +325,8 @@ pub(super) async fn insert_runs_on(
                 .bind(i64::from(run.dry_run))
                 .bind(run.status.as_str())
                 .bind(run.queued_at)
-                .bind(run.event["incident"].as_str().map(str::to_string));
+                .bind(run.event["incident"].as_str().map(str::to_string))
+                .bind(run.owner.clone());
         }
         q.execute(&mut *conn).await?;
     }
@@ -246,46 +334,72 @@ pub(super) async fn insert_runs_on(
 }
 
 impl Store {
-    /// Records a run that was accepted and waits for a slot. Once this returns the run
-    /// survives a crash: it is re-queued at the next start.
+    /// Records a run that was accepted. Once this returns the run survives a crash: its
+    /// owner runs it, or, if the owner dies, another replica does.
     pub async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let mut conn = self.writer.acquire().await?;
         insert_runs_on(&mut conn, std::slice::from_ref(run)).await
     }
 
-    /// Marks a queued run as running.
-    /// The version is written again because a run resumed after a restart runs the version
-    /// serving now.
-    pub async fn mark_running(
-        &self,
-        id: &str,
-        started_at: i64,
-        version: &str,
-    ) -> Result<(), StoreError> {
-        mark_running_on(&self.writer, id, started_at, version).await
-    }
-
-    /// Writes a run's final state.
-    pub async fn finish_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        finish_run_on(&self.writer, run).await
-    }
-
     /// Writes several runs' status changes in one transaction (the dispatcher commits the
-    /// changes of every run that starts or ends at the same moment together).
-    pub async fn write_run_updates(&self, updates: &[RunUpdate]) -> Result<(), StoreError> {
+    /// changes of every run that starts or ends at the same moment together). For each
+    /// change: whether it applied (false: the run is no longer this owner's).
+    pub async fn write_run_updates(&self, updates: &[RunUpdate]) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.writer.begin().await?;
+        let mut applied = Vec::with_capacity(updates.len());
         for u in updates {
-            match u {
+            applied.push(match u {
                 RunUpdate::Running {
                     id,
+                    owner,
+                    attempt,
+                    replica,
                     started_at,
                     version,
-                } => mark_running_on(&mut *tx, id, *started_at, version).await?,
+                } => {
+                    mark_running_on(&mut *tx, id, owner, *attempt, replica, *started_at, version)
+                        .await?
+                }
                 RunUpdate::Finished(run) => finish_run_on(&mut *tx, run).await?,
-            }
+            });
         }
         tx.commit().await?;
-        Ok(())
+        Ok(applied)
+    }
+
+    /// Claims up to `limit` queued runs nobody owns, oldest first, for `owner`. Replicas
+    /// claiming at the same moment get disjoint sets (`FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL; SQLite has a single writer).
+    pub async fn claim_queued(&self, owner: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let lock = match self.backend {
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
+        let rows = sqlx::query(&format!(
+            "UPDATE runs SET owner = $1 WHERE id IN (SELECT id FROM runs WHERE status = 'queued' \
+             AND owner IS NULL ORDER BY queued_at, id LIMIT $2{lock}) RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(owner)
+        .bind(limit as i64)
+        .fetch_all(&self.writer)
+        .await?;
+        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+        runs.sort_by(|a, b| (a.queued_at, &a.id).cmp(&(b.queued_at, &b.id)));
+        Ok(runs)
+    }
+
+    /// Gives back the queued runs `owner` holds (graceful shutdown): another replica, or the
+    /// next start, claims them.
+    pub async fn release_queued(&self, owner: &str) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("UPDATE runs SET owner = NULL WHERE owner = $1 AND status = 'queued'")
+                .bind(owner)
+                .execute(&self.writer)
+                .await?;
+        Ok(done.rows_affected())
     }
 
     /// One run by id.
@@ -329,33 +443,6 @@ impl Store {
             .bind(i64::from(filter.limit))
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(run_from_row).collect()
-    }
-
-    /// After an unclean stop: runs that were executing are recorded as failed (their
-    /// effects are unknown, so they are not repeated); runs still queued are returned so the
-    /// dispatcher can run them — work accepted before the crash is not lost.
-    pub async fn recover_unfinished(&self, now: i64) -> Result<Vec<RunRecord>, StoreError> {
-        let error = RunError {
-            message: "runbookd stopped while this run was executing; its effects are unknown"
-                .into(),
-            reason: "interrupted".into(),
-            line: None,
-            column: None,
-        };
-        sqlx::query("UPDATE runs SET status = $1, finished_at = $2, error = $3 WHERE status = $4")
-            .bind(RunStatus::Failed.as_str())
-            .bind(now)
-            .bind(to_json(&error))
-            .bind(RunStatus::Running.as_str())
-            .execute(&self.writer)
-            .await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE status = $1 ORDER BY queued_at, id"
-        ))
-        .bind(RunStatus::Queued.as_str())
-        .fetch_all(&self.writer)
-        .await?;
         rows.iter().map(run_from_row).collect()
     }
 }

@@ -190,14 +190,10 @@ async fn tick(
     let (fires, new_mark) = due(schedule, tz, mark, now, max_catch_up);
     let mut current = mark;
     if let Some(new_mark) = new_mark {
-        if store
-            .advance_cron_mark(playbook, expr, Some(mark), new_mark)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            current = new_mark;
-            for t in fires {
-                let scheduled = tz.format(t);
+        let runs: Vec<_> = fires
+            .iter()
+            .map(|t| {
+                let scheduled = tz.format(*t);
                 let mut params = Map::new();
                 params.insert("scheduled_for".into(), json!(scheduled));
                 let event = Event {
@@ -210,23 +206,31 @@ async fn tick(
                     incident: None,
                     dry_run: false,
                 };
-                let req = RunRequest {
-                    playbook: playbook.to_string(),
-                    event,
-                    trigger: Trigger {
-                        kind: "cron".into(),
-                        name: expr.to_string(),
-                        actor: "runbookd".into(),
+                Dispatcher::internal_record(
+                    RunRequest {
+                        playbook: playbook.to_string(),
+                        event,
+                        trigger: Trigger {
+                            kind: "cron".into(),
+                            name: expr.to_string(),
+                            actor: "runbookd".into(),
+                        },
                     },
-                };
-                match dispatcher.submit(req, false).await {
-                    Ok(s) => {
-                        tracing::info!(playbook, cron = expr, tick = %scheduled, run = %s.run.id, "cron fired")
-                    }
-                    Err(e) => {
-                        tracing::error!(playbook, cron = expr, tick = %scheduled, error = %e, "cron tick not run")
-                    }
-                }
+                    now,
+                )
+            })
+            .collect();
+        if store
+            .fire_cron_ticks(playbook, expr, mark, new_mark, &runs)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            current = new_mark;
+            for run in &runs {
+                tracing::info!(playbook, cron = expr, tick = %run.event["params"]["scheduled_for"].as_str().unwrap_or(""), run = %run.id, "cron fired");
+            }
+            if !runs.is_empty() {
+                dispatcher.wake_claimer();
             }
         }
     }

@@ -441,9 +441,8 @@ impl Sim {
             .map_err(SimError::Setup)?;
         let mut runs = Vec::new();
         self.collect_notifications();
-        for req in requests {
-            let event = serde_json::to_value(&req.event).unwrap_or_default();
-            runs.push(self.run_event(&req.playbook, event)?);
+        for run in requests {
+            runs.push(self.run_event(&run.playbook, run.event)?);
         }
         Ok(runs)
     }

@@ -1,0 +1,53 @@
+//! Group commit for run status changes: every change waiting is written in one transaction.
+//! Each change is conditional on the run's owner (see `store/runs.rs`); the writer tells
+//! each caller whether its change applied.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{RunUpdate, Store};
+
+/// A status change and who waits for it to be durable.
+pub(super) struct UpdateJob {
+    pub update: RunUpdate,
+    /// Ok(true): written; Ok(false): the run is no longer this process's.
+    pub done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// Writes every change waiting in one transaction; a failed batch is retried change by
+/// change so one bad row fails alone.
+pub(super) async fn status_writer(store: Store, mut rx: mpsc::Receiver<UpdateJob>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < 512 {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        // Split so the updates (a finished run carries its logs) are not copied.
+        let (updates, acks): (Vec<RunUpdate>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.update, j.done)).unzip();
+        match store.write_run_updates(&updates).await {
+            Ok(applied) => {
+                for (ack, applied) in acks.into_iter().zip(applied) {
+                    let _ = ack.send(Ok(applied));
+                }
+            }
+            Err(e) if acks.len() == 1 => {
+                for ack in acks {
+                    let _ = ack.send(Err(e.to_string()));
+                }
+            }
+            Err(_) => {
+                for (update, ack) in updates.iter().zip(acks) {
+                    let r = store
+                        .write_run_updates(std::slice::from_ref(update))
+                        .await
+                        .map(|a| a.first().copied().unwrap_or(false))
+                        .map_err(|e| e.to_string());
+                    let _ = ack.send(r);
+                }
+            }
+        }
+    }
+}

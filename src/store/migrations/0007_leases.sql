@@ -1,0 +1,20 @@
+-- Run ownership. Every daemon process (an incarnation of a replica) holds a lease here and
+-- renews it; it owns the runs it claimed (`runs.owner`). Only runs whose owner's lease
+-- expired are taken over, so a replica that starts never touches live work of another.
+CREATE TABLE IF NOT EXISTS replicas (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    started_at  BIGINT NOT NULL,
+    renewed_at  BIGINT NOT NULL,
+    expires_at  BIGINT NOT NULL
+);
+ALTER TABLE runs ADD COLUMN owner TEXT;
+ALTER TABLE runs ADD COLUMN replica TEXT;
+ALTER TABLE runs ADD COLUMN attempt BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE runs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
+-- Queued runs nobody owns (internal triggers, released or recovered work) are claimed
+-- oldest first; runs of a dead owner are found by owner.
+CREATE INDEX IF NOT EXISTS runs_by_owner ON runs (owner, status);
+CREATE INDEX IF NOT EXISTS runs_claimable ON runs (status, owner, queued_at);
+-- The escalation evaluator pages through unresolved incidents by id.
+CREATE INDEX IF NOT EXISTS incidents_by_status_id ON incidents (status, id);
