@@ -352,7 +352,10 @@ async fn evaluate_incident(
                 now,
             )
         });
-        let at_or_above: Vec<String> = table.levels[rank..].iter().map(|l| l.name.clone()).collect();
+        let at_or_above: Vec<String> = table.levels[rank..]
+            .iter()
+            .map(|l| l.name.clone())
+            .collect();
         let fired = store
             .fire_level(
                 &incident.id,

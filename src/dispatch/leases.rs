@@ -22,7 +22,11 @@ pub(super) async fn keep_lease(inner: Arc<Inner>) {
             _ = inner.retired.cancelled() => return,
         }
         let lease = inner.lease();
-        match inner.store.renew_lease(&lease, inner.replica.lease_ttl).await {
+        match inner
+            .store
+            .renew_lease(&lease, inner.replica.lease_ttl)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 let fresh = Lease::new(&inner.replica.name);

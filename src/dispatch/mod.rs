@@ -181,7 +181,12 @@ impl Dispatcher {
             incident_locks: Default::default(),
         });
         let loop_done = Arc::new(Notify::new());
-        tokio::spawn(dispatch_loop(inner.clone(), rx, claimed_rx, loop_done.clone()));
+        tokio::spawn(dispatch_loop(
+            inner.clone(),
+            rx,
+            claimed_rx,
+            loop_done.clone(),
+        ));
         let dispatcher = Dispatcher { inner, loop_done };
         tokio::spawn(alerts::ingest_loop(dispatcher.clone(), ingest_rx));
         tokio::spawn(leases::keep_lease(dispatcher.inner.clone()));
@@ -490,6 +495,7 @@ async fn run_job(inner: Arc<Inner>, job: Job) {
         }
     }
     record.finished_at = Some(now_ms());
+    record.close_attempt();
     if !finish(&inner, &record).await {
         return;
     }

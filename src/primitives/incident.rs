@@ -85,7 +85,9 @@ fn set_fact(key: &str, value: Dynamic) -> Result<bool, Box<EvalAltResult>> {
                         message: "incident not found".into(),
                     });
                 }
-                Ok::<_, crate::store::StoreError>(serde_json::json!({ "fact": key, "value": value }))
+                Ok::<_, crate::store::StoreError>(
+                    serde_json::json!({ "fact": key, "value": value }),
+                )
             })
         },
     )?;
@@ -132,36 +134,38 @@ fn escalate(level: &str, reason: &str) -> Result<bool, Box<EvalAltResult>> {
     let playbook = with_run("escalate", |ctx| Ok(ctx.playbook.clone()))?;
     let reason = reason.to_string();
     let details = serde_json::json!({ "level": level, "reason": reason });
-    let out =
-        act(
-            "incident.escalate",
-            &format!("incident:{id}"),
-            details,
-            || {
-                block_on("escalate", LIMIT, async move {
-                    // Levels only go up: a compare-and-set against every level from the
-                    // wanted one up, so a concurrent raise (the evaluator, another run)
-                    // is never lowered.
-                    let at_or_above = levels[wanted..].to_vec();
-                    if !store.raise_incident_level(&id, &level, &at_or_above).await? {
-                        let inc = store.get_incident(&id).await?;
-                        return Ok::<_, crate::store::StoreError>(
-                            serde_json::json!({ "raised": false, "level": inc.and_then(|i| i.level) }),
-                        );
-                    }
-                    store
-                        .add_timeline(
-                            &id,
-                            "escalated",
-                            &format!("playbook:{playbook}"),
-                            &format!("escalated to {level}: {reason}"),
-                            &serde_json::json!({ "level": level, "reason": reason }),
-                        )
-                        .await?;
-                    Ok(serde_json::json!({ "raised": true, "level": level }))
-                })
-            },
-        )?;
+    let out = act(
+        "incident.escalate",
+        &format!("incident:{id}"),
+        details,
+        || {
+            block_on("escalate", LIMIT, async move {
+                // Levels only go up: a compare-and-set against every level from the
+                // wanted one up, so a concurrent raise (the evaluator, another run)
+                // is never lowered.
+                let at_or_above = levels[wanted..].to_vec();
+                if !store
+                    .raise_incident_level(&id, &level, &at_or_above)
+                    .await?
+                {
+                    let inc = store.get_incident(&id).await?;
+                    return Ok::<_, crate::store::StoreError>(
+                        serde_json::json!({ "raised": false, "level": inc.and_then(|i| i.level) }),
+                    );
+                }
+                store
+                    .add_timeline(
+                        &id,
+                        "escalated",
+                        &format!("playbook:{playbook}"),
+                        &format!("escalated to {level}: {reason}"),
+                        &serde_json::json!({ "level": level, "reason": reason }),
+                    )
+                    .await?;
+                Ok(serde_json::json!({ "raised": true, "level": level }))
+            })
+        },
+    )?;
     Ok(out.and_then(|o| o["raised"].as_bool()).unwrap_or(false))
 }
 

@@ -312,7 +312,9 @@ async fn interrupt_in(
     let retry = run.attempt <= i64::from(retries);
     let replica = run.replica.as_deref().unwrap_or("an unknown replica");
     let cause = match why {
-        Interruption::ReplicaDied => format!("replica {replica} died while attempt {} ran", run.attempt),
+        Interruption::ReplicaDied => {
+            format!("replica {replica} died while attempt {} ran", run.attempt)
+        }
         Interruption::Shutdown => format!(
             "replica {replica} shut down and attempt {} outlived the grace period",
             run.attempt

@@ -245,7 +245,9 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     if path.is_empty() || path.contains(":memory:") || url.contains("mode=memory") {
         return None;
     }
-    Some(std::path::PathBuf::from(path.strip_prefix("file:").unwrap_or(path)))
+    Some(std::path::PathBuf::from(
+        path.strip_prefix("file:").unwrap_or(path),
+    ))
 }
 
 fn sqlite_pool(size: u32) -> AnyPoolOptions {
@@ -309,10 +311,19 @@ mod tests {
     #[test]
     fn sqlite_urls_name_their_file() {
         use std::path::PathBuf;
-        assert_eq!(super::sqlite_file("sqlite://runbookd.db"), Some(PathBuf::from("runbookd.db")));
-        assert_eq!(super::sqlite_file("sqlite:///var/lib/r.db?mode=rwc"), Some(PathBuf::from("/var/lib/r.db")));
+        assert_eq!(
+            super::sqlite_file("sqlite://runbookd.db"),
+            Some(PathBuf::from("runbookd.db"))
+        );
+        assert_eq!(
+            super::sqlite_file("sqlite:///var/lib/r.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/r.db"))
+        );
         assert_eq!(super::sqlite_file("sqlite::memory:"), None);
-        assert_eq!(super::sqlite_file("sqlite:file:x?mode=memory&cache=shared"), None);
+        assert_eq!(
+            super::sqlite_file("sqlite:file:x?mode=memory&cache=shared"),
+            None
+        );
     }
 
     #[test]

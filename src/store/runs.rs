@@ -130,6 +130,17 @@ pub struct Attempt {
 }
 
 impl RunRecord {
+    /// Closes the current attempt with the run's final status (before it is written).
+    pub fn close_attempt(&mut self) {
+        self.attempts.push(Attempt {
+            attempt: self.attempt,
+            replica: self.replica.clone(),
+            started_at: self.started_at.map(ms_to_rfc3339),
+            ended_at: self.finished_at.map(ms_to_rfc3339),
+            outcome: self.status.as_str().into(),
+        });
+    }
+
     /// A run accepted now, not claimed by anyone yet (`owner` is set by whoever queues it).
     pub fn queued(
         playbook: &str,
@@ -274,14 +285,6 @@ async fn finish_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
     e: E,
     run: &RunRecord,
 ) -> Result<bool, StoreError> {
-    let mut attempts = run.attempts.clone();
-    attempts.push(Attempt {
-        attempt: run.attempt,
-        replica: run.replica.clone(),
-        started_at: run.started_at.map(super::ms_to_rfc3339),
-        ended_at: run.finished_at.map(super::ms_to_rfc3339),
-        outcome: run.status.as_str().into(),
-    });
     let done = sqlx::query(
         "UPDATE runs SET status = $1, started_at = $2, finished_at = $3, logs = $4, \
          actions = $5, result = $6, error = $7, attempts = $8 \
@@ -294,7 +297,7 @@ async fn finish_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
     .bind(to_json(&run.actions))
     .bind(run.result.as_ref().map(to_json))
     .bind(run.error.as_ref().map(to_json))
-    .bind(to_json(&attempts))
+    .bind(to_json(&run.attempts))
     .bind(&run.id)
     .bind(run.owner.as_deref().unwrap_or(""))
     .bind(run.attempt)
@@ -370,7 +373,11 @@ impl Store {
     /// Claims up to `limit` queued runs nobody owns, oldest first, for `owner`. Replicas
     /// claiming at the same moment get disjoint sets (`FOR UPDATE SKIP LOCKED` on
     /// PostgreSQL; SQLite has a single writer).
-    pub async fn claim_queued(&self, owner: &str, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+    pub async fn claim_queued(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -386,7 +393,10 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.writer)
         .await?;
-        let mut runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>, _>>()?;
+        let mut runs = rows
+            .iter()
+            .map(run_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         runs.sort_by(|a, b| (a.queued_at, &a.id).cmp(&(b.queued_at, &b.id)));
         Ok(runs)
     }

@@ -44,7 +44,7 @@ fn run(event) {
 }
 "#;
 
-async fn post(d: &Daemon, body: &Value) -> (u16, Value) {
+pub async fn post(d: &Daemon, body: &Value) -> (u16, Value) {
     let resp = d
         .client
         .post(d.url("/api/v1/alerts"))

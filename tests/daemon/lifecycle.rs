@@ -78,10 +78,29 @@ async fn sigterm_lets_running_runs_finish_within_grace() {
     assert_eq!(run["result"], "finished");
 }
 
+/// Blocks on its first attempt when asked to; any later attempt returns its number.
+const BLOCK_FIRST_ATTEMPT: &str =
+    "fn run(event) { if event.params.block == true && event.attempt == 1 { sleep(60); } event.attempt }\n";
+
+async fn start_with(d: &Daemon, playbook: &str, params: Value) -> String {
+    let resp = d
+        .client
+        .post(d.url(&format!("/api/v1/playbooks/{playbook}/runs")))
+        .json(&json!({ "params": params }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 202);
+    resp.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string()
+}
+
 #[tokio::test]
-async fn sigterm_past_grace_fails_runs_with_reason_shutdown() {
+async fn sigterm_keeps_queued_runs_and_retries_the_ones_past_grace() {
     let ws = Workspace::new(Db::Sqlite).await;
-    ws.write_playbook("forever", "fn run(event) { sleep(60); 1 }\n");
+    ws.write_playbook("work", BLOCK_FIRST_ATTEMPT);
     let opts = Options {
         env: vec![
             ("RUNBOOKD_SERVER__SHUTDOWN_GRACE".into(), "300ms".into()),
@@ -90,36 +109,57 @@ async fn sigterm_past_grace_fails_runs_with_reason_shutdown() {
         ..Default::default()
     };
     let mut d = Daemon::start(&ws, &opts);
-    let running = start_run(&d, "forever").await;
+    let running = start_with(&d, "work", json!({"block": true})).await;
     d.poll(
         &format!("/api/v1/runs/{running}"),
         Duration::from_secs(2),
         |v| v["status"] == "running",
     )
     .await;
-    let queued = start_run(&d, "forever").await;
+    let queued = start_with(&d, "work", json!({})).await;
     d.signal("TERM");
     assert!(d.wait_exit(Duration::from_secs(10)).success());
     drop(d);
     let d = Daemon::start(&ws, &opts);
-    for id in [&running, &queued] {
-        let (_, run) = d.get(&format!("/api/v1/runs/{id}")).await;
-        assert_eq!(run["status"], "failed", "{run}");
-        assert_eq!(run["error"]["reason"], "shutdown", "{run}");
-    }
+    let run = d
+        .poll(
+            &format!("/api/v1/runs/{queued}"),
+            Duration::from_secs(5),
+            |v| v["status"] == "succeeded",
+        )
+        .await;
+    assert_eq!(
+        run["status"], "succeeded",
+        "accepted run dropped at SIGTERM: {run}"
+    );
+    assert_eq!(run["result"], 1, "{run}");
+    let run = d
+        .poll(
+            &format!("/api/v1/runs/{running}"),
+            Duration::from_secs(5),
+            |v| v["status"] == "succeeded",
+        )
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["attempt"], 2,
+        "the run cut off by the grace period ran again: {run}"
+    );
+    assert_eq!(run["result"], 2, "{run}");
+    assert_eq!(run["attempts"][0]["outcome"], "interrupted", "{run}");
 }
 
 #[tokio::test]
 async fn crash_recovery_requeues_accepted_runs() {
     let ws = Workspace::new(Db::Sqlite).await;
-    ws.write_playbook("block", "fn run(event) { sleep(60); 1 }\n");
+    ws.write_playbook("block", BLOCK_FIRST_ATTEMPT);
     ws.write_playbook("quick", "fn run(event) { event.params.n }\n");
     let opts = Options {
         env: vec![("RUNBOOKD_PLAYBOOKS__MAX_CONCURRENT_RUNS".into(), "1".into())],
         ..Default::default()
     };
     let mut d = Daemon::start(&ws, &opts);
-    let blocking = start_run(&d, "block").await;
+    let blocking = start_with(&d, "block", json!({"block": true})).await;
     d.poll(
         &format!("/api/v1/runs/{blocking}"),
         Duration::from_secs(2),
@@ -128,28 +168,28 @@ async fn crash_recovery_requeues_accepted_runs() {
     .await;
     let mut waiting = Vec::new();
     for n in 0..3 {
-        let resp = d
-            .client
-            .post(d.url("/api/v1/playbooks/quick/runs"))
-            .json(&json!({"params": {"n": n}}))
-            .send()
-            .await
-            .expect("post");
-        waiting.push(
-            resp.json::<Value>().await.expect("json")["id"]
-                .as_str()
-                .expect("id")
-                .to_string(),
-        );
+        waiting.push(start_with(&d, "quick", json!({"n": n})).await);
     }
     d.signal("KILL");
     d.wait_exit(Duration::from_secs(5));
     drop(d);
 
+    // The restarted process knows at once (the dead one's lease lock is free) that the
+    // runs are orphaned: the one that was executing runs again, the queued ones run.
     let d = Daemon::start(&ws, &opts);
-    let (_, run) = d.get(&format!("/api/v1/runs/{blocking}")).await;
-    assert_eq!(run["status"], "failed");
-    assert_eq!(run["error"]["reason"], "interrupted", "{run}");
+    let run = d
+        .poll(
+            &format!("/api/v1/runs/{blocking}"),
+            Duration::from_secs(5),
+            |v| v["status"] == "succeeded",
+        )
+        .await;
+    assert_eq!(
+        run["status"], "succeeded",
+        "interrupted run not retried: {run}"
+    );
+    assert_eq!(run["attempt"], 2, "{run}");
+    assert_eq!(run["attempts"][0]["outcome"], "interrupted", "{run}");
     for (n, id) in waiting.iter().enumerate() {
         let run = d
             .poll(&format!("/api/v1/runs/{id}"), Duration::from_secs(5), |v| {
@@ -162,4 +202,66 @@ async fn crash_recovery_requeues_accepted_runs() {
         );
         assert_eq!(run["result"], n as i64);
     }
+}
+
+#[tokio::test]
+async fn a_run_out_of_attempts_ends_interrupted_and_tells_its_incident() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook(
+        "responder",
+        "fn triggers() { [#{ alert: \"PaymentProcessorDown\" }] }\nfn run(event) { sleep(60); }\n",
+    );
+    let opts = Options {
+        env: vec![("RUNBOOKD_PLAYBOOKS__RETRY_INTERRUPTED".into(), "0".into())],
+        ..Default::default()
+    };
+    let mut d = Daemon::start(&ws, &opts);
+    let (s, out) = crate::alerts::post(
+        &d,
+        &crate::alerts::notification(&[("PaymentProcessorDown", "fp-int", "firing")]),
+    )
+    .await;
+    assert_eq!(s, 200, "{out}");
+    let run_id = out["alerts"][0]["runs"][0]
+        .as_str()
+        .expect("run")
+        .to_string();
+    let incident = out["alerts"][0]["incident"]
+        .as_str()
+        .expect("incident")
+        .to_string();
+    d.poll(
+        &format!("/api/v1/runs/{run_id}"),
+        Duration::from_secs(2),
+        |v| v["status"] == "running",
+    )
+    .await;
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5));
+    drop(d);
+    let d = Daemon::start(&ws, &opts);
+    let run = d
+        .poll(
+            &format!("/api/v1/runs/{run_id}"),
+            Duration::from_secs(5),
+            |v| v["status"] == "failed",
+        )
+        .await;
+    assert_eq!(run["error"]["reason"], "interrupted", "{run}");
+    let (_, inc) = d.get(&format!("/api/v1/incidents/{incident}")).await;
+    assert_eq!(inc["facts"]["run_interrupted"], true, "{inc}");
+    assert!(
+        inc["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .any(|t| t["kind"] == "run_interrupted"),
+        "{inc}"
+    );
+    assert!(
+        d.metrics()
+            .await
+            .contains("runbookd_runs_interrupted_total{playbook=\"responder\"} 1"),
+        "metric counts it"
+    );
 }

@@ -10,6 +10,7 @@ mod closed_loop;
 mod cron;
 mod escalation;
 mod fake_stripe;
+mod faults;
 mod helpers;
 mod key_metrics;
 mod lifecycle;
