@@ -64,9 +64,13 @@ impl Core {
             }
             None => config.state.database_url.clone(),
         };
-        let store = Store::connect(&database_url, config.state.max_connections)
-            .await
-            .with_context(|| format!("opening state store {}", redact_url(&database_url)))?;
+        let store = Store::connect_with(
+            &database_url,
+            config.state.max_connections,
+            config.state.sqlite_synchronous,
+        )
+        .await
+        .with_context(|| format!("opening state store {}", redact_url(&database_url)))?;
         let metrics = Arc::new(Metrics::new());
         let engine = Arc::new(engine::build(&config.playbooks, dir));
         let catalog = Arc::new(Catalog::new(dir.clone(), engine, Some(metrics.clone())));

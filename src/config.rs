@@ -572,6 +572,10 @@ pub struct StateConfig {
     pub database_url: String,
     /// Connections to keep open (PostgreSQL; SQLite uses one writer and a few readers).
     pub max_connections: u32,
+    /// SQLite only: `full` (default) syncs every commit to disk, so what runbookd answered
+    /// 200 for survives power loss; `normal` survives a crash of runbookd but may lose the
+    /// last commits when the machine loses power.
+    pub sqlite_synchronous: SqliteSynchronous,
 }
 
 impl Default for StateConfig {
@@ -579,8 +583,20 @@ impl Default for StateConfig {
         Self {
             database_url: "sqlite://runbookd.db".into(),
             max_connections: 8,
+            sqlite_synchronous: SqliteSynchronous::Full,
         }
     }
+}
+
+/// How hard SQLite pushes each commit to disk (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    /// Every commit fsynced: durable across power loss.
+    #[default]
+    Full,
+    /// WAL synced at checkpoints only: durable across process crashes.
+    Normal,
 }
 
 /// `[playbooks]`

@@ -129,8 +129,23 @@ fn migrator() -> Migrator {
 }
 
 impl Store {
-    /// Connects, creating the SQLite file if missing, and applies migrations.
+    /// Connects, creating the SQLite file if missing, and applies migrations. SQLite commits
+    /// are synced to disk (`synchronous=FULL`).
     pub async fn connect(database_url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        Self::connect_with(
+            database_url,
+            max_connections,
+            crate::config::SqliteSynchronous::Full,
+        )
+        .await
+    }
+
+    /// [`Store::connect`] with SQLite's `synchronous` setting chosen.
+    pub async fn connect_with(
+        database_url: &str,
+        max_connections: u32,
+        sync: crate::config::SqliteSynchronous,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if database_url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -147,9 +162,9 @@ impl Store {
                     format!("{database_url}?mode=rwc")
                 };
                 let opts: AnyConnectOptions = url.parse()?;
-                let writer = sqlite_pool(1).connect_with(opts.clone()).await?;
+                let writer = sqlite_pool(1, sync).connect_with(opts.clone()).await?;
                 // The writer creates the file and switches it to WAL before readers open it.
-                let reader = sqlite_pool(4).connect_with(opts).await?;
+                let reader = sqlite_pool(4, sync).connect_with(opts).await?;
                 spawn_checkpointer(reader.clone());
                 Store {
                     writer,
@@ -214,7 +229,8 @@ impl Store {
 /// copies the WAL into the database file with an fsync: a few milliseconds on the path of
 /// an alert's answer. runbookd turns it off on every connection and checkpoints from this
 /// task instead, once a second, PASSIVE (it never waits for writers). What is in the WAL is
-/// already durable: a crash between checkpoints loses nothing.
+/// already durable (with `synchronous=FULL` each commit's WAL frames are fsynced): a crash
+/// between checkpoints loses nothing.
 fn spawn_checkpointer(pool: AnyPool) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -250,21 +266,26 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     ))
 }
 
-fn sqlite_pool(size: u32) -> AnyPoolOptions {
+fn sqlite_pool(size: u32, sync: crate::config::SqliteSynchronous) -> AnyPoolOptions {
+    let pragmas = match sync {
+        crate::config::SqliteSynchronous::Full => {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
+        }
+        crate::config::SqliteSynchronous::Normal => {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
+        }
+    };
     AnyPoolOptions::new()
         .max_connections(size)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
         .idle_timeout(None)
         .max_lifetime(None)
-        .after_connect(|conn, _meta| {
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
-                conn.execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-                     PRAGMA wal_autocheckpoint = 0;",
-                )
-                .await?;
+                conn.execute(pragmas).await?;
                 Ok(())
             })
         })
