@@ -224,6 +224,9 @@ impl Daemon {
         // The key-metrics exporter would add its own requests to the fake Stripe's request
         // log; tests of it turn it on through `opts.env`.
         cmd.env("RUNBOOKD_KEY_METRICS__INTERVAL", "0s");
+        // A replica that died loses its runs to the others (or to its own restart on
+        // PostgreSQL, where only expiry tells) within seconds, not the default 15 s.
+        cmd.env("RUNBOOKD_SERVER__LEASE_TTL", "2s");
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

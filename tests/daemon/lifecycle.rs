@@ -124,7 +124,7 @@ async fn sigterm_keeps_queued_runs_and_retries_the_ones_past_grace() {
     let run = d
         .poll(
             &format!("/api/v1/runs/{queued}"),
-            Duration::from_secs(5),
+            Duration::from_secs(8),
             |v| v["status"] == "succeeded",
         )
         .await;
@@ -136,7 +136,7 @@ async fn sigterm_keeps_queued_runs_and_retries_the_ones_past_grace() {
     let run = d
         .poll(
             &format!("/api/v1/runs/{running}"),
-            Duration::from_secs(5),
+            Duration::from_secs(8),
             |v| v["status"] == "succeeded",
         )
         .await;
@@ -171,7 +171,7 @@ async fn crash_recovery_requeues_accepted_runs() {
         waiting.push(start_with(&d, "quick", json!({"n": n})).await);
     }
     d.signal("KILL");
-    d.wait_exit(Duration::from_secs(5));
+    d.wait_exit(Duration::from_secs(8));
     drop(d);
 
     // The restarted process knows at once (the dead one's lease lock is free) that the
@@ -180,7 +180,7 @@ async fn crash_recovery_requeues_accepted_runs() {
     let run = d
         .poll(
             &format!("/api/v1/runs/{blocking}"),
-            Duration::from_secs(5),
+            Duration::from_secs(8),
             |v| v["status"] == "succeeded",
         )
         .await;
@@ -192,7 +192,7 @@ async fn crash_recovery_requeues_accepted_runs() {
     assert_eq!(run["attempts"][0]["outcome"], "interrupted", "{run}");
     for (n, id) in waiting.iter().enumerate() {
         let run = d
-            .poll(&format!("/api/v1/runs/{id}"), Duration::from_secs(5), |v| {
+            .poll(&format!("/api/v1/runs/{id}"), Duration::from_secs(8), |v| {
                 v["status"] == "succeeded"
             })
             .await;
@@ -237,13 +237,13 @@ async fn a_run_out_of_attempts_ends_interrupted_and_tells_its_incident() {
     )
     .await;
     d.signal("KILL");
-    d.wait_exit(Duration::from_secs(5));
+    d.wait_exit(Duration::from_secs(8));
     drop(d);
     let d = Daemon::start(&ws, &opts);
     let run = d
         .poll(
             &format!("/api/v1/runs/{run_id}"),
-            Duration::from_secs(5),
+            Duration::from_secs(8),
             |v| v["status"] == "failed",
         )
         .await;
