@@ -343,6 +343,7 @@ impl Daemon {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
             }
+            let _ = std::fs::remove_dir_all(format!("{}-leases", path.display()));
         }
         tracing::info!("stopped");
         Ok(())

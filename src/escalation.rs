@@ -387,7 +387,15 @@ pub async fn run(
     let esc_ref = &mut esc;
     loop {
         esc_ref.refresh();
-        match evaluate(esc_ref, &store).await {
+        let started = std::time::Instant::now();
+        let outcome = evaluate(esc_ref, &store).await;
+        let took = started.elapsed();
+        if took > interval {
+            // Passes run back to back then (never overlapping); a human should know that
+            // levels fire later than the interval promises.
+            tracing::warn!(took_ms = took.as_millis() as u64, interval = %humantime::format_duration(interval), "escalation pass took longer than [escalation] interval");
+        }
+        match outcome {
             Ok(runs) => {
                 for run in &runs {
                     tracing::info!(run = %run.id, playbook = %run.playbook, incident = run.event["incident"].as_str().unwrap_or(""), level = %run.trigger.name, "escalation playbook queued");

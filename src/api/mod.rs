@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod incidents;
 mod playbooks;
+mod replicas;
 mod runs;
 
 use std::sync::Arc;
@@ -63,6 +64,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
         .route("/api/v1/breakers/{name}", get(breakers::show))
         .route("/api/v1/breakers/{name}/reset", post(breakers::reset))
+        .route("/api/v1/replicas", get(replicas::list))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

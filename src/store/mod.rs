@@ -67,6 +67,8 @@ pub struct Store {
     clock: crate::clock::Clock,
     /// SQLite file stores: where each process keeps the lock file of its lease.
     lease_dir: Option<std::path::PathBuf>,
+    /// SQLite with `synchronous=FULL` (run status changes relax it per transaction).
+    sqlite_full_sync: bool,
     /// The lease lock files this process holds (released when it exits, however it exits).
     lease_locks: std::sync::Arc<std::sync::Mutex<Vec<std::fs::File>>>,
 }
@@ -174,6 +176,7 @@ impl Store {
                     lease_dir: sqlite_file(database_url)
                         .map(|f| std::path::PathBuf::from(format!("{}-leases", f.display()))),
                     lease_locks: Default::default(),
+                    sqlite_full_sync: sync == crate::config::SqliteSynchronous::Full,
                 }
             }
             Backend::Postgres => {
@@ -189,6 +192,7 @@ impl Store {
                     clock: Default::default(),
                     lease_dir: None,
                     lease_locks: Default::default(),
+                    sqlite_full_sync: false,
                 }
             }
         };

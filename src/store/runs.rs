@@ -307,6 +307,34 @@ async fn finish_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
 }
 
 /// Inserts queued runs, many rows per statement (one round trip instead of one per run).
+/// The status changes of [`Store::write_run_updates`] in one transaction on `conn`.
+async fn write_updates_on(
+    conn: &mut sqlx::AnyConnection,
+    updates: &[RunUpdate],
+) -> Result<Vec<bool>, StoreError> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
+    let mut applied = Vec::with_capacity(updates.len());
+    for u in updates {
+        applied.push(match u {
+            RunUpdate::Running {
+                id,
+                owner,
+                attempt,
+                replica,
+                started_at,
+                version,
+            } => {
+                mark_running_on(&mut *tx, id, owner, *attempt, replica, *started_at, version)
+                    .await?
+            }
+            RunUpdate::Finished(run) => finish_run_on(&mut *tx, run).await?,
+        });
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
 pub(super) async fn insert_runs_on(
     conn: &mut sqlx::AnyConnection,
     runs: &[RunRecord],
@@ -347,27 +375,33 @@ impl Store {
     /// Writes several runs' status changes in one transaction (the dispatcher commits the
     /// changes of every run that starts or ends at the same moment together). For each
     /// change: whether it applied (false: the run is no longer this owner's).
+    ///
+    /// On SQLite these commits skip their own fsync (`synchronous=NORMAL` for this
+    /// transaction only): the WAL is appended in order, so the next commit that is synced —
+    /// every alert's answer is — or the next checkpoint makes them durable too. What power
+    /// loss can cost is a status change of the last moment, and both are safe to lose: a
+    /// lost "running" leaves the run queued, a lost outcome makes a run that finished run
+    /// again as a new attempt (primitives are idempotent).
     pub async fn write_run_updates(&self, updates: &[RunUpdate]) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let mut applied = Vec::with_capacity(updates.len());
-        for u in updates {
-            applied.push(match u {
-                RunUpdate::Running {
-                    id,
-                    owner,
-                    attempt,
-                    replica,
-                    started_at,
-                    version,
-                } => {
-                    mark_running_on(&mut *tx, id, owner, *attempt, replica, *started_at, version)
-                        .await?
-                }
-                RunUpdate::Finished(run) => finish_run_on(&mut *tx, run).await?,
-            });
+        let mut conn = self.writer.acquire().await?;
+        let relaxed = self.backend == super::Backend::Sqlite && self.sqlite_full_sync;
+        if relaxed {
+            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
         }
-        tx.commit().await?;
-        Ok(applied)
+        let result = write_updates_on(&mut conn, updates).await;
+        if relaxed {
+            // Back to FULL whatever happened: the next commit on this connection may be an
+            // alert's, whose 200 promises it is on disk. A connection that cannot be set
+            // back is closed, never reused.
+            if let Err(e) = sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await
+            {
+                conn.close_on_drop();
+                return Err(e.into());
+            }
+        }
+        result
     }
 
     /// Claims up to `limit` queued runs nobody owns, oldest first, for `owner`. Replicas

@@ -287,6 +287,14 @@ async fn a_replica_that_starts_leaves_live_work_of_the_others_alone() {
     }
     // One executing, one queued behind it; now a second replica starts.
     let b = Daemon::start(&ws, &replica("b", &extra, &env));
+    let (_, replicas) = b.get("/api/v1/replicas").await;
+    let names: Vec<(&str, bool)> = replicas
+        .as_array()
+        .expect("replicas")
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap_or(""), r["this"] == true))
+        .collect();
+    assert_eq!(names, vec![("a", false), ("b", true)], "{replicas}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let runs = loop {
         let runs = all_runs(&b, "drill").await;

@@ -12,9 +12,7 @@ ALTER TABLE runs ADD COLUMN owner TEXT;
 ALTER TABLE runs ADD COLUMN replica TEXT;
 ALTER TABLE runs ADD COLUMN attempt BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE runs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
--- Queued runs nobody owns (internal triggers, released or recovered work) are claimed
--- oldest first; runs of a dead owner are found by owner.
-CREATE INDEX IF NOT EXISTS runs_by_owner ON runs (owner, status);
-CREATE INDEX IF NOT EXISTS runs_claimable ON runs (status, owner, queued_at);
+-- Claims, releases and recovery read queued and running runs only: `runs_by_status`
+-- (status, queued_at) finds those few rows, so no further index slows every run's writes.
 -- The escalation evaluator pages through unresolved incidents by id.
 CREATE INDEX IF NOT EXISTS incidents_by_status_id ON incidents (status, id);
