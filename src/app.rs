@@ -300,6 +300,7 @@ impl Daemon {
             services: core.services.clone(),
             alerts: config.alerts.clone(),
             simulated,
+            listen: listener.local_addr()?,
         };
         let app = api::router(state, config.server.max_body_bytes);
         let addr = listener.local_addr()?;

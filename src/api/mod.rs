@@ -5,6 +5,7 @@ mod alerts;
 mod auth;
 mod breakers;
 mod error;
+mod guard;
 mod health;
 mod incidents;
 mod playbooks;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub alerts: crate::config::AlertsConfig,
     /// `serve --world`: the scenario's title; every answer says it is simulated.
     pub simulated: Option<String>,
+    /// The address the API is bound to (the browser guard accepts it as a host).
+    pub listen: std::net::SocketAddr,
 }
 
 /// The complete HTTP application.
@@ -87,7 +90,18 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 "internal error; see the runbookd log",
             ))
         }))
-        .with_state(state);
+        .with_state(state.clone());
+    // Without tokens, web pages in the operator's browser must not drive the API.
+    let router = if state.auth.is_open() {
+        router.layer(axum::middleware::from_fn_with_state(
+            guard::BrowserGuard {
+                listen: state.listen,
+            },
+            guard::guard,
+        ))
+    } else {
+        router
+    };
     match simulated {
         Some(title) => router.layer(axum::middleware::map_response_with_state(
             Arc::<str>::from(title),

@@ -63,6 +63,8 @@ struct State {
     errors: BTreeMap<String, LoadError>,
     /// name → hash of what was last compiled (good or bad), to skip unchanged files.
     seen: HashMap<String, String>,
+    /// Entries of the directory tree skipped at the last scan, by relative path.
+    tree_errors: BTreeMap<String, LoadError>,
 }
 
 /// The live set of playbooks.
@@ -138,9 +140,13 @@ impl Catalog {
         self.read().playbooks.values().cloned().collect()
     }
 
-    /// Files whose latest edit did not compile, by playbook name.
+    /// Files whose latest edit did not compile, by playbook name; entries of the directory
+    /// tree that were skipped (loops, FIFOs, links out), by their path in it.
     pub fn errors(&self) -> BTreeMap<String, LoadError> {
-        self.read().errors.clone()
+        let state = self.read();
+        let mut all = state.errors.clone();
+        all.extend(state.tree_errors.clone());
+        all
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -159,7 +165,7 @@ impl Catalog {
                 return report;
             }
         };
-        let modules_hash = hash_modules(&self.dir);
+        let (modules_hash, tree_problems) = hash_modules(&self.dir);
         let mut next_seen = HashMap::new();
         let mut compiled = Vec::new();
         {
@@ -254,6 +260,22 @@ impl Catalog {
             }
         }
         state.seen = next_seen;
+        state.tree_errors = tree_problems
+            .into_iter()
+            .map(|(path, message)| {
+                tracing::error!(path = %path.display(), %message, "playbook directory entry skipped");
+                let rel = path.strip_prefix(&self.dir).unwrap_or(&path).display().to_string();
+                (
+                    rel,
+                    LoadError {
+                        path: path.display().to_string(),
+                        line: None,
+                        column: None,
+                        message,
+                    },
+                )
+            })
+            .collect();
         if !report.loaded.is_empty() || !report.removed.is_empty() {
             self.changes.send_modify(|n| *n += 1);
         }
@@ -277,7 +299,9 @@ fn scan(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
-        if !path.is_file() || path.extension().and_then(|e| e.to_str()) != Some("rhai") {
+        // `metadata` follows a link; only a regular file is read (a FIFO would block).
+        let regular = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+        if !regular || path.extension().and_then(|e| e.to_str()) != Some("rhai") {
             continue;
         }
         if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
@@ -290,8 +314,14 @@ fn scan(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
 /// Hash of every `.rhai` file in subdirectories (modules playbooks may import): a module
 /// edit gives every playbook a new version, and recompiles them all. `tests/` holds
 /// playbook tests, which no playbook imports: editing a test changes no version.
-fn hash_modules(dir: &Path) -> String {
+///
+/// Only regular files are read (a FIFO would block the reload forever) and links to
+/// directories are never followed (a link back into the tree is a loop, one out of it an
+/// escape): each such entry comes back as a problem naming its path.
+fn hash_modules(dir: &Path) -> (String, Vec<(PathBuf, String)>) {
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let mut files = Vec::new();
+    let mut problems = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
@@ -299,22 +329,68 @@ fn hash_modules(dir: &Path) -> String {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let is_rhai = path.extension().and_then(|e| e.to_str()) == Some("rhai");
+            if kind.is_dir() {
                 if !(d == dir && path.file_name() == Some(std::ffi::OsStr::new(TESTS_DIR))) {
                     stack.push(path);
                 }
-            } else if d != dir && path.extension().and_then(|e| e.to_str()) == Some("rhai") {
-                files.push(path);
+            } else if kind.is_symlink() {
+                match (std::fs::metadata(&path), path.canonicalize()) {
+                    (Ok(m), Ok(real)) if m.is_dir() => {
+                        let why = if real.starts_with(&root) || root.starts_with(&real) {
+                            "a link to a directory inside the playbook directory (a loop); links to directories are not followed"
+                        } else {
+                            "a link to a directory outside the playbook directory; links to directories are not followed"
+                        };
+                        problems.push((path, why.to_string()));
+                    }
+                    (Ok(m), Ok(real)) if m.is_file() && real.starts_with(&root) => {
+                        if d != dir && is_rhai {
+                            files.push(path);
+                        }
+                    }
+                    (Ok(m), Ok(_)) if m.is_file() => {
+                        if is_rhai {
+                            problems.push((
+                                path,
+                                "a link leading outside the playbook directory; not read".into(),
+                            ));
+                        }
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        if is_rhai || e.raw_os_error() == Some(40) {
+                            problems.push((path, format!("a broken or looping link: {e}")));
+                        }
+                    }
+                    _ => {
+                        if is_rhai {
+                            problems.push((path, "not a regular file; not read".into()));
+                        }
+                    }
+                }
+            } else if kind.is_file() {
+                if d != dir && is_rhai {
+                    files.push(path);
+                }
+            } else if is_rhai {
+                problems.push((
+                    path,
+                    "not a regular file (a FIFO, socket or device); not read".into(),
+                ));
             }
         }
     }
     files.sort();
+    problems.sort();
     let mut hasher = Sha256::new();
     for f in files {
         hasher.update(f.to_string_lossy().as_bytes());
         hasher.update(std::fs::read(&f).unwrap_or_default());
     }
-    hex::encode(hasher.finalize())
+    (hex::encode(hasher.finalize()), problems)
 }
 
 fn version_of(source: &str, modules_hash: &str) -> String {
@@ -434,9 +510,17 @@ pub fn strip_position(message: &str, pos: Position) -> String {
 /// Compiles every playbook in `dir` once, for `runbookd check`. Returns the good names and
 /// the errors.
 pub fn check_dir(engine: &Engine, dir: &Path) -> std::io::Result<(Vec<String>, Vec<LoadError>)> {
-    let modules_hash = hash_modules(dir);
+    let (modules_hash, problems) = hash_modules(dir);
     let mut ok = Vec::new();
-    let mut errors = Vec::new();
+    let mut errors: Vec<LoadError> = problems
+        .into_iter()
+        .map(|(path, message)| LoadError {
+            path: path.display().to_string(),
+            line: None,
+            column: None,
+            message,
+        })
+        .collect();
     for (name, path) in scan(dir)? {
         let source = std::fs::read_to_string(&path)?;
         let version = version_of(&source, &modules_hash);

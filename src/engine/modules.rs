@@ -46,6 +46,10 @@ impl ConfinedResolver {
         if !real.starts_with(&root) {
             return Err(refuse("a link leading outside the playbook directory"));
         }
+        // A FIFO or device would block the compile (and the reload thread) forever.
+        if !std::fs::metadata(&real).is_ok_and(|m| m.is_file()) {
+            return Err(refuse("not a regular file"));
+        }
         Ok(real)
     }
 }

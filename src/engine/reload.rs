@@ -1,6 +1,7 @@
-//! Hot reload: a debounced file watcher on the playbook directory. Every event (create,
-//! modify, delete, rename — including an editor's write-to-temp-then-rename) triggers one
-//! rescan of the catalog, which only recompiles what changed. SIGHUP uses the same path.
+//! Hot reload: a debounced file watcher on the playbook directory. Every change (create,
+//! modify, delete, rename — including an editor's write-to-temp-then-rename; not mere
+//! reads) triggers one rescan of the catalog, which only recompiles what changed. SIGHUP
+//! uses the same path.
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,10 +25,13 @@ pub fn watch(catalog: Arc<Catalog>, debounce: Duration) -> Result<Watcher, notif
             Some(tick),
             move |result: DebounceEventResult| match result {
                 Ok(events) => {
+                    // Reading files is an event too (inotify reports opens and closes as
+                    // access): a reload's own reads must not start the next reload.
                     let relevant = events.iter().any(|e| {
-                        e.paths.iter().any(|p| {
-                            p.extension().and_then(|x| x.to_str()) == Some("rhai") || p.is_dir()
-                        })
+                        !matches!(e.kind, notify::EventKind::Access(_))
+                            && e.paths.iter().any(|p| {
+                                p.extension().and_then(|x| x.to_str()) == Some("rhai") || p.is_dir()
+                            })
                     });
                     if relevant {
                         let report = catalog.reload();

@@ -386,7 +386,9 @@ impl Store {
         let mut conn = self.writer.acquire().await?;
         let relaxed = self.backend == super::Backend::Sqlite && self.sqlite_full_sync;
         if relaxed {
-            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
         }
         let result = write_updates_on(&mut conn, updates).await;
         if relaxed {

@@ -266,3 +266,54 @@ async fn metrics_and_readiness() {
     );
     assert!(text.contains("runbookd_playbooks_loaded 1"), "{text}");
 }
+
+#[tokio::test]
+async fn a_tokenless_daemon_refuses_what_web_pages_send() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("echo", "fn run(event) { 1 }\n");
+    let d = Daemon::start(&ws, &Options::default());
+    let url = d.url("/api/v1/playbooks/echo/runs");
+    // A cross-site form post: text/plain, foreign Origin.
+    let r = d
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .header("origin", "https://evil.example")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 403);
+    // The same without Origin (an old browser, a sandboxed frame): not JSON.
+    let r = d
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 415);
+    // DNS rebinding: evil.example resolving to 127.0.0.1 reads nothing.
+    let r = d
+        .client
+        .get(d.url("/api/v1/runs"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 421);
+    let (_, runs) = d.get("/api/v1/runs").await;
+    assert_eq!(runs, serde_json::json!([]), "nothing ran");
+    // curl keeps working: JSON, or a bodiless POST.
+    let r = d
+        .client
+        .post(&url)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 202);
+    let r = d.client.post(&url).send().await.expect("post");
+    assert_eq!(r.status().as_u16(), 202);
+}

@@ -234,3 +234,71 @@ async fn require_tests_refuses_an_edit_whose_tests_fail_until_they_pass() {
     assert_ne!(pb["version"], good, "{pb}");
     assert_eq!(d.run_wait("answer", json!({})).await.1["result"], 2);
 }
+
+fn reload_count(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("runbookd_playbook_reload_duration_seconds_count"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_idle_daemon_does_not_reload() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.install_shipped_playbooks();
+    let d = Daemon::start(&ws, &Options::default());
+    // An edit reloads (the watcher works) ...
+    ws.write_playbook("extra", &answer(1));
+    let loaded = d
+        .poll("/api/v1/playbooks", Duration::from_secs(3), |v| {
+            v.as_array()
+                .is_some_and(|a| a.iter().any(|p| p["name"] == "extra"))
+        })
+        .await;
+    assert!(loaded
+        .as_array()
+        .is_some_and(|a| a.iter().any(|p| p["name"] == "extra")));
+    let after_edit = reload_count(&d.metrics().await);
+    // ... and then nothing changes: the reload's own reads of lib/*.rhai must not count.
+    // (Absence needs a window: 2 s is twenty 100 ms debounce periods.)
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = reload_count(&d.metrics().await);
+    assert_eq!(idle, after_edit, "reloads while idle");
+}
+
+#[tokio::test]
+async fn a_symlink_loop_and_a_fifo_are_load_errors_not_hangs() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("fine", &answer(7));
+    let lib = ws.playbooks().join("lib");
+    std::fs::create_dir(&lib).expect("lib");
+    std::os::unix::fs::symlink("..", lib.join("loop")).expect("symlink");
+    let fifo = lib.join("pipe.rhai");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let started = Instant::now();
+    let out = std::process::Command::new(crate::helpers::BIN)
+        .arg("check")
+        .arg(ws.playbooks())
+        .output()
+        .expect("check");
+    assert!(started.elapsed() < Duration::from_secs(2), "check hung");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&lib.join("loop").display().to_string()),
+        "{stdout}"
+    );
+    assert!(stdout.contains("loop"), "{stdout}");
+    assert!(stdout.contains(&fifo.display().to_string()), "{stdout}");
+    // The daemon starts and serves the good playbook.
+    let d = Daemon::start(&ws, &Options::default());
+    let (s, run) = d.run_wait("fine", json!({})).await;
+    assert_eq!(s, 200);
+    assert_eq!(run["result"], 7);
+}
