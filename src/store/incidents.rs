@@ -194,7 +194,7 @@ impl Store {
         .bind(status.as_str())
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
         rows.iter().map(incident_from_row).collect()
     }

@@ -78,11 +78,13 @@ async fn firing_alert_opens_an_incident_and_runs_the_playbook() {
     let ws = Workspace::new(Db::Sqlite).await;
     ws.write_playbook("responder", RESPONDER);
     let d = Daemon::start(&ws, &Options::default());
-    let (s, body) = post(
-        &d,
-        &notification(&[("PaymentProcessorDown", "fp1", "firing")]),
-    )
-    .await;
+    // Started a minute ago: the evaluator's first pass may see the incident, and a
+    // PaymentProcessorDown firing for hours would rightly be P1 already.
+    let started = (chrono::Utc::now() - chrono::Duration::seconds(60))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut n = notification(&[("PaymentProcessorDown", "fp1", "firing")]);
+    n["alerts"][0]["startsAt"] = json!(started);
+    let (s, body) = post(&d, &n).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
         body["alerts"][0]["runs"].as_array().map(Vec::len),
@@ -105,7 +107,7 @@ async fn firing_alert_opens_an_incident_and_runs_the_playbook() {
 
     let (_, inc) = d.get(&format!("/api/v1/incidents/{incident_id}")).await;
     assert_eq!(
-        inc["opened_at"], "2026-11-27T10:00:00.000Z",
+        inc["opened_at"], started.as_str(),
         "start time from startsAt"
     );
     assert_eq!(inc["title"], "PaymentProcessorDown on payments");

@@ -141,6 +141,9 @@ async fn three_replicas_lose_nothing_and_run_nothing_twice_through_kill_and_sigt
         ("RUNBOOKD_PLAYBOOKS__MAX_CONCURRENT_RUNS", "6"),
         ("RUNBOOKD_SERVER__SHUTDOWN_GRACE", "500ms"),
         ("RUNBOOKD_ESCALATION__INTERVAL", "300ms"),
+        // A page claimed by the replica that is killed is sent by another one when its
+        // outbox lease (notify timeout + 30 s) runs out.
+        ("RUNBOOKD_NOTIFY__TIMEOUT", "1s"),
     ];
     let a = Daemon::start(&ws, &replica("a", &extra, &env));
     let mut b = Daemon::start(&ws, &replica("b", &extra, &env));
@@ -240,7 +243,7 @@ async fn three_replicas_lose_nothing_and_run_nothing_twice_through_kill_and_sigt
     );
 
     // Pages: each incident's L1 exactly once, across three evaluators and two faults.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, n) = a.get("/api/v1/notifications?limit=1000").await;
         let all = n.as_array().cloned().unwrap_or_default();
