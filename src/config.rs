@@ -64,6 +64,16 @@ pub struct Config {
     pub escalation: EscalationConfig,
     /// The runbook's "Key Metrics to Monitor", measured by runbookd and served at /metrics.
     pub key_metrics: KeyMetricsConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// URLs `webhooks::probe(url)` may POST to besides `[stripe] webhook_url`: a playbook
+    /// must not be able to send requests anywhere it likes.
+    pub probe_allow: Vec<String>,
 }
 
 impl Default for Config {
@@ -84,6 +94,7 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             escalation: EscalationConfig::default(),
             key_metrics: KeyMetricsConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -332,15 +343,25 @@ impl CronConfig {
 pub struct CeleryConfig {
     /// The app's `CELERY_BROKER_URL` (Redis). Unset: `celery_enqueue` is "not configured".
     pub broker_url: Option<String>,
+    /// The URL from an environment variable instead (it may hold a password).
+    pub broker_url_env: Option<String>,
+    /// The URL from a file instead.
+    pub broker_url_file: Option<PathBuf>,
     /// Queue (Redis list) the app's workers consume.
     pub queue: String,
+    /// The only task names `celery_enqueue` may send: a playbook must not be able to start
+    /// any task the app's workers would run.
+    pub tasks: Vec<String>,
 }
 
 impl Default for CeleryConfig {
     fn default() -> Self {
         CeleryConfig {
             broker_url: None,
+            broker_url_env: None,
+            broker_url_file: None,
             queue: "celery".into(),
+            tasks: vec!["tasks.payment_tasks.reconcile_payments".into()],
         }
     }
 }
@@ -352,6 +373,10 @@ impl Default for CeleryConfig {
 pub struct PaymentsConfig {
     /// `postgres://...` of the app's database. Unset: payments primitives are "not configured".
     pub database_url: Option<String>,
+    /// The URL from an environment variable instead (it holds a password).
+    pub database_url_env: Option<String>,
+    /// The URL from a file instead.
+    pub database_url_file: Option<PathBuf>,
     /// The payments table (`schema.table` allowed).
     pub table: String,
     /// The app's audit log table, where webhooks leave `webhook_received` rows.
@@ -366,6 +391,8 @@ impl Default for PaymentsConfig {
     fn default() -> Self {
         PaymentsConfig {
             database_url: None,
+            database_url_env: None,
+            database_url_file: None,
             table: "payments_payment".into(),
             audit_table: "audit_auditlog".into(),
             max_connections: 4,
@@ -424,6 +451,10 @@ pub fn valid_sql_identifier(name: &str) -> bool {
 pub struct RedisConfig {
     /// `redis://host:6379/0`. Unset: breakers (except in-memory ones) are "not configured".
     pub url: Option<String>,
+    /// The URL from an environment variable instead (it may hold a password).
+    pub url_env: Option<String>,
+    /// The URL from a file instead.
+    pub url_file: Option<PathBuf>,
 }
 
 /// How a breaker's state is laid out in Redis (see DOMAIN.md).
@@ -570,6 +601,10 @@ pub enum Role {
 pub struct StateConfig {
     /// `sqlite://FILE` (created if missing) or `postgres://...`.
     pub database_url: String,
+    /// The URL from an environment variable instead (it holds a password).
+    pub database_url_env: Option<String>,
+    /// The URL from a file instead.
+    pub database_url_file: Option<PathBuf>,
     /// Connections to keep open (PostgreSQL; SQLite uses one writer and a few readers).
     pub max_connections: u32,
     /// SQLite only: `full` (default) syncs every commit to disk, so what runbookd answered
@@ -582,6 +617,8 @@ impl Default for StateConfig {
     fn default() -> Self {
         Self {
             database_url: "sqlite://runbookd.db".into(),
+            database_url_env: None,
+            database_url_file: None,
             max_connections: 8,
             sqlite_synchronous: SqliteSynchronous::Full,
         }
@@ -757,8 +794,70 @@ impl Config {
                     message: format!("{} (from {origin} or its environment overrides)", e.inner()),
                 }
             })?;
+        let mut config = config;
+        config.resolve_url_secrets()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// URLs that hold passwords may be given by indirection (`*_env`, `*_file`), like every
+    /// other secret; each is resolved into its URL key here.
+    fn resolve_url_secrets(&mut self) -> Result<(), ConfigError> {
+        fn resolve(
+            key: &str,
+            plain_set: bool,
+            env: &Option<String>,
+            file: &Option<PathBuf>,
+        ) -> Result<Option<String>, ConfigError> {
+            if env.is_none() && file.is_none() {
+                return Ok(None);
+            }
+            if env.is_some() && file.is_some() || plain_set {
+                return Err(ConfigError::Key {
+                    key: key.into(),
+                    message: format!("give one of {key}, {key}_env or {key}_file"),
+                });
+            }
+            use secrecy::ExposeSecret;
+            Ok(Some(
+                resolve_secret(key, env.as_deref(), file.as_deref())?
+                    .expose_secret()
+                    .to_string(),
+            ))
+        }
+        let s = &mut self.state;
+        let default_state = s.database_url == StateConfig::default().database_url;
+        if let Some(u) = resolve(
+            "state.database_url",
+            !default_state,
+            &s.database_url_env,
+            &s.database_url_file,
+        )? {
+            s.database_url = u;
+        }
+        let p = &mut self.payments;
+        if let Some(u) = resolve(
+            "payments.database_url",
+            p.database_url.is_some(),
+            &p.database_url_env,
+            &p.database_url_file,
+        )? {
+            p.database_url = Some(u);
+        }
+        let r = &mut self.redis;
+        if let Some(u) = resolve("redis.url", r.url.is_some(), &r.url_env, &r.url_file)? {
+            r.url = Some(u);
+        }
+        let c = &mut self.celery;
+        if let Some(u) = resolve(
+            "celery.broker_url",
+            c.broker_url.is_some(),
+            &c.broker_url_env,
+            &c.broker_url_file,
+        )? {
+            c.broker_url = Some(u);
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {

@@ -6,6 +6,8 @@ use axum::{
     response::IntoResponse,
     Json,
 };
+use std::time::Duration;
+
 use serde_json::json;
 
 use super::AppState;
@@ -15,17 +17,57 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// The state store answers; 503 otherwise (a load balancer should route elsewhere).
+/// Ready when the state store and every configured backend answer: the payments database,
+/// each breaker's Redis, the Celery broker. 503 names each one that does not (a load
+/// balancer should route elsewhere; an SRE reads what is down). Stripe is a third party:
+/// it is never asked here, and never makes runbookd unready.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.ping().await {
-        Ok(()) => (
+    const LIMIT: Duration = Duration::from_secs(2);
+    async fn check<E: std::fmt::Display>(
+        fut: impl std::future::Future<Output = Result<(), E>>,
+    ) -> String {
+        match tokio::time::timeout(LIMIT, fut).await {
+            Ok(Ok(())) => "ok".into(),
+            Ok(Err(e)) => format!("error: {e}"),
+            Err(_) => format!("error: no answer within {} s", LIMIT.as_secs()),
+        }
+    }
+    let mut checks = serde_json::Map::new();
+    checks.insert("state".into(), check(state.store.ping()).await.into());
+    let s = &state.services;
+    if s.payments.configured() {
+        checks.insert("payments".into(), check(s.payments.ping()).await.into());
+    }
+    for name in s.breakers.names() {
+        let breakers = s.breakers.clone();
+        let n = name.clone();
+        let outcome = check(async move { breakers.read(&n).await.map(|_| ()) }).await;
+        if !outcome.contains("is not configured") {
+            checks.insert(format!("breaker:{name}"), outcome.into());
+        }
+    }
+    if let Some(ping) = s.celery.ping().await {
+        let outcome = match ping {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        checks.insert("celery_broker".into(), outcome.into());
+    }
+    let failing: Vec<String> = checks
+        .iter()
+        .filter(|(_, v)| v.as_str() != Some("ok"))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if failing.is_empty() {
+        (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": { "state": "ok" } })),
-        ),
-        Err(e) => (
+            Json(json!({ "status": "ready", "checks": checks })),
+        )
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "checks": { "state": e.to_string() } })),
-        ),
+            Json(json!({ "status": "not ready", "failing": failing, "checks": checks })),
+        )
     }
 }
 

@@ -432,12 +432,13 @@ pub fn compile(
     }
     // Module top levels and triggers() run now: bound them like a run.
     let _deadline = crate::primitives::LoadGuard::install(LOAD_LIMIT);
-    let ast = engine
-        .compile_into_self_contained(&Scope::new(), source)
-        .map_err(|e| {
-            let pos = innermost(&e).position();
-            fail(pos, strip_position(&innermost(&e).to_string(), pos))
-        })?;
+    let ast = super::modules::while_compiling(|| {
+        engine.compile_into_self_contained(&Scope::new(), source)
+    })
+    .map_err(|e| {
+        let pos = innermost(&e).position();
+        fail(pos, strip_position(&innermost(&e).to_string(), pos))
+    })?;
     let has_run = ast
         .iter_functions()
         .any(|f| f.name == "run" && f.params.len() == 1);

@@ -2,13 +2,36 @@
 //!
 //! Rhai's stock file resolver follows absolute paths and `..`, and caches modules across
 //! reloads. Playbooks are compiled self-contained (imports resolved once, at compile time,
-//! into the AST), so this resolver does no caching and is only consulted while compiling.
+//! into the AST), so this resolver does no caching — and it answers only while a playbook
+//! is being compiled ([`while_compiling`]). An `import` that would load a file when a run
+//! executes (one inside a function, or with a computed path) is refused: a run may only
+//! execute code its version hash covers.
 
-use std::path::{Component, Path, PathBuf};
+use std::{
+    cell::Cell,
+    path::{Component, Path, PathBuf},
+};
 
 use std::sync::Arc;
 
 use rhai::{Engine, EvalAltResult, Module, Position, Scope};
+
+thread_local! {
+    /// Set on the thread compiling a playbook, for the duration of the compile.
+    static COMPILING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (a compile) with imports allowed on this thread; they are refused otherwise.
+pub fn while_compiling<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            COMPILING.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(COMPILING.with(|c| c.replace(true)));
+    f()
+}
 
 pub struct ConfinedResolver {
     root: PathBuf,
@@ -62,6 +85,17 @@ impl rhai::ModuleResolver for ConfinedResolver {
         path: &str,
         pos: Position,
     ) -> Result<Arc<Module>, Box<EvalAltResult>> {
+        if !COMPILING.with(Cell::get) {
+            // Not "module not found" (Rhai would replace that with its own bare message):
+            // say why.
+            return Err(Box::new(EvalAltResult::ErrorRuntime(
+                format!(
+                    "import `{path}`: imports are resolved when the playbook is compiled (put `import` at the top of the file, with a literal path); loading code while a run executes is refused"
+                )
+                .into(),
+                pos,
+            )));
+        }
         let file = self.locate(path, pos)?;
         let text = std::fs::read_to_string(&file).map_err(|e| {
             Box::new(EvalAltResult::ErrorModuleNotFound(

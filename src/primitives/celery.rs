@@ -75,6 +75,27 @@ impl Celery {
         }
     }
 
+    /// Whether `task` is one of `[celery] tasks`.
+    pub fn allows(&self, task: &str) -> bool {
+        self.cfg.tasks.iter().any(|t| t == task)
+    }
+
+    /// Readiness: the broker answers PING. None when no broker is configured.
+    pub async fn ping(&self) -> Option<Result<(), String>> {
+        let url = self.cfg.broker_url.as_deref()?;
+        Some(
+            async {
+                let mut con = self.redis.get(url)?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut con)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("Redis: {e}"))
+            }
+            .await,
+        )
+    }
+
     /// Pushes the task where the app's workers pop it; returns the task id.
     pub async fn enqueue(
         &self,
@@ -105,6 +126,12 @@ fn enqueue(task: &str, args: Array, kwargs: Map) -> Result<Dynamic, Box<EvalAltR
         )));
     }
     let celery = with_run("celery_enqueue", |ctx| Ok(ctx.services.celery.clone()))?;
+    if !celery.allows(task) {
+        return Err(script_error(format!(
+            "celery_enqueue: task `{task}` is not in [celery] tasks ({})",
+            celery.cfg.tasks.join(", ")
+        )));
+    }
     let args: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_array(args))?;
     let kwargs: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(kwargs))?;
     let task = task.to_string();

@@ -44,6 +44,9 @@ pub struct Services {
     pub stripe: stripe::Stripe,
     pub webhook_secret: webhooks::WebhookSecret,
     pub celery: celery::Celery,
+    /// `[webhooks] probe_allow`: where `webhooks::probe(url)` may POST besides the
+    /// configured webhook URL.
+    pub webhook_probe_allow: Arc<Vec<String>>,
     /// The notification outbox (needs the state store).
     pub notifier: Option<Arc<crate::notify::Notifier>>,
     /// `[playbooks.settings]`, read by `setting(name, default)`.
@@ -69,6 +72,7 @@ impl Services {
             stripe: stripe::Stripe::new(&config.stripe),
             webhook_secret: webhooks::WebhookSecret::from_config(&config.stripe),
             celery: celery::Celery::new(&config.celery, redis.clone()),
+            webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
             notifier: None,
             settings: Arc::new(
                 config

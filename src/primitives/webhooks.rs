@@ -207,12 +207,18 @@ fn verify(payload: &str, header: &str, tolerance: INT) -> Result<Dynamic, Box<Ev
 const SIMULATED_ENDPOINT: &str = "https://debtflow.example.com/api/v1/payments/webhook/stripe/";
 
 fn probe_url(url: &str) -> Result<Dynamic, Box<EvalAltResult>> {
-    let (http, world) = with_run("webhooks::probe", |ctx| {
-        Ok((
-            ctx.services.stripe.http().clone(),
-            ctx.services.world.clone(),
-        ))
+    let (http, world, allowed) = with_run("webhooks::probe", |ctx| {
+        let s = &ctx.services;
+        let allowed = s.stripe.config().webhook_url.as_deref() == Some(url)
+            || s.webhook_probe_allow.iter().any(|a| a == url)
+            || (s.world.is_some() && url == SIMULATED_ENDPOINT);
+        Ok((s.stripe.http().clone(), s.world.clone(), allowed))
     })?;
+    if !allowed {
+        return Err(script_error(format!(
+            "webhooks::probe: `{url}` is neither [stripe] webhook_url nor listed in [webhooks] probe_allow"
+        )));
+    }
     let p = match world {
         Some(w) => w.sim_probe(url),
         None => {

@@ -272,6 +272,7 @@ impl World {
             stripe: Stripe::simulated(&config.stripe, self.clone()),
             webhook_secret: WebhookSecret::simulated(secret.as_deref()),
             celery: crate::primitives::celery::Celery::new(&Default::default(), Default::default()),
+            webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
             notifier: Some(notifier),
             settings: Arc::new(settings),
             clock: self.clock.clone(),

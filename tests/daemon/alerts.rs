@@ -107,7 +107,8 @@ async fn firing_alert_opens_an_incident_and_runs_the_playbook() {
 
     let (_, inc) = d.get(&format!("/api/v1/incidents/{incident_id}")).await;
     assert_eq!(
-        inc["opened_at"], started.as_str(),
+        inc["opened_at"],
+        started.as_str(),
         "start time from startsAt"
     );
     assert_eq!(inc["title"], "PaymentProcessorDown on payments");

@@ -317,3 +317,44 @@ async fn a_tokenless_daemon_refuses_what_web_pages_send() {
     let r = d.client.post(&url).send().await.expect("post");
     assert_eq!(r.status().as_u16(), 202);
 }
+
+#[tokio::test]
+async fn readyz_names_each_configured_backend_that_does_not_answer() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    let closed = crate::helpers::free_port();
+    let down = Daemon::start(
+        &ws,
+        &Options {
+            extra_config: format!(
+                "[redis]\nurl = \"redis://127.0.0.1:{closed}\"\n[celery]\nbroker_url = \"redis://127.0.0.1:{closed}/1\"\n"
+            ),
+            ..Default::default()
+        },
+    );
+    let (s, ready) = down.get("/readyz").await;
+    assert_eq!(s, 503, "{ready}");
+    let failing: Vec<&str> = ready["failing"]
+        .as_array()
+        .expect("failing")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(failing.contains(&"breaker:stripe"), "{ready}");
+    assert!(failing.contains(&"celery_broker"), "{ready}");
+    assert_eq!(ready["checks"]["state"], "ok");
+    drop(down);
+    let redis = crate::helpers::redis_url();
+    let up = Daemon::start(
+        &ws,
+        &Options {
+            extra_config: format!(
+                "[redis]\nurl = \"{redis}\"\n[celery]\nbroker_url = \"{redis}/1\"\n"
+            ),
+            ..Default::default()
+        },
+    );
+    let (s, ready) = up.get("/readyz").await;
+    assert_eq!(s, 200, "{ready}");
+    assert_eq!(ready["checks"]["breaker:stripe"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["celery_broker"], "ok", "{ready}");
+}

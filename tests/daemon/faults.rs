@@ -29,7 +29,7 @@ fn run(event) {
 /// A broker queue of this test's own.
 fn celery_config(queue: &str) -> String {
     format!(
-        "[celery]\nbroker_url = \"{}\"\nqueue = \"{queue}\"\n",
+        "[celery]\nbroker_url = \"{}\"\nqueue = \"{queue}\"\ntasks = [\"drill.mark\"]\n",
         redis_url()
     )
 }

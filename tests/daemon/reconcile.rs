@@ -262,10 +262,18 @@ async fn holds_the_stripe_request_rate_limit() {
 #[tokio::test]
 async fn celery_enqueue_puts_a_protocol_2_message_on_the_broker() {
     let s = setup(
-        &[("handoff", "fn run(event) { celery_enqueue(\"tasks.payment_tasks.reconcile_payments\", [], #{ limit: 100 }) }\n")],
+        &[
+            ("handoff", "fn run(event) { celery_enqueue(\"tasks.payment_tasks.reconcile_payments\", [], #{ limit: 100 }) }\n"),
+            ("rogue", "fn run(event) { celery_enqueue(\"tasks.payment_tasks.refund_everything\") }\n"),
+        ],
         "",
     )
     .await;
+    // Only [celery] tasks (by default the app's reconcile task) can be sent.
+    let (_, rogue) = s.d.run_wait("rogue", json!({})).await;
+    assert_eq!(rogue["status"], "failed", "{rogue}");
+    let why = rogue["error"]["message"].as_str().unwrap_or("");
+    assert!(why.contains("[celery] tasks"), "{why}");
     let (_, run) = s.d.run_wait("handoff", json!({})).await;
     let task_id = run["result"].as_str().expect("task id").to_string();
     let mut r = redis::Client::open(redis_url())

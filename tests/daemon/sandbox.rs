@@ -205,3 +205,49 @@ async fn a_runaway_triggers_function_is_a_load_error_not_a_hang() {
     );
     assert_eq!(d.run_wait("ok", json!({})).await.1["result"], 42);
 }
+
+#[tokio::test]
+async fn a_run_cannot_load_code_or_call_urls_it_was_not_given() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    std::fs::create_dir(ws.playbooks().join("lib")).expect("lib");
+    std::fs::write(ws.playbooks().join("lib/extra.rhai"), "fn x() { 42 }\n").expect("module");
+    ws.write_playbook(
+        "late_import",
+        "fn run(event) { let p = \"lib/\" + \"extra\"; import p as e; e::x() }\n",
+    );
+    let sink = crate::notify::Sink::start(Vec::new()).await;
+    ws.write_playbook(
+        "prober",
+        "fn run(event) { webhooks::probe(event.params.url).status }\n",
+    );
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            extra_config: format!("[webhooks]\nprobe_allow = [\"{}\"]\n", sink.url()),
+            ..Default::default()
+        },
+    );
+    let (_, run) = d.run_wait("late_import", json!({})).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let why = run["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        why.contains("resolved when the playbook is compiled"),
+        "{why}"
+    );
+    // Only the configured webhook URL and [webhooks] probe_allow.
+    let (_, run) = d
+        .run_wait(
+            "prober",
+            json!({"params": {"url": "http://127.0.0.1:9/internal"}}),
+        )
+        .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let why = run["error"]["message"].as_str().unwrap_or("");
+    assert!(why.contains("probe_allow"), "{why}");
+    let (_, run) = d
+        .run_wait("prober", json!({"params": {"url": sink.url()}}))
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["result"], 200);
+    assert_eq!(sink.received().len(), 1);
+}
