@@ -1168,6 +1168,31 @@ mod tests {
     }
 
     #[test]
+    fn urls_with_passwords_can_come_from_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("state-url");
+        std::fs::write(&secret, "postgres://runbookd:s3cret@db/state\n").expect("write");
+        let cfg = dir.path().join("runbookd.toml");
+        std::fs::write(
+            &cfg,
+            format!("[state]\ndatabase_url_file = \"{}\"\n", secret.display()),
+        )
+        .expect("write");
+        let c = Config::load(Some(&cfg), env(&[])).expect("loads");
+        assert_eq!(c.state.database_url, "postgres://runbookd:s3cret@db/state");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[redis]\nurl = \"redis://a\"\nurl_file = \"{}\"\n",
+                secret.display()
+            ),
+        )
+        .expect("write");
+        let e = Config::load(Some(&cfg), env(&[])).expect_err("both");
+        assert!(e.to_string().contains("redis.url"), "{e}");
+    }
+
+    #[test]
     fn sql_identifiers_are_validated() {
         assert!(valid_sql_identifier("payments_payment"));
         assert!(valid_sql_identifier("app.payments_payment"));

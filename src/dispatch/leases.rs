@@ -74,6 +74,10 @@ pub(super) async fn recover(inner: &Inner) {
                     "took over the runs of replicas that are gone"
                 );
             }
+            if r.released > 0 || !r.retried.is_empty() {
+                inner.backlog.store(true, Ordering::Release);
+                inner.claim_wake.notify_one();
+            }
             for (run, playbook) in &r.retried {
                 tracing::warn!(%run, %playbook, "run interrupted when its replica died; starting it again");
                 inner.metrics.run_retried(playbook);
@@ -130,6 +134,7 @@ async fn claim(inner: &Inner) -> usize {
         }
     };
     let n = runs.len();
+    inner.backlog.store(n == room, Ordering::Release);
     for mut record in runs {
         record.owner = Some(lease.id.clone());
         match inner.catalog.get(&record.playbook) {

@@ -106,6 +106,9 @@ struct Inner {
     claimed: mpsc::UnboundedSender<Job>,
     /// Claimed runs not started yet.
     claimed_waiting: AtomicUsize,
+    /// The last claim filled every free slot: more unowned runs may wait, so a slot that
+    /// frees wakes the claimer. Otherwise runs finishing cost the store nothing.
+    backlog: AtomicBool,
     slots: Arc<Semaphore>,
     /// Wakes the claimer: a slot freed or an internal run was recorded.
     claim_wake: Notify,
@@ -169,6 +172,7 @@ impl Dispatcher {
             queue,
             claimed,
             claimed_waiting: AtomicUsize::new(0),
+            backlog: AtomicBool::new(false),
             slots,
             claim_wake: Notify::new(),
             accepting: AtomicBool::new(true),
@@ -272,6 +276,7 @@ impl Dispatcher {
 
     /// Tells the claimer that runs nobody owns were recorded.
     pub fn wake_claimer(&self) {
+        self.inner.backlog.store(true, Ordering::Release);
         self.inner.claim_wake.notify_one();
     }
 
@@ -381,7 +386,9 @@ async fn dispatch_loop(
         inner.runs.spawn(async move {
             run_job(inner2.clone(), job).await;
             drop(permit);
-            inner2.claim_wake.notify_one();
+            if inner2.backlog.load(Ordering::Acquire) {
+                inner2.claim_wake.notify_one();
+            }
         });
     }
     rx.close();

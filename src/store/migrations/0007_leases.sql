@@ -12,7 +12,9 @@ ALTER TABLE runs ADD COLUMN owner TEXT;
 ALTER TABLE runs ADD COLUMN replica TEXT;
 ALTER TABLE runs ADD COLUMN attempt BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE runs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';
--- Claims, releases and recovery read queued and running runs only: `runs_by_status`
--- (status, queued_at) finds those few rows, so no further index slows every run's writes.
+-- Runs nobody owns (runbookd's own triggers, released or recovered work), oldest first:
+-- a partial index holds only those, so a claim never scans the queued runs replicas own,
+-- and the runs that never enter it (almost all) cost it nothing.
+CREATE INDEX IF NOT EXISTS runs_unowned ON runs (queued_at, id) WHERE status = 'queued' AND owner IS NULL;
 -- The escalation evaluator pages through unresolved incidents by id.
 CREATE INDEX IF NOT EXISTS incidents_by_status_id ON incidents (status, id);
