@@ -539,6 +539,19 @@ pub struct ServerConfig {
     /// the others this long after its last renewal.
     #[serde(deserialize_with = "duration")]
     pub lease_ttl: Duration,
+    /// A client must have sent its request headers this long after it connected (or after
+    /// its previous request): a slow or silent client cannot hold a connection.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A request body must have arrived within this.
+    #[serde(deserialize_with = "duration")]
+    pub request_body_timeout: Duration,
+    /// Longest time to answer a request (`?wait=true` runs wait for their run instead,
+    /// bounded by the playbook timeout).
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -550,6 +563,10 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             replica_id: String::new(),
             lease_ttl: Duration::from_secs(15),
+            header_read_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 1024,
         }
     }
 }
@@ -875,6 +892,24 @@ impl Config {
         }
         if self.playbooks.timeout.is_zero() {
             return bad("playbooks.timeout", "must be longer than zero");
+        }
+        if self.server.max_connections == 0 {
+            return bad("server.max_connections", "must be at least 1");
+        }
+        for (key, d) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            (
+                "server.request_body_timeout",
+                self.server.request_body_timeout,
+            ),
+            ("server.request_timeout", self.server.request_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be longer than zero");
+            }
         }
         if self.server.lease_ttl < Duration::from_millis(300) {
             return bad(

@@ -11,6 +11,7 @@ mod incidents;
 mod playbooks;
 mod replicas;
 mod runs;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -46,8 +47,42 @@ pub struct AppState {
     pub listen: std::net::SocketAddr,
 }
 
+/// Per-request limits of the router.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_body_bytes: usize,
+    /// The body must have arrived within this.
+    pub body_timeout: std::time::Duration,
+    /// The answer must be ready within this, unless the request waits for a run.
+    pub request_timeout: std::time::Duration,
+}
+
+/// Answers 503 when a request (other than one waiting for its run) takes longer than
+/// `[server] request_timeout`.
+async fn request_deadline(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let waits = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "wait=true" || kv == "wait=1"));
+    if waits {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the answer took longer than [server] request_timeout",
+        )),
+    }
+}
+
 /// The complete HTTP application.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, limits: RequestLimits) -> Router {
+    let max_body_bytes = limits.max_body_bytes;
     let simulated = state.simulated.clone();
     let router = Router::new()
         .route("/healthz", get(health::healthz))
@@ -76,6 +111,13 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            limits.body_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            request_deadline,
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req
                 .extensions()

@@ -1,6 +1,6 @@
 //! The HTTP API: triggering and reading runs, errors, auth.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -357,4 +357,49 @@ async fn readyz_names_each_configured_backend_that_does_not_answer() {
     assert_eq!(s, 200, "{ready}");
     assert_eq!(ready["checks"]["breaker:stripe"], "ok", "{ready}");
     assert_eq!(ready["checks"]["celery_broker"], "ok", "{ready}");
+}
+
+#[tokio::test]
+async fn slow_clients_cannot_hold_a_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ws = Workspace::new(Db::Sqlite).await;
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            env: vec![
+                (
+                    "RUNBOOKD_SERVER__HEADER_READ_TIMEOUT".into(),
+                    "500ms".into(),
+                ),
+                (
+                    "RUNBOOKD_SERVER__REQUEST_BODY_TIMEOUT".into(),
+                    "500ms".into(),
+                ),
+            ],
+            ..Default::default()
+        },
+    );
+    // Headers that never end, then a body that never arrives: each connection is answered
+    // or closed within the configured time, not held.
+    let cases: [&[u8]; 2] = [
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+        b"POST /api/v1/alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    ];
+    for partial in cases {
+        let mut conn = tokio::net::TcpStream::connect(d.addr)
+            .await
+            .expect("connect");
+        conn.write_all(partial).await.expect("write");
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection still held after 5 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "held for {:?}",
+            started.elapsed()
+        );
+    }
+    let (s, _) = d.get("/healthz").await;
+    assert_eq!(s, 200, "still serving");
 }
