@@ -684,6 +684,15 @@ pub struct PlaybooksConfig {
     pub max_map_size: usize,
     /// Log lines kept per run; later lines are counted, not stored.
     pub max_log_lines: usize,
+    /// Longest log line kept (bytes); longer ones are cut with a marker saying how much.
+    pub max_log_line_bytes: usize,
+    /// Log bytes kept per run; later lines are counted, not stored.
+    pub max_log_bytes: usize,
+    /// Actions recorded per run (each action is still audited); later ones are counted.
+    pub max_actions: usize,
+    /// Largest result stored (bytes of JSON); a larger one is stored as a marker with a
+    /// preview.
+    pub max_result_bytes: usize,
     /// Refuse a hot reload whose playbook tests (`DIR/tests/*.rhai`) fail: the last good
     /// versions keep serving and the refused files show why.
     pub require_tests: bool,
@@ -708,6 +717,10 @@ impl Default for PlaybooksConfig {
             max_array_size: 100_000,
             max_map_size: 100_000,
             max_log_lines: 1000,
+            max_log_line_bytes: 8 * 1024,
+            max_log_bytes: 1024 * 1024,
+            max_actions: 1000,
+            max_result_bytes: 1024 * 1024,
             require_tests: false,
             settings: BTreeMap::new(),
         }

@@ -98,6 +98,11 @@ pub struct ListQuery {
     playbook: Option<String>,
     status: Option<String>,
     limit: Option<u32>,
+    /// The page after this run id (the `next` link gives it).
+    before: Option<String>,
+    /// Include every run's logs and actions (default: summaries without them).
+    #[serde(default)]
+    logs: bool,
 }
 
 const MAX_LIMIT: u32 = 1000;
@@ -123,15 +128,47 @@ pub async fn list(
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
+    let playbook = q.playbook.filter(|p| !p.is_empty());
     let runs = state
         .store
         .list_runs(&RunFilter {
-            playbook: q.playbook.filter(|p| !p.is_empty()),
+            playbook: playbook.clone(),
             status,
             limit,
+            before: q.before.filter(|b| !b.is_empty()),
+            with_logs: q.logs,
         })
         .await?;
-    Ok(Json(runs).into_response())
+    let next = (runs.len() == limit as usize)
+        .then(|| runs.last().map(|r| r.id.clone()))
+        .flatten();
+    let mut body = serde_json::to_value(&runs).unwrap_or_default();
+    if !q.logs {
+        for run in body.as_array_mut().into_iter().flatten() {
+            if let Some(o) = run.as_object_mut() {
+                o.remove("logs");
+                o.remove("actions");
+            }
+        }
+    }
+    let mut response = Json(body).into_response();
+    if let Some(last) = next {
+        // RFC 8288 pagination: the same query, one page further.
+        let mut url = format!("/api/v1/runs?limit={limit}&before={last}");
+        if let Some(p) = &playbook {
+            url.push_str(&format!("&playbook={p}"));
+        }
+        if let Some(s) = status {
+            url.push_str(&format!("&status={}", s.as_str()));
+        }
+        if q.logs {
+            url.push_str("&logs=true");
+        }
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("<{url}>; rel=\"next\"")) {
+            response.headers_mut().insert(axum::http::header::LINK, v);
+        }
+    }
+    Ok(response)
 }
 
 pub async fn show(

@@ -452,7 +452,7 @@ async fn run_job(inner: Arc<Inner>, job: Job) {
     let engine = inner.catalog.engine().clone();
     let services = inner.services.clone();
     let timeout = inner.limits.timeout;
-    let max_log_lines = inner.limits.max_log_lines;
+    let limits = runner::RecordLimits::of(&inner.limits);
     let run_id = record.id.clone();
     // The script sees which attempt this is, so a retried run can look before it acts.
     let mut event = record.event.clone();
@@ -469,7 +469,7 @@ async fn run_job(inner: Arc<Inner>, job: Job) {
                 event: &event,
                 dry_run,
                 timeout,
-                max_log_lines,
+                limits,
             },
             services,
             cancel,

@@ -18,7 +18,48 @@ pub struct RunSpec<'a> {
     pub event: &'a serde_json::Value,
     pub dry_run: bool,
     pub timeout: Duration,
+    pub limits: RecordLimits,
+}
+
+/// How much of a run its record keeps (`[playbooks] max_log_*`, `max_actions`,
+/// `max_result_bytes`): whatever a script does, its final state can be written.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordLimits {
     pub max_log_lines: usize,
+    pub max_log_line_bytes: usize,
+    pub max_log_bytes: usize,
+    pub max_actions: usize,
+    pub max_result_bytes: usize,
+}
+
+impl RecordLimits {
+    pub fn of(cfg: &crate::config::PlaybooksConfig) -> RecordLimits {
+        RecordLimits {
+            max_log_lines: cfg.max_log_lines,
+            max_log_line_bytes: cfg.max_log_line_bytes,
+            max_log_bytes: cfg.max_log_bytes,
+            max_actions: cfg.max_actions,
+            max_result_bytes: cfg.max_result_bytes,
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), with a marker saying how
+/// much was cut.
+pub fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… [truncated: {} more bytes]",
+        &text[..end],
+        text.len() - end
+    )
+    .into()
 }
 
 /// What came out of a run.
@@ -49,10 +90,12 @@ pub fn execute(
         timeout: spec.timeout,
         cancel,
         services,
-        max_log_lines: spec.max_log_lines,
+        limits: spec.limits,
         logs: Default::default(),
+        log_bytes: Default::default(),
         dropped_logs: Default::default(),
         actions: Default::default(),
+        dropped_actions: Default::default(),
     });
     let outcome = call_run(engine, playbook, spec.event);
     let ctx = guard.context();
@@ -64,15 +107,27 @@ pub fn execute(
             at: crate::store::ms_to_rfc3339(now),
             level: "warn".into(),
             message: format!(
-                "{dropped} more log lines were dropped (limit {})",
-                spec.max_log_lines
+                "{dropped} more log lines were not kept ([playbooks] max_log_lines = {}, max_log_bytes = {})",
+                spec.limits.max_log_lines, spec.limits.max_log_bytes
             ),
         });
     }
-    let actions = ctx.actions.take();
+    let mut actions = ctx.actions.take();
+    let dropped_actions = ctx.dropped_actions.take();
+    if dropped_actions > 0 {
+        actions.push(serde_json::json!({
+            "action": "(not recorded)",
+            "omitted": dropped_actions,
+            "why": format!("more than [playbooks] max_actions = {}; every action is in the audit trail", spec.limits.max_actions),
+        }));
+    }
     let (status, result, error) = match outcome {
         Ok(value) => match rhai::serde::from_dynamic::<serde_json::Value>(&value) {
-            Ok(json) => (RunStatus::Succeeded, Some(json), None),
+            Ok(json) => (
+                RunStatus::Succeeded,
+                Some(bounded_result(json, spec.limits.max_result_bytes)),
+                None,
+            ),
             Err(e) => (
                 RunStatus::Failed,
                 None,
@@ -97,6 +152,20 @@ pub fn execute(
         logs,
         actions,
     }
+}
+
+/// The result as stored: itself, or past `max` bytes of JSON a marker with a preview.
+fn bounded_result(result: serde_json::Value, max: usize) -> serde_json::Value {
+    let text = result.to_string();
+    if text.len() <= max {
+        return result;
+    }
+    serde_json::json!({
+        "truncated": true,
+        "bytes": text.len(),
+        "why": format!("larger than [playbooks] max_result_bytes = {max}"),
+        "preview": truncate(&text, 8 * 1024),
+    })
 }
 
 fn call_run(

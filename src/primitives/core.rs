@@ -9,26 +9,31 @@ use crate::store::{ms_to_rfc3339, LogLine};
 
 const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
 
-/// Appends a line to the run's log and to the daemon's log (with the run id), keeping at
-/// most `max_log_lines` per run so a chatty loop cannot exhaust memory.
+/// Appends a line to the run's log and to the daemon's log (with the run id). A line is
+/// cut at `max_log_line_bytes`; past `max_log_lines` or `max_log_bytes` lines are counted,
+/// not kept — a chatty or hostile loop can exhaust neither memory nor the store.
 pub fn append_log(level: &str, message: &str) {
     let _ = with_run("log", |ctx| {
+        let limits = ctx.limits;
+        let message = crate::engine::runner::truncate(message, limits.max_log_line_bytes);
+        let mut logs = ctx.logs.borrow_mut();
+        let mut bytes = ctx.log_bytes.borrow_mut();
+        if logs.len() >= limits.max_log_lines || *bytes + message.len() > limits.max_log_bytes {
+            *ctx.dropped_logs.borrow_mut() += 1;
+            return Ok(());
+        }
         match level {
             "error" => tracing::error!(run = %ctx.run_id, playbook = %ctx.playbook, "{message}"),
             "warn" => tracing::warn!(run = %ctx.run_id, playbook = %ctx.playbook, "{message}"),
             "debug" => tracing::debug!(run = %ctx.run_id, playbook = %ctx.playbook, "{message}"),
             _ => tracing::info!(run = %ctx.run_id, playbook = %ctx.playbook, "{message}"),
         }
-        let mut logs = ctx.logs.borrow_mut();
-        if logs.len() < ctx.max_log_lines {
-            logs.push(LogLine {
-                at: ms_to_rfc3339(ctx.services.clock.now_ms()),
-                level: level.to_string(),
-                message: message.to_string(),
-            });
-        } else {
-            *ctx.dropped_logs.borrow_mut() += 1;
-        }
+        *bytes += message.len();
+        logs.push(LogLine {
+            at: ms_to_rfc3339(ctx.services.clock.now_ms()),
+            level: level.to_string(),
+            message: message.into_owned(),
+        });
         Ok(())
     });
 }

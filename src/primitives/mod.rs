@@ -116,10 +116,14 @@ pub struct RunContext {
     pub timeout: Duration,
     pub cancel: CancellationToken,
     pub services: Services,
-    pub max_log_lines: usize,
+    /// What the run's record may hold.
+    pub limits: crate::engine::runner::RecordLimits,
     pub logs: RefCell<Vec<LogLine>>,
+    /// Bytes of `logs` so far.
+    pub log_bytes: RefCell<usize>,
     pub dropped_logs: RefCell<usize>,
     pub actions: RefCell<Vec<serde_json::Value>>,
+    pub dropped_actions: RefCell<usize>,
 }
 
 thread_local! {
@@ -317,7 +321,22 @@ pub fn act(
     }
     .at(now);
     with_run(action, |ctx| {
-        ctx.actions.borrow_mut().push(record.clone());
+        let mut actions = ctx.actions.borrow_mut();
+        if actions.len() < ctx.limits.max_actions {
+            // One action's record is bounded like a log line (its details can be large).
+            let text = record.to_string();
+            if text.len() > ctx.limits.max_log_line_bytes {
+                actions.push(serde_json::json!({
+                    "action": record["action"], "target": record["target"],
+                    "outcome": record["outcome"], "dry_run": record["dry_run"],
+                    "truncated": crate::engine::runner::truncate(&text, ctx.limits.max_log_line_bytes),
+                }));
+            } else {
+                actions.push(record.clone());
+            }
+        } else {
+            *ctx.dropped_actions.borrow_mut() += 1;
+        }
         Ok(())
     })?;
     match (&error_text, dry_run) {

@@ -8,6 +8,9 @@ use rhai::{Dynamic, Engine, EvalAltResult};
 use super::{act, block_on, script_error, with_run};
 use crate::notify::Message;
 
+/// Longest notification text kept; longer texts are cut with a marker.
+const MAX_TEXT_BYTES: usize = 32 * 1024;
+
 fn notify(channel: &str, text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
     let (notifier, playbook, incident) = with_run("notify", |ctx| {
         Ok((
@@ -24,6 +27,9 @@ fn notify(channel: &str, text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
             notifier.channel_names().join(", ")
         )));
     }
+    // Chat and pager APIs refuse far less than this; the outbox row stays bounded.
+    let text = crate::engine::runner::truncate(text, MAX_TEXT_BYTES);
+    let text = text.as_ref();
     let message = Message {
         kind: "message".into(),
         title: format!("runbookd: {playbook}"),

@@ -189,6 +189,10 @@ pub struct RunFilter {
     pub playbook: Option<String>,
     pub status: Option<RunStatus>,
     pub limit: u32,
+    /// Runs older than this one (a page cursor: the last id of the previous page).
+    pub before: Option<String>,
+    /// Read logs and actions too (a list without them reads and sends a fraction).
+    pub with_logs: bool,
 }
 
 const RUN_COLUMNS: &str = "id, playbook, version, trigger, event, dry_run, status, queued_at, \
@@ -459,7 +463,12 @@ impl Store {
 
     /// Newest runs first.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs");
+        let columns = if filter.with_logs {
+            RUN_COLUMNS.to_string()
+        } else {
+            RUN_COLUMNS.replace("logs, actions", "'[]' AS logs, '[]' AS actions")
+        };
+        let mut sql = format!("SELECT {columns} FROM runs");
         let mut clauses = Vec::new();
         let mut n = 0;
         if filter.playbook.is_some() {
@@ -469,6 +478,13 @@ impl Store {
         if filter.status.is_some() {
             n += 1;
             clauses.push(format!("status = ${n}"));
+        }
+        if filter.before.is_some() {
+            n += 1;
+            clauses.push(format!(
+                "(queued_at < (SELECT queued_at FROM runs WHERE id = ${n}) OR \
+                 (queued_at = (SELECT queued_at FROM runs WHERE id = ${n}) AND id < ${n}))"
+            ));
         }
         if !clauses.is_empty() {
             sql.push_str(" WHERE ");
@@ -484,6 +500,9 @@ impl Store {
         }
         if let Some(s) = filter.status {
             query = query.bind(s.as_str());
+        }
+        if let Some(b) = &filter.before {
+            query = query.bind(b.clone());
         }
         let rows = query
             .bind(i64::from(filter.limit))

@@ -225,7 +225,7 @@ impl Sim {
                 event: &event,
                 dry_run,
                 timeout: self.config.playbooks.timeout,
-                max_log_lines: self.config.playbooks.max_log_lines,
+                limits: crate::engine::runner::RecordLimits::of(&self.config.playbooks),
             },
             self.services(),
             CancellationToken::new(),

@@ -151,7 +151,7 @@ fn run(event) {
         "the playbook ran and escalated: {}",
         d.logs()
     );
-    let runs = get("/api/v1/runs?playbook=responder".into()).await;
+    let runs = get("/api/v1/runs?logs=true&playbook=responder".into()).await;
     assert_eq!(
         runs[0]["trigger"]["actor"], "alertmanager",
         "Alertmanager authenticated with its token"
@@ -177,7 +177,7 @@ fn run(event) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(resolved["status"], "resolved", "{resolved}");
-    let runs = get("/api/v1/runs?playbook=responder".into()).await;
+    let runs = get("/api/v1/runs?logs=true&playbook=responder".into()).await;
     assert_eq!(runs[0]["result"], "resolved", "{runs}");
     // And the channel that was paged hears of the resolution.
     let all = oncall.wait_for(2, Duration::from_secs(10)).await;

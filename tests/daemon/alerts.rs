@@ -59,7 +59,7 @@ pub async fn post(d: &Daemon, body: &Value) -> (u16, Value) {
 async fn wait_runs(d: &Daemon, playbook: &str, n: usize) -> Vec<Value> {
     let list = d
         .poll(
-            &format!("/api/v1/runs?playbook={playbook}"),
+            &format!("/api/v1/runs?logs=true&playbook={playbook}"),
             Duration::from_secs(5),
             |v| {
                 v.as_array().is_some_and(|a| {
@@ -229,7 +229,7 @@ async fn resolved_alert_runs_opted_in_playbooks_then_resolves_the_incident() {
         other["status"], "resolved",
         "resolved at once without a run"
     );
-    let (_, silent) = d.get("/api/v1/runs?playbook=silent").await;
+    let (_, silent) = d.get("/api/v1/runs?logs=true&playbook=silent").await;
     assert_eq!(silent.as_array().map(Vec::len), Some(1));
 }
 
@@ -336,7 +336,7 @@ async fn bursts_of_alerts_are_all_accounted_for() {
     assert_eq!(incidents.as_array().map(Vec::len), Some(500));
     let all = d
         .poll(
-            "/api/v1/runs?status=succeeded&limit=1000",
+            "/api/v1/runs?logs=true&status=succeeded&limit=1000",
             Duration::from_secs(30),
             |v| v.as_array().map(Vec::len) == Some(500),
         )
@@ -438,7 +438,10 @@ async fn two_replicas_receiving_the_same_alerts_open_one_incident_and_one_run_ea
         Some(20),
         "one incident per alert: {incidents}"
     );
-    let runs = a.get("/api/v1/runs?playbook=responder&limit=1000").await.1;
+    let runs = a
+        .get("/api/v1/runs?logs=true&playbook=responder&limit=1000")
+        .await
+        .1;
     assert_eq!(
         runs.as_array().map(Vec::len),
         Some(20),

@@ -64,7 +64,7 @@ async fn trigger_and_read_back(db: Db) {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["result"]["got"], json!({}));
 
-    let (_, list) = d.get("/api/v1/runs?playbook=echo&limit=10").await;
+    let (_, list) = d.get("/api/v1/runs?logs=true&playbook=echo&limit=10").await;
     let ids: Vec<&str> = list
         .as_array()
         .expect("array")
@@ -72,9 +72,9 @@ async fn trigger_and_read_back(db: Db) {
         .filter_map(|r| r["id"].as_str())
         .collect();
     assert_eq!(ids, vec![id2.as_str(), id.as_str()], "newest first");
-    let (_, one) = d.get("/api/v1/runs?limit=1").await;
+    let (_, one) = d.get("/api/v1/runs?logs=true&limit=1").await;
     assert_eq!(one.as_array().map(Vec::len), Some(1));
-    let (_, failed) = d.get("/api/v1/runs?status=failed").await;
+    let (_, failed) = d.get("/api/v1/runs?logs=true&status=failed").await;
     assert_eq!(failed, json!([]));
 }
 
@@ -139,13 +139,13 @@ async fn bad_requests_get_precise_json_errors() {
 
     let (s, e) = d.get("/api/v1/runs/does-not-exist").await;
     assert_eq!((s, e["error"].as_str().is_some()), (404, true));
-    let (s, e) = d.get("/api/v1/runs?status=done").await;
+    let (s, e) = d.get("/api/v1/runs?logs=true&status=done").await;
     assert_eq!(s, 400);
     assert!(
         e["error"].as_str().unwrap_or("").contains("timed_out"),
         "{e}"
     );
-    let (s, _) = d.get("/api/v1/runs?limit=0").await;
+    let (s, _) = d.get("/api/v1/runs?logs=true&limit=0").await;
     assert_eq!(s, 400);
     let (s, e) = d.get("/api/v1/nothing-here").await;
     assert_eq!((s, e["error"].as_str().is_some()), (404, true));

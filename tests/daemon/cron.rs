@@ -10,7 +10,7 @@ use crate::helpers::{Daemon, Db, Options, Workspace};
 const EVERY_SECOND: &str = "fn triggers() { [#{ cron: \"* * * * * *\" }] }\nfn run(event) { event.params.scheduled_for }\n";
 
 async fn cron_runs(d: &Daemon) -> Vec<Value> {
-    d.get("/api/v1/runs?limit=1000")
+    d.get("/api/v1/runs?logs=true&limit=1000")
         .await
         .1
         .as_array()
@@ -66,9 +66,11 @@ async fn a_playbook_added_while_running_is_scheduled() {
     let d = Daemon::start(&ws, &Options::default());
     ws.write_playbook("tick", EVERY_SECOND);
     let runs = d
-        .poll("/api/v1/runs?playbook=tick", Duration::from_secs(4), |v| {
-            v.as_array().is_some_and(|a| !a.is_empty())
-        })
+        .poll(
+            "/api/v1/runs?logs=true&playbook=tick",
+            Duration::from_secs(4),
+            |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        )
         .await;
     assert!(
         runs.as_array().is_some_and(|a| !a.is_empty()),
@@ -78,14 +80,14 @@ async fn a_playbook_added_while_running_is_scheduled() {
     std::fs::remove_file(ws.playbooks().join("tick.rhai")).expect("rm");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = d
-        .get("/api/v1/runs?playbook=tick&limit=1000")
+        .get("/api/v1/runs?logs=true&playbook=tick&limit=1000")
         .await
         .1
         .as_array()
         .map(Vec::len);
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let after = d
-        .get("/api/v1/runs?playbook=tick&limit=1000")
+        .get("/api/v1/runs?logs=true&playbook=tick&limit=1000")
         .await
         .1
         .as_array()

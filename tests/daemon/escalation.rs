@@ -134,7 +134,7 @@ async fn the_ladder_climbs_repeats_until_ack_and_resolution_reaches_every_paged_
         vec!["L1", "L2", "L3", "P1"],
         "each level fires once, in order: {seen:?}"
     );
-    let (_, runs) = d.get("/api/v1/runs?playbook=l2_action").await;
+    let (_, runs) = d.get("/api/v1/runs?logs=true&playbook=l2_action").await;
     assert_eq!(runs[0]["trigger"]["kind"], "escalation");
     assert_eq!(runs[0]["event"]["incident"], id.as_str());
 
@@ -307,7 +307,7 @@ fn run(event) {
     assert_eq!(resp.status().as_u16(), 200);
     let runs = d
         .poll(
-            "/api/v1/runs?playbook=responder",
+            "/api/v1/runs?logs=true&playbook=responder",
             Duration::from_secs(10),
             |v| v[0]["status"] == "succeeded",
         )

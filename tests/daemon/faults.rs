@@ -76,7 +76,9 @@ fn drill_alert(fingerprint: &str) -> Value {
 /// Every run of `playbook` in the store, by id.
 async fn all_runs(d: &Daemon, playbook: &str) -> Vec<Value> {
     let (_, runs) = d
-        .get(&format!("/api/v1/runs?playbook={playbook}&limit=1000"))
+        .get(&format!(
+            "/api/v1/runs?logs=true&playbook={playbook}&limit=1000"
+        ))
         .await;
     runs.as_array().cloned().unwrap_or_default()
 }
@@ -464,7 +466,7 @@ async fn escalation_and_cron_runs_wait_out_a_full_queue() {
         .to_string();
     let l1 = d
         .poll(
-            "/api/v1/runs?playbook=l1_action",
+            "/api/v1/runs?logs=true&playbook=l1_action",
             Duration::from_secs(3),
             |v| v.as_array().is_some_and(|a| !a.is_empty()),
         )
@@ -476,7 +478,7 @@ async fn escalation_and_cron_runs_wait_out_a_full_queue() {
     // Cron ticks that fall while the queue is full are recorded too.
     let ticks = d
         .poll(
-            "/api/v1/runs?playbook=ticker",
+            "/api/v1/runs?logs=true&playbook=ticker",
             Duration::from_secs(3),
             |v| v.as_array().is_some_and(|a| a.len() >= 2),
         )
@@ -485,7 +487,7 @@ async fn escalation_and_cron_runs_wait_out_a_full_queue() {
     // When the slots free, every one of them runs.
     let l1 = d
         .poll(
-            "/api/v1/runs?playbook=l1_action",
+            "/api/v1/runs?logs=true&playbook=l1_action",
             Duration::from_secs(10),
             |v| v[0]["status"] == "succeeded",
         )
@@ -585,7 +587,7 @@ async fn facts_two_runs_set_at_once_are_all_kept() {
         .expect("incident")
         .to_string();
     d.poll(
-        "/api/v1/runs?status=succeeded",
+        "/api/v1/runs?logs=true&status=succeeded",
         Duration::from_secs(20),
         |v| v.as_array().is_some_and(|a| a.len() == 2),
     )

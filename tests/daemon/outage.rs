@@ -187,7 +187,7 @@ pub async fn post_alert(d: &Daemon, body: &Value) {
 pub async fn finished_run(d: &Daemon, playbook: &str, n: usize) -> Value {
     let list = d
         .poll(
-            &format!("/api/v1/runs?playbook={playbook}&limit=50"),
+            &format!("/api/v1/runs?logs=true&playbook={playbook}&limit=50"),
             Duration::from_secs(30),
             |v| {
                 v.as_array().is_some_and(|r| {

@@ -251,3 +251,55 @@ async fn a_run_cannot_load_code_or_call_urls_it_was_not_given() {
     assert_eq!(run["result"], 200);
     assert_eq!(sink.received().len(), 1);
 }
+
+#[tokio::test]
+async fn a_run_that_logs_a_gigabyte_keeps_a_bounded_record() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook(
+        "flood",
+        r#"fn run(event) {
+            let s = "x";
+            for i in 0..20 { s += s; }          // 1 MiB
+            for i in 0..1000 { log(s); }        // 1 GB of log, if nothing stopped it
+            s
+        }"#,
+    );
+    let d = Daemon::start(&ws, &Options::default());
+    let (s, run) = d.run_wait("flood", json!({})).await;
+    assert_eq!(s, 200);
+    assert_eq!(run["status"], "succeeded", "{}", run["error"]);
+    let logs = run["logs"].as_array().expect("logs");
+    let bytes: usize = logs
+        .iter()
+        .map(|l| l["message"].as_str().unwrap_or("").len())
+        .sum();
+    assert!(bytes <= 1024 * 1024 + 64 * 1024, "{bytes} log bytes kept");
+    assert!(logs[0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("[truncated:"));
+    let last = logs.last().expect("last line")["message"]
+        .as_str()
+        .unwrap_or("");
+    assert!(last.contains("not kept"), "{last}");
+    assert_eq!(run["result"]["truncated"], true, "{}", run["result"]);
+    // The stored record is the same, and a list of runs is small without logs.
+    let (_, stored) = d
+        .get(&format!("/api/v1/runs/{}", run["id"].as_str().expect("id")))
+        .await;
+    assert_eq!(stored["status"], "succeeded");
+    let listed = d
+        .client
+        .get(d.url("/api/v1/runs"))
+        .send()
+        .await
+        .expect("list")
+        .bytes()
+        .await
+        .expect("body");
+    assert!(
+        listed.len() < 64 * 1024,
+        "list of runs is {} bytes",
+        listed.len()
+    );
+}

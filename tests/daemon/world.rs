@@ -39,7 +39,7 @@ async fn serve_world_runs_the_real_daemon_on_a_simulated_outage() {
     );
     let runs = d
         .poll(
-            "/api/v1/runs?playbook=payment_processor_outage",
+            "/api/v1/runs?logs=true&playbook=payment_processor_outage",
             Duration::from_secs(20),
             |v| v[0]["status"] == "succeeded",
         )
