@@ -337,19 +337,12 @@ async fn a_crashed_replicas_run_finishes_on_the_survivor_within_the_lease() {
         .as_str()
         .expect("id")
         .to_string();
-    a.poll(&format!("/api/v1/runs/{id}"), Duration::from_secs(3), |v| {
-        v["status"] == "running"
-    })
-    .await;
+    a.run_reaching(&id, "running", Duration::from_secs(3)).await;
     b.signal("KILL");
     b.wait_exit(Duration::from_secs(5));
     let killed = std::time::Instant::now();
     let run = a
-        .poll(
-            &format!("/api/v1/runs/{id}"),
-            Duration::from_secs(10),
-            |v| v["status"] == "succeeded",
-        )
+        .run_reaching(&id, "succeeded", Duration::from_secs(10))
         .await;
     let took = killed.elapsed();
     assert_eq!(run["status"], "succeeded", "{run}\n{}", a.logs());
@@ -385,11 +378,7 @@ async fn sigterm_hands_queued_alert_runs_to_another_replica() {
     assert!(a.wait_exit(Duration::from_secs(10)).success());
     for id in &ids {
         let run = b
-            .poll(
-                &format!("/api/v1/runs/{id}"),
-                Duration::from_secs(10),
-                |v| v["status"] == "succeeded",
-            )
+            .run_reaching(id, "succeeded", Duration::from_secs(10))
             .await;
         assert_eq!(
             run["status"], "succeeded",
@@ -502,11 +491,7 @@ async fn escalation_and_cron_runs_wait_out_a_full_queue() {
         .collect();
     for id in recorded {
         let run = d
-            .poll(
-                &format!("/api/v1/runs/{id}"),
-                Duration::from_secs(10),
-                |v| v["status"] == "succeeded",
-            )
+            .run_reaching(&id, "succeeded", Duration::from_secs(10))
             .await;
         assert_eq!(run["status"], "succeeded", "a cron tick was lost: {run}");
     }

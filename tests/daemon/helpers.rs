@@ -326,6 +326,14 @@ impl Daemon {
         }
     }
 
+    /// Polls run `id` until it has `status` or `timeout` passes; returns the last answer.
+    pub async fn run_reaching(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        self.poll(&format!("/api/v1/runs/{id}"), timeout, |v| {
+            v["status"] == status
+        })
+        .await
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))

@@ -55,10 +55,7 @@ async fn sigterm_lets_running_runs_finish_within_grace() {
     let opts = Options::default(); // grace 5 s
     let mut d = Daemon::start(&ws, &opts);
     let id = start_run(&d, "slow").await;
-    d.poll(&format!("/api/v1/runs/{id}"), Duration::from_secs(2), |v| {
-        v["status"] == "running"
-    })
-    .await;
+    d.run_reaching(&id, "running", Duration::from_secs(2)).await;
     d.signal("TERM");
     // New work is refused while draining.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -110,23 +107,15 @@ async fn sigterm_keeps_queued_runs_and_retries_the_ones_past_grace() {
     };
     let mut d = Daemon::start(&ws, &opts);
     let running = start_with(&d, "work", json!({"block": true})).await;
-    d.poll(
-        &format!("/api/v1/runs/{running}"),
-        Duration::from_secs(2),
-        |v| v["status"] == "running",
-    )
-    .await;
+    d.run_reaching(&running, "running", Duration::from_secs(2))
+        .await;
     let queued = start_with(&d, "work", json!({})).await;
     d.signal("TERM");
     assert!(d.wait_exit(Duration::from_secs(10)).success());
     drop(d);
     let d = Daemon::start(&ws, &opts);
     let run = d
-        .poll(
-            &format!("/api/v1/runs/{queued}"),
-            Duration::from_secs(8),
-            |v| v["status"] == "succeeded",
-        )
+        .run_reaching(&queued, "succeeded", Duration::from_secs(8))
         .await;
     assert_eq!(
         run["status"], "succeeded",
@@ -134,11 +123,7 @@ async fn sigterm_keeps_queued_runs_and_retries_the_ones_past_grace() {
     );
     assert_eq!(run["result"], 1, "{run}");
     let run = d
-        .poll(
-            &format!("/api/v1/runs/{running}"),
-            Duration::from_secs(8),
-            |v| v["status"] == "succeeded",
-        )
+        .run_reaching(&running, "succeeded", Duration::from_secs(8))
         .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
@@ -160,12 +145,8 @@ async fn crash_recovery_requeues_accepted_runs() {
     };
     let mut d = Daemon::start(&ws, &opts);
     let blocking = start_with(&d, "block", json!({"block": true})).await;
-    d.poll(
-        &format!("/api/v1/runs/{blocking}"),
-        Duration::from_secs(2),
-        |v| v["status"] == "running",
-    )
-    .await;
+    d.run_reaching(&blocking, "running", Duration::from_secs(2))
+        .await;
     let mut waiting = Vec::new();
     for n in 0..3 {
         waiting.push(start_with(&d, "quick", json!({"n": n})).await);
@@ -178,11 +159,7 @@ async fn crash_recovery_requeues_accepted_runs() {
     // runs are orphaned: the one that was executing runs again, the queued ones run.
     let d = Daemon::start(&ws, &opts);
     let run = d
-        .poll(
-            &format!("/api/v1/runs/{blocking}"),
-            Duration::from_secs(8),
-            |v| v["status"] == "succeeded",
-        )
+        .run_reaching(&blocking, "succeeded", Duration::from_secs(8))
         .await;
     assert_eq!(
         run["status"], "succeeded",
@@ -192,9 +169,7 @@ async fn crash_recovery_requeues_accepted_runs() {
     assert_eq!(run["attempts"][0]["outcome"], "interrupted", "{run}");
     for (n, id) in waiting.iter().enumerate() {
         let run = d
-            .poll(&format!("/api/v1/runs/{id}"), Duration::from_secs(8), |v| {
-                v["status"] == "succeeded"
-            })
+            .run_reaching(id, "succeeded", Duration::from_secs(8))
             .await;
         assert_eq!(
             run["status"], "succeeded",
@@ -230,22 +205,14 @@ async fn a_run_out_of_attempts_ends_interrupted_and_tells_its_incident() {
         .as_str()
         .expect("incident")
         .to_string();
-    d.poll(
-        &format!("/api/v1/runs/{run_id}"),
-        Duration::from_secs(2),
-        |v| v["status"] == "running",
-    )
-    .await;
+    d.run_reaching(&run_id, "running", Duration::from_secs(2))
+        .await;
     d.signal("KILL");
     d.wait_exit(Duration::from_secs(8));
     drop(d);
     let d = Daemon::start(&ws, &opts);
     let run = d
-        .poll(
-            &format!("/api/v1/runs/{run_id}"),
-            Duration::from_secs(8),
-            |v| v["status"] == "failed",
-        )
+        .run_reaching(&run_id, "failed", Duration::from_secs(8))
         .await;
     assert_eq!(run["error"]["reason"], "interrupted", "{run}");
     let (_, inc) = d.get(&format!("/api/v1/incidents/{incident}")).await;
