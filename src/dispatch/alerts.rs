@@ -85,6 +85,9 @@ fn matching(
     out
 }
 
+/// Alerts of one notification recorded per turn of the ingester (see
+/// [`Dispatcher::ingest_alerts`]).
+pub const ALERTS_PER_TURN: usize = 100;
 /// Notifications that may wait for the ingester; beyond that senders wait (backpressure).
 pub const INGEST_QUEUE: usize = 1024;
 /// Most notifications recorded in one transaction.
@@ -101,29 +104,48 @@ pub struct IngestJob {
 impl Dispatcher {
     /// Records the alerts of one notification — incidents, alert rows, runs — and queues
     /// the runs. Answers once all of it is committed (a crash after the answer loses
-    /// nothing); a notification is recorded entirely or not at all.
+    /// nothing).
     ///
-    /// Group commit: a single ingester takes every notification waiting at that moment and
-    /// records them in one transaction. It is also what serialises ingestion, so the two
-    /// copies an HA Alertmanager pair delivers at the same moment cannot both start a run.
+    /// Group commit: a single ingester takes every chunk of alerts waiting at that moment
+    /// and records them in one transaction. It is also what serialises ingestion, so the
+    /// two copies an HA Alertmanager pair delivers at the same moment cannot both start a
+    /// run. A large notification goes in chunks of [`ALERTS_PER_TURN`], one at a time,
+    /// taking turns with every other notification waiting, so a small urgent one is never
+    /// stuck behind ten thousand others. Each chunk is recorded all or nothing; when a later
+    /// chunk fails the sender gets the error and resends the notification (Alertmanager
+    /// does), and the chunks already recorded meet themselves at the door (deduplicated,
+    /// nothing started twice).
     pub async fn ingest_alerts(
         &self,
         alerts: Vec<Alert>,
         cfg: &AlertsConfig,
         actor: &str,
     ) -> Result<Vec<AlertOutcome>, DispatchError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.inner
-            .ingest
-            .send(IngestJob {
-                alerts,
-                cfg: cfg.clone(),
-                actor: actor.to_string(),
-                reply,
-            })
-            .await
-            .map_err(|_| DispatchError::ShuttingDown)?;
-        answer.await.map_err(|_| DispatchError::ShuttingDown)?
+        let mut outcomes = Vec::with_capacity(alerts.len());
+        let mut rest = alerts;
+        loop {
+            let tail = if rest.len() > ALERTS_PER_TURN {
+                rest.split_off(ALERTS_PER_TURN)
+            } else {
+                Vec::new()
+            };
+            let chunk = std::mem::replace(&mut rest, tail);
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.inner
+                .ingest
+                .send(IngestJob {
+                    alerts: chunk,
+                    cfg: cfg.clone(),
+                    actor: actor.to_string(),
+                    reply,
+                })
+                .await
+                .map_err(|_| DispatchError::ShuttingDown)?;
+            outcomes.extend(answer.await.map_err(|_| DispatchError::ShuttingDown)??);
+            if rest.is_empty() {
+                return Ok(outcomes);
+            }
+        }
     }
 
     /// [`Dispatcher::ingest_alerts`] for one alert.

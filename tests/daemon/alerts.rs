@@ -448,3 +448,47 @@ async fn two_replicas_receiving_the_same_alerts_open_one_incident_and_one_run_ea
         "one run per alert: {runs}"
     );
 }
+
+#[tokio::test]
+async fn a_single_alert_is_not_stuck_behind_huge_notifications() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    let d = std::sync::Arc::new(Daemon::start(&ws, &Options::default()));
+    let huge = |n: usize| {
+        let names: Vec<String> = (0..3000).map(|i| format!("fp-huge-{n}-{i}")).collect();
+        let refs: Vec<(&str, &str, &str)> = names
+            .iter()
+            .map(|f| ("Crowd", f.as_str(), "firing"))
+            .collect();
+        notification(&refs)
+    };
+    let mut big = Vec::new();
+    for n in 0..3 {
+        let d = d.clone();
+        let body = huge(n);
+        big.push(tokio::spawn(async move { post(&d, &body).await.0 }));
+    }
+    // Once the crowd is being recorded, one urgent alert arrives.
+    d.poll("/api/v1/incidents?limit=1", Duration::from_secs(10), |v| {
+        v.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let sent = std::time::Instant::now();
+    let (s, body) = post(
+        &d,
+        &notification(&[("PaymentProcessorDown", "fp-urgent", "firing")]),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    eprintln!(
+        "single alert answered in {:?} beside 3 × 3,000 alerts",
+        sent.elapsed()
+    );
+    let still_recording = big.iter().filter(|t| !t.is_finished()).count();
+    assert!(
+        still_recording > 0,
+        "the single alert was answered only after all 9,000 others"
+    );
+    for t in big {
+        assert_eq!(t.await.expect("task"), 200);
+    }
+}
