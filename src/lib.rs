@@ -40,3 +40,6 @@ pub mod primitives;
 pub mod store;
 pub mod triggers;
 pub mod world;
+
+#[cfg(test)]
+mod properties;

@@ -72,7 +72,7 @@ fn unpickle<T: for<'de> serde::Deserialize<'de>>(key: &str, raw: &[u8]) -> Resul
 }
 
 /// Pickles a value the way Python's `pickle.loads` (and so Django) reads it.
-fn pickle<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn pickle<T: Serialize>(value: &T) -> Vec<u8> {
     // Serialising a str or float to a Vec cannot fail.
     serde_pickle::to_vec(value, serde_pickle::SerOptions::new()).unwrap_or_default()
 }
