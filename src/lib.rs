@@ -12,10 +12,11 @@
 //! - [`config`]: the TOML file, defaults and `RUNBOOKD_*` overrides.
 //! - [`triggers`]: the one [`triggers::Event`] type every source produces, and the
 //!   `triggers()` declarations of playbooks.
-//! - [`dispatch`]: records accepted runs, bounds concurrency, shuts down gracefully.
+//! - [`dispatch`]: records accepted runs under this replica's lease, claims runs nobody
+//!   owns, recovers dead replicas' runs, bounds concurrency, shuts down gracefully.
 //! - [`engine`]: compiles playbooks, hot-reloads them, runs them in a sandbox.
 //! - [`primitives`]: functions playbooks call; the bridge from Rhai to async code.
-//! - [`store`]: runs and audit entries on SQLite or PostgreSQL.
+//! - [`store`]: runs, leases, incidents, audit and the outbox on SQLite or PostgreSQL.
 //! - [`escalation`]: the escalation table walking incidents up, paging on the way.
 //! - [`key_metrics`]: the runbook's "Key Metrics to Monitor", measured for Prometheus.
 //! - [`notify`]: the notification outbox and its channels.
