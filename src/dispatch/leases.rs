@@ -165,7 +165,7 @@ async fn claim(inner: &Inner) -> usize {
                     line: None,
                     column: None,
                 });
-                super::finish(inner, &record).await;
+                super::run::finish(inner, &record).await;
             }
         }
     }

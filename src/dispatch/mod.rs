@@ -8,6 +8,7 @@
 
 pub mod alerts;
 mod leases;
+mod run;
 mod status;
 
 use std::{
@@ -15,7 +16,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -23,10 +24,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::PlaybooksConfig,
-    engine::{runner, Catalog, Playbook},
+    engine::{Catalog, Playbook},
     metrics::Metrics,
     primitives::Services,
-    store::{now_ms, Lease, RunError, RunRecord, RunStatus, RunUpdate, Store, StoreError, Trigger},
+    store::{now_ms, Lease, RunRecord, RunUpdate, Store, StoreError, Trigger},
     triggers::Event,
 };
 use status::UpdateJob;
@@ -384,7 +385,7 @@ async fn dispatch_loop(
         inner.metrics.queued().dec();
         let inner2 = inner.clone();
         inner.runs.spawn(async move {
-            run_job(inner2.clone(), job).await;
+            run::run_job(inner2.clone(), job).await;
             drop(permit);
             if inner2.backlog.load(Ordering::Acquire) {
                 inner2.claim_wake.notify_one();
@@ -408,221 +409,4 @@ fn leave_queued(inner: &Inner, job: Job) {
     inner.metrics.queued().dec();
     tracing::info!(run = %job.record.id, playbook = %job.record.playbook, "run left queued for another replica or the next start");
     drop(job.waiter);
-}
-
-async fn run_job(inner: Arc<Inner>, job: Job) {
-    let Job {
-        mut record,
-        playbook,
-        waiter,
-    } = job;
-    // Runs of one playbook for one incident take turns.
-    let _turn = match record.event["incident"].as_str() {
-        Some(incident) => {
-            let lock = {
-                let mut locks = inner
-                    .incident_locks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                locks.retain(|_, l| Arc::strong_count(l) > 1);
-                locks
-                    .entry((incident.to_string(), record.playbook.clone()))
-                    .or_default()
-                    .clone()
-            };
-            Some(lock.lock_owned().await)
-        }
-        None => None,
-    };
-    let (lease, lease_runs) = inner.held();
-    let owner = record.owner.clone().unwrap_or_default();
-    if owner != lease.id {
-        // Claimed under a lease this process has lost since: another replica has it.
-        inner.metrics.run_lost("lease_lost");
-        return;
-    }
-    let started = Instant::now();
-    record.status = RunStatus::Running;
-    record.started_at = Some(now_ms());
-    record.replica = Some(lease.name.clone());
-    if !mark_running(&inner, &record, &playbook).await {
-        return;
-    }
-    inner.metrics.running().inc();
-    let engine = inner.catalog.engine().clone();
-    let services = inner.services.clone();
-    let timeout = inner.limits.timeout;
-    let limits = runner::RecordLimits::of(&inner.limits);
-    let run_id = record.id.clone();
-    // The script sees which attempt this is, so a retried run can look before it acts.
-    let mut event = record.event.clone();
-    event["attempt"] = record.attempt.into();
-    let dry_run = record.dry_run;
-    let pb = playbook.clone();
-    let cancel = lease_runs.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        runner::execute(
-            &engine,
-            &pb,
-            runner::RunSpec {
-                run_id: &run_id,
-                event: &event,
-                dry_run,
-                timeout,
-                limits,
-            },
-            services,
-            cancel,
-        )
-    })
-    .await;
-    inner.metrics.running().dec();
-    if matches!(&outcome, Ok(o) if o.error.as_ref().is_some_and(|e| e.reason == "shutdown")) {
-        // Cancelled: by the shutdown grace period, or because the lease was lost. Either
-        // way this attempt has no outcome; the run goes the retry path.
-        interrupted(&inner, &record, &lease).await;
-        return;
-    }
-    match outcome {
-        Ok(o) => {
-            record.status = o.status;
-            record.result = o.result;
-            record.error = o.error;
-            record.logs = o.logs;
-            record.actions = o.actions;
-        }
-        Err(join) => {
-            record.status = RunStatus::Failed;
-            record.error = Some(RunError {
-                message: format!("internal error while running the playbook: {join}"),
-                reason: "internal".into(),
-                line: None,
-                column: None,
-            });
-        }
-    }
-    record.finished_at = Some(now_ms());
-    record.close_attempt();
-    if !finish(&inner, &record).await {
-        return;
-    }
-    resolve_after_resolved_alert(&inner, &record).await;
-    inner
-        .metrics
-        .run_finished(&record.playbook, record.status.as_str(), started.elapsed());
-    if let Some(w) = waiter {
-        let _ = w.send(record);
-    }
-}
-
-/// Marks the run running (conditional on this process still owning it), retrying while
-/// the store is unreachable. False: the run is not to be started here.
-async fn mark_running(inner: &Inner, record: &RunRecord, playbook: &Playbook) -> bool {
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let update = RunUpdate::Running {
-            id: record.id.clone(),
-            owner: record.owner.clone().unwrap_or_default(),
-            attempt: record.attempt,
-            replica: record.replica.clone().unwrap_or_default(),
-            started_at: record.started_at.unwrap_or_default(),
-            version: playbook.version.clone(),
-        };
-        match inner.write_update(update).await {
-            Ok(true) => return true,
-            Ok(false) => {
-                tracing::warn!(run = %record.id, playbook = %record.playbook, "run is no longer this replica's (taken over or released); not starting it");
-                inner.metrics.run_lost("taken_over");
-                return false;
-            }
-            Err(e) if inner.draining.is_cancelled() => {
-                tracing::error!(run = %record.id, error = %e, "cannot start run while shutting down; it stays queued");
-                return false;
-            }
-            Err(e) => {
-                tracing::warn!(run = %record.id, error = %e, "cannot mark run as running; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// This process's attempt ended without an outcome: the run is started again later (or,
-/// out of attempts, ends `interrupted`).
-async fn interrupted(inner: &Inner, record: &RunRecord, lease: &Lease) {
-    let retries = inner.limits.retry_interrupted;
-    match inner
-        .store
-        .interrupt_own_run(&record.id, &lease.id, retries)
-        .await
-    {
-        Ok(Some(true)) => {
-            tracing::warn!(run = %record.id, playbook = %record.playbook, attempt = record.attempt, "run interrupted; it is started again as a new attempt");
-            inner.metrics.run_retried(&record.playbook);
-        }
-        Ok(Some(false)) => {
-            tracing::error!(run = %record.id, playbook = %record.playbook, attempt = record.attempt, "run interrupted and out of attempts: failed, reason interrupted");
-            inner.metrics.run_interrupted(&record.playbook);
-        }
-        Ok(None) => inner.metrics.run_lost("taken_over"),
-        Err(e) => {
-            tracing::error!(run = %record.id, error = %e, "cannot record the interruption; the run is recovered when this replica's lease expires")
-        }
-    }
-}
-
-/// A run started by a `resolved` alert resolves its incident when it ends (the runbook:
-/// reconcile on recovery, then close). Derived from the stored event, so a run resumed after
-/// a restart does the same.
-async fn resolve_after_resolved_alert(inner: &Inner, record: &RunRecord) {
-    let e = &record.event;
-    if e["kind"] != "alert" || e["status"] != "resolved" {
-        return;
-    }
-    let Some(incident) = e["incident"].as_str() else {
-        return;
-    };
-    let why = format!(
-        "alert {} resolved; {} run {} {}",
-        e["name"].as_str().unwrap_or(""),
-        record.playbook,
-        record.id,
-        record.status.as_str()
-    );
-    if let Err(err) = inner
-        .store
-        .resolve_incident(incident, "runbookd", &why)
-        .await
-    {
-        tracing::error!(incident, error = %err, "cannot resolve incident");
-    }
-}
-
-/// Writes the final record, retrying briefly: a run's outcome is worth a few attempts.
-/// False when it was not written: the run is another replica's now, or the store failed.
-async fn finish(inner: &Inner, record: &RunRecord) -> bool {
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=5 {
-        match inner
-            .write_update(RunUpdate::Finished(Box::new(record.clone())))
-            .await
-        {
-            Ok(true) => return true,
-            Ok(false) => {
-                tracing::error!(run = %record.id, status = record.status.as_str(), "run outcome discarded: another replica took the run over (this replica lost its lease)");
-                inner.metrics.run_lost("outcome_discarded");
-                return false;
-            }
-            Err(e) if attempt == 5 => {
-                tracing::error!(run = %record.id, error = %e, status = record.status.as_str(), "cannot record run outcome");
-            }
-            Err(e) => {
-                tracing::warn!(run = %record.id, error = %e, attempt, "recording run outcome failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-    }
-    false
 }
