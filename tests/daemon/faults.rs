@@ -327,16 +327,7 @@ async fn a_crashed_replicas_run_finishes_on_the_survivor_within_the_lease() {
     );
     let a = Daemon::start(&ws, &replica("a", "", &[]));
     let mut b = Daemon::start(&ws, &replica("b", "", &[]));
-    let resp = b
-        .client
-        .post(b.url("/api/v1/playbooks/slow/runs"))
-        .send()
-        .await
-        .expect("post");
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = b.start_run("slow", json!({})).await;
     a.run_reaching(&id, "running", Duration::from_secs(3)).await;
     b.signal("KILL");
     b.wait_exit(Duration::from_secs(5));

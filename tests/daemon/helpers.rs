@@ -326,6 +326,22 @@ impl Daemon {
         }
     }
 
+    /// Triggers `playbook` without waiting (202) and returns the run id.
+    pub async fn start_run(&self, playbook: &str, params: Value) -> String {
+        let resp = self
+            .client
+            .post(self.url(&format!("/api/v1/playbooks/{playbook}/runs")))
+            .json(&serde_json::json!({ "params": params }))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(resp.status().as_u16(), 202);
+        resp.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
     /// Polls run `id` until it has `status` or `timeout` passes; returns the last answer.
     pub async fn run_reaching(&self, id: &str, status: &str, timeout: Duration) -> Value {
         self.poll(&format!("/api/v1/runs/{id}"), timeout, |v| {

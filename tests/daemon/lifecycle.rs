@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::{Daemon, Db, Options, Workspace};
 
@@ -34,27 +34,13 @@ async fn history_survives_restart_postgres() {
     history_survives_restart(Db::Postgres).await;
 }
 
-async fn start_run(d: &Daemon, playbook: &str) -> String {
-    let resp = d
-        .client
-        .post(d.url(&format!("/api/v1/playbooks/{playbook}/runs")))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status().as_u16(), 202);
-    resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string()
-}
-
 #[tokio::test]
 async fn sigterm_lets_running_runs_finish_within_grace() {
     let ws = Workspace::new(Db::Sqlite).await;
     ws.write_playbook("slow", "fn run(event) { sleep(0.8); \"finished\" }\n");
     let opts = Options::default(); // grace 5 s
     let mut d = Daemon::start(&ws, &opts);
-    let id = start_run(&d, "slow").await;
+    let id = d.start_run("slow", json!({})).await;
     d.run_reaching(&id, "running", Duration::from_secs(2)).await;
     d.signal("TERM");
     // New work is refused while draining.
@@ -79,21 +65,6 @@ async fn sigterm_lets_running_runs_finish_within_grace() {
 const BLOCK_FIRST_ATTEMPT: &str =
     "fn run(event) { if event.params.block == true && event.attempt == 1 { sleep(60); } event.attempt }\n";
 
-async fn start_with(d: &Daemon, playbook: &str, params: Value) -> String {
-    let resp = d
-        .client
-        .post(d.url(&format!("/api/v1/playbooks/{playbook}/runs")))
-        .json(&json!({ "params": params }))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(resp.status().as_u16(), 202);
-    resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string()
-}
-
 #[tokio::test]
 async fn sigterm_keeps_queued_runs_and_retries_the_ones_past_grace() {
     let ws = Workspace::new(Db::Sqlite).await;
@@ -106,10 +77,10 @@ async fn sigterm_keeps_queued_runs_and_retries_the_ones_past_grace() {
         ..Default::default()
     };
     let mut d = Daemon::start(&ws, &opts);
-    let running = start_with(&d, "work", json!({"block": true})).await;
+    let running = d.start_run("work", json!({"block": true})).await;
     d.run_reaching(&running, "running", Duration::from_secs(2))
         .await;
-    let queued = start_with(&d, "work", json!({})).await;
+    let queued = d.start_run("work", json!({})).await;
     d.signal("TERM");
     assert!(d.wait_exit(Duration::from_secs(10)).success());
     drop(d);
@@ -144,12 +115,12 @@ async fn crash_recovery_requeues_accepted_runs() {
         ..Default::default()
     };
     let mut d = Daemon::start(&ws, &opts);
-    let blocking = start_with(&d, "block", json!({"block": true})).await;
+    let blocking = d.start_run("block", json!({"block": true})).await;
     d.run_reaching(&blocking, "running", Duration::from_secs(2))
         .await;
     let mut waiting = Vec::new();
     for n in 0..3 {
-        waiting.push(start_with(&d, "quick", json!({"n": n})).await);
+        waiting.push(d.start_run("quick", json!({"n": n})).await);
     }
     d.signal("KILL");
     d.wait_exit(Duration::from_secs(8));

@@ -113,16 +113,7 @@ async fn a_run_finishes_on_the_version_it_started_on() {
     let ws = Workspace::new(Db::Sqlite).await;
     ws.write_playbook("slow", "fn run(event) { sleep(1.0); \"v1\" }\n");
     let d = Daemon::start(&ws, &Options::default());
-    let resp = d
-        .client
-        .post(d.url("/api/v1/playbooks/slow/runs"))
-        .send()
-        .await
-        .expect("post");
-    let id = resp.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = d.start_run("slow", json!({})).await;
     d.poll(&format!("/api/v1/runs/{id}"), Duration::from_secs(2), |v| {
         v["status"] == "running"
     })

@@ -1,0 +1,294 @@
+//! The payments app's backends runbookd reaches through its primitives — Redis and the
+//! breakers in it, the app's database, Stripe, the Celery broker, the webhook endpoint —
+//! and the key metrics measured on them. Each section is optional: unset means "not
+//! configured", and the primitive says which key to set.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use super::{duration, opt_duration};
+
+/// `[webhooks]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// URLs `webhooks::probe(url)` may POST to besides `[stripe] webhook_url`: a playbook
+    /// must not be able to send requests anywhere it likes.
+    pub probe_allow: Vec<String>,
+}
+
+/// `[key_metrics]`: what runbookd measures for Prometheus (`examples/prometheus/rules.yml`
+/// alerts on it). Each metric is measured only when its backend is configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyMetricsConfig {
+    /// How often to measure; `0s` turns the exporter off.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+    /// Window of the payment failure rate (the runbook: "> 10 % in 5 min").
+    #[serde(deserialize_with = "duration")]
+    pub failure_window: Duration,
+    /// Window over which Stripe's events are compared with the app's `webhook_received` rows.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_window: Duration,
+    /// Events younger than this are not expected to have arrived yet.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_grace: Duration,
+    /// The event types the app's webhook endpoint handles (what Stripe sends it).
+    pub webhook_event_types: Vec<String>,
+    /// Probe Stripe (`GET /v1/account`) every interval for the API latency metric.
+    pub stripe_probe: bool,
+}
+
+impl Default for KeyMetricsConfig {
+    fn default() -> Self {
+        KeyMetricsConfig {
+            interval: Duration::from_secs(15),
+            failure_window: Duration::from_secs(300),
+            webhook_window: Duration::from_secs(900),
+            webhook_grace: Duration::from_secs(60),
+            webhook_event_types: [
+                "payment_intent.succeeded",
+                "payment_intent.payment_failed",
+                "charge.refunded",
+                "charge.dispute.created",
+            ]
+            .map(String::from)
+            .to_vec(),
+            stripe_probe: true,
+        }
+    }
+}
+
+pub(super) fn default_breakers() -> BTreeMap<String, BreakerConfig> {
+    BTreeMap::from([("stripe".to_string(), BreakerConfig::default())])
+}
+
+/// `[stripe]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StripeConfig {
+    /// Base URL of the Stripe API (tests point it at a fake).
+    pub api_base: String,
+    /// Environment variable holding the secret key (the app's setting is `STRIPE_API_KEY`).
+    pub api_key_env: Option<String>,
+    /// File holding the secret key; takes precedence over `api_key_env`.
+    pub api_key_file: Option<PathBuf>,
+    /// Stripe's status page JSON.
+    pub status_url: String,
+    /// The app's webhook endpoint, probed by `webhooks::probe()`.
+    pub webhook_url: Option<String>,
+    /// Environment variable holding the webhook signing secret (`whsec_...`).
+    pub webhook_secret_env: Option<String>,
+    /// File holding the webhook signing secret; takes precedence.
+    pub webhook_secret_file: Option<PathBuf>,
+    /// `live` or `test`: what the key should be.
+    pub expected_mode: String,
+    /// Requests per second runbookd sends to Stripe (live accounts allow ~100, test 25).
+    pub max_requests_per_second: u32,
+    /// Time limit of one attempt.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Attempts per request when Stripe says retrying is safe (network errors, 429, 5xx).
+    pub max_attempts: u32,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        StripeConfig {
+            api_base: "https://api.stripe.com".into(),
+            api_key_env: Some("STRIPE_API_KEY".into()),
+            api_key_file: None,
+            status_url: "https://status.stripe.com/api/v2/status.json".into(),
+            webhook_url: None,
+            webhook_secret_env: Some("STRIPE_WEBHOOK_SECRET".into()),
+            webhook_secret_file: None,
+            expected_mode: "live".into(),
+            max_requests_per_second: 25,
+            timeout: Duration::from_secs(10),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `[celery]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CeleryConfig {
+    /// The app's `CELERY_BROKER_URL` (Redis). Unset: `celery_enqueue` is "not configured".
+    pub broker_url: Option<String>,
+    /// The URL from an environment variable instead (it may hold a password).
+    pub broker_url_env: Option<String>,
+    /// The URL from a file instead.
+    pub broker_url_file: Option<PathBuf>,
+    /// Queue (Redis list) the app's workers consume.
+    pub queue: String,
+    /// The only task names `celery_enqueue` may send: a playbook must not be able to start
+    /// any task the app's workers would run.
+    pub tasks: Vec<String>,
+}
+
+impl Default for CeleryConfig {
+    fn default() -> Self {
+        CeleryConfig {
+            broker_url: None,
+            broker_url_env: None,
+            broker_url_file: None,
+            queue: "celery".into(),
+            tasks: vec!["tasks.payment_tasks.reconcile_payments".into()],
+        }
+    }
+}
+
+/// `[payments]`: the app's PostgreSQL tables (DOMAIN.md). Names are configurable for
+/// deployments that renamed them; they are validated as SQL identifiers at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// `postgres://...` of the app's database. Unset: payments primitives are "not configured".
+    pub database_url: Option<String>,
+    /// The URL from an environment variable instead (it holds a password).
+    pub database_url_env: Option<String>,
+    /// The URL from a file instead.
+    pub database_url_file: Option<PathBuf>,
+    /// The payments table (`schema.table` allowed).
+    pub table: String,
+    /// The app's audit log table, where webhooks leave `webhook_received` rows.
+    pub audit_table: String,
+    /// Connections runbookd may hold on the app's database.
+    pub max_connections: u32,
+    /// Column names of the payments table.
+    pub columns: PaymentColumns,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        PaymentsConfig {
+            database_url: None,
+            database_url_env: None,
+            database_url_file: None,
+            table: "payments_payment".into(),
+            audit_table: "audit_auditlog".into(),
+            max_connections: 4,
+            columns: PaymentColumns::default(),
+        }
+    }
+}
+
+/// `[payments.columns]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentColumns {
+    pub id: String,
+    /// SQL type of the id column, so lookups by id can use its index.
+    pub id_type: String,
+    pub account_id: String,
+    pub amount: String,
+    pub status: String,
+    pub processor_ref: String,
+    pub idempotency_key: String,
+    pub metadata: String,
+    pub created_at: String,
+}
+
+impl Default for PaymentColumns {
+    fn default() -> Self {
+        PaymentColumns {
+            id: "id".into(),
+            id_type: "uuid".into(),
+            account_id: "account_id".into(),
+            amount: "amount".into(),
+            status: "status".into(),
+            processor_ref: "processor_ref".into(),
+            idempotency_key: "idempotency_key".into(),
+            metadata: "metadata".into(),
+            created_at: "created_at".into(),
+        }
+    }
+}
+
+/// A plain SQL identifier, optionally schema-qualified: safe to splice into a query.
+pub fn valid_sql_identifier(name: &str) -> bool {
+    let part = |p: &str| {
+        let mut chars = p.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && p.len() <= 63
+    };
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.len() <= 2 && parts.iter().all(|p| part(p))
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:6379/0`. Unset: breakers (except in-memory ones) are "not configured".
+    pub url: Option<String>,
+    /// The URL from an environment variable instead (it may hold a password).
+    pub url_env: Option<String>,
+    /// The URL from a file instead.
+    pub url_file: Option<PathBuf>,
+}
+
+/// How a breaker's state is laid out in Redis (see DOMAIN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BreakerPreset {
+    /// What the Django app writes: `:1:circuit_breaker:NAME:*`, pickled values,
+    /// half-open computed from `opened_at`.
+    Django,
+    /// What the runbook describes: `circuit_breaker:NAME:*`, plain strings.
+    Plain,
+    /// In this process only (simulations, playbook tests).
+    Memory,
+}
+
+/// `[breakers.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Key layout and value encoding.
+    pub preset: BreakerPreset,
+    /// Redis for this breaker when not `[redis] url` (Django's cache is often db 0 while
+    /// Celery uses db 1).
+    pub redis_url: Option<String>,
+    /// Django `KEY_PREFIX` (default empty) — keys are `PREFIX:VERSION:circuit_breaker:NAME:*`.
+    pub key_prefix: String,
+    /// Django cache `VERSION`.
+    pub key_version: i64,
+    /// Key stem without the field, default `circuit_breaker:NAME`.
+    pub key_base: Option<String>,
+    /// Failures within `window` that open the breaker.
+    pub failure_threshold: u32,
+    /// How long a failure counts (the failures key's TTL).
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Open this long ⇒ half-open.
+    #[serde(deserialize_with = "duration")]
+    pub recovery_timeout: Duration,
+    /// TTL of `state`/`opened_at` when opening (django: 10 × recovery timeout); unset: none.
+    #[serde(deserialize_with = "opt_duration")]
+    pub open_ttl: Option<Duration>,
+    /// TTL of `state` after a success (django: 600 s); unset: none.
+    #[serde(deserialize_with = "opt_duration")]
+    pub closed_ttl: Option<Duration>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            preset: BreakerPreset::Django,
+            redis_url: None,
+            key_prefix: String::new(),
+            key_version: 1,
+            key_base: None,
+            failure_threshold: 5,
+            window: Duration::from_secs(60),
+            recovery_timeout: Duration::from_secs(30),
+            open_ttl: Some(Duration::from_secs(300)),
+            closed_ttl: Some(Duration::from_secs(600)),
+        }
+    }
+}
