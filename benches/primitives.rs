@@ -69,7 +69,7 @@ async fn reconcile_bench(
         .breakers
         .get_mut("stripe")
         .expect("stripe breaker")
-        .preset = runbookd::config::BreakerPreset::Memory;
+        .store = runbookd::config::BreakerStoreKind::Memory;
     let services = Services::from_config(&config, None).expect("services");
     let opts = Options {
         limit: n as i64,

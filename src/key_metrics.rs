@@ -233,7 +233,14 @@ impl KeyMetrics {
         if !services.payments.configured() {
             return;
         }
-        let counts = services.payments.counts(cfg.failure_window).await;
+        let counts = async {
+            services
+                .payments
+                .backend()?
+                .counts(cfg.failure_window)
+                .await
+        }
+        .await;
         if let Ok(c) = &counts {
             self.failure_ratio
                 .get_or_create(&unlabelled())
@@ -251,7 +258,7 @@ impl KeyMetrics {
             "payments_failure_ratio",
             counts.map(|_| ()).map_err(|e| e.to_string()),
         );
-        let oldest = services.payments.oldest_pending_age().await;
+        let oldest = async { services.payments.backend()?.oldest_pending_age().await }.await;
         if let Ok(age) = &oldest {
             self.oldest_pending
                 .get_or_create(&unlabelled())
@@ -276,11 +283,15 @@ impl KeyMetrics {
                 .count_events(now - window, now - grace, &cfg.webhook_event_types, 20)
                 .await
                 .map_err(|e| format!("Stripe events: {e}"))?;
-            let received = services
-                .payments
-                .webhook_count(cfg.webhook_window)
-                .await
-                .map_err(|e| e.to_string())?;
+            let received = async {
+                services
+                    .payments
+                    .backend()?
+                    .webhook_count(cfg.webhook_window)
+                    .await
+            }
+            .await
+            .map_err(|e| e.to_string())?;
             if !complete {
                 tracing::warn!(
                     expected,

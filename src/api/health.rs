@@ -36,7 +36,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     checks.insert("state".into(), check(state.store.ping()).await.into());
     let s = &state.services;
     if s.payments.configured() {
-        checks.insert("payments".into(), check(s.payments.ping()).await.into());
+        checks.insert(
+            "payments".into(),
+            check(async { s.payments.backend()?.ping().await })
+                .await
+                .into(),
+        );
     }
     for name in s.breakers.names() {
         let breakers = s.breakers.clone();

@@ -241,7 +241,16 @@ pub enum BreakerPreset {
     Django,
     /// What the runbook describes: `circuit_breaker:NAME:*`, plain strings.
     Plain,
-    /// In this process only (simulations, playbook tests).
+}
+
+/// Where a breaker's values are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BreakerStoreKind {
+    /// The app's Redis (`redis_url` or `[redis] url`).
+    #[default]
+    Redis,
+    /// This process only, in the layout's encoding (simulations use it for every breaker).
     Memory,
 }
 
@@ -251,6 +260,8 @@ pub enum BreakerPreset {
 pub struct BreakerConfig {
     /// Key layout and value encoding.
     pub preset: BreakerPreset,
+    /// Where the values live: `redis` (default) or `memory`.
+    pub store: BreakerStoreKind,
     /// Redis for this breaker when not `[redis] url` (Django's cache is often db 0 while
     /// Celery uses db 1).
     pub redis_url: Option<String>,
@@ -280,6 +291,7 @@ impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
             preset: BreakerPreset::Django,
+            store: BreakerStoreKind::Redis,
             redis_url: None,
             key_prefix: String::new(),
             key_version: 1,

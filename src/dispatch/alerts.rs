@@ -4,18 +4,19 @@
 //! Everything is recorded in the store before the webhook is answered, so Alertmanager's
 //! retries (after a 5xx or a crash) meet the same records and start nothing twice.
 
-use std::time::Duration;
-
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use tokio::sync::mpsc;
 
-use super::{DispatchError, Dispatcher, Prepared, RunRequest};
+use super::{
+    admission::{decide, incident_key, matching, Match, Verdict},
+    DispatchError, Dispatcher, Prepared, RunRequest,
+};
 use crate::{
     config::AlertsConfig,
     store::{AlertRecord, Batch, Incident, RunStatus, Trigger},
-    triggers::{alertmanager::Alert, Event, TriggerSpec},
+    triggers::{alertmanager::Alert, Event},
 };
 
 /// What happened to one alert.
@@ -31,58 +32,10 @@ pub struct AlertOutcome {
     pub notes: Vec<String>,
 }
 
-/// The incident key: the fingerprint, or alertname plus chosen labels.
-pub fn incident_key(alert: &Alert, cfg: &AlertsConfig) -> String {
-    if cfg.incident_key_labels.is_empty() {
-        return format!("fingerprint:{}", alert.fingerprint);
-    }
-    let mut key = format!("alertname={}", alert.name());
-    for l in &cfg.incident_key_labels {
-        key.push_str(&format!(
-            ",{l}={}",
-            alert.labels.get(l).map(String::as_str).unwrap_or("")
-        ));
-    }
-    key
-}
-
 fn to_map(m: &std::collections::BTreeMap<String, String>) -> Map<String, Value> {
     m.iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect()
-}
-
-/// (playbook, on_resolved, cooldown) of every trigger that matches this alert.
-fn matching(
-    d: &Dispatcher,
-    alert: &Alert,
-    default_cooldown: Duration,
-) -> Vec<(String, bool, Duration)> {
-    let mut out = Vec::new();
-    for pb in d.inner.catalog.playbooks() {
-        for t in &pb.triggers {
-            if let TriggerSpec::Alert {
-                alert: name,
-                labels,
-                on_resolved,
-                cooldown,
-            } = t
-            {
-                let labels_match = labels
-                    .iter()
-                    .all(|(k, v)| alert.labels.get(k).map(String::as_str) == Some(v.as_str()));
-                if name == alert.name() && labels_match {
-                    let cooldown = cooldown
-                        .as_deref()
-                        .and_then(|c| humantime::parse_duration(c).ok())
-                        .unwrap_or(default_cooldown);
-                    out.push((pb.name.clone(), *on_resolved, cooldown));
-                    break;
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Alerts of one notification recorded per turn of the ingester (see
@@ -213,7 +166,7 @@ impl Dispatcher {
             None => None,
         };
         outcome.incident = incident.as_ref().map(|i| i.id.clone());
-        let matches = matching(self, alert, cfg.cooldown);
+        let matches = matching(&self.inner.catalog, alert, cfg.cooldown);
         let mut resolve_now = !firing;
         match &incident {
             None => outcome
@@ -226,40 +179,34 @@ impl Dispatcher {
                         .notes
                         .push("no playbook is triggered by this alert".into());
                 }
-                for (playbook, on_resolved, cooldown) in matches {
-                    if !firing && !on_resolved {
-                        continue;
-                    }
-                    let last = if opened_here {
+                for Match {
+                    playbook,
+                    on_resolved,
+                    cooldown,
+                } in matches
+                {
+                    let last = if opened_here || (!firing && !on_resolved) {
                         None
                     } else {
-                        batch.last_incident_run(&incident.id, &playbook).await?
+                        batch
+                            .last_incident_run(&incident.id, &playbook)
+                            .await?
+                            .and_then(|(status, at)| Some((RunStatus::parse(&status)?, at)))
                     };
-                    if let Some((status, queued_at)) = last {
-                        let active = matches!(
-                            RunStatus::parse(&status),
-                            Some(RunStatus::Queued | RunStatus::Running)
-                        );
-                        // A resolution is new information: its run waits for the active one
-                        // (runs of one playbook for one incident never overlap).
-                        if active && firing {
+                    let m = Match {
+                        playbook,
+                        on_resolved,
+                        cooldown,
+                    };
+                    let verdict = decide(&m, firing, last, crate::store::now_ms());
+                    if verdict != Verdict::Start {
+                        if let Some(note) = verdict.note(&m.playbook) {
                             self.inner.metrics.alert_deduplicated();
-                            outcome.notes.push(format!(
-                                "{playbook}: a run for this incident is already {status}"
-                            ));
-                            continue;
+                            outcome.notes.push(note);
                         }
-                        let since = crate::store::now_ms() - queued_at;
-                        if firing && since < cooldown.as_millis() as i64 {
-                            self.inner.metrics.alert_deduplicated();
-                            outcome.notes.push(format!(
-                                "{playbook}: in cooldown ({} s of {} s since the last run)",
-                                since / 1000,
-                                cooldown.as_secs()
-                            ));
-                            continue;
-                        }
+                        continue;
                     }
+                    let playbook = m.playbook;
                     let event = Event {
                         kind: "alert".into(),
                         name: alert.name().to_string(),

@@ -6,6 +6,7 @@
 //! accepted is ever dropped. Runs nobody owns yet (runbookd's own triggers, work of dead
 //! replicas) wait in the store and are claimed when slots free (`leases.rs`).
 
+pub mod admission;
 pub mod alerts;
 mod leases;
 mod run;

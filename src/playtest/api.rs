@@ -154,6 +154,36 @@ impl World {
         runs_array(&runs)
     }
 
+    /// `w.alert(name, #{ status, labels: #{…}, annotations: #{…} })`.
+    fn alert_opts(&self, name: &str, opts: Map) -> Result<Array, Box<EvalAltResult>> {
+        for k in opts.keys() {
+            if !matches!(k.as_str(), "status" | "labels" | "annotations") {
+                return Err(fail(format!(
+                    "alert: unknown option `{k}` (status, labels, annotations)"
+                )));
+            }
+        }
+        let status = match opts.get("status") {
+            None => "firing".to_string(),
+            Some(v) => v
+                .clone()
+                .into_string()
+                .map_err(|_| fail("alert: status must be \"firing\" or \"resolved\""))?,
+        };
+        let value = |k: &str| -> Result<Value, Box<EvalAltResult>> {
+            match opts.get(k) {
+                None => Ok(Value::Object(Default::default())),
+                Some(v) if v.is_map() => rhai::serde::from_dynamic(v),
+                Some(_) => Err(fail(format!("alert: {k} must be a map"))),
+            }
+        };
+        let runs = self
+            .0
+            .alert_with(name, &status, value("labels")?, value("annotations")?)
+            .map_err(sim_err)?;
+        runs_array(&runs)
+    }
+
     fn run(&self, playbook: &str, opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
         for k in opts.keys() {
             if !matches!(k.as_str(), "params" | "dry_run") {
@@ -470,6 +500,9 @@ pub fn engine() -> Engine {
     e.register_fn("alert", |w: &mut World, name: &str| w.alert(name, "firing"));
     e.register_fn("alert", |w: &mut World, name: &str, status: &str| {
         w.alert(name, status)
+    });
+    e.register_fn("alert", |w: &mut World, name: &str, opts: Map| {
+        w.alert_opts(name, opts)
     });
     e.register_fn("resolve", |w: &mut World, name: &str| {
         w.alert(name, "resolved")

@@ -47,15 +47,12 @@ fn sleep_for(seconds: f64) -> Result<(), Box<EvalAltResult>> {
     with_run("sleep", |ctx| {
         let wanted = Duration::from_secs_f64(seconds);
         if ctx.services.clock.is_virtual() {
-            // Simulated time: move the clock (and the simulated app with it) instead of
-            // waiting; the run's deadline is on the same clock.
+            // Simulated time: move the clock instead of waiting (the simulated app, watching
+            // the clock, moves with it); the run's deadline is on the same clock.
             let deadline = ctx.started_ms + ctx.timeout.as_millis() as i64;
             let now = ctx.services.clock.now_ms();
             let step = (wanted.as_millis() as i64).min((deadline - now).max(0));
-            match &ctx.services.world {
-                Some(world) => world.pass_time(step),
-                None => ctx.services.clock.advance(step),
-            }
+            ctx.services.clock.advance(step);
             return if now + (wanted.as_millis() as i64) > deadline {
                 Err(terminated(TERMINATED_TIMEOUT))
             } else {

@@ -32,7 +32,9 @@ fn backends() -> Result<Map, Box<EvalAltResult>> {
     out.insert("state".into(), state.into());
     let payments = services.payments.clone();
     let status = if payments.configured() {
-        probe("payments database", async move { payments.ping().await })?
+        probe("payments database", async move {
+            payments.backend()?.ping().await
+        })?
     } else {
         "not configured".to_string()
     };

@@ -55,9 +55,8 @@ pub struct Services {
     pub clock: crate::clock::Clock,
     /// The escalation table's level names, for `escalate()`.
     pub levels: incident::LevelNames,
-    /// The simulated world behind every backend, in `runbookd test`, `simulate` and
-    /// `serve --world`; `None` in production.
-    pub world: Option<Arc<crate::world::World>>,
+    /// The app's webhook endpoint, for `webhooks::probe`.
+    pub webhook_endpoint: Arc<dyn webhooks::WebhookEndpoint>,
 }
 
 impl Services {
@@ -67,9 +66,14 @@ impl Services {
         store: Option<Store>,
     ) -> Result<Services, payments::PaymentsError> {
         let redis = Arc::new(redis_conn::RedisConnections::default());
+        let stripe = stripe::Stripe::new(&config.stripe);
         Ok(Services {
             payments: payments::Payments::new(&config.payments)?,
-            stripe: stripe::Stripe::new(&config.stripe),
+            webhook_endpoint: Arc::new(webhooks::HttpEndpoint {
+                http: stripe.http().clone(),
+                url: config.stripe.webhook_url.clone(),
+            }),
+            stripe,
             webhook_secret: webhooks::WebhookSecret::from_config(&config.stripe),
             celery: celery::Celery::new(&config.celery, redis.clone()),
             webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
@@ -92,7 +96,6 @@ impl Services {
             )),
             clock: crate::clock::Clock::Real,
             levels: incident::runbook_levels(),
-            world: None,
         })
     }
 }

@@ -211,11 +211,14 @@ async fn settle(
     let applied = if opts.dry_run {
         false
     } else {
-        match services
-            .payments
-            .set_status(&p.id, &p.status, &to, &reason)
-            .await
-        {
+        let set = async {
+            services
+                .payments
+                .backend()?
+                .set_status(&p.id, &p.status, &to, &reason)
+                .await
+        };
+        match set.await {
             // false: a webhook changed it first, and that change stands.
             Ok(applied) => applied,
             Err(e) => return Outcome::Error(finding(p, "database_error", e.to_string())),
@@ -253,10 +256,14 @@ pub async fn reconcile(
             return Ok(report);
         }
     }
-    let stale = payments
-        .stale_pending(opts.older_than, None, opts.limit)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stale = async {
+        payments
+            .backend()?
+            .stale_pending(opts.older_than, None, opts.limit)
+            .await
+    }
+    .await
+    .map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopped_why = Arc::new(Mutex::new(None::<String>));
     // Each payment is settled as soon as Stripe has answered for it, not after the whole
@@ -324,7 +331,15 @@ pub async fn reconcile(
 
 /// The runbook's L3 condition: charged in Stripe, recorded as failed here.
 async fn check_failed(services: &Services, window: Duration, opts: &Options, report: &mut Report) {
-    let failed = match services.payments.recent_failures(window, opts.limit).await {
+    let failed = match async {
+        services
+            .payments
+            .backend()?
+            .recent_failures(window, opts.limit)
+            .await
+    }
+    .await
+    {
         Ok(f) => f,
         Err(e) => {
             report.errors.push(Finding {

@@ -136,6 +136,33 @@ pub fn judge_probe(
     }
 }
 
+/// The app's webhook endpoint as `webhooks::probe` reaches it: over HTTP in production
+/// ([`HttpEndpoint`]), the simulated app's in simulations.
+#[async_trait::async_trait]
+pub trait WebhookEndpoint: Send + Sync {
+    /// The endpoint's URL when known (`[stripe] webhook_url`, or the simulated app's).
+    fn url(&self) -> Option<String>;
+    /// POSTs an unsigned `{}` to `url` and judges the answer.
+    async fn probe(&self, url: &str) -> Probe;
+}
+
+/// The real endpoint, through the shared HTTP client.
+pub struct HttpEndpoint {
+    pub http: reqwest::Client,
+    pub url: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl WebhookEndpoint for HttpEndpoint {
+    fn url(&self) -> Option<String> {
+        self.url.clone()
+    }
+
+    async fn probe(&self, url: &str) -> Probe {
+        probe(&self.http, url).await
+    }
+}
+
 /// The webhook signing secret, read once at start.
 #[derive(Clone)]
 pub struct WebhookSecret(Option<SecretString>, String);
@@ -203,31 +230,22 @@ fn verify(payload: &str, header: &str, tolerance: INT) -> Result<Dynamic, Box<Ev
     Ok(m.into())
 }
 
-/// Where the simulated app's webhook endpoint lives.
-const SIMULATED_ENDPOINT: &str = "https://debtflow.example.com/api/v1/payments/webhook/stripe/";
-
 fn probe_url(url: &str) -> Result<Dynamic, Box<EvalAltResult>> {
-    let (http, world, allowed) = with_run("webhooks::probe", |ctx| {
+    let (endpoint, allowed) = with_run("webhooks::probe", |ctx| {
         let s = &ctx.services;
-        let allowed = s.stripe.config().webhook_url.as_deref() == Some(url)
-            || s.webhook_probe_allow.iter().any(|a| a == url)
-            || (s.world.is_some() && url == SIMULATED_ENDPOINT);
-        Ok((s.stripe.http().clone(), s.world.clone(), allowed))
+        let allowed = s.webhook_endpoint.url().as_deref() == Some(url)
+            || s.webhook_probe_allow.iter().any(|a| a == url);
+        Ok((s.webhook_endpoint.clone(), allowed))
     })?;
     if !allowed {
         return Err(script_error(format!(
             "webhooks::probe: `{url}` is neither [stripe] webhook_url nor listed in [webhooks] probe_allow"
         )));
     }
-    let p = match world {
-        Some(w) => w.sim_probe(url),
-        None => {
-            let url = url.to_string();
-            block_on("webhooks::probe", Duration::from_secs(60), async move {
-                Ok::<_, std::convert::Infallible>(probe(&http, &url).await)
-            })?
-        }
-    };
+    let url = url.to_string();
+    let p = block_on("webhooks::probe", Duration::from_secs(60), async move {
+        Ok::<_, std::convert::Infallible>(endpoint.probe(&url).await)
+    })?;
     rhai::serde::to_dynamic(&p)
 }
 
@@ -241,19 +259,7 @@ fn module() -> Module {
     });
     m.set_native_fn("probe", || {
         let url = with_run("webhooks::probe", |ctx| {
-            Ok(ctx
-                .services
-                .stripe
-                .config()
-                .webhook_url
-                .clone()
-                .or_else(|| {
-                    // A simulated app has an endpoint even when none is configured.
-                    ctx.services
-                        .world
-                        .as_ref()
-                        .map(|_| SIMULATED_ENDPOINT.to_string())
-                }))
+            Ok(ctx.services.webhook_endpoint.url())
         })?;
         let url = url.ok_or_else(|| {
             script_error("webhooks::probe: set [stripe] webhook_url, or pass the URL")
@@ -277,7 +283,7 @@ fn module() -> Module {
         })?;
         let w = Duration::from_secs(window.max(0) as u64);
         block_on("webhooks::received", Duration::from_secs(15), async move {
-            p.webhook_count(w).await
+            p.backend()?.webhook_count(w).await
         })
     });
     m

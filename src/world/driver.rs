@@ -18,6 +18,7 @@ use super::World;
 use crate::{
     clock::Clock,
     config::{ChannelConfig, Config},
+    dispatch::admission::{self, Verdict},
     engine::{
         runner::{self, RunSpec},
         Catalog,
@@ -25,8 +26,8 @@ use crate::{
     escalation::Escalation,
     notify::Notifier,
     primitives::Services,
-    store::{Incident, Store},
-    triggers::TriggerSpec,
+    store::{Incident, RunStatus, Store},
+    triggers::{alertmanager::Alert, TriggerSpec},
 };
 
 /// One finished run in a simulation.
@@ -323,11 +324,23 @@ impl Sim {
             .next())
     }
 
-    /// Alertmanager delivers alert `name` as `firing` or `resolved`: the incident is opened
-    /// (firing) and every playbook whose trigger matches runs, as the daemon would — not
-    /// again within the trigger's cooldown, on the virtual clock; a resolved alert runs the
-    /// playbooks that opted in, then resolves the incident.
+    /// Alertmanager delivers alert `name` as `firing` or `resolved` with `labels` (and
+    /// `annotations`): admitted by the daemon's own rules ([`admission`]) — the incident
+    /// key from the fingerprint or `[alerts] incident_key_labels`, every playbook whose
+    /// trigger matches, not again within its cooldown on the virtual clock; a resolved
+    /// alert runs the playbooks that opted in, then resolves the incident.
     pub fn alert(&self, name: &str, status: &str, labels: Value) -> Result<Vec<SimRun>, SimError> {
+        self.alert_with(name, status, labels, Value::Null)
+    }
+
+    /// [`Sim::alert`] with annotations.
+    pub fn alert_with(
+        &self,
+        name: &str,
+        status: &str,
+        labels: Value,
+        annotations: Value,
+    ) -> Result<Vec<SimRun>, SimError> {
         let resolved = match status {
             "firing" => false,
             "resolved" => true,
@@ -337,18 +350,52 @@ impl Sim {
                 )))
             }
         };
-        let mut labels = labels.as_object().cloned().unwrap_or_default();
-        labels.insert("alertname".into(), name.into());
+        let text = |v: &Value| -> std::collections::BTreeMap<String, String> {
+            v.as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| {
+                            let s = v
+                                .as_str()
+                                .map(String::from)
+                                .unwrap_or_else(|| v.to_string());
+                            (k.clone(), s)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut label_set = text(&labels);
+        label_set.insert("alertname".into(), name.into());
+        let alert = Alert {
+            status: status.into(),
+            fingerprint: admission::fingerprint(&label_set),
+            labels: label_set,
+            annotations: text(&annotations),
+            starts_at: crate::store::ms_to_rfc3339(self.now_ms()),
+            ends_at: String::new(),
+            generator_url: String::new(),
+        };
+        let labels: serde_json::Map<String, Value> = alert
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
         self.note("alert", format!("{name} {status}"));
-        let key = format!("alert:{name}");
+        let key = admission::incident_key(&alert, &self.config.alerts);
         let incident = match self.block(self.store.open_incident_by_key(&key))? {
             Some(i) => Some(i),
             None if !resolved => {
                 let now = self.now_ms();
+                let title = alert
+                    .annotations
+                    .get("summary")
+                    .cloned()
+                    .unwrap_or_else(|| name.to_string());
                 let i = self.block(self.store.create_incident(
                     &key,
-                    &key,
-                    &format!("{name} (simulated)"),
+                    &format!("alert:{name}"),
+                    &title,
                     &Value::Object(labels.clone()),
                     now,
                 ))?;
@@ -358,52 +405,26 @@ impl Sim {
             None => None,
         };
         let mut runs = Vec::new();
-        for pb in self.catalog.playbooks() {
-            // The trigger's cooldown (or `[alerts] cooldown`), as the daemon applies it.
-            let wants = pb.triggers.iter().find_map(|t| match t {
-                TriggerSpec::Alert {
-                    alert,
-                    labels: want,
-                    on_resolved,
-                    cooldown,
-                } if alert == name
-                    && (!resolved || *on_resolved)
-                    && want
-                        .iter()
-                        .all(|(k, v)| labels.get(k).and_then(Value::as_str) == Some(v)) =>
-                {
-                    Some(
-                        cooldown
-                            .as_deref()
-                            .and_then(|c| humantime::parse_duration(c).ok())
-                            .unwrap_or(self.config.alerts.cooldown),
-                    )
-                }
-                _ => None,
-            });
-            let Some(cooldown) = wants else {
-                continue;
-            };
-            let incident_id = incident.as_ref().map(|i| i.id.clone());
-            let turn = (incident_id.clone().unwrap_or_default(), pb.name.clone());
+        let Some(incident) = incident else {
+            self.note("alert", "resolved, but no open incident has this key");
+            return Ok(runs);
+        };
+        for m in admission::matching(&self.catalog, &alert, self.config.alerts.cooldown) {
+            let turn = (incident.id.clone(), m.playbook.clone());
             let now = self.now_ms();
-            if !resolved {
-                let last = self
-                    .last_alert_run
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&turn)
-                    .copied();
-                if let Some(last) = last.filter(|l| now - l < cooldown.as_millis() as i64) {
-                    self.note(
-                        "alert",
-                        format!(
-                            "{}: in cooldown ({} s of {} s since the last run); nothing started",
-                            pb.name,
-                            (now - last) / 1000,
-                            cooldown.as_secs()
-                        ),
-                    );
+            // Runs in a simulation finish before the next alert: the last one is done.
+            let last = self
+                .last_alert_run
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&turn)
+                .map(|at| (RunStatus::Succeeded, *at));
+            match admission::decide(&m, !resolved, last, now) {
+                Verdict::Start => {}
+                held => {
+                    if let Some(note) = held.note(&m.playbook) {
+                        self.note("alert", format!("{note}; nothing started"));
+                    }
                     continue;
                 }
             }
@@ -412,19 +433,19 @@ impl Sim {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(turn, now);
             runs.push(self.run_event(
-                &pb.name,
+                &m.playbook,
                 json!({
                     "kind": "alert", "name": name, "status": status, "labels": labels,
-                    "annotations": {}, "params": {},
-                    "incident": incident_id,
+                    "annotations": alert.annotations, "params": {},
+                    "incident": incident.id,
                 }),
             )?);
         }
-        if let (true, Some(i)) = (resolved, &incident) {
+        if resolved {
             self.block(self.store.resolve_incident(
-                &i.id,
+                &incident.id,
                 "alertmanager",
-                &format!("{name} resolved"),
+                &format!("alert {name} resolved"),
             ))?;
             self.note("incident", format!("incident for {name} resolved"));
             // The resolution notice to every paged channel goes out on the next pass.

@@ -15,7 +15,7 @@ pub mod driver;
 pub mod live;
 mod payments;
 pub mod scenario;
-mod stripe;
+pub mod stripe;
 
 use std::{
     collections::BTreeMap,
@@ -77,6 +77,8 @@ pub struct SimStripe {
     pub key_rejected: bool,
     /// Answer 429 to every request.
     pub rate_limited: bool,
+    /// Answer every API request with this status and a Stripe error body (403, 500, …).
+    pub answer_status: Option<u16>,
     /// Simulated API latency.
     pub latency_ms: f64,
     pub intents: BTreeMap<String, SimIntent>,
@@ -93,6 +95,7 @@ impl Default for SimStripe {
             key: Some("sk_live_simulated".into()),
             key_rejected: false,
             rate_limited: false,
+            answer_status: None,
             latency_ms: 120.0,
             intents: BTreeMap::new(),
             events: Vec::new(),
@@ -138,22 +141,29 @@ impl World {
     pub fn new(clock: Clock, config: &crate::config::Config) -> Arc<World> {
         let mut breakers = config.breakers.clone();
         for cfg in breakers.values_mut() {
-            cfg.preset = crate::config::BreakerPreset::Memory;
+            cfg.store = crate::config::BreakerStoreKind::Memory;
         }
-        Arc::new(World {
+        let world = Arc::new(World {
             breakers: Arc::new(Breakers::new(
                 breakers,
                 None,
                 Default::default(),
                 clock.clone(),
             )),
-            clock,
+            clock: clock.clone(),
             state: Mutex::new(WorldState {
                 webhook_endpoint: Some(400),
                 webhook_secret: Some("whsec_simulated".into()),
                 ..Default::default()
             }),
-        })
+        });
+        let watched = Arc::downgrade(&world);
+        clock.on_advance(move || {
+            if let Some(w) = watched.upgrade() {
+                w.app_reacts();
+            }
+        });
+        world
     }
 
     pub fn clock(&self) -> &Clock {
@@ -210,14 +220,9 @@ impl World {
     /// seconds ago (so half-open can already be due).
     pub fn open_breaker(&self, name: &str, secs_ago: f64) -> Result<(), String> {
         let back = (secs_ago.max(0.0) * 1000.0) as i64;
-        let at = Clock::virtual_at(self.clock.now_ms() - back);
-        let past = Breakers::new(
-            self.breakers.configs().clone(),
-            None,
-            Default::default(),
-            at,
-        );
-        // Record in the past on a copy, then move its memory into ours.
+        let past = self
+            .breakers
+            .at(Clock::virtual_at(self.clock.now_ms() - back));
         let threshold = self
             .breakers
             .configs()
@@ -230,7 +235,6 @@ impl World {
                 .ok_or("a memory breaker never waits")?
                 .map_err(|e| e.to_string())?;
         }
-        self.breakers.adopt_memory(name, &past);
         Ok(())
     }
 
@@ -268,16 +272,30 @@ impl World {
             store: Some(store),
             runtime,
             breakers: self.breakers.clone(),
-            payments: Payments::simulated(self.clone()),
-            stripe: Stripe::simulated(&config.stripe, self.clone()),
+            payments: Payments::with_backend(self.clone()),
+            stripe: Stripe::with_wire(
+                &config.stripe,
+                Arc::new(stripe::SimStripeWire {
+                    world: self.clone(),
+                }),
+                reqwest::Client::new(),
+                self.clock.clone(),
+            ),
             webhook_secret: WebhookSecret::simulated(secret.as_deref()),
+            webhook_endpoint: Arc::new(stripe::SimEndpoint {
+                world: self.clone(),
+                url: config
+                    .stripe
+                    .webhook_url
+                    .clone()
+                    .unwrap_or_else(|| stripe::SIMULATED_ENDPOINT.to_string()),
+            }),
             celery: crate::primitives::celery::Celery::new(&Default::default(), Default::default()),
             webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
             notifier: Some(notifier),
             settings: Arc::new(settings),
             clock: self.clock.clone(),
             levels: crate::primitives::incident::runbook_levels(),
-            world: Some(self.clone()),
         }
     }
 
@@ -290,12 +308,23 @@ impl World {
             || matches!(s.stripe.indicator.as_str(), "major" | "critical")
     }
 
-    /// Time passes by `ms`: the clock moves, and the app keeps doing what it does. Its
-    /// workers send payments through the breaker: while their Stripe calls fail, a breaker
-    /// that lets a request through (closed or half-open) opens again at once; once they
-    /// succeed, the half-open trial closes it — unless the breaker is stuck.
+    /// Time passes by `ms`: the clock moves, and the app reacts ([`World::app_reacts`],
+    /// called by the virtual clock itself, so a playbook's `sleep` and Stripe's retry
+    /// backoff move the app too). On the real clock (`serve --world`) time moves alone and
+    /// this only lets the app react.
     pub fn pass_time(&self, ms: i64) {
-        self.clock.advance(ms);
+        if self.clock.is_virtual() {
+            self.clock.advance(ms);
+        } else {
+            self.app_reacts();
+        }
+    }
+
+    /// The app keeps doing what it does. Its workers send payments through the breaker:
+    /// while their Stripe calls fail, a breaker that lets a request through (closed or
+    /// half-open) opens again at once; once they succeed, the half-open trial closes it —
+    /// unless the breaker is stuck.
+    fn app_reacts(&self) {
         let failing = self.app_calls_fail();
         let stuck = self.state().breaker_stuck;
         for name in self.breakers.names() {

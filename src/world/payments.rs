@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{SimPayment, World};
-use crate::primitives::payments::{Counts, Payment, PaymentsError};
+use crate::primitives::payments::{Counts, Payment, PaymentsBackend, PaymentsError};
 
 fn down() -> PaymentsError {
     PaymentsError::Unavailable("payments database does not answer (simulated outage)".into())
@@ -49,15 +49,18 @@ impl World {
             .map(|p| self.payment_view(p, now))
             .collect())
     }
+}
 
-    pub(crate) fn sim_payments_ping(&self) -> Result<(), PaymentsError> {
+#[async_trait::async_trait]
+impl PaymentsBackend for World {
+    async fn ping(&self) -> Result<(), PaymentsError> {
         if self.state().payments_down {
             return Err(down());
         }
         Ok(())
     }
 
-    pub(crate) fn sim_counts(&self, window: Duration) -> Result<Counts, PaymentsError> {
+    async fn counts(&self, window: Duration) -> Result<Counts, PaymentsError> {
         let since = self.clock.now_ms() - window.as_millis() as i64;
         let mut counts = Counts::default();
         for p in self.select(|p| p.created_ms >= since, false, i64::MAX)? {
@@ -73,10 +76,7 @@ impl World {
         Ok(counts)
     }
 
-    pub(crate) fn sim_hourly(
-        &self,
-        hours: i64,
-    ) -> Result<Vec<(String, String, i64)>, PaymentsError> {
+    async fn hourly(&self, hours: i64) -> Result<Vec<(String, String, i64)>, PaymentsError> {
         let since = self.clock.now_ms() - hours * 3_600_000;
         let mut by: std::collections::BTreeMap<(String, String), i64> = Default::default();
         for p in self.select(|p| p.created_ms > since, false, i64::MAX)? {
@@ -94,7 +94,7 @@ impl World {
         Ok(rows)
     }
 
-    pub(crate) fn sim_stale_pending(
+    async fn stale_pending(
         &self,
         older_than: Duration,
         with_ref: Option<bool>,
@@ -112,7 +112,7 @@ impl World {
         )
     }
 
-    pub(crate) fn sim_recent_failures(
+    async fn recent_failures(
         &self,
         window: Duration,
         limit: i64,
@@ -125,18 +125,18 @@ impl World {
         )
     }
 
-    pub(crate) fn sim_get(&self, id: &str) -> Result<Option<Payment>, PaymentsError> {
+    async fn get(&self, id: &str) -> Result<Option<Payment>, PaymentsError> {
         Ok(self.select(|p| p.id == id, false, 1)?.pop())
     }
 
-    pub(crate) fn sim_oldest_pending_age(&self) -> Result<Option<f64>, PaymentsError> {
+    async fn oldest_pending_age(&self) -> Result<Option<f64>, PaymentsError> {
         Ok(self
             .select(|p| p.status == "pending", false, 1)?
             .first()
             .map(|p| p.age_seconds))
     }
 
-    pub(crate) fn sim_set_status(
+    async fn set_status(
         &self,
         id: &str,
         from: &str,
@@ -165,10 +165,7 @@ impl World {
         Ok(true)
     }
 
-    pub(crate) fn sim_recent_webhooks(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<serde_json::Value>, PaymentsError> {
+    async fn recent_webhooks(&self, limit: i64) -> Result<Vec<serde_json::Value>, PaymentsError> {
         let s = self.state();
         if s.payments_down {
             return Err(down());
@@ -188,7 +185,7 @@ impl World {
             .collect())
     }
 
-    pub(crate) fn sim_webhook_count(&self, window: Duration) -> Result<i64, PaymentsError> {
+    async fn webhook_count(&self, window: Duration) -> Result<i64, PaymentsError> {
         let since = self.clock.now_ms() - window.as_millis() as i64;
         let s = self.state();
         if s.payments_down {

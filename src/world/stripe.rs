@@ -1,206 +1,267 @@
-//! Stripe, simulated: status page, API reachability, the key and how Stripe takes it,
-//! PaymentIntents, events and webhook delivery — what the `stripe::*` and `webhooks::*`
-//! primitives answer in a simulation.
+//! Stripe, simulated at the wire: the world answers the HTTP requests runbookd's Stripe
+//! client sends — status codes, Stripe's error bodies, JSON shaped as Stripe's, refused
+//! connections, latency — so everything above the wire (retries, `ping()` and `key_info()`
+//! classification, 404 ⇒ no such intent) is production's code.
 
-use super::World;
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use secrecy::SecretString;
+use serde_json::{json, Value};
+
+use super::{SimIntent, World};
 use crate::primitives::{
-    stripe::{IntentSummary, KeyInfo, Ping, StatusPage, StripeCallError},
-    webhooks::Probe,
+    stripe::wire::{HeldKey, StripeWire, Target, WireAnswer, WireError, WireRequest},
+    webhooks::{Probe, WebhookEndpoint},
 };
 
-impl World {
-    /// Fails a request the way the real Stripe would in this world's state.
-    fn stripe_gate(&self) -> Result<(), StripeCallError> {
-        let s = self.state();
+/// The world's Stripe behind the [`StripeWire`] interface.
+pub struct SimStripeWire {
+    pub world: Arc<World>,
+}
+
+fn answer(status: u16, body: Value, latency_ms: f64) -> WireAnswer {
+    WireAnswer {
+        status,
+        should_retry: None,
+        body: serde_json::to_vec(&body).unwrap_or_default().into(),
+        latency: Some(Duration::from_secs_f64(latency_ms.max(0.0) / 1000.0)),
+    }
+}
+
+fn error(
+    status: u16,
+    kind: &str,
+    code: Option<&str>,
+    message: &str,
+    latency_ms: f64,
+) -> WireAnswer {
+    answer(
+        status,
+        json!({"error": {"type": kind, "code": code, "message": message}}),
+        latency_ms,
+    )
+}
+
+/// A PaymentIntent as Stripe's API returns it.
+fn intent_json(id: &str, i: &SimIntent) -> Value {
+    let mut v: Value =
+        serde_json::from_str(include_str!("payment_intent.json")).unwrap_or_default();
+    v["id"] = id.into();
+    v["status"] = i.status.as_str().into();
+    v["amount"] = i.amount.into();
+    v["amount_received"] = if i.status == "succeeded" { i.amount } else { 0 }.into();
+    v["created"] = (i.created_ms / 1000).into();
+    v["client_secret"] = format!("{id}_secret_redacted").into();
+    v["latest_charge"] = Value::Null;
+    v["metadata"] = match &i.payment_id {
+        Some(p) => json!({ "payment_id": p }),
+        None => json!({}),
+    };
+    v
+}
+
+fn list(object: &str, url: &str, data: Vec<Value>, has_more: bool) -> Value {
+    json!({"object": object, "url": url, "data": data, "has_more": has_more, "next_page": null})
+}
+
+impl SimStripeWire {
+    fn api(&self, req: &WireRequest) -> Result<WireAnswer, WireError> {
+        let s = self.world.state();
         let st = &s.stripe;
+        let lat = st.latency_ms;
         if st.api_down {
-            return Err(StripeCallError::Connection(
+            return Err(WireError::Connection(
                 "error sending request: connection refused (simulated outage)".into(),
             ));
         }
-        if st.key.is_none() {
-            return Err(StripeCallError::NoKey(
-                "set [stripe] api_key_env or api_key_file".into(),
+        if st.key_rejected {
+            return Ok(error(
+                401,
+                "invalid_request_error",
+                None,
+                "Invalid API Key provided (simulated)",
+                lat,
             ));
         }
-        if st.key_rejected {
-            return Err(StripeCallError::Api {
-                status: 401,
-                code: None,
-                message: "Invalid API Key provided (simulated)".into(),
-            });
+        if let Some(status) = st.answer_status {
+            let kind = if status >= 500 {
+                "api_error"
+            } else {
+                "invalid_request_error"
+            };
+            return Ok(error(status, kind, None, "simulated failure", lat));
         }
         if st.rate_limited {
-            return Err(StripeCallError::Api {
-                status: 429,
-                code: Some("rate_limit".into()),
-                message: "Too many requests (simulated)".into(),
-            });
+            return Ok(error(
+                429,
+                "invalid_request_error",
+                Some("rate_limit"),
+                "Too many requests (simulated)",
+                lat,
+            ));
         }
-        Ok(())
+        let q: HashMap<String, String> =
+            url::form_urlencoded::parse(req.query.as_deref().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let path = req.path.as_str();
+        Ok(match path {
+            "/account" => answer(
+                200,
+                json!({"id": "acct_simulated", "object": "account"}),
+                lat,
+            ),
+            "/payment_intents/search" => {
+                let wanted = q
+                    .get("query")
+                    .and_then(|q| q.strip_prefix("metadata['payment_id']:'"))
+                    .and_then(|q| q.strip_suffix('\''))
+                    .unwrap_or("");
+                let data = st
+                    .intents
+                    .iter()
+                    .filter(|(_, i)| i.payment_id.as_deref() == Some(wanted))
+                    .map(|(id, i)| intent_json(id, i))
+                    .collect();
+                answer(200, list("search_result", path, data, false), lat)
+            }
+            "/events" => {
+                let since: i64 = q
+                    .get("created[gte]")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let until: i64 = q
+                    .get("created[lte]")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(i64::MAX);
+                let undelivered = q.get("delivery_success").map(String::as_str) == Some("false");
+                let types: Vec<&String> = q
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("types"))
+                    .map(|(_, v)| v)
+                    .collect();
+                let limit: usize = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(10);
+                let after = q.get("starting_after");
+                let mut matching = st
+                    .events
+                    .iter()
+                    .filter(|e| !undelivered || !e.delivered)
+                    .filter(|e| (since..=until).contains(&(e.created_ms / 1000)))
+                    .filter(|e| types.is_empty() || types.iter().any(|t| **t == e.kind))
+                    .skip_while(|e| after.is_some_and(|a| *a != e.id))
+                    .skip(usize::from(after.is_some()));
+                let data: Vec<Value> = matching
+                    .by_ref()
+                    .take(limit)
+                    .map(|e| {
+                        json!({
+                            "id": e.id, "object": "event", "type": e.kind,
+                            "created": e.created_ms / 1000,
+                            "pending_webhooks": i64::from(!e.delivered),
+                            "livemode": false, "api_version": "2024-06-20", "account": null,
+                            "context": null, "request": {"id": null, "idempotency_key": null},
+                            "data": {"object": {"id": "pi_simulated", "object": "payment_intent"}}
+                        })
+                    })
+                    .collect();
+                let more = matching.next().is_some();
+                answer(200, list("list", path, data, more), lat)
+            }
+            "/webhook_endpoints" => answer(
+                200,
+                list(
+                    "list",
+                    path,
+                    vec![json!({
+                        "id": "we_simulated", "object": "webhook_endpoint", "api_version": null,
+                        "application": null, "created": 1764000000, "description": null,
+                        "enabled_events": ["payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded", "charge.dispute.created"],
+                        "livemode": false, "metadata": {}, "secret": null, "status": "enabled",
+                        "url": "https://debtflow.example.com/api/v1/payments/webhook/stripe/"
+                    })],
+                    false,
+                ),
+                lat,
+            ),
+            p => match p.strip_prefix("/payment_intents/") {
+                Some(id) => match st.intents.get(id) {
+                    Some(i) => answer(200, intent_json(id, i), lat),
+                    None => error(
+                        404,
+                        "invalid_request_error",
+                        Some("resource_missing"),
+                        &format!("No such payment_intent: '{id}'"),
+                        lat,
+                    ),
+                },
+                None => error(
+                    404,
+                    "invalid_request_error",
+                    None,
+                    &format!("Unrecognized request URL (GET: /v1{p}) (simulated)"),
+                    lat,
+                ),
+            },
+        })
     }
 
-    pub(crate) fn sim_status_page(&self) -> StatusPage {
-        let s = self.state();
+    fn status_page(&self) -> Result<WireAnswer, WireError> {
+        let s = self.world.state();
         let st = &s.stripe;
         if st.status_page_down {
-            return StatusPage {
-                indicator: "unknown".into(),
-                description: String::new(),
-                operational: false,
-                error: Some("cannot fetch the status page (simulated)".into()),
-                latency_ms: st.latency_ms,
-            };
+            return Err(WireError::Connection(
+                "connection refused (simulated)".into(),
+            ));
         }
-        StatusPage {
-            operational: st.indicator == "none",
-            indicator: st.indicator.clone(),
-            description: st.description.clone(),
+        Ok(answer(
+            200,
+            json!({"page": {"id": "simulated"}, "status": {"indicator": st.indicator, "description": st.description}}),
+            st.latency_ms,
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl StripeWire for SimStripeWire {
+    async fn send(&self, req: WireRequest) -> Result<WireAnswer, WireError> {
+        match req.target {
+            Target::Api => self.api(&req),
+            Target::StatusPage => self.status_page(),
+        }
+    }
+
+    fn key(&self) -> HeldKey {
+        HeldKey {
+            key: self
+                .world
+                .state()
+                .stripe
+                .key
+                .clone()
+                .map(SecretString::from),
+            source: "the simulated world".into(),
             error: None,
-            latency_ms: st.latency_ms,
         }
     }
+}
 
-    pub(crate) fn sim_ping(&self) -> Ping {
-        let latency_ms = self.state().stripe.latency_ms;
-        let (result, message) = match self.stripe_gate() {
-            Ok(()) => ("connected", "account acct_simulated".to_string()),
-            Err(e @ StripeCallError::NoKey(_)) => ("auth_error", e.to_string()),
-            Err(e @ StripeCallError::Connection(_)) => ("connection_error", e.to_string()),
-            Err(e) => match e.status() {
-                Some(401) => ("auth_error", e.to_string()),
-                Some(429) => ("rate_limited", e.to_string()),
-                _ => ("error", e.to_string()),
-            },
-        };
-        Ping {
-            result: result.into(),
-            message,
-            latency_ms,
-        }
+/// Where the simulated app's webhook endpoint lives (unless `[stripe] webhook_url` says).
+pub const SIMULATED_ENDPOINT: &str = "https://debtflow.example.com/api/v1/payments/webhook/stripe/";
+
+/// The simulated app's webhook endpoint: answers an unsigned `{}` with the world's status.
+pub struct SimEndpoint {
+    pub world: Arc<World>,
+    pub url: String,
+}
+
+#[async_trait::async_trait]
+impl WebhookEndpoint for SimEndpoint {
+    fn url(&self) -> Option<String> {
+        Some(self.url.clone())
     }
 
-    pub(crate) fn sim_key_info(&self, expected_mode: &str) -> KeyInfo {
-        let key = self.state().stripe.key.clone();
-        let source = "the simulated world".to_string();
-        let Some(k) = key else {
-            return KeyInfo {
-                set: false,
-                prefix: None,
-                mode: "unknown".into(),
-                expected_mode: expected_mode.into(),
-                matches_expected: false,
-                source,
-            };
-        };
-        let mode = crate::primitives::stripe::key_mode(&k);
-        KeyInfo {
-            set: true,
-            prefix: Some(k.chars().take(7).collect()),
-            matches_expected: mode.ends_with(expected_mode),
-            mode: mode.into(),
-            expected_mode: expected_mode.into(),
-            source,
-        }
-    }
-
-    fn intent_view(id: &str, i: &super::SimIntent) -> IntentSummary {
-        IntentSummary {
-            id: id.into(),
-            status: i.status.clone(),
-            amount: i.amount,
-            currency: "usd".into(),
-            created: i.created_ms / 1000,
-            livemode: false,
-            metadata: i
-                .payment_id
-                .iter()
-                .map(|p| ("payment_id".to_string(), p.clone()))
-                .collect(),
-            last_payment_error: None,
-        }
-    }
-
-    pub(crate) fn sim_payment_intent(
-        &self,
-        id: &str,
-    ) -> Result<Option<IntentSummary>, StripeCallError> {
-        self.stripe_gate()?;
-        Ok(self
-            .state()
-            .stripe
-            .intents
-            .get(id)
-            .map(|i| Self::intent_view(id, i)))
-    }
-
-    pub(crate) fn sim_intents_for_payment(
-        &self,
-        payment_id: &str,
-    ) -> Result<Vec<IntentSummary>, StripeCallError> {
-        self.stripe_gate()?;
-        Ok(self
-            .state()
-            .stripe
-            .intents
-            .iter()
-            .filter(|(_, i)| i.payment_id.as_deref() == Some(payment_id))
-            .map(|(id, i)| Self::intent_view(id, i))
-            .collect())
-    }
-
-    pub(crate) fn sim_failed_events(
-        &self,
-        since: i64,
-        limit: i64,
-    ) -> Result<Vec<serde_json::Value>, StripeCallError> {
-        self.stripe_gate()?;
-        Ok(self
-            .state()
-            .stripe
-            .events
-            .iter()
-            .filter(|e| !e.delivered && e.created_ms / 1000 >= since)
-            .take(limit.clamp(1, 100) as usize)
-            .map(|e| {
-                serde_json::json!({
-                    "id": e.id, "type": e.kind, "created": e.created_ms / 1000, "pending_webhooks": 1,
-                })
-            })
-            .collect())
-    }
-
-    pub(crate) fn sim_count_events(
-        &self,
-        since: i64,
-        until: i64,
-        types: &[String],
-    ) -> Result<(usize, bool), StripeCallError> {
-        self.stripe_gate()?;
-        let n = self
-            .state()
-            .stripe
-            .events
-            .iter()
-            .filter(|e| (since..=until).contains(&(e.created_ms / 1000)))
-            .filter(|e| types.is_empty() || types.contains(&e.kind))
-            .count();
-        Ok((n, true))
-    }
-
-    pub(crate) fn sim_webhook_endpoints(&self) -> Result<Vec<serde_json::Value>, StripeCallError> {
-        self.stripe_gate()?;
-        Ok(vec![serde_json::json!({
-            "id": "we_simulated",
-            "url": "https://debtflow.example.com/api/v1/payments/webhook/stripe/",
-            "status": "enabled",
-            "enabled_events": ["payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded", "charge.dispute.created"],
-        })])
-    }
-
-    /// The app's webhook endpoint answering an unsigned `{}`.
-    pub(crate) fn sim_probe(&self, url: &str) -> Probe {
-        let status = self.state().webhook_endpoint;
+    async fn probe(&self, url: &str) -> Probe {
+        let status = self.world.state().webhook_endpoint;
         crate::primitives::webhooks::judge_probe(
             url,
             status.ok_or("connection refused (simulated)"),

@@ -28,6 +28,8 @@ pub struct Behaviour {
     pub fail_500: usize,
     /// Answer this many API requests with 429 first.
     pub rate_limit_429: usize,
+    /// Answer every API request with this status and a Stripe error body.
+    pub answer_status: Option<u16>,
     /// Close this many connections without answering first.
     pub drop_connections: usize,
     /// Status page answer: (HTTP status, body).
@@ -88,6 +90,15 @@ async fn gate(world: &Shared, headers: &HeaderMap, path: &str) -> Option<Respons
         r.headers_mut()
             .insert("Stripe-Should-Retry", "true".parse().expect("header"));
         return Some(r);
+    }
+    if let Some(status) = w.behaviour.answer_status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let kind = if status.is_server_error() {
+            "api_error"
+        } else {
+            "invalid_request_error"
+        };
+        return Some(stripe_error(status, kind, None, "injected failure"));
     }
     if w.behaviour.rate_limit_429 > 0 {
         w.behaviour.rate_limit_429 -= 1;

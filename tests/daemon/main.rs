@@ -16,6 +16,7 @@ mod key_metrics;
 mod lifecycle;
 mod notify;
 mod outage;
+mod parity;
 mod payments;
 mod reconcile;
 mod reload;

@@ -35,7 +35,7 @@ impl Keys {
                     time: full("opened_at"),
                 }
             }
-            BreakerPreset::Plain | BreakerPreset::Memory => Keys {
+            BreakerPreset::Plain => Keys {
                 state: format!("{base}:state"),
                 failures: format!("{base}:failures"),
                 time: format!("{base}:last_failure"),

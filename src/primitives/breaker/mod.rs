@@ -1,23 +1,23 @@
 //! `breaker(name)`: the payments app's circuit breaker, read and changed where the app keeps
-//! it (Redis, in the app's own layout — see [`layout`]) or in memory for simulations.
+//! it: the app's Redis in the app's own layout ([`layout`]: django or plain), or this
+//! process's memory ([`store`]) for simulations and `store = "memory"`.
 //!
-//! Every multi-key change is one Lua script, so any number of runbookd runs and app workers
-//! can share a breaker without lost updates.
+//! Every multi-key change is one step of the store (a Lua script in Redis), so any number
+//! of runbookd runs and app workers can share a breaker without lost updates.
 
 pub mod layout;
+pub mod store;
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use redis::AsyncCommands;
 use rhai::{Dynamic, Engine, EvalAltResult, Map};
 
-use self::layout::{snapshot, Codec, Keys, Snapshot};
+use self::{
+    layout::{snapshot, Codec, Keys, Snapshot},
+    store::{BreakerStore, FailureWrite, MemoryStore, RedisStore},
+};
 use super::{act, block_on, redis_conn::RedisConnections, script_error, with_run};
-use crate::config::{BreakerConfig, BreakerPreset};
+use crate::config::{BreakerConfig, BreakerPreset, BreakerStoreKind};
 
 /// Why a breaker operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,56 +38,11 @@ impl From<redis::RedisError> for BreakerError {
     }
 }
 
-/// Increments failures (with the window as TTL), opens at the threshold, in one step.
-/// KEYS: state, failures, time. ARGV: window s, threshold, open TTL s (0 = none),
-/// encoded "open", encoded now, "1" if the time key records every failure (plain).
-const RECORD_FAILURE: &str = r"
-local f = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-f = f + 1
-redis.call('SET', KEYS[2], tostring(f), 'EX', tonumber(ARGV[1]))
-local every = ARGV[6] == '1'
-if every then redis.call('SET', KEYS[3], ARGV[5]) end
-local opened = 0
-if f >= tonumber(ARGV[2]) then
-  local ttl = tonumber(ARGV[3])
-  if ttl > 0 then
-    redis.call('SET', KEYS[1], ARGV[4], 'EX', ttl)
-    if not every then redis.call('SET', KEYS[3], ARGV[5], 'EX', ttl) end
-  else
-    redis.call('SET', KEYS[1], ARGV[4])
-    if not every then redis.call('SET', KEYS[3], ARGV[5]) end
-  end
-  opened = 1
-end
-return {f, opened}
-";
-
-/// Stores `closed` (with TTL) and forgets failures, in one step.
-/// KEYS: state, failures. ARGV: encoded "closed", closed TTL s (0 = none).
-const RECORD_SUCCESS: &str = r"
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl) else redis.call('SET', KEYS[1], ARGV[1]) end
-redis.call('DEL', KEYS[2])
-return 1
-";
-
-/// The three stored values (state, failures, time) as Redis would return them.
-type RawValues = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
-
-#[derive(Default, Clone)]
-struct MemoryBreaker {
-    state: Option<(String, Option<f64>)>,
-    failures: Option<(i64, f64)>,
-    time: Option<(f64, Option<f64>)>,
-}
-
-/// All configured breakers.
+/// All configured breakers, each with its store.
+#[derive(Clone)]
 pub struct Breakers {
     configs: BTreeMap<String, BreakerConfig>,
-    default_url: Option<String>,
-    redis: Arc<RedisConnections>,
-    memory: Mutex<HashMap<String, MemoryBreaker>>,
-    scripts: (redis::Script, redis::Script),
+    stores: BTreeMap<String, Arc<dyn BreakerStore>>,
     /// Half-open is computed from the open time and this clock, as the app computes it.
     clock: crate::clock::Clock,
 }
@@ -97,200 +52,116 @@ fn ttl_secs(d: Option<Duration>) -> u64 {
 }
 
 impl Breakers {
+    /// Each breaker in Redis (its own `redis_url` or `default_url`) or, with
+    /// `store = "memory"`, in one memory store shared by all of them.
     pub fn new(
         configs: BTreeMap<String, BreakerConfig>,
         default_url: Option<String>,
         redis: Arc<RedisConnections>,
         clock: crate::clock::Clock,
     ) -> Breakers {
+        let memory: Arc<dyn BreakerStore> = Arc::new(MemoryStore::default());
+        let stores = configs
+            .iter()
+            .map(|(name, cfg)| {
+                let store: Arc<dyn BreakerStore> = match cfg.store {
+                    BreakerStoreKind::Memory => memory.clone(),
+                    BreakerStoreKind::Redis => Arc::new(RedisStore::new(
+                        name,
+                        cfg.redis_url.clone().or_else(|| default_url.clone()),
+                        redis.clone(),
+                    )),
+                };
+                (name.clone(), store)
+            })
+            .collect();
         Breakers {
             configs,
-            default_url,
-            redis,
-            memory: Mutex::new(HashMap::new()),
-            scripts: (
-                redis::Script::new(RECORD_FAILURE),
-                redis::Script::new(RECORD_SUCCESS),
-            ),
+            stores,
             clock,
         }
     }
 
-    /// Names of configured breakers.
+    /// The same breakers and stores seen from another clock (a simulation records what
+    /// the app's workers did some seconds ago).
+    pub fn at(&self, clock: crate::clock::Clock) -> Breakers {
+        Breakers {
+            clock,
+            ..self.clone()
+        }
+    }
+
     /// Configuration of every breaker, by name.
     pub fn configs(&self) -> &BTreeMap<String, BreakerConfig> {
         &self.configs
     }
 
-    /// Simulations: takes over what `other` holds in memory for breaker `name`.
-    pub fn adopt_memory(&self, name: &str, other: &Breakers) {
-        let theirs = other
-            .memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned();
-        let mut ours = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        match theirs {
-            Some(b) => ours.insert(name.to_string(), b),
-            None => ours.remove(name),
-        };
-    }
-
+    /// Names of configured breakers.
     pub fn names(&self) -> Vec<String> {
         self.configs.keys().cloned().collect()
     }
 
-    fn config(&self, name: &str) -> Result<(&BreakerConfig, Keys), BreakerError> {
-        let cfg = self
-            .configs
-            .get(name)
-            .ok_or_else(|| BreakerError::Unknown(name.into(), self.names().join(", ")))?;
-        Ok((cfg, Keys::for_breaker(name, cfg)))
-    }
-
-    fn connection(
+    fn config(
         &self,
         name: &str,
-        cfg: &BreakerConfig,
-    ) -> Result<redis::aio::ConnectionManager, BreakerError> {
-        let url = cfg
-            .redis_url
-            .as_deref()
-            .or(self.default_url.as_deref())
-            .ok_or_else(|| BreakerError::NotConfigured(name.into()))?;
-        self.redis.get(url).map_err(BreakerError::Redis)
+    ) -> Result<(&BreakerConfig, Keys, &dyn BreakerStore), BreakerError> {
+        let unknown = || BreakerError::Unknown(name.into(), self.names().join(", "));
+        let cfg = self.configs.get(name).ok_or_else(unknown)?;
+        let store = self.stores.get(name).ok_or_else(unknown)?;
+        Ok((cfg, Keys::for_breaker(name, cfg), store.as_ref()))
     }
 
     /// The breaker's current state.
     pub async fn read(&self, name: &str) -> Result<Snapshot, BreakerError> {
-        let (cfg, keys) = self.config(name)?;
+        let (cfg, keys, store) = self.config(name)?;
         let codec = Codec(cfg.preset);
         let now = self.clock.now_seconds();
-        let (state, failures, time): RawValues = if cfg.preset == BreakerPreset::Memory {
-            self.memory_raw(name, now)
-        } else {
-            let mut con = self.connection(name, cfg)?;
-            let raw: Vec<Option<Vec<u8>>> =
-                con.mget(&[&keys.state, &keys.failures, &keys.time]).await?;
-            let get = |i: usize| raw.get(i).cloned().flatten();
-            (get(0), get(1), get(2))
-        };
+        let (state, failures, time) = store.values(&keys, now).await?;
         let stored = codec.decode_state(&keys.state, state.as_deref())?;
         let failures = codec.decode_failures(&keys.failures, failures.as_deref())?;
         let time = codec.decode_time(&keys.time, time.as_deref())?;
         Ok(snapshot(name, cfg, &keys, stored, failures, time, now))
     }
 
+    /// The three values as stored, encoded (diagnostics and the parity suite).
+    pub async fn raw_values(&self, name: &str) -> Result<store::RawValues, BreakerError> {
+        let (_, keys, store) = self.config(name)?;
+        store.values(&keys, self.clock.now_seconds()).await
+    }
+
     /// Counts a failure; opens the breaker at the threshold. Returns the new state.
     pub async fn record_failure(&self, name: &str) -> Result<Snapshot, BreakerError> {
-        let (cfg, keys) = self.config(name)?;
+        let (cfg, keys, store) = self.config(name)?;
         let codec = Codec(cfg.preset);
         let now = self.clock.now_seconds();
-        let every = cfg.preset != BreakerPreset::Django;
-        if cfg.preset == BreakerPreset::Memory {
-            let mut mem = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-            let b = mem.entry(name.into()).or_default();
-            let current = match b.failures {
-                Some((n, expires)) if expires > now => n,
-                _ => 0,
-            };
-            let f = current + 1;
-            b.failures = Some((f, now + cfg.window.as_secs_f64()));
-            let ttl = cfg.open_ttl.map(|t| now + t.as_secs_f64());
-            if every {
-                b.time = Some((now, None));
-            }
-            if f >= i64::from(cfg.failure_threshold) {
-                b.state = Some(("open".into(), ttl));
-                if !every {
-                    b.time = Some((now, ttl));
-                }
-            }
-        } else {
-            let mut con = self.connection(name, cfg)?;
-            let _: (i64, i64) = self
-                .scripts
-                .0
-                .key(&keys.state)
-                .key(&keys.failures)
-                .key(&keys.time)
-                .arg(cfg.window.as_secs().max(1))
-                .arg(cfg.failure_threshold)
-                .arg(ttl_secs(cfg.open_ttl))
-                .arg(codec.encode_state("open"))
-                .arg(codec.encode_time(now))
-                .arg(if every { "1" } else { "0" })
-                .invoke_async(&mut con)
-                .await?;
-        }
+        let write = FailureWrite {
+            window_s: cfg.window.as_secs().max(1),
+            threshold: cfg.failure_threshold,
+            open_ttl_s: ttl_secs(cfg.open_ttl),
+            open: codec.encode_state("open"),
+            now: codec.encode_time(now),
+            every: cfg.preset != BreakerPreset::Django,
+        };
+        store.record_failure(&keys, &write, now).await?;
         self.read(name).await
     }
 
     /// Records a success: stores `closed`, forgets failures.
     pub async fn record_success(&self, name: &str) -> Result<Snapshot, BreakerError> {
-        let (cfg, keys) = self.config(name)?;
-        let codec = Codec(cfg.preset);
-        if cfg.preset == BreakerPreset::Memory {
-            let now = self.clock.now_seconds();
-            let mut mem = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-            let b = mem.entry(name.into()).or_default();
-            b.state = Some((
-                "closed".into(),
-                cfg.closed_ttl.map(|t| now + t.as_secs_f64()),
-            ));
-            b.failures = None;
-        } else {
-            let mut con = self.connection(name, cfg)?;
-            let _: i64 = self
-                .scripts
-                .1
-                .key(&keys.state)
-                .key(&keys.failures)
-                .arg(codec.encode_state("closed"))
-                .arg(ttl_secs(cfg.closed_ttl))
-                .invoke_async(&mut con)
-                .await?;
-        }
+        let (cfg, keys, store) = self.config(name)?;
+        let closed = Codec(cfg.preset).encode_state("closed");
+        let now = self.clock.now_seconds();
+        store
+            .record_success(&keys, &closed, ttl_secs(cfg.closed_ttl), now)
+            .await?;
         self.read(name).await
     }
 
-    /// Deletes the preset's three keys: closed, no failures — the runbook's manual reset.
+    /// Deletes the layout's three keys: closed, no failures — the runbook's manual reset.
     pub async fn reset(&self, name: &str) -> Result<Snapshot, BreakerError> {
-        let (cfg, keys) = self.config(name)?;
-        if cfg.preset == BreakerPreset::Memory {
-            self.memory
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(name);
-        } else {
-            let mut con = self.connection(name, cfg)?;
-            let _: i64 = con.del(&[&keys.state, &keys.failures, &keys.time]).await?;
-        }
+        let (_, keys, store) = self.config(name)?;
+        store.delete(&keys).await?;
         self.read(name).await
-    }
-
-    /// Raw values of an in-memory breaker, expiring what has expired.
-    fn memory_raw(&self, name: &str, now: f64) -> RawValues {
-        let mut mem = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(b) = mem.get_mut(name) else {
-            return (None, None, None);
-        };
-        let live = |exp: Option<f64>| exp.is_none_or(|e| e > now);
-        if b.state.as_ref().is_some_and(|(_, e)| !live(*e)) {
-            b.state = None;
-        }
-        if b.failures.is_some_and(|(_, e)| e <= now) {
-            b.failures = None;
-        }
-        if b.time.is_some_and(|(_, e)| !live(e)) {
-            b.time = None;
-        }
-        (
-            b.state.as_ref().map(|(s, _)| s.clone().into_bytes()),
-            b.failures.map(|(n, _)| n.to_string().into_bytes()),
-            b.time.map(|(t, _)| t.to_string().into_bytes()),
-        )
     }
 }
 

@@ -6,6 +6,13 @@
 //! The secret key is read once at start by indirection and never leaves this module:
 //! `key_info()` reports whether it is set, its first 7 characters and its mode, as the
 //! runbook's own check does.
+//!
+//! Requests go through a [`wire::StripeWire`]: HTTPS in production, the simulated world's
+//! Stripe in simulations. Classification (what a 401 or a refused connection means) lives
+//! here, once, above the wire.
+
+mod script;
+pub mod wire;
 
 use std::{
     num::NonZeroU32,
@@ -14,18 +21,21 @@ use std::{
 };
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Module, INT};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Serialize;
-use stripe::{Client, ClientBuilder, RequestStrategy, StripeError, StripeRequest};
+use stripe_client_core::{RequestStrategy, StripeMethod, StripeRequest};
 use stripe_core::{
     event::ListEvent,
     payment_intent::{RetrievePaymentIntent, SearchPaymentIntent},
     PaymentIntent,
 };
 
-use super::{block_on, with_run};
-use crate::config::{resolve_secret, StripeConfig};
+pub use self::script::register;
+use self::wire::{Api, HeldKey, HttpWire, StripeWire, Target, WireRequest};
+use crate::{
+    clock::Clock,
+    config::{resolve_secret, StripeConfig},
+};
 
 /// A Stripe call that did not produce an answer.
 #[derive(Debug, thiserror::Error)]
@@ -50,23 +60,6 @@ impl StripeCallError {
         match self {
             StripeCallError::Api { status, .. } => Some(*status),
             _ => None,
-        }
-    }
-}
-
-impl From<StripeError> for StripeCallError {
-    fn from(e: StripeError) -> Self {
-        match e {
-            StripeError::Stripe(err, status) => StripeCallError::Api {
-                status,
-                code: err.code.as_ref().map(|c| c.as_str().to_string()),
-                message: err.message.clone().unwrap_or_else(|| "no message".into()),
-            },
-            StripeError::JSONDeserialize(m) => StripeCallError::Decode(m),
-            StripeError::Timeout => StripeCallError::Connection("timed out".into()),
-            StripeError::ClientError(m) | StripeError::ConfigError(m) => {
-                StripeCallError::Connection(m)
-            }
         }
     }
 }
@@ -153,79 +146,75 @@ pub fn key_mode(key: &str) -> &'static str {
 /// Stripe as runbookd uses it.
 #[derive(Clone)]
 pub struct Stripe {
-    client: Option<Client>,
+    api: Arc<Api>,
     http: reqwest::Client,
     cfg: StripeConfig,
-    key: Option<SecretString>,
-    key_error: Option<String>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
-    /// In a simulation the world's Stripe answers instead.
-    sim: Option<Arc<crate::world::World>>,
 }
 
 impl Stripe {
-    /// Reads the key (a missing key is reported by the primitives, not at start).
+    /// Production: reads the key (a missing key is reported by the primitives, not at
+    /// start) and talks HTTPS through one pooled client.
     pub fn new(cfg: &StripeConfig) -> Stripe {
-        let (key, key_error) = match resolve_secret(
+        let source = match (&cfg.api_key_file, &cfg.api_key_env) {
+            (Some(f), _) => format!("file {}", f.display()),
+            (None, Some(v)) => format!("environment variable {v}"),
+            (None, None) => "nowhere (no api_key_env or api_key_file)".into(),
+        };
+        let key = match resolve_secret(
             "stripe.api_key",
             cfg.api_key_env.as_deref(),
             cfg.api_key_file.as_deref(),
         ) {
-            Ok(k) => (Some(k), None),
-            Err(e) => (None, Some(e.to_string())),
+            Ok(k) => HeldKey {
+                key: Some(k),
+                source,
+                error: None,
+            },
+            Err(e) => HeldKey {
+                key: None,
+                source,
+                error: Some(e.to_string()),
+            },
         };
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("runbookd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        let wire = HttpWire::new(http.clone(), &cfg.api_base, &cfg.status_url, key);
+        Stripe::with_wire(cfg, Arc::new(wire), http, Clock::Real)
+    }
+
+    /// Stripe behind any wire (a simulation's): retries back off on `clock`.
+    pub fn with_wire(
+        cfg: &StripeConfig,
+        wire: Arc<dyn StripeWire>,
+        http: reqwest::Client,
+        clock: Clock,
+    ) -> Stripe {
         let strategy = if cfg.max_attempts > 1 {
             RequestStrategy::ExponentialBackoff(cfg.max_attempts)
         } else {
             RequestStrategy::Once
         };
-        let base = format!("{}/", cfg.api_base.trim_end_matches('/'));
-        let client = key.as_ref().and_then(|k| {
-            ClientBuilder::new(k.expose_secret())
-                .url(base.clone())
-                .timeout(cfg.timeout)
-                .request_strategy(strategy.clone())
-                .app_info("runbookd", Some(env!("CARGO_PKG_VERSION").into()), None)
-                .build()
-                .ok()
-        });
         let limiter = NonZeroU32::new(cfg.max_requests_per_second)
             .map(|n| Arc::new(RateLimiter::direct(Quota::per_second(n))));
-        let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .user_agent(concat!("runbookd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
         Stripe {
-            client,
+            api: Arc::new(Api {
+                wire,
+                strategy,
+                timeout: cfg.timeout,
+                clock,
+            }),
             http,
             cfg: cfg.clone(),
-            key,
-            key_error,
             limiter,
-            sim: None,
         }
     }
 
-    /// The simulated world's Stripe; no request leaves the process.
-    pub fn simulated(cfg: &StripeConfig, world: Arc<crate::world::World>) -> Stripe {
-        Stripe {
-            client: None,
-            http: reqwest::Client::new(),
-            cfg: cfg.clone(),
-            key: None,
-            key_error: None,
-            limiter: None,
-            sim: Some(world),
-        }
-    }
-
-    /// The simulated world behind this client, if any.
-    pub fn world(&self) -> Option<&Arc<crate::world::World>> {
-        self.sim.as_ref()
-    }
-
-    /// The shared HTTP client (status page, webhook probes).
+    /// The shared HTTP client (webhook probes).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
@@ -235,14 +224,15 @@ impl Stripe {
         &self.cfg
     }
 
-    fn client(&self) -> Result<&Client, StripeCallError> {
-        self.client.as_ref().ok_or_else(|| {
-            StripeCallError::NoKey(
-                self.key_error
-                    .clone()
-                    .unwrap_or_else(|| "set [stripe] api_key_env or api_key_file".into()),
-            )
-        })
+    /// The client to send requests through, once a key is held.
+    fn client(&self) -> Result<&Api, StripeCallError> {
+        let held = self.api.wire.key();
+        if held.key.is_none() {
+            return Err(StripeCallError::NoKey(held.error.unwrap_or_else(|| {
+                "set [stripe] api_key_env or api_key_file".into()
+            })));
+        }
+        Ok(&self.api)
     }
 
     /// Waits for a slot under `max_requests_per_second`.
@@ -254,23 +244,27 @@ impl Stripe {
 
     /// Step 1: Stripe's status page. Never fails: an unreadable page is `unknown`.
     pub async fn status_page(&self) -> StatusPage {
-        if let Some(w) = &self.sim {
-            return w.sim_status_page();
-        }
         let started = Instant::now();
-        let answer = async {
-            let resp = self
-                .http
-                .get(&self.cfg.status_url)
-                .send()
-                .await
-                .map_err(|e| format!("cannot fetch {}: {e}", self.cfg.status_url))?;
-            let status = resp.status();
-            let body = resp.text().await.map_err(|e| e.to_string())?;
-            if !status.is_success() {
-                return Err(format!("status page answered {status}"));
+        let request = WireRequest {
+            target: Target::StatusPage,
+            method: StripeMethod::Get,
+            path: String::new(),
+            query: None,
+            body: None,
+            idempotency_key: None,
+            timeout: self.cfg.timeout,
+        };
+        let sent = self.api.wire.send(request).await;
+        let latency_ms = match &sent {
+            Ok(a) if a.latency.is_some() => a.latency.unwrap_or_default().as_secs_f64() * 1000.0,
+            _ => started.elapsed().as_secs_f64() * 1000.0,
+        };
+        let answer = (|| {
+            let a = sent.map_err(|e| format!("cannot fetch {}: {e}", self.cfg.status_url))?;
+            if !(200..300).contains(&a.status) {
+                return Err(format!("status page answered {}", a.status));
             }
-            let v: serde_json::Value = serde_json::from_str(&body)
+            let v: serde_json::Value = serde_json::from_slice(&a.body)
                 .map_err(|_| "status page did not answer JSON".to_string())?;
             let indicator = v["status"]["indicator"]
                 .as_str()
@@ -284,9 +278,7 @@ impl Stripe {
                 .unwrap_or("")
                 .to_string();
             Ok((indicator, description))
-        }
-        .await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        })();
         match answer {
             Ok((indicator, description)) => StatusPage {
                 operational: indicator == "none",
@@ -307,35 +299,51 @@ impl Stripe {
 
     /// Step 6: `GET /v1/account` with our key, classified.
     pub async fn ping(&self) -> Ping {
-        if let Some(w) = &self.sim {
-            return w.sim_ping();
-        }
         let started = Instant::now();
         let outcome = match self.client() {
             Err(e) => Err(e),
-            Ok(client) => {
+            Ok(api) => {
                 self.throttle().await;
-                stripe_connect::account::RetrieveForMyAccountAccount::new()
-                    .customize()
-                    .request_strategy(RequestStrategy::Once)
-                    .send(client)
-                    .await
-                    .map_err(StripeCallError::from)
+                let req = stripe_connect::account::RetrieveForMyAccountAccount::new().build();
+                let wire = WireRequest {
+                    target: Target::Api,
+                    method: req.method,
+                    path: req.path,
+                    query: req.query,
+                    body: None,
+                    idempotency_key: None,
+                    timeout: self.cfg.timeout,
+                };
+                api.exchange(wire, &RequestStrategy::Once).await
             }
         };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let (result, message) = match outcome {
-            Ok(account) => ("connected", format!("account {}", account.id.as_str())),
-            Err(e @ StripeCallError::NoKey(_)) => ("auth_error", e.to_string()),
-            Err(e) => match e.status() {
-                Some(401) | Some(403) => ("auth_error", e.to_string()),
-                Some(429) => ("rate_limited", e.to_string()),
-                Some(_) => ("error", e.to_string()),
-                None if matches!(e, StripeCallError::Connection(_)) => {
-                    ("connection_error", e.to_string())
+        let measured = started.elapsed().as_secs_f64() * 1000.0;
+        let (result, message, latency_ms) = match outcome {
+            Ok(answer) => {
+                let latency = answer
+                    .latency
+                    .map(|l| l.as_secs_f64() * 1000.0)
+                    .unwrap_or(measured);
+                match serde_json::from_slice::<serde_json::Value>(&answer.body) {
+                    Ok(v) => match v["id"].as_str() {
+                        Some(id) => ("connected", format!("account {id}"), latency),
+                        None => (
+                            "error",
+                            "Stripe answered an account without an id".into(),
+                            latency,
+                        ),
+                    },
+                    Err(_) => (
+                        "error",
+                        "Stripe sent an answer runbookd cannot read".into(),
+                        latency,
+                    ),
                 }
-                None => ("error", e.to_string()),
-            },
+            }
+            Err(e) => {
+                let (result, message) = classify_ping(&e);
+                (result, message, measured)
+            }
         };
         Ping {
             result: result.into(),
@@ -346,22 +354,15 @@ impl Stripe {
 
     /// Scenario 3: is the key set, and is it the kind we expect?
     pub fn key_info(&self) -> KeyInfo {
-        if let Some(w) = &self.sim {
-            return w.sim_key_info(&self.cfg.expected_mode);
-        }
-        let source = match (&self.cfg.api_key_file, &self.cfg.api_key_env) {
-            (Some(f), _) => format!("file {}", f.display()),
-            (None, Some(v)) => format!("environment variable {v}"),
-            (None, None) => "nowhere (no api_key_env or api_key_file)".into(),
-        };
-        let Some(key) = &self.key else {
+        let held = self.api.wire.key();
+        let Some(key) = &held.key else {
             return KeyInfo {
                 set: false,
                 prefix: None,
                 mode: "unknown".into(),
                 expected_mode: self.cfg.expected_mode.clone(),
                 matches_expected: false,
-                source,
+                source: held.source,
             };
         };
         let k = key.expose_secret();
@@ -372,27 +373,18 @@ impl Stripe {
             matches_expected: mode.ends_with(self.cfg.expected_mode.as_str()),
             mode: mode.into(),
             expected_mode: self.cfg.expected_mode.clone(),
-            source,
+            source: held.source,
         }
     }
 
     /// One PaymentIntent; `None` when Stripe does not know it (404).
     pub async fn payment_intent(&self, id: &str) -> Result<Option<IntentSummary>, StripeCallError> {
-        if let Some(w) = &self.sim {
-            return w.sim_payment_intent(id);
-        }
         let client = self.client()?;
         self.throttle().await;
         match RetrievePaymentIntent::new(id).send(client).await {
             Ok(pi) => Ok(Some(pi.into())),
-            Err(e) => {
-                let e = StripeCallError::from(e);
-                if e.status() == Some(404) {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -402,9 +394,6 @@ impl Stripe {
         &self,
         payment_id: &str,
     ) -> Result<Vec<IntentSummary>, StripeCallError> {
-        if let Some(w) = &self.sim {
-            return w.sim_intents_for_payment(payment_id);
-        }
         let client = self.client()?;
         self.throttle().await;
         let query = format!("metadata['payment_id']:'{}'", payment_id.replace('\'', ""));
@@ -421,9 +410,6 @@ impl Stripe {
         since: i64,
         limit: i64,
     ) -> Result<Vec<serde_json::Value>, StripeCallError> {
-        if let Some(w) = &self.sim {
-            return w.sim_failed_events(since, limit);
-        }
         let client = self.client()?;
         self.throttle().await;
         let list = ListEvent::new()
@@ -460,9 +446,6 @@ impl Stripe {
         types: &[String],
         max_pages: usize,
     ) -> Result<(usize, bool), StripeCallError> {
-        if let Some(w) = &self.sim {
-            return w.sim_count_events(since, until, types);
-        }
         let client = self.client()?;
         let mut count = 0;
         let mut after: Option<String> = None;
@@ -495,9 +478,6 @@ impl Stripe {
 
     /// Webhook endpoints configured in Stripe, and whether they are enabled.
     pub async fn webhook_endpoints(&self) -> Result<Vec<serde_json::Value>, StripeCallError> {
-        if let Some(w) = &self.sim {
-            return w.sim_webhook_endpoints();
-        }
         let client = self.client()?;
         self.throttle().await;
         let list = stripe_misc::webhook_endpoint::ListWebhookEndpoint::new()
@@ -519,73 +499,17 @@ impl Stripe {
     }
 }
 
-const LIMIT: Duration = Duration::from_secs(60);
-
-fn stripe() -> Result<Stripe, Box<EvalAltResult>> {
-    with_run("stripe", |ctx| Ok(ctx.services.stripe.clone()))
-}
-
-fn dynamic<T: Serialize>(v: &T) -> Result<Dynamic, Box<EvalAltResult>> {
-    rhai::serde::to_dynamic(v)
-}
-
-fn module() -> Module {
-    let mut m = Module::new();
-    m.set_native_fn("status", || {
-        let s = stripe()?;
-        let page = block_on("stripe::status", LIMIT, async move {
-            Ok::<_, std::convert::Infallible>(s.status_page().await)
-        })?;
-        dynamic(&page)
-    });
-    m.set_native_fn("ping", || {
-        let s = stripe()?;
-        let ping = block_on("stripe::ping", LIMIT, async move {
-            Ok::<_, std::convert::Infallible>(s.ping().await)
-        })?;
-        dynamic(&ping)
-    });
-    m.set_native_fn("key_info", || dynamic(&stripe()?.key_info()));
-    m.set_native_fn("payment_intent", |id: &str| {
-        let s = stripe()?;
-        let id = id.to_string();
-        let pi = block_on("stripe::payment_intent", LIMIT, async move {
-            s.payment_intent(&id).await
-        })?;
-        match pi {
-            Some(pi) => dynamic(&pi),
-            None => Ok(Dynamic::UNIT),
-        }
-    });
-    m.set_native_fn("intents_for_payment", |payment_id: &str| {
-        let s = stripe()?;
-        let id = payment_id.to_string();
-        let list = block_on("stripe::intents_for_payment", LIMIT, async move {
-            s.intents_for_payment(&id).await
-        })?;
-        list.iter().map(dynamic).collect::<Result<Array, _>>()
-    });
-    m.set_native_fn("failed_events", |since_seconds_ago: INT| {
-        let s = stripe()?;
-        let now = with_run("stripe::failed_events", |ctx| {
-            Ok(ctx.services.clock.now_ms())
-        })?;
-        let since = now / 1000 - since_seconds_ago.max(0);
-        let list = block_on("stripe::failed_events", LIMIT, async move {
-            s.failed_events(since, 100).await
-        })?;
-        list.iter().map(dynamic).collect::<Result<Array, _>>()
-    });
-    m.set_native_fn("webhook_endpoints", || {
-        let s = stripe()?;
-        let list = block_on("stripe::webhook_endpoints", LIMIT, async move {
-            s.webhook_endpoints().await
-        })?;
-        list.iter().map(dynamic).collect::<Result<Array, _>>()
-    });
-    m
-}
-
-pub fn register(engine: &mut Engine) {
-    engine.register_static_module("stripe", module().into());
+/// What a failed `GET /v1/account` means, as the runbook's Step 6 reads it.
+pub fn classify_ping(e: &StripeCallError) -> (&'static str, String) {
+    let result = match e {
+        StripeCallError::NoKey(_) => "auth_error",
+        StripeCallError::Connection(_) => "connection_error",
+        StripeCallError::Decode(_) => "error",
+        StripeCallError::Api { status, .. } => match status {
+            401 | 403 => "auth_error",
+            429 => "rate_limited",
+            _ => "error",
+        },
+    };
+    (result, e.to_string())
 }
