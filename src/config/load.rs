@@ -38,9 +38,22 @@ impl Config {
         apply_env_overrides(&mut table, env)?;
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                // `preset = "memory"` of earlier versions: say what replaced it.
+                let hint = if key.starts_with("breakers.")
+                    && key.ends_with(".preset")
+                    && e.inner().to_string().contains("`memory`")
+                {
+                    "; a breaker kept in this process is now `store = \"memory\"` (with preset django or plain)"
+                } else {
+                    ""
+                };
                 ConfigError::Key {
-                    key: e.path().to_string(),
-                    message: format!("{} (from {origin} or its environment overrides)", e.inner()),
+                    key,
+                    message: format!(
+                        "{}{hint} (from {origin} or its environment overrides)",
+                        e.inner()
+                    ),
                 }
             })?;
         let mut config = config;

@@ -132,3 +132,21 @@ fn token_needs_one_source() {
     let err = Config::load(Some(&path), env(&[])).expect_err("must fail");
     assert!(err.to_string().contains("server.tokens[0]"), "{err}");
 }
+
+#[test]
+fn the_old_memory_preset_names_its_replacement() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.toml");
+    std::fs::write(&path, "[breakers.stripe]\npreset = \"memory\"\n").expect("write");
+    let e = Config::load(Some(&path), env(&[])).expect_err("memory is no preset");
+    let text = e.to_string();
+    assert!(text.contains("breakers.stripe.preset"), "{text}");
+    assert!(text.contains("store = \"memory\""), "{text}");
+    std::fs::write(
+        &path,
+        "[breakers.stripe]\nstore = \"memory\"\npreset = \"plain\"\n",
+    )
+    .expect("write");
+    let c = Config::load(Some(&path), env(&[])).expect("store = memory loads");
+    assert_eq!(c.breakers["stripe"].store, BreakerStoreKind::Memory);
+}

@@ -451,7 +451,7 @@ async fn unconfigured_redis_says_so() {
 }
 
 #[tokio::test]
-async fn memory_preset_has_the_same_semantics() {
+async fn memory_store_has_the_same_semantics() {
     let ws = Workspace::new(Db::Sqlite).await;
     ws.write_playbook(
         "cycle",
@@ -472,7 +472,7 @@ async fn memory_preset_has_the_same_semantics() {
     let d = Daemon::start(
         &ws,
         &Options {
-            extra_config: "[breakers.stripe]\npreset = \"memory\"\n".into(),
+            extra_config: "[breakers.stripe]\nstore = \"memory\"\n".into(),
             ..Default::default()
         },
     );

@@ -364,8 +364,10 @@ async fn stripes() -> Stripes {
         max_requests_per_second: 0,
         ..Default::default()
     };
-    let mut config = Config::default();
-    config.stripe = cfg.clone();
+    let config = Config {
+        stripe: cfg.clone(),
+        ..Default::default()
+    };
     let clock = Clock::virtual_at(chrono::Utc::now().timestamp_millis());
     let world = World::new(clock.clone(), &config);
     world.state().stripe.key = Some(GOOD_KEY.to_string());
@@ -510,5 +512,224 @@ async fn fake_and_simulated_stripe_return_the_same_intents() {
         assert_eq!(endpoints[0]["status"], "enabled");
         let page = stripe.status_page().await;
         assert_eq!((page.indicator.as_str(), page.operational), ("none", true));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// admission: the daemon and `runbookd test` admit the same alerts the same way
+
+const WATCHER: &str = r#"
+fn triggers() { [#{ alert: "PaymentFailureRateHigh", on_resolved: true, cooldown: "1h" }] }
+fn run(event) { #{ status: event.status } }
+"#;
+
+/// (alertname, labels besides alertname, status): same name with different labels, a
+/// resend within the cooldown, an HA pair's duplicate, a resolution nobody fired, and the
+/// resolution of the first.
+fn admission_cases() -> Vec<(&'static str, serde_json::Value, &'static str)> {
+    use serde_json::json;
+    vec![
+        (
+            "PaymentFailureRateHigh",
+            json!({"service": "payments", "region": "eu"}),
+            "firing",
+        ),
+        (
+            "PaymentFailureRateHigh",
+            json!({"service": "payments", "region": "us"}),
+            "firing",
+        ),
+        (
+            "PaymentFailureRateHigh",
+            json!({"service": "payments", "region": "eu"}),
+            "firing",
+        ),
+        (
+            "PaymentFailureRateHigh",
+            json!({"service": "payments", "region": "eu"}),
+            "firing",
+        ),
+        (
+            "PaymentFailureRateHigh",
+            json!({"service": "billing", "region": "eu"}),
+            "resolved",
+        ),
+        (
+            "PaymentFailureRateHigh",
+            json!({"service": "payments", "region": "eu"}),
+            "resolved",
+        ),
+    ]
+}
+
+/// Per case: (runs started, index of its incident in order of first appearance); then
+/// the final status of each incident in that order.
+type Admitted = (Vec<(usize, Option<usize>)>, Vec<String>);
+
+fn index_of(seen: &mut Vec<String>, id: Option<String>) -> Option<usize> {
+    let id = id?;
+    Some(match seen.iter().position(|s| *s == id) {
+        Some(i) => i,
+        None => {
+            seen.push(id);
+            seen.len() - 1
+        }
+    })
+}
+
+async fn admitted_by_daemon(key_labels: &str) -> Admitted {
+    use crate::helpers::{Daemon, Db, Options, Workspace};
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("watch", WATCHER);
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            extra_config: format!("[alerts]\nincident_key_labels = {key_labels}\n"),
+            ..Default::default()
+        },
+    );
+    let mut seen = Vec::new();
+    let mut steps = Vec::new();
+    for (name, labels, status) in admission_cases() {
+        let mut all: BTreeMap<String, String> = serde_json::from_value(labels).expect("labels");
+        all.insert("alertname".into(), name.into());
+        let body = serde_json::json!({
+            "version": "4", "groupKey": "{}", "truncatedAlerts": 0, "status": status,
+            "receiver": "runbookd", "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://alertmanager", "alerts": [{
+                "status": status, "labels": all, "annotations": {},
+                "startsAt": chrono::Utc::now().to_rfc3339(), "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                // What Alertmanager sends; the simulation computes the same from the labels.
+                "fingerprint": runbookd::dispatch::admission::fingerprint(&all),
+            }],
+        });
+        let (code, outcome) = crate::alerts::post(&d, &body).await;
+        assert_eq!(code, 200, "{outcome}");
+        let a = &outcome["alerts"][0];
+        let runs = a["runs"].as_array().map(Vec::len).unwrap_or(0);
+        let incident = a["incident"].as_str().map(String::from);
+        steps.push((runs, index_of(&mut seen, incident)));
+    }
+    // The resolution's run resolves its incident when it finishes.
+    let incidents = d
+        .poll(
+            "/api/v1/incidents?limit=100",
+            Duration::from_secs(10),
+            |v| {
+                v.as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|i| i["id"] == seen[0].as_str() && i["status"] == "resolved")
+                })
+            },
+        )
+        .await;
+    let statuses = seen
+        .iter()
+        .map(|id| {
+            incidents
+                .as_array()
+                .and_then(|a| a.iter().find(|i| i["id"] == id.as_str()))
+                .and_then(|i| i["status"].as_str())
+                .unwrap_or("missing")
+                .to_string()
+        })
+        .collect();
+    (steps, statuses)
+}
+
+fn admitted_by_simulation(key_labels: Vec<String>, runtime: tokio::runtime::Handle) -> Admitted {
+    use runbookd::{engine, world::driver::Sim};
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("watch.rhai"), WATCHER).expect("playbook");
+    let mut config = Config::default();
+    config.alerts.incident_key_labels = key_labels;
+    let engine = Arc::new(engine::build(&config.playbooks, dir.path()));
+    let catalog = Arc::new(engine::Catalog::new(dir.path().to_path_buf(), engine, None));
+    catalog.reload();
+    let sim = Sim::new(
+        &config,
+        catalog,
+        chrono::Utc::now().timestamp_millis(),
+        runtime,
+    )
+    .expect("sim");
+    let mut seen = Vec::new();
+    let mut steps = Vec::new();
+    for (name, labels, status) in admission_cases() {
+        let runs = sim.alert(name, status, labels.clone()).expect("alert");
+        // The incident this alert went to: the one with its key (computed by the same
+        // rules the simulation used; only one incident per key exists in these cases).
+        let mut all: BTreeMap<String, String> = serde_json::from_value(labels).expect("labels");
+        all.insert("alertname".into(), name.into());
+        let alert = runbookd::triggers::alertmanager::Alert {
+            status: status.into(),
+            fingerprint: runbookd::dispatch::admission::fingerprint(&all),
+            labels: all,
+            annotations: Default::default(),
+            starts_at: String::new(),
+            ends_at: String::new(),
+            generator_url: String::new(),
+        };
+        let key = runbookd::dispatch::admission::incident_key(&alert, &config.alerts);
+        let incident = sim
+            .incidents()
+            .expect("incidents")
+            .into_iter()
+            .find(|i| i.key == key)
+            .map(|i| i.id);
+        steps.push((runs.len(), index_of(&mut seen, incident)));
+    }
+    let incidents = sim.incidents().expect("incidents");
+    let statuses = seen
+        .iter()
+        .map(|id| {
+            incidents
+                .iter()
+                .find(|i| i.id == *id)
+                .map(|i| i.status.as_str().to_string())
+                .unwrap_or_else(|| "missing".into())
+        })
+        .collect();
+    (steps, statuses)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_and_the_simulation_admit_alike() {
+    for (labels, toml) in [
+        (vec![], "[]"),
+        (vec!["service".to_string()], "[\"service\"]"),
+    ] {
+        let handle = tokio::runtime::Handle::current();
+        let sim = tokio::task::spawn_blocking(move || admitted_by_simulation(labels, handle))
+            .await
+            .expect("simulation");
+        let daemon = admitted_by_daemon(toml).await;
+        assert_eq!(
+            daemon, sim,
+            "incident_key_labels = {toml}: daemon vs simulation"
+        );
+        // And what both agree on is what the rules say.
+        let expected_steps = if toml == "[]" {
+            vec![
+                (1, Some(0)),
+                (1, Some(1)),
+                (0, Some(0)),
+                (0, Some(0)),
+                (0, None),
+                (1, Some(0)),
+            ]
+        } else {
+            vec![
+                (1, Some(0)),
+                (0, Some(0)),
+                (0, Some(0)),
+                (0, Some(0)),
+                (0, None),
+                (1, Some(0)),
+            ]
+        };
+        assert_eq!(daemon.0, expected_steps, "incident_key_labels = {toml}");
+        assert_eq!(daemon.1[0], "resolved");
     }
 }

@@ -181,9 +181,10 @@ impl BreakerStore for RedisStore {
 /// process only.
 #[derive(Default)]
 pub struct MemoryStore {
-    values: Mutex<HashMap<String, (Vec<u8>, Option<f64>)>>,
+    values: Mutex<Kv>,
 }
 
+/// Key ⇒ (value, expires at unix seconds).
 type Kv = HashMap<String, (Vec<u8>, Option<f64>)>;
 
 fn get(kv: &mut Kv, key: &str, now: f64) -> Option<Vec<u8>> {
@@ -198,7 +199,7 @@ fn get(kv: &mut Kv, key: &str, now: f64) -> Option<Vec<u8>> {
 }
 
 fn set(kv: &mut Kv, key: &str, value: Vec<u8>, ttl_s: u64, now: f64) {
-    let expires = (ttl_s > 0).then(|| now + ttl_s as f64);
+    let expires = (ttl_s > 0).then_some(now + ttl_s as f64);
     kv.insert(key.to_string(), (value, expires));
 }
 
