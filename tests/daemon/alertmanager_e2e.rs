@@ -151,6 +151,17 @@ fn run(event) {
         "the playbook ran and escalated: {}",
         d.logs()
     );
+    // The fingerprint real Alertmanager sent is the one simulations compute from labels.
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(incident["labels"].clone()).expect("incident labels");
+    assert_eq!(
+        incident["key"],
+        format!(
+            "fingerprint:{}",
+            runbookd::dispatch::admission::fingerprint(&labels)
+        ),
+        "Alertmanager's fingerprint of {labels:?}"
+    );
     let runs = get("/api/v1/runs?logs=true&playbook=responder".into()).await;
     assert_eq!(
         runs[0]["trigger"]["actor"], "alertmanager",
