@@ -1,6 +1,8 @@
 //! What a playbook test can call: `world()` and the world's builder, driver and read
 //! methods, and the assertions. Documented for users in docs/testing.md.
 
+mod alerts;
+
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, FLOAT, INT};
@@ -150,36 +152,6 @@ impl World {
         let runs = self
             .0
             .alert(name, status, Value::Object(Default::default()))
-            .map_err(sim_err)?;
-        runs_array(&runs)
-    }
-
-    /// `w.alert(name, #{ status, labels: #{…}, annotations: #{…} })`.
-    fn alert_opts(&self, name: &str, opts: Map) -> Result<Array, Box<EvalAltResult>> {
-        for k in opts.keys() {
-            if !matches!(k.as_str(), "status" | "labels" | "annotations") {
-                return Err(fail(format!(
-                    "alert: unknown option `{k}` (status, labels, annotations)"
-                )));
-            }
-        }
-        let status = match opts.get("status") {
-            None => "firing".to_string(),
-            Some(v) => v
-                .clone()
-                .into_string()
-                .map_err(|_| fail("alert: status must be \"firing\" or \"resolved\""))?,
-        };
-        let value = |k: &str| -> Result<Value, Box<EvalAltResult>> {
-            match opts.get(k) {
-                None => Ok(Value::Object(Default::default())),
-                Some(v) if v.is_map() => rhai::serde::from_dynamic(v),
-                Some(_) => Err(fail(format!("alert: {k} must be a map"))),
-            }
-        };
-        let runs = self
-            .0
-            .alert_with(name, &status, value("labels")?, value("annotations")?)
             .map_err(sim_err)?;
         runs_array(&runs)
     }
