@@ -330,7 +330,7 @@ async fn evaluate_incident(
         };
         let run = level.playbook.as_ref().map(|playbook| {
             let event = Event {
-                kind: "escalation".into(),
+                kind: crate::triggers::EventKind::Escalation,
                 name: level.name.clone(),
                 status: incident.status.as_str().into(),
                 labels: incident.labels.as_object().cloned().unwrap_or_default(),
@@ -344,7 +344,7 @@ async fn evaluate_incident(
                     playbook: playbook.clone(),
                     event,
                     trigger: Trigger {
-                        kind: "escalation".into(),
+                        kind: crate::triggers::EventKind::Escalation,
                         name: level.name.clone(),
                         actor: "runbookd".into(),
                     },

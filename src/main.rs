@@ -402,7 +402,7 @@ async fn run_once(
                 event: Event::manual(&playbook, params, dry_run),
                 playbook,
                 trigger: Trigger {
-                    kind: "manual".into(),
+                    kind: runbookd::triggers::EventKind::Manual,
                     name: "cli".into(),
                     actor: whoami(),
                 },

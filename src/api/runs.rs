@@ -62,7 +62,7 @@ pub async fn trigger(
                 event: Event::manual(&name, body.params, body.dry_run),
                 playbook: name,
                 trigger: Trigger {
-                    kind: "manual".into(),
+                    kind: crate::triggers::EventKind::Manual,
                     name: "api".into(),
                     actor: caller.name.clone(),
                 },

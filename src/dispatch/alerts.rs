@@ -208,7 +208,7 @@ impl Dispatcher {
                     }
                     let playbook = m.playbook;
                     let event = Event {
-                        kind: "alert".into(),
+                        kind: crate::triggers::EventKind::Alert,
                         name: alert.name().to_string(),
                         status: alert.status.clone(),
                         labels: to_map(&alert.labels),
@@ -221,7 +221,7 @@ impl Dispatcher {
                         playbook: playbook.clone(),
                         event,
                         trigger: Trigger {
-                            kind: "alert".into(),
+                            kind: crate::triggers::EventKind::Alert,
                             name: alert.name().to_string(),
                             actor: actor.to_string(),
                         },

@@ -4,7 +4,7 @@
 
 pub mod catalog;
 pub mod conditions;
-mod modules;
+pub mod modules;
 pub mod reload;
 pub mod runner;
 

@@ -12,8 +12,8 @@ use crate::{
     config::Config,
     engine::Catalog,
     world::{
+        change::Change,
         driver::{Sim, SimRun},
-        SimEvent,
     },
 };
 
@@ -194,12 +194,12 @@ impl World {
         }
     }
 
-    fn set_stripe(&self, f: impl FnOnce(&mut crate::world::SimStripe)) {
-        f(&mut self.0.world.state().stripe)
-    }
-
-    fn note(&self, text: String) {
-        self.0.note("world", text);
+    /// Applies one world change, as a scenario step would, and notes it in the timeline.
+    fn change(&self, change: Change) -> Result<(), Box<EvalAltResult>> {
+        if let Some(line) = self.0.world.apply(&change).map_err(fail)? {
+            self.0.note("world", line);
+        }
+        Ok(())
     }
 }
 
@@ -298,9 +298,11 @@ fn assert_contains(
 }
 
 /// The test engine: the world API and the assertions, no primitives (tests drive
-/// playbooks; they do not act themselves).
-pub fn engine() -> Engine {
+/// playbooks; they do not act themselves). `import` in a test file resolves as a
+/// playbook's does: inside the playbook directory, at compile time only.
+pub fn engine(playbook_dir: &std::path::Path) -> Engine {
     let mut e = Engine::new();
+    e.set_module_resolver(crate::engine::modules::ConfinedResolver::new(playbook_dir));
     e.set_max_operations(50_000_000);
     e.set_max_call_levels(64);
     e.set_max_expr_depths(128, 128);
@@ -309,53 +311,35 @@ pub fn engine() -> Engine {
     e.register_type_with_name::<World>("World");
     e.register_fn("world", new_world);
 
-    // ── the world, before and during the outage ──
+    // ── the world, before and during the outage: each setter is one world Change ──
     e.register_fn(
         "stripe_status",
-        |w: &mut World, indicator: &str, description: &str| -> Result<(), Box<EvalAltResult>> {
-            if !matches!(indicator, "none" | "minor" | "major" | "critical") {
-                return Err(fail(format!(
-                    "stripe_status: `{indicator}` is not none, minor, major or critical"
-                )));
-            }
-            w.set_stripe(|s| {
-                s.indicator = indicator.into();
-                s.description = description.into();
-            });
-            w.note(format!("Stripe status page: {indicator} — {description}"));
-            Ok(())
+        |w: &mut World, indicator: &str, description: &str| {
+            w.change(Change::StripeStatus {
+                indicator: indicator.into(),
+                description: description.into(),
+            })
         },
     );
     e.register_fn("stripe_status_page_down", |w: &mut World| {
-        w.set_stripe(|s| s.status_page_down = true);
-        w.note("Stripe status page unreadable".into());
+        w.change(Change::StripeStatusPageDown)
     });
     e.register_fn("stripe_api_down", |w: &mut World| {
-        w.set_stripe(|s| s.api_down = true);
-        w.note("Stripe API unreachable".into());
+        w.change(Change::StripeApiDown(true))
     });
     e.register_fn("stripe_api_up", |w: &mut World| {
-        w.set_stripe(|s| s.api_down = false);
-        w.note("Stripe API reachable again".into());
+        w.change(Change::StripeApiDown(false))
     });
     e.register_fn("stripe_recovers", |w: &mut World| {
-        w.set_stripe(|s| {
-            s.api_down = false;
-            s.status_page_down = false;
-            s.indicator = "none".into();
-            s.description = "All Systems Operational".into();
-        });
-        w.0.world.state().app_failing = false;
-        w.note("Stripe recovers".into());
+        w.change(Change::StripeRecovers)
     });
     e.register_fn("stripe_key", |w: &mut World, key: &str| {
-        let key = (!key.is_empty()).then(|| key.to_string());
-        w.set_stripe(|s| s.key = key);
-        w.note("Stripe API key changed".into());
+        w.change(Change::StripeKey(
+            (!key.is_empty()).then(|| key.to_string()),
+        ))
     });
     e.register_fn("stripe_rejects_key", |w: &mut World| {
-        w.set_stripe(|s| s.key_rejected = true);
-        w.note("Stripe rejects the API key".into());
+        w.change(Change::StripeRejectsKey)
     });
     e.register_fn(
         "stripe_latency",
@@ -364,45 +348,47 @@ pub fn engine() -> Engine {
                 .as_float()
                 .or_else(|_| ms.as_int().map(|i| i as FLOAT))
                 .map_err(|_| fail("stripe_latency(ms): a number of milliseconds"))?;
-            w.set_stripe(|s| s.latency_ms = ms.max(0.0));
-            Ok(())
+            w.change(Change::StripeLatency(ms))
         },
     );
     e.register_fn("stripe_rate_limited", |w: &mut World| {
-        w.set_stripe(|s| s.rate_limited = true);
+        w.change(Change::StripeRateLimited)
     });
     e.register_fn("intent", |w: &mut World, id: &str, status: &str| {
-        w.0.world.add_intent(id, status, None);
+        w.change(Change::Intent {
+            id: id.into(),
+            status: status.into(),
+            payment_id: None,
+        })
     });
     e.register_fn(
         "intent",
         |w: &mut World, id: &str, status: &str, payment_id: &str| {
-            w.0.world.add_intent(id, status, Some(payment_id.into()));
+            w.change(Change::Intent {
+                id: id.into(),
+                status: status.into(),
+                payment_id: Some(payment_id.into()),
+            })
         },
     );
     e.register_fn("undelivered_event", |w: &mut World, kind: &str| {
-        let id = w.0.world.next_id("evt");
-        let now = w.0.now_ms();
-        w.0.world.state().stripe.events.push(SimEvent {
-            id,
-            kind: kind.into(),
-            created_ms: now - 60_000,
-            delivered: false,
-        });
+        w.change(Change::UndeliveredEvents {
+            kinds: vec![kind.into()],
+            ago: Duration::from_secs(60),
+        })
     });
     e.register_fn("webhook_endpoint", |w: &mut World, status: INT| {
-        w.0.world.state().webhook_endpoint = (status > 0).then_some(status as u16);
-        w.note(format!("the app's webhook endpoint answers {status}"));
+        w.change(Change::WebhookEndpoint(
+            u16::try_from(status).ok().filter(|s| *s > 0),
+        ))
     });
     e.register_fn("webhook_secret", |w: &mut World, secret: &str| {
-        w.0.world.state().webhook_secret = (!secret.is_empty()).then(|| secret.to_string());
+        w.change(Change::WebhookSecret(
+            (!secret.is_empty()).then(|| secret.to_string()),
+        ))
     });
     e.register_fn("webhooks_received", |w: &mut World, n: INT| {
-        let now = w.0.now_ms();
-        let mut s = w.0.world.state();
-        for i in 0..n.max(0) {
-            s.webhook_rows.push(now - i * 1000);
-        }
+        w.change(Change::WebhooksReceived(n))
     });
     e.register_fn(
         "payment",
@@ -423,41 +409,31 @@ pub fn engine() -> Engine {
         },
     );
     e.register_fn("payments_down", |w: &mut World| {
-        w.0.world.state().payments_down = true;
-        w.note("payments database unreachable".into());
+        w.change(Change::PaymentsDown)
     });
     e.register_fn(
         "open_breaker",
         |w: &mut World, ago: Dynamic| -> Result<(), Box<EvalAltResult>> {
-            w.0.world
-                .open_breaker("stripe", seconds(&ago)?)
-                .map_err(fail)?;
-            w.note("the app's workers open breaker stripe".into());
-            Ok(())
+            w.change(Change::OpenBreaker {
+                name: "stripe".into(),
+                ago: duration(&ago)?,
+            })
         },
     );
     e.register_fn(
         "open_breaker",
         |w: &mut World, name: &str, ago: Dynamic| -> Result<(), Box<EvalAltResult>> {
-            w.0.world.open_breaker(name, seconds(&ago)?).map_err(fail)?;
-            w.note(format!("the app's workers open breaker {name}"));
-            Ok(())
+            w.change(Change::OpenBreaker {
+                name: name.into(),
+                ago: duration(&ago)?,
+            })
         },
     );
     e.register_fn("breaker_stuck", |w: &mut World| {
-        w.0.world.state().breaker_stuck = true;
-        w.note("the app never tries the half-open breaker: it is stuck open".into());
+        w.change(Change::BreakerStuck)
     });
     e.register_fn("app_failing", |w: &mut World, failing: bool| {
-        w.0.world.state().app_failing = failing;
-        w.note(
-            if failing {
-                "the app's Stripe calls fail"
-            } else {
-                "the app's Stripe calls succeed"
-            }
-            .into(),
-        );
+        w.change(Change::AppFailing(failing))
     });
     e.register_fn(
         "setting",

@@ -158,7 +158,7 @@ pub fn run(
     let engine = Arc::new(crate::engine::build(&config.playbooks, dir));
     let catalog = Arc::new(Catalog::new(dir.to_path_buf(), engine, None));
     catalog.reload();
-    let test_engine = Arc::new(api::engine());
+    let test_engine = Arc::new(api::engine(dir));
     let mut report = Report::default();
     let mut cases = Vec::new();
     for file in test_files(dir)? {
@@ -171,16 +171,21 @@ pub fn run(
             path: file.display().to_string(),
             message: e.to_string(),
         })?;
-        let ast = match test_engine.compile(&source) {
+        let ast = match crate::engine::modules::while_compiling(|| {
+            test_engine.compile_into_self_contained(&rhai::Scope::new(), &source)
+        }) {
             Ok(ast) => Arc::new(ast),
             Err(e) => {
-                let p = e.position();
+                // A syntax error, or an import refused while resolving (the innermost
+                // error says which and where).
+                let inner = crate::engine::catalog::innermost(&e);
+                let p = inner.position();
                 report.broken_files.push(format!(
                     "{}:{}:{}: {}",
                     file.display(),
                     p.line().unwrap_or(0),
                     p.position().unwrap_or(0),
-                    e.err_type()
+                    crate::engine::catalog::strip_position(&inner.to_string(), p)
                 ));
                 continue;
             }
@@ -256,8 +261,10 @@ fn run_case(
         runtime,
         worlds: Default::default(),
     });
+    // The file's top level runs first (its `import`s, resolved when it compiled, make their
+    // modules visible to the test functions), as a playbook's does before `run`.
     let outcome = engine.call_fn_with_options::<rhai::Dynamic>(
-        CallFnOptions::new().eval_ast(false),
+        CallFnOptions::new().eval_ast(true).rewind_scope(true),
         &mut Scope::new(),
         &case.ast,
         &case.function,

@@ -52,8 +52,7 @@ impl RunStatus {
 /// What started a run, and on whose behalf.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Trigger {
-    /// `manual`, `alert`, `cron` or `cli`.
-    pub kind: String,
+    pub kind: crate::triggers::EventKind,
     /// Alert name, cron expression, or the playbook name for manual runs.
     pub name: String,
     /// Token name (API), `cli`, or `runbookd` for the daemon's own triggers.

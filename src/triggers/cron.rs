@@ -197,7 +197,7 @@ async fn tick(
                 let mut params = Map::new();
                 params.insert("scheduled_for".into(), json!(scheduled));
                 let event = Event {
-                    kind: "cron".into(),
+                    kind: crate::triggers::EventKind::Cron,
                     name: expr.to_string(),
                     status: String::new(),
                     labels: Map::new(),
@@ -211,7 +211,7 @@ async fn tick(
                         playbook: playbook.to_string(),
                         event,
                         trigger: Trigger {
-                            kind: "cron".into(),
+                            kind: crate::triggers::EventKind::Cron,
                             name: expr.to_string(),
                             actor: "runbookd".into(),
                         },

@@ -10,14 +10,44 @@ pub mod cron;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// What started a run: `event.kind` for the script, `trigger.kind` in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// An Alertmanager notification (or a simulation's alert).
+    Alert,
+    /// A cron schedule's tick.
+    Cron,
+    /// An operator: the HTTP API or the CLI.
+    Manual,
+    /// An escalation level fired and runs its playbook.
+    Escalation,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Alert => "alert",
+            EventKind::Cron => "cron",
+            EventKind::Manual => "manual",
+            EventKind::Escalation => "escalation",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The map a playbook's `run(event)` receives.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Event {
-    /// `alert`, `cron` or `manual`.
-    pub kind: String,
+    pub kind: EventKind,
     /// Alert name, cron expression, or the playbook's name for manual runs.
     pub name: String,
     /// `firing` / `resolved` for alerts; empty otherwise.
@@ -36,7 +66,7 @@ impl Event {
     /// An operator's run of `playbook`.
     pub fn manual(playbook: &str, params: Map<String, Value>, dry_run: bool) -> Event {
         Event {
-            kind: "manual".into(),
+            kind: EventKind::Manual,
             name: playbook.into(),
             status: String::new(),
             labels: Map::new(),

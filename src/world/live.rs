@@ -22,15 +22,18 @@ fn alert(name: &str, status: &str, world: &World) -> Alert {
     let now = chrono::DateTime::from_timestamp_millis(world.clock().now_ms())
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let labels: std::collections::BTreeMap<String, String> = [
+        ("alertname".to_string(), name.to_string()),
+        ("service".to_string(), "payments".to_string()),
+        ("simulated".to_string(), "true".to_string()),
+    ]
+    .into_iter()
+    .collect();
     Alert {
         status: status.into(),
-        labels: [
-            ("alertname".to_string(), name.to_string()),
-            ("service".to_string(), "payments".to_string()),
-            ("simulated".to_string(), "true".to_string()),
-        ]
-        .into_iter()
-        .collect(),
+        // What Alertmanager would send for these labels.
+        fingerprint: crate::dispatch::admission::fingerprint(&labels),
+        labels,
         annotations: [("summary".to_string(), format!("{name} (simulated world)"))]
             .into_iter()
             .collect(),
@@ -41,7 +44,6 @@ fn alert(name: &str, status: &str, world: &World) -> Alert {
             "0001-01-01T00:00:00Z".into()
         },
         generator_url: String::new(),
-        fingerprint: format!("simulated-{name}"),
     }
 }
 
@@ -82,7 +84,7 @@ pub async fn run(
                     playbook: playbook.clone(),
                     event: Event::manual(playbook, Default::default(), false),
                     trigger: Trigger {
-                        kind: "manual".into(),
+                        kind: crate::triggers::EventKind::Manual,
                         name: "scenario".into(),
                         actor: "simulated-world".into(),
                     },

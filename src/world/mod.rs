@@ -11,6 +11,7 @@
 //! - [`driver::Sim`]: runs playbooks, delivers alerts, moves time and walks the escalation
 //!   table — synchronously, so a simulation is deterministic.
 
+pub mod change;
 pub mod driver;
 pub mod live;
 mod payments;

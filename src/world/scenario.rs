@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::World;
+use super::{change::Change, World};
 
 /// A scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +186,58 @@ impl Scenario {
     }
 }
 
+impl Step {
+    /// The world changes this step makes (alerts, runs and payments are the driver's).
+    pub fn changes(&self) -> Vec<Change> {
+        let mut out = Vec::new();
+        if let Some((indicator, description)) = &self.stripe_status {
+            out.push(Change::StripeStatus {
+                indicator: indicator.clone(),
+                description: description.clone(),
+            });
+        }
+        if let Some(api) = &self.stripe_api {
+            out.push(Change::StripeApiDown(api == "down"));
+        }
+        if self.stripe_recovers {
+            out.push(Change::StripeRecovers);
+        }
+        if let Some(key) = &self.stripe_key {
+            out.push(Change::StripeKey((!key.is_empty()).then(|| key.clone())));
+        }
+        if self.stripe_rejects_key {
+            out.push(Change::StripeRejectsKey);
+        }
+        if let Some(status) = self.webhook_endpoint {
+            out.push(Change::WebhookEndpoint((status > 0).then_some(status)));
+        }
+        if let Some(secret) = &self.webhook_secret {
+            out.push(Change::WebhookSecret(
+                (!secret.is_empty()).then(|| secret.clone()),
+            ));
+        }
+        if self.breaker_stuck {
+            out.push(Change::BreakerStuck);
+        }
+        if let Some(f) = self.app_failing {
+            out.push(Change::AppFailing(f));
+        }
+        if !self.undelivered_events.is_empty() {
+            out.push(Change::UndeliveredEvents {
+                kinds: self.undelivered_events.clone(),
+                ago: Duration::ZERO,
+            });
+        }
+        if let Some(ago) = self.open_breaker {
+            out.push(Change::OpenBreaker {
+                name: "stripe".into(),
+                ago,
+            });
+        }
+        out
+    }
+}
+
 /// Applies the world changes of `step` (not alerts or runs: the driver does those) and
 /// says what changed, for the timeline.
 pub fn apply(world: &World, step: &Step) -> Vec<String> {
@@ -193,84 +245,11 @@ pub fn apply(world: &World, step: &Step) -> Vec<String> {
     if let Some(text) = &step.say {
         said.push(text.clone());
     }
-    {
-        let mut s = world.state();
-        if let Some((indicator, description)) = &step.stripe_status {
-            s.stripe.indicator = indicator.clone();
-            s.stripe.description = description.clone();
-            said.push(format!("Stripe status page: {indicator} — {description}"));
-        }
-        if let Some(api) = &step.stripe_api {
-            s.stripe.api_down = api == "down";
-            said.push(format!("Stripe API {api}"));
-        }
-        if step.stripe_recovers {
-            s.stripe.api_down = false;
-            s.stripe.status_page_down = false;
-            s.stripe.indicator = "none".into();
-            s.stripe.description = "All Systems Operational".into();
-            s.app_failing = false;
-            said.push("Stripe recovers: status page operational, API answering".into());
-        }
-        if let Some(key) = &step.stripe_key {
-            s.stripe.key = (!key.is_empty()).then(|| key.clone());
-            s.stripe.key_rejected = false;
-            said.push(if key.is_empty() {
-                "the Stripe API key is removed".into()
-            } else {
-                format!(
-                    "the Stripe API key is replaced ({}...)",
-                    key.chars().take(7).collect::<String>()
-                )
-            });
-        }
-        if step.stripe_rejects_key {
-            s.stripe.key_rejected = true;
-            said.push("Stripe starts rejecting the API key (expired or rotated)".into());
-        }
-        if let Some(status) = step.webhook_endpoint {
-            s.webhook_endpoint = (status > 0).then_some(status);
-            said.push(format!("the app's webhook endpoint answers {status}"));
-        }
-        if let Some(secret) = &step.webhook_secret {
-            s.webhook_secret = (!secret.is_empty()).then(|| secret.clone());
-            said.push("the webhook signing secret runbookd holds changes".into());
-        }
-        if step.breaker_stuck {
-            s.breaker_stuck = true;
-            said.push("the app stops trying its half-open breaker".into());
-        }
-        if let Some(f) = step.app_failing {
-            s.app_failing = f;
-            said.push(format!(
-                "the app's Stripe calls {}",
-                if f { "fail" } else { "succeed" }
-            ));
-        }
-    }
-    for kind in &step.undelivered_events {
-        let id = world.next_id("evt");
-        let now = world.clock().now_ms();
-        world.state().stripe.events.push(super::SimEvent {
-            id,
-            kind: kind.clone(),
-            created_ms: now,
-            delivered: false,
-        });
-    }
-    if !step.undelivered_events.is_empty() {
-        said.push(format!(
-            "{} Stripe event(s) fail delivery to the app",
-            step.undelivered_events.len()
-        ));
-    }
-    if let Some(ago) = step.open_breaker {
-        match world.open_breaker("stripe", ago.as_secs_f64()) {
-            Ok(()) => said.push(format!(
-                "the app's workers open breaker stripe ({} ago)",
-                humantime::format_duration(ago)
-            )),
-            Err(e) => said.push(format!("cannot open breaker stripe: {e}")),
+    for change in step.changes() {
+        match world.apply(&change) {
+            Ok(Some(line)) => said.push(line),
+            Ok(None) => {}
+            Err(e) => said.push(format!("cannot apply {change:?}: {e}")),
         }
     }
     for p in &step.payments {

@@ -213,3 +213,48 @@ fn bad_config_is_rejected_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_concurent_runs"), "{err}");
 }
+
+#[tokio::test]
+async fn test_files_import_only_inside_the_playbook_directory() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("fix_breaker", FLAKY_BREAKER);
+    let outside = tempfile::tempdir().expect("outside");
+    std::fs::write(outside.path().join("evil.rhai"), "fn f() { 1 }").expect("write");
+    std::fs::create_dir_all(ws.playbooks().join("tests")).expect("mkdir");
+    std::fs::create_dir_all(ws.playbooks().join("lib")).expect("mkdir");
+    std::fs::write(
+        ws.playbooks().join("lib/expect.rhai"),
+        "fn open_for(w) { w.open_breaker(0); }",
+    )
+    .expect("write lib");
+    std::fs::write(
+        ws.playbooks().join("tests/imports.rhai"),
+        "import \"lib/expect\" as x;\nfn test_a_helper_from_lib() { let w = world(); x::open_for(w); assert_eq(w.breaker(), \"open\"); }\n",
+    )
+    .expect("write test");
+    std::fs::write(
+        ws.playbooks().join("tests/outside.rhai"),
+        format!(
+            "import \"{}\" as evil;\nfn test_nothing() {{ }}\n",
+            outside.path().join("evil").display()
+        ),
+    )
+    .expect("write test");
+    let out = Command::new(BIN)
+        .arg("test")
+        .arg(ws.playbooks())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("ok    imports::test_a_helper_from_lib"),
+        "a module inside the playbook directory imports: {stdout}{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("imports are paths inside the playbook directory"),
+        "an absolute import is refused with the reason: {stdout}{stderr}"
+    );
+}

@@ -1,0 +1,189 @@
+//! A change to the simulated world, defined once: scenario steps (`simulate`,
+//! `serve --world`) and playbook tests' setters (`w.stripe_key(…)`) both build a [`Change`]
+//! and apply it here, so the same words mean the same world in both.
+
+use std::time::Duration;
+
+use super::{SimEvent, World};
+
+/// One thing that happens to the app or to Stripe.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Stripe's status page: indicator (`none`, `minor`, `major`, `critical`), description.
+    StripeStatus {
+        indicator: String,
+        description: String,
+    },
+    /// The status page cannot be read.
+    StripeStatusPageDown,
+    /// Stripe's API unreachable (`true`) or reachable again.
+    StripeApiDown(bool),
+    /// Status page operational and readable, API up, the app's calls succeed again.
+    StripeRecovers,
+    /// The API key runbookd holds (`None`: unset). A new key is not rejected (yet).
+    StripeKey(Option<String>),
+    /// Stripe starts answering 401 to the key (expired, rotated, revoked).
+    StripeRejectsKey,
+    StripeLatency(f64),
+    /// Stripe answers 429 to every request.
+    StripeRateLimited,
+    /// A PaymentIntent in Stripe.
+    Intent {
+        id: String,
+        status: String,
+        payment_id: Option<String>,
+    },
+    /// Stripe events that failed delivery to the app, created `ago` before now.
+    UndeliveredEvents {
+        kinds: Vec<String>,
+        ago: Duration,
+    },
+    /// What the app's webhook endpoint answers an unsigned `{}` (`None`: unreachable).
+    WebhookEndpoint(Option<u16>),
+    /// The webhook signing secret runbookd holds (`None`: unset).
+    WebhookSecret(Option<String>),
+    /// `n` `webhook_received` rows, one a second back from now.
+    WebhooksReceived(i64),
+    /// The payments database stops answering.
+    PaymentsDown,
+    /// The app's workers open breaker `name`, `ago` before now.
+    OpenBreaker {
+        name: String,
+        ago: Duration,
+    },
+    /// The app never runs its half-open trial: only a reset closes the breaker.
+    BreakerStuck,
+    /// The app's own Stripe calls fail (or succeed again) regardless of Stripe.
+    AppFailing(bool),
+}
+
+impl World {
+    /// Applies `change`; returns the timeline's line for it (`None`: nothing worth saying).
+    pub fn apply(&self, change: &Change) -> Result<Option<String>, String> {
+        let said = match change {
+            Change::StripeStatus {
+                indicator,
+                description,
+            } => {
+                if !matches!(indicator.as_str(), "none" | "minor" | "major" | "critical") {
+                    return Err(format!(
+                        "stripe_status: `{indicator}` is not none, minor, major or critical"
+                    ));
+                }
+                let mut s = self.state();
+                s.stripe.indicator = indicator.clone();
+                s.stripe.description = description.clone();
+                Some(format!("Stripe status page: {indicator} — {description}"))
+            }
+            Change::StripeStatusPageDown => {
+                self.state().stripe.status_page_down = true;
+                Some("Stripe status page unreadable".into())
+            }
+            Change::StripeApiDown(down) => {
+                self.state().stripe.api_down = *down;
+                Some(if *down {
+                    "Stripe API unreachable".into()
+                } else {
+                    "Stripe API reachable again".into()
+                })
+            }
+            Change::StripeRecovers => {
+                let mut s = self.state();
+                s.stripe.api_down = false;
+                s.stripe.status_page_down = false;
+                s.stripe.indicator = "none".into();
+                s.stripe.description = "All Systems Operational".into();
+                s.app_failing = false;
+                Some("Stripe recovers: status page operational, API answering".into())
+            }
+            Change::StripeKey(key) => {
+                let mut s = self.state();
+                s.stripe.key = key.clone();
+                s.stripe.key_rejected = false;
+                Some(match key {
+                    None => "the Stripe API key is removed".into(),
+                    Some(k) => format!(
+                        "the Stripe API key is replaced ({}...)",
+                        k.chars().take(7).collect::<String>()
+                    ),
+                })
+            }
+            Change::StripeRejectsKey => {
+                self.state().stripe.key_rejected = true;
+                Some("Stripe starts rejecting the API key (expired or rotated)".into())
+            }
+            Change::StripeLatency(ms) => {
+                self.state().stripe.latency_ms = ms.max(0.0);
+                None
+            }
+            Change::StripeRateLimited => {
+                self.state().stripe.rate_limited = true;
+                Some("Stripe answers 429 to every request".into())
+            }
+            Change::Intent {
+                id,
+                status,
+                payment_id,
+            } => {
+                self.add_intent(id, status, payment_id.clone());
+                None
+            }
+            Change::UndeliveredEvents { kinds, ago } => {
+                let created_ms = self.clock().now_ms() - ago.as_millis() as i64;
+                for kind in kinds {
+                    let id = self.next_id("evt");
+                    self.state().stripe.events.push(SimEvent {
+                        id,
+                        kind: kind.clone(),
+                        created_ms,
+                        delivered: false,
+                    });
+                }
+                (!kinds.is_empty())
+                    .then(|| format!("{} Stripe event(s) fail delivery to the app", kinds.len()))
+            }
+            Change::WebhookEndpoint(status) => {
+                self.state().webhook_endpoint = *status;
+                Some(format!(
+                    "the app's webhook endpoint answers {}",
+                    status.map_or("nothing (unreachable)".to_string(), |s| s.to_string())
+                ))
+            }
+            Change::WebhookSecret(secret) => {
+                self.state().webhook_secret = secret.clone();
+                Some("the webhook signing secret runbookd holds changes".into())
+            }
+            Change::WebhooksReceived(n) => {
+                let now = self.clock().now_ms();
+                let mut s = self.state();
+                for i in 0..(*n).max(0) {
+                    s.webhook_rows.push(now - i * 1000);
+                }
+                None
+            }
+            Change::PaymentsDown => {
+                self.state().payments_down = true;
+                Some("payments database unreachable".into())
+            }
+            Change::OpenBreaker { name, ago } => {
+                self.open_breaker(name, ago.as_secs_f64())?;
+                Some(format!(
+                    "the app's workers open breaker {name} ({} ago)",
+                    humantime::format_duration(Duration::from_secs(ago.as_secs()))
+                ))
+            }
+            Change::BreakerStuck => {
+                self.state().breaker_stuck = true;
+                Some("the app stops trying its half-open breaker".into())
+            }
+            Change::AppFailing(failing) => {
+                self.state().app_failing = *failing;
+                Some(format!(
+                    "the app's Stripe calls {}",
+                    if *failing { "fail" } else { "succeed" }
+                ))
+            }
+        };
+        Ok(said)
+    }
+}
