@@ -39,7 +39,7 @@ impl Core {
     /// notification channel only records (a simulation pages nobody).
     pub async fn start_in(
         config: &Config,
-        world: Option<Arc<crate::world::World>>,
+        world: Option<Arc<crate::sim::World>>,
     ) -> anyhow::Result<Core> {
         let dir = &config.playbooks.dir;
         if !dir.is_dir() {
@@ -85,7 +85,7 @@ impl Core {
             "playbooks loaded"
         );
         let channels = match &world {
-            Some(_) => crate::world::driver::captured_channels(config),
+            Some(_) => crate::sim::driver::captured_channels(config),
             None => config.channels.clone(),
         };
         let notifier = Arc::new(
@@ -141,7 +141,7 @@ fn tests_gate(config: Config) -> crate::engine::catalog::Gate {
     Box::new(move || {
         let config = config.clone();
         let dir = config.playbooks.dir.clone();
-        let report = std::thread::spawn(move || crate::playtest::run(&config, &dir, None, 2))
+        let report = std::thread::spawn(move || crate::sim::playtest::run(&config, &dir, None, 2))
             .join()
             .map_err(|_| "the playbook tests panicked".to_string())?
             .map_err(|e| e.to_string())?;
@@ -172,7 +172,7 @@ pub struct Daemon {
     auth: Arc<Auth>,
     escalation: crate::escalation::Escalation,
     /// `serve --world`: the simulated world and the scenario it plays.
-    world: Option<(Arc<crate::world::World>, crate::world::scenario::Scenario)>,
+    world: Option<(Arc<crate::sim::World>, crate::sim::scenario::Scenario)>,
 }
 
 impl Daemon {
@@ -184,9 +184,9 @@ impl Daemon {
     /// The daemon against a simulated world playing `scenario` on the real clock.
     pub async fn build_world(
         config: Config,
-        scenario: crate::world::scenario::Scenario,
+        scenario: crate::sim::scenario::Scenario,
     ) -> anyhow::Result<Daemon> {
-        let world = crate::world::World::new(crate::clock::Clock::Real, &config);
+        let world = crate::sim::World::new(crate::clock::Clock::Real, &config);
         scenario
             .install_settings(&world)
             .map_err(anyhow::Error::msg)?;
@@ -195,7 +195,7 @@ impl Daemon {
 
     async fn build_in(
         config: Config,
-        world: Option<(Arc<crate::world::World>, crate::world::scenario::Scenario)>,
+        world: Option<(Arc<crate::sim::World>, crate::sim::scenario::Scenario)>,
     ) -> anyhow::Result<Daemon> {
         let auth = Arc::new(Auth::from_config(&config.server.tokens)?);
         if auth.is_open() && !config.server.listen.ip().is_loopback() {
@@ -252,7 +252,7 @@ impl Daemon {
         let simulated = world.as_ref().map(|(_, s)| s.title.clone());
         let world_task = world.map(|(w, scenario)| {
             tracing::warn!(title = %scenario.title, "SIMULATED WORLD: every backend is simulated; nothing real is touched");
-            tokio::spawn(crate::world::live::run(
+            tokio::spawn(crate::sim::live::run(
                 w,
                 scenario,
                 core.dispatcher.clone(),
@@ -285,7 +285,7 @@ impl Daemon {
             config.cron.clone(),
             scheduler_stop.clone(),
         ));
-        let exporter = tokio::spawn(crate::key_metrics::run(
+        let exporter = tokio::spawn(crate::metrics::key_metrics::run(
             core.metrics.clone(),
             core.services.clone(),
             config.key_metrics.clone(),

@@ -18,13 +18,13 @@
 //! - [`primitives`]: functions playbooks call; the bridge from Rhai to async code.
 //! - [`store`]: runs, leases, incidents, audit and the outbox on SQLite or PostgreSQL.
 //! - [`escalation`]: the escalation table walking incidents up, paging on the way.
-//! - [`key_metrics`]: the runbook's "Key Metrics to Monitor", measured for Prometheus.
 //! - [`notify`]: the notification outbox and its channels.
-//! - [`world`]: a simulated payments app and Stripe on a virtual clock, behind the same
-//!   primitives, for playbook tests, outage simulations and the demo daemon.
-//! - [`playtest`]: `runbookd test`, playbook tests against simulated worlds.
+//! - [`sim`]: a simulated payments app and Stripe on a virtual clock — the other
+//!   implementation of the primitives' backend traits — for playbook tests
+//!   (`sim::playtest`, `runbookd test`), outage simulations and the demo daemon.
 //! - [`clock`]: the real clock, or a simulation's virtual one, for every time-based decision.
-//! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics.
+//! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics, the daemon's
+//!   own and the runbook's "Key Metrics to Monitor".
 
 pub mod api;
 pub mod app;
@@ -33,14 +33,12 @@ pub mod config;
 pub mod dispatch;
 pub mod engine;
 pub mod escalation;
-pub mod key_metrics;
 pub mod metrics;
 pub mod notify;
-pub mod playtest;
 pub mod primitives;
+pub mod sim;
 pub mod store;
 pub mod triggers;
-pub mod world;
 
 #[cfg(test)]
 mod properties;

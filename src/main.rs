@@ -218,7 +218,7 @@ async fn serve(config: Config, world: Option<PathBuf>) -> anyhow::Result<ExitCod
         None => Daemon::build(config).await?,
         Some(path) => {
             let scenario =
-                runbookd::world::scenario::Scenario::load(&path).map_err(anyhow::Error::msg)?;
+                runbookd::sim::scenario::Scenario::load(&path).map_err(anyhow::Error::msg)?;
             Daemon::build_world(config, scenario).await?
         }
     };
@@ -238,7 +238,7 @@ fn test(
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    let report = runbookd::playtest::run(&config, &dir, filter.as_deref(), jobs)?;
+    let report = runbookd::sim::playtest::run(&config, &dir, filter.as_deref(), jobs)?;
     if report.results.is_empty() && report.broken_files.is_empty() {
         eprintln!(
             "runbookd: no tests in {} (files tests/*.rhai with fn test_…())",
@@ -259,7 +259,7 @@ fn simulate(
     dir: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    use runbookd::world::{driver::Sim, scenario::Scenario};
+    use runbookd::sim::{driver::Sim, scenario::Scenario};
     let scenario = Scenario::load(&scenario).map_err(anyhow::Error::msg)?;
     let dir = dir.unwrap_or(config.playbooks.dir.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -283,52 +283,7 @@ fn simulate(
         .unwrap_or_default();
     let sim = Sim::new(&config, catalog, start, runtime.handle().clone())?;
     sim.play(&scenario)?;
-    let mut timeline = sim.timeline();
-    timeline.sort_by_key(|h| h.at_ms);
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    if json {
-        for h in &timeline {
-            writeln!(out, "{}", serde_json::to_string(h)?)?;
-        }
-        return emit(&out);
-    }
-    writeln!(out, "{} — simulated on a virtual clock", scenario.title)?;
-    if !scenario.description.is_empty() {
-        writeln!(out, "{}", scenario.description.trim())?;
-    }
-    writeln!(out)?;
-    for h in &timeline {
-        let t = (h.at_ms - start).max(0) / 1000;
-        writeln!(
-            out,
-            "+{:02}:{:02}:{:02}  {:<10}  {}",
-            t / 3600,
-            t / 60 % 60,
-            t % 60,
-            h.kind,
-            h.text
-        )?;
-    }
-    let runs = sim.runs();
-    let failed = runs.iter().filter(|r| r.status != "succeeded").count();
-    writeln!(out)?;
-    writeln!(
-        out,
-        "{} runs ({} did not succeed), {} notifications",
-        runs.len(),
-        failed,
-        sim.notifications()?.len()
-    )?;
-    for i in sim.incidents()? {
-        writeln!(
-            out,
-            "incident {}: {}, level {}",
-            i.title,
-            i.status.as_str(),
-            i.level.as_deref().unwrap_or("none")
-        )?;
-    }
+    let out = runbookd::sim::timeline::render(&sim, &scenario, start, json)?;
     emit(&out)
 }
 

@@ -135,7 +135,7 @@ proptest! {
 
     #[test]
     fn scenario_files_parse_or_fail_cleanly(text in "\\PC{0,200}") {
-        let _ = toml::from_str::<crate::world::scenario::Scenario>(&text);
+        let _ = toml::from_str::<crate::sim::scenario::Scenario>(&text);
     }
 
     #[test]

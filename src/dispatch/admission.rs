@@ -1,7 +1,7 @@
 //! Admission: under which incident an alert goes, which playbooks it triggers, and whether
 //! each of them runs now or is held back (a run already active, a cooldown). One set of
 //! rules, called by the daemon's ingester ([`super::alerts`]) and by the simulation
-//! (`world::driver`), so `runbookd test` admits alerts exactly as production does.
+//! (`sim::driver`), so `runbookd test` admits alerts exactly as production does.
 
 use std::time::Duration;
 

@@ -20,7 +20,7 @@ use runbookd::{
         redis_conn::RedisConnections,
         stripe::Stripe,
     },
-    world::{stripe::SimStripeWire, World},
+    sim::{backends::stripe::SimStripeWire, World},
 };
 
 use crate::{
@@ -639,7 +639,7 @@ async fn admitted_by_daemon(key_labels: &str) -> Admitted {
 }
 
 fn admitted_by_simulation(key_labels: Vec<String>, runtime: tokio::runtime::Handle) -> Admitted {
-    use runbookd::{engine, world::driver::Sim};
+    use runbookd::{engine, sim::driver::Sim};
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("watch.rhai"), WATCHER).expect("playbook");
     let mut config = Config::default();

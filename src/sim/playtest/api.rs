@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::{
     config::Config,
     engine::Catalog,
-    world::{
+    sim::{
         change::Change,
         driver::{Sim, SimRun},
     },
@@ -143,7 +143,7 @@ fn runs_array(runs: &[SimRun]) -> Result<Array, Box<EvalAltResult>> {
     runs.iter().map(run_map).collect()
 }
 
-fn sim_err(e: crate::world::driver::SimError) -> Box<EvalAltResult> {
+fn sim_err(e: crate::sim::driver::SimError) -> Box<EvalAltResult> {
     fail(e.to_string())
 }
 

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::{SimPayment, World};
 use crate::primitives::payments::{Counts, Payment, PaymentsBackend, PaymentsError};
+use crate::sim::{SimPayment, World};
 
 fn down() -> PaymentsError {
     PaymentsError::Unavailable("payments database does not answer (simulated outage)".into())

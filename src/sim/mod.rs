@@ -11,12 +11,13 @@
 //! - [`driver::Sim`]: runs playbooks, delivers alerts, moves time and walks the escalation
 //!   table — synchronously, so a simulation is deterministic.
 
+pub mod backends;
 pub mod change;
 pub mod driver;
 pub mod live;
-mod payments;
+pub mod playtest;
 pub mod scenario;
-pub mod stripe;
+pub mod timeline;
 
 use std::{
     collections::BTreeMap,
@@ -276,20 +277,20 @@ impl World {
             payments: Payments::with_backend(self.clone()),
             stripe: Stripe::with_wire(
                 &config.stripe,
-                Arc::new(stripe::SimStripeWire {
+                Arc::new(backends::stripe::SimStripeWire {
                     world: self.clone(),
                 }),
                 reqwest::Client::new(),
                 self.clock.clone(),
             ),
             webhook_secret: WebhookSecret::simulated(secret.as_deref()),
-            webhook_endpoint: Arc::new(stripe::SimEndpoint {
+            webhook_endpoint: Arc::new(backends::stripe::SimEndpoint {
                 world: self.clone(),
                 url: config
                     .stripe
                     .webhook_url
                     .clone()
-                    .unwrap_or_else(|| stripe::SIMULATED_ENDPOINT.to_string()),
+                    .unwrap_or_else(|| backends::stripe::SIMULATED_ENDPOINT.to_string()),
             }),
             celery: crate::primitives::celery::Celery::new(&Default::default(), Default::default()),
             webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),

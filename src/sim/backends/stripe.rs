@@ -8,11 +8,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-use super::{SimIntent, World};
 use crate::primitives::{
     stripe::wire::{HeldKey, StripeWire, Target, WireAnswer, WireError, WireRequest},
     webhooks::{Probe, WebhookEndpoint},
 };
+use crate::sim::{SimIntent, World};
 
 /// The world's Stripe behind the [`StripeWire`] interface.
 pub struct SimStripeWire {

@@ -57,7 +57,7 @@ pub struct Metrics {
     reload_seconds: Histogram,
     alerts: Family<ReasonLabel, Counter>,
     notifications: Family<ChannelLabels, Counter>,
-    key: crate::key_metrics::KeyMetrics,
+    key: crate::metrics::key_metrics::KeyMetrics,
 }
 
 impl Default for Metrics {
@@ -144,7 +144,7 @@ impl Metrics {
             "Notification delivery attempts by channel and outcome (sent, retry, failed)",
             notifications.clone(),
         );
-        let key = crate::key_metrics::KeyMetrics::register(&mut registry);
+        let key = crate::metrics::key_metrics::KeyMetrics::register(&mut registry);
         Metrics {
             key,
             notifications,
@@ -164,8 +164,8 @@ impl Metrics {
         }
     }
 
-    /// The runbook's key metrics (measured by [`crate::key_metrics::run`]).
-    pub fn key(&self) -> &crate::key_metrics::KeyMetrics {
+    /// The runbook's key metrics (measured by [`crate::metrics::key_metrics::run`]).
+    pub fn key(&self) -> &crate::metrics::key_metrics::KeyMetrics {
         &self.key
     }
 

@@ -1,0 +1,9 @@
+//! The simulated world's implementations of production's backend traits:
+//! [`crate::primitives::payments::PaymentsBackend`] (its rows, [`payments`]),
+//! [`crate::primitives::stripe::wire::StripeWire`] and
+//! [`crate::primitives::webhooks::WebhookEndpoint`] (its Stripe and the app's endpoint,
+//! [`stripe`]). Breakers need none of their own: the world keeps them in production's
+//! memory store.
+
+mod payments;
+pub mod stripe;
