@@ -36,6 +36,7 @@ pub mod escalation;
 pub mod metrics;
 pub mod notify;
 pub mod primitives;
+pub mod redact;
 pub mod sim;
 pub mod store;
 pub mod triggers;

@@ -293,7 +293,14 @@ impl Dispatcher {
 /// When a batch fails, its notifications are retried one by one, so one bad notification
 /// (or a full run queue) is answered on its own and does not fail the others.
 pub(super) async fn ingest_loop(dispatcher: Dispatcher, mut rx: mpsc::Receiver<IngestJob>) {
-    while let Some(first) = rx.recv().await {
+    // Ends once the replica has retired (alerts are refused from the start of shutdown).
+    let retired = dispatcher.inner.retired.clone();
+    loop {
+        let first = tokio::select! {
+            biased;
+            job = rx.recv() => match job { Some(j) => j, None => return },
+            _ = retired.cancelled() => return,
+        };
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {

@@ -121,6 +121,9 @@ struct Inner {
     stop_runs: CancellationToken,
     /// Set at the end of shutdown: the lease is given up, not renewed.
     retired: CancellationToken,
+    /// The dispatch, ingest, claim, lease and status-writer loops (they end at `retired`
+    /// or when draining).
+    loops: TaskTracker,
     runs: TaskTracker,
     /// Alert ingestion: notifications wait here for the ingester, which records every one
     /// waiting in one transaction (see [`alerts`]).
@@ -158,7 +161,14 @@ impl Dispatcher {
         let slots = Arc::new(Semaphore::new(limits.max_concurrent_runs));
         let (ingest_tx, ingest_rx) = mpsc::channel(alerts::INGEST_QUEUE);
         let (updates_tx, updates_rx) = mpsc::channel(4096);
-        tokio::spawn(status::status_writer(store.clone(), updates_rx));
+        // The dispatcher's own loops; `shutdown` waits for every one of them.
+        let loops = TaskTracker::new();
+        let retired = CancellationToken::new();
+        loops.spawn(status::status_writer(
+            store.clone(),
+            updates_rx,
+            retired.clone(),
+        ));
         let stop_runs = CancellationToken::new();
         let inner = Arc::new(Inner {
             catalog,
@@ -180,22 +190,29 @@ impl Dispatcher {
             accepting: AtomicBool::new(true),
             draining: CancellationToken::new(),
             stop_runs,
-            retired: CancellationToken::new(),
+            retired,
             runs: TaskTracker::new(),
+            loops,
             ingest: ingest_tx,
             run_updates: updates_tx,
             incident_locks: Default::default(),
         });
         let loop_done = Arc::new(Notify::new());
-        tokio::spawn(dispatch_loop(
+        inner.loops.spawn(dispatch_loop(
             inner.clone(),
             rx,
             claimed_rx,
             loop_done.clone(),
         ));
         let dispatcher = Dispatcher { inner, loop_done };
-        tokio::spawn(alerts::ingest_loop(dispatcher.clone(), ingest_rx));
-        tokio::spawn(leases::keep_lease(dispatcher.inner.clone()));
+        dispatcher
+            .inner
+            .loops
+            .spawn(alerts::ingest_loop(dispatcher.clone(), ingest_rx));
+        dispatcher
+            .inner
+            .loops
+            .spawn(leases::keep_lease(dispatcher.inner.clone()));
         Ok(dispatcher)
     }
 
@@ -288,7 +305,9 @@ impl Dispatcher {
     /// listens.
     pub async fn serve(&self) {
         leases::recover(&self.inner).await;
-        tokio::spawn(leases::claim_loop(self.inner.clone()));
+        self.inner
+            .loops
+            .spawn(leases::claim_loop(self.inner.clone()));
     }
 
     /// Runs waiting for a slot.
@@ -327,6 +346,8 @@ impl Dispatcher {
         if let Err(e) = inner.store.retire_lease(&lease).await {
             tracing::warn!(error = %e, "cannot end this replica's lease; it expires by itself");
         }
+        inner.loops.close();
+        inner.loops.wait().await;
     }
 }
 

@@ -15,8 +15,18 @@ pub(super) struct UpdateJob {
 
 /// Writes every change waiting in one transaction; a failed batch is retried change by
 /// change so one bad row fails alone.
-pub(super) async fn status_writer(store: Store, mut rx: mpsc::Receiver<UpdateJob>) {
-    while let Some(first) = rx.recv().await {
+pub(super) async fn status_writer(
+    store: Store,
+    mut rx: mpsc::Receiver<UpdateJob>,
+    retired: tokio_util::sync::CancellationToken,
+) {
+    // Ends once the replica has retired (every run ended before that) and nothing waits.
+    loop {
+        let first = tokio::select! {
+            biased;
+            job = rx.recv() => match job { Some(j) => j, None => return },
+            _ = retired.cancelled() => match rx.try_recv() { Ok(j) => j, Err(_) => return },
+        };
         let mut jobs = vec![first];
         while jobs.len() < 512 {
             match rx.try_recv() {

@@ -20,14 +20,14 @@ impl RedisConnections {
             return Ok(c.clone());
         }
         let client = redis::Client::open(url)
-            .map_err(|e| format!("invalid Redis URL {}: {e}", crate::app::redact_url(url)))?;
+            .map_err(|e| format!("invalid Redis URL {}: {e}", crate::redact::redact_url(url)))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("Redis {}: {e}", crate::app::redact_url(url)))?;
+            .map_err(|e| format!("Redis {}: {e}", crate::redact::redact_url(url)))?;
         map.insert(url.to_string(), manager.clone());
         Ok(manager)
     }

@@ -1,0 +1,243 @@
+//! The daemon: API, background loops and graceful shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::Core;
+use crate::{
+    api::{self, AppState, Auth},
+    config::Config,
+    engine::{reload, Catalog},
+};
+
+/// The running daemon.
+pub struct Daemon {
+    config: Config,
+    core: Core,
+    listener: TcpListener,
+    auth: Arc<Auth>,
+    escalation: crate::escalation::Escalation,
+    /// `serve --world`: the simulated world and the scenario it plays.
+    world: Option<(Arc<crate::sim::World>, crate::sim::scenario::Scenario)>,
+}
+
+impl Daemon {
+    /// Validates the configuration, starts the core and binds the API address.
+    pub async fn build(config: Config) -> anyhow::Result<Daemon> {
+        Self::build_in(config, None).await
+    }
+
+    /// The daemon against a simulated world playing `scenario` on the real clock.
+    pub async fn build_world(
+        config: Config,
+        scenario: crate::sim::scenario::Scenario,
+    ) -> anyhow::Result<Daemon> {
+        let world = crate::sim::World::new(crate::clock::Clock::Real, &config);
+        scenario
+            .install_settings(&world)
+            .map_err(anyhow::Error::msg)?;
+        Self::build_in(config, Some((world, scenario))).await
+    }
+
+    async fn build_in(
+        config: Config,
+        world: Option<(Arc<crate::sim::World>, crate::sim::scenario::Scenario)>,
+    ) -> anyhow::Result<Daemon> {
+        let auth = Arc::new(Auth::from_config(&config.server.tokens)?);
+        if auth.is_open() && !config.server.listen.ip().is_loopback() {
+            bail!(
+                "refusing to listen on {} without API tokens: configure [[server.tokens]] or listen on 127.0.0.1",
+                config.server.listen
+            );
+        }
+        let core = Core::start_in(&config, world.as_ref().map(|(w, _)| w.clone())).await?;
+        let channels = core
+            .services
+            .notifier
+            .as_ref()
+            .map(|n| n.channel_names())
+            .unwrap_or_default();
+        let mut escalation =
+            crate::escalation::Escalation::load(config.escalation.file.clone(), channels)
+                .map_err(|e| anyhow::anyhow!("escalation table: {e}"))?;
+        escalation.publish_levels(core.services.levels.clone());
+        // Work left by replicas that are gone (this one's previous process included) is
+        // queued again before the API listens; from then on runs nobody owns are claimed as
+        // slots free.
+        let lease = core.dispatcher.lease();
+        tracing::info!(replica = %lease.name, lease = %lease.id, ttl = %humantime::format_duration(config.server.lease_ttl), "replica lease taken");
+        core.dispatcher.serve().await;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        Ok(Daemon {
+            config,
+            core,
+            listener,
+            auth,
+            escalation,
+            world,
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` is cancelled (or SIGTERM/SIGINT), then shuts down gracefully.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let Daemon {
+            config,
+            core,
+            listener,
+            auth,
+            escalation,
+            world,
+        } = self;
+        // Every loop runs on this tracker, so the daemon stops only when all of them did.
+        // `stop` is the root: the triggers' loops stop with it; what must outlive it (run
+        // shutdown, notification delivery, the HTTP server draining) stops in order after.
+        let tasks = TaskTracker::new();
+        let simulated = world.as_ref().map(|(_, s)| s.title.clone());
+        let world_task = world.map(|(w, scenario)| {
+            tracing::warn!(title = %scenario.title, "SIMULATED WORLD: every backend is simulated; nothing real is touched");
+            tasks.spawn(crate::sim::live::run(
+                w,
+                scenario,
+                core.dispatcher.clone(),
+                config.alerts.clone(),
+                stop.clone(),
+            ))
+        });
+        let _watcher = reload::watch(core.catalog.clone(), config.playbooks.reload_debounce)
+            .context("watching the playbook directory")?;
+        spawn_signal_handlers(&tasks, stop.clone(), core.catalog.clone());
+        let scheduler_stop = stop.child_token();
+        let escalator = tasks.spawn(crate::escalation::run(
+            escalation,
+            core.store.clone(),
+            core.dispatcher.clone(),
+            config.escalation.interval,
+            scheduler_stop.clone(),
+        ));
+        // Delivery stops last, so notifications from runs finishing during shutdown go out.
+        let delivery_stop = CancellationToken::new();
+        let delivery = core
+            .services
+            .notifier
+            .clone()
+            .map(|n| tasks.spawn(n.run(delivery_stop.clone())));
+        let scheduler = tasks.spawn(crate::triggers::cron::run(
+            core.catalog.clone(),
+            core.dispatcher.clone(),
+            core.store.clone(),
+            config.cron.clone(),
+            scheduler_stop.clone(),
+        ));
+        let exporter = tasks.spawn(crate::metrics::key_metrics::run(
+            core.metrics.clone(),
+            core.services.clone(),
+            config.key_metrics.clone(),
+            scheduler_stop.clone(),
+        ));
+        let state = AppState {
+            catalog: core.catalog.clone(),
+            dispatcher: core.dispatcher.clone(),
+            store: core.store.clone(),
+            metrics: core.metrics.clone(),
+            auth,
+            services: core.services.clone(),
+            alerts: config.alerts.clone(),
+            simulated,
+            listen: listener.local_addr()?,
+        };
+        let app = api::router(
+            state,
+            api::RequestLimits {
+                max_body_bytes: config.server.max_body_bytes,
+                body_timeout: config.server.request_body_timeout,
+                request_timeout: config.server.request_timeout,
+            },
+        );
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, auth = if config.server.tokens.is_empty() { "none (loopback only)" } else { "bearer tokens" }, "listening");
+        let http_stop = CancellationToken::new();
+        let server = {
+            let http_stop = http_stop.clone();
+            let limits = api::serve::ServerLimits {
+                header_read_timeout: config.server.header_read_timeout,
+                max_connections: config.server.max_connections,
+            };
+            tasks.spawn(api::serve::serve(
+                listener,
+                app,
+                limits,
+                http_stop,
+                Duration::from_secs(5),
+            ))
+        };
+        stop.cancelled().await;
+        scheduler_stop.cancel();
+        let _ = scheduler.await;
+        let _ = escalator.await;
+        let _ = exporter.await;
+        if let Some(t) = world_task {
+            let _ = t.await;
+        }
+        tracing::info!(
+            grace = %humantime::format_duration(config.server.shutdown_grace),
+            "shutting down: no new runs; waiting for running ones"
+        );
+        // Runs finish (or are cancelled) first, so `?wait=true` callers get their answer,
+        // then the HTTP server drains its connections.
+        core.dispatcher.shutdown(config.server.shutdown_grace).await;
+        delivery_stop.cancel();
+        if let Some(d) = delivery {
+            let _ = d.await;
+        }
+        http_stop.cancel();
+        // The server drains open connections for at most 5 s itself.
+        let _ = server.await;
+        tasks.close();
+        tasks.wait().await;
+        core.store.close().await;
+        if let Some(path) = &core.scratch_state {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            let _ = std::fs::remove_dir_all(format!("{}-leases", path.display()));
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn spawn_signal_handlers(tasks: &TaskTracker, stop: CancellationToken, catalog: Arc<Catalog>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tasks.spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); stop.cancel(); return; }
+                _ = int.recv() => { tracing::info!("SIGINT received"); stop.cancel(); return; }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading playbooks");
+                    let catalog = catalog.clone();
+                    let _ = tokio::task::spawn_blocking(move || catalog.reload()).await;
+                }
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+}
