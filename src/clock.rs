@@ -4,6 +4,8 @@
 //! time for a decision — `now()`, `sleep`, budgets, incident ages, breaker half-open,
 //! escalation timers, store timestamps — asks a [`Clock`].
 
+pub mod zone;
+
 use std::sync::{
     atomic::{AtomicI64, Ordering},
     Arc, Mutex,

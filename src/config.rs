@@ -231,8 +231,8 @@ impl Default for CronConfig {
 
 impl CronConfig {
     /// The configured zone.
-    pub fn zone(&self) -> Option<crate::triggers::cron::Zone> {
-        crate::triggers::cron::Zone::parse(&self.timezone)
+    pub fn zone(&self) -> Option<crate::clock::zone::Zone> {
+        crate::clock::zone::Zone::parse(&self.timezone)
     }
 }
 
@@ -506,5 +506,148 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
                 "`{t}` is not a duration ({e}); try \"30s\" or \"none\""
             ))
         }),
+    }
+}
+
+/// A name of a playbook (its file stem), breaker or channel: lowercase letters, digits, `_`
+/// and `-`, at most 64 characters.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// A configuration key with a bad value.
+pub(crate) fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl PlaybooksConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_concurrent_runs == 0 {
+            return Err(bad("playbooks.max_concurrent_runs", "must be at least 1"));
+        }
+        if self.queue_capacity == 0 {
+            return Err(bad("playbooks.queue_capacity", "must be at least 1"));
+        }
+        if self.timeout.is_zero() {
+            return Err(bad("playbooks.timeout", "must be longer than zero"));
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(bad("server.max_connections", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("server.header_read_timeout", self.header_read_timeout),
+            ("server.request_body_timeout", self.request_body_timeout),
+            ("server.request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(bad(key, "must be longer than zero"));
+            }
+        }
+        if self.lease_ttl < Duration::from_millis(300) {
+            return Err(bad(
+                "server.lease_ttl",
+                "must be at least 300ms (it is renewed every third of it)",
+            ));
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.token_env.is_some() == t.token_file.is_some() {
+                return Err(bad(
+                    format!("server.tokens[{i}]"),
+                    format!(
+                        "token `{}` needs exactly one of token_env or token_file",
+                        t.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StateConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.database_url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            return Err(bad(
+                "state.database_url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CronConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.zone().is_none() {
+            return Err(bad(
+                "cron.timezone",
+                "must be \"UTC\", a fixed offset like \"+02:00\" or an IANA zone like \"Europe/Berlin\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ChannelConfig {
+    /// `[channels.NAME]`.
+    fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let key = format!("channels.{name}");
+        if !valid_name(name) {
+            return Err(bad(&key, "channel names use a-z, 0-9, _ and -"));
+        }
+        let has_url = self.url.is_some() || self.url_env.is_some() || self.url_file.is_some();
+        match self.kind {
+            ChannelKind::Slack | ChannelKind::Webhook if !has_url => {
+                return Err(bad(&key, "needs url, url_env or url_file"));
+            }
+            ChannelKind::Pagerduty
+                if self.routing_key_env.is_none() && self.routing_key_file.is_none() =>
+            {
+                return Err(bad(&key, "needs routing_key_env or routing_key_file"));
+            }
+            ChannelKind::Email
+                if self.smtp_host.is_none() || self.from.is_none() || self.to.is_empty() =>
+            {
+                return Err(bad(&key, "needs smtp_host, from and to"));
+            }
+            ChannelKind::Email
+                if !matches!(
+                    self.smtp_tls.as_deref(),
+                    None | Some("starttls" | "tls" | "none")
+                ) =>
+            {
+                return Err(bad(
+                    format!("{key}.smtp_tls"),
+                    "must be starttls, tls or none",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(sev) = &self.severity {
+            if !matches!(sev.as_str(), "critical" | "error" | "warning" | "info") {
+                return Err(bad(
+                    format!("{key}.severity"),
+                    "must be critical, error, warning or info",
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use super::{duration, opt_duration};
+use super::{bad, duration, opt_duration, valid_name, ConfigError};
 
 /// `[webhooks]`
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -302,5 +302,66 @@ impl Default for BreakerConfig {
             open_ttl: Some(Duration::from_secs(300)),
             closed_ttl: Some(Duration::from_secs(600)),
         }
+    }
+}
+
+impl BreakerConfig {
+    /// `[breakers.NAME]`.
+    pub(super) fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("breakers.{name}.{k}");
+        if !valid_name(name) {
+            return Err(bad(
+                format!("breakers.{name}"),
+                "breaker names use a-z, 0-9, _ and -",
+            ));
+        }
+        if self.failure_threshold == 0 {
+            return Err(bad(key("failure_threshold"), "must be at least 1"));
+        }
+        if self.window.as_secs() == 0 || self.recovery_timeout.is_zero() {
+            return Err(bad(
+                key("window"),
+                "window and recovery_timeout must be at least 1s",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl StripeConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.expected_mode.as_str(), "live" | "test") {
+            return Err(bad("stripe.expected_mode", "must be \"live\" or \"test\""));
+        }
+        if self.max_attempts == 0 {
+            return Err(bad("stripe.max_attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl PaymentsConfig {
+    /// Table and column names go into SQL text: plain identifiers only.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.columns;
+        for (key, value) in [
+            ("payments.table", &self.table),
+            ("payments.audit_table", &self.audit_table),
+            ("payments.columns.id", &c.id),
+            ("payments.columns.id_type", &c.id_type),
+            ("payments.columns.account_id", &c.account_id),
+            ("payments.columns.amount", &c.amount),
+            ("payments.columns.status", &c.status),
+            ("payments.columns.processor_ref", &c.processor_ref),
+            ("payments.columns.idempotency_key", &c.idempotency_key),
+            ("payments.columns.metadata", &c.metadata),
+            ("payments.columns.created_at", &c.created_at),
+        ] {
+            let column = key.starts_with("payments.columns");
+            if !valid_sql_identifier(value) || (column && value.contains('.')) {
+                return Err(bad(key, format!("`{value}` is not a plain SQL identifier")));
+            }
+        }
+        Ok(())
     }
 }

@@ -1,14 +1,11 @@
 //! Loading: file → `toml::Table` → `RUNBOOKD_*` environment overrides → typed structs →
 //! secrets resolved by indirection → validation, every error naming its dotted key.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
 use secrecy::SecretString;
 
-use super::{valid_sql_identifier, ChannelKind, Config, ConfigError, StateConfig};
+use super::{Config, ConfigError, StateConfig};
 
 const ENV_PREFIX: &str = "RUNBOOKD_";
 
@@ -122,157 +119,20 @@ impl Config {
         Ok(())
     }
 
+    /// Every section checks itself (next to its struct); names of maps' entries here.
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: &str| {
-            Err(ConfigError::Key {
-                key: key.into(),
-                message: message.into(),
-            })
-        };
-        if self.playbooks.max_concurrent_runs == 0 {
-            return bad("playbooks.max_concurrent_runs", "must be at least 1");
-        }
-        if self.playbooks.queue_capacity == 0 {
-            return bad("playbooks.queue_capacity", "must be at least 1");
-        }
-        if self.playbooks.timeout.is_zero() {
-            return bad("playbooks.timeout", "must be longer than zero");
-        }
-        if self.server.max_connections == 0 {
-            return bad("server.max_connections", "must be at least 1");
-        }
-        for (key, d) in [
-            (
-                "server.header_read_timeout",
-                self.server.header_read_timeout,
-            ),
-            (
-                "server.request_body_timeout",
-                self.server.request_body_timeout,
-            ),
-            ("server.request_timeout", self.server.request_timeout),
-        ] {
-            if d.is_zero() {
-                return bad(key, "must be longer than zero");
-            }
-        }
-        if self.server.lease_ttl < Duration::from_millis(300) {
-            return bad(
-                "server.lease_ttl",
-                "must be at least 300ms (it is renewed every third of it)",
-            );
-        }
-        let url = &self.state.database_url;
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres:")
-            || url.starts_with("postgresql:"))
-        {
-            return bad(
-                "state.database_url",
-                "must start with sqlite:// or postgres://",
-            );
-        }
+        self.playbooks.validate()?;
+        self.server.validate()?;
+        self.state.validate()?;
+        self.cron.validate()?;
         for (name, b) in &self.breakers {
-            let key = |k: &str| format!("breakers.{name}.{k}");
-            if !crate::engine::catalog::valid_name(name) {
-                return bad(
-                    &format!("breakers.{name}"),
-                    "breaker names use a-z, 0-9, _ and -",
-                );
-            }
-            if b.failure_threshold == 0 {
-                return bad(&key("failure_threshold"), "must be at least 1");
-            }
-            if b.window.as_secs() == 0 || b.recovery_timeout.is_zero() {
-                return bad(
-                    &key("window"),
-                    "window and recovery_timeout must be at least 1s",
-                );
-            }
+            b.validate(name)?;
         }
-        if !matches!(self.stripe.expected_mode.as_str(), "live" | "test") {
-            return bad("stripe.expected_mode", "must be \"live\" or \"test\"");
-        }
-        if self.stripe.max_attempts == 0 {
-            return bad("stripe.max_attempts", "must be at least 1");
-        }
-        if self.cron.zone().is_none() {
-            return bad(
-                "cron.timezone",
-                "must be \"UTC\", a fixed offset like \"+02:00\" or an IANA zone like \"Europe/Berlin\"",
-            );
-        }
+        self.stripe.validate()?;
         for (name, ch) in &self.channels {
-            let key = format!("channels.{name}");
-            if !crate::engine::catalog::valid_name(name) {
-                return bad(&key, "channel names use a-z, 0-9, _ and -");
-            }
-            let has_url = ch.url.is_some() || ch.url_env.is_some() || ch.url_file.is_some();
-            match ch.kind {
-                ChannelKind::Slack | ChannelKind::Webhook if !has_url => {
-                    return bad(&key, "needs url, url_env or url_file");
-                }
-                ChannelKind::Pagerduty
-                    if ch.routing_key_env.is_none() && ch.routing_key_file.is_none() =>
-                {
-                    return bad(&key, "needs routing_key_env or routing_key_file");
-                }
-                ChannelKind::Email
-                    if ch.smtp_host.is_none() || ch.from.is_none() || ch.to.is_empty() =>
-                {
-                    return bad(&key, "needs smtp_host, from and to");
-                }
-                ChannelKind::Email
-                    if !matches!(
-                        ch.smtp_tls.as_deref(),
-                        None | Some("starttls" | "tls" | "none")
-                    ) =>
-                {
-                    return bad(&format!("{key}.smtp_tls"), "must be starttls, tls or none");
-                }
-                _ => {}
-            }
-            if let Some(sev) = &ch.severity {
-                if !matches!(sev.as_str(), "critical" | "error" | "warning" | "info") {
-                    return bad(
-                        &format!("{key}.severity"),
-                        "must be critical, error, warning or info",
-                    );
-                }
-            }
+            ch.validate(name)?;
         }
-        let p = &self.payments;
-        let c = &p.columns;
-        for (key, value) in [
-            ("payments.table", &p.table),
-            ("payments.audit_table", &p.audit_table),
-            ("payments.columns.id", &c.id),
-            ("payments.columns.id_type", &c.id_type),
-            ("payments.columns.account_id", &c.account_id),
-            ("payments.columns.amount", &c.amount),
-            ("payments.columns.status", &c.status),
-            ("payments.columns.processor_ref", &c.processor_ref),
-            ("payments.columns.idempotency_key", &c.idempotency_key),
-            ("payments.columns.metadata", &c.metadata),
-            ("payments.columns.created_at", &c.created_at),
-        ] {
-            let column = key.starts_with("payments.columns");
-            if !valid_sql_identifier(value) || (column && value.contains('.')) {
-                return bad(key, &format!("`{value}` is not a plain SQL identifier"));
-            }
-        }
-        for (i, t) in self.server.tokens.iter().enumerate() {
-            if t.token_env.is_some() == t.token_file.is_some() {
-                return bad(
-                    &format!("server.tokens[{i}]"),
-                    &format!(
-                        "token `{}` needs exactly one of token_env or token_file",
-                        t.name
-                    ),
-                );
-            }
-        }
-        Ok(())
+        self.payments.validate()
     }
 }
 

@@ -69,10 +69,7 @@ pub fn matching(catalog: &Catalog, alert: &Alert, default_cooldown: Duration) ->
                     .iter()
                     .all(|(k, v)| alert.labels.get(k).map(String::as_str) == Some(v.as_str()));
                 if name == alert.name() && labels_match {
-                    let cooldown = cooldown
-                        .as_deref()
-                        .and_then(|c| humantime::parse_duration(c).ok())
-                        .unwrap_or(default_cooldown);
+                    let cooldown = cooldown.as_ref().map_or(default_cooldown, |c| c.duration);
                     out.push(Match {
                         playbook: pb.name.clone(),
                         on_resolved: *on_resolved,

@@ -85,14 +85,7 @@ pub struct Catalog {
 /// A check a reload must pass; see [`Catalog::set_gate`].
 pub type Gate = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// A playbook name: the file stem, lowercase letters, digits, `_` and `-`.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
+pub use crate::config::valid_name;
 
 impl Catalog {
     pub fn new(dir: PathBuf, engine: Arc<Engine>, metrics: Option<Arc<Metrics>>) -> Catalog {

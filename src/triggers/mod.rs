@@ -78,6 +78,20 @@ impl Event {
     }
 }
 
+/// A trigger's cooldown: parsed once when the playbook loads, shown as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cooldown {
+    /// As the playbook wrote it (`"5m"`); what listings show.
+    pub text: String,
+    pub duration: std::time::Duration,
+}
+
+impl Serialize for Cooldown {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
 /// One declared trigger of a playbook.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -88,9 +102,9 @@ pub enum TriggerSpec {
         labels: BTreeMap<String, String>,
         /// Run on `resolved` notifications too.
         on_resolved: bool,
-        /// Quiet time between runs for one incident, e.g. `"5m"`.
+        /// Quiet time between runs for one incident, e.g. `"5m"` (parsed at load).
         #[serde(skip_serializing_if = "Option::is_none")]
-        cooldown: Option<String>,
+        cooldown: Option<Cooldown>,
     },
     /// A crontab schedule (5 fields, or 6/7 with seconds).
     Cron { cron: String },
@@ -159,9 +173,12 @@ impl TriggerSpec {
                 None => None,
                 Some(v) => {
                     let s = v.as_str().ok_or("`cooldown` must be a duration string")?;
-                    humantime::parse_duration(s)
+                    let duration = humantime::parse_duration(s)
                         .map_err(|e| format!("`cooldown` `{s}` is not a duration: {e}"))?;
-                    Some(s.to_string())
+                    Some(Cooldown {
+                        text: s.to_string(),
+                        duration,
+                    })
                 }
             };
             return Ok(TriggerSpec::Alert {
