@@ -16,7 +16,10 @@ use super::{
 use crate::{
     config::AlertsConfig,
     store::{AlertRecord, Batch, Incident, RunStatus, Trigger},
-    triggers::{alertmanager::Alert, Event},
+    triggers::{
+        alertmanager::{Alert, AlertStatus},
+        Event,
+    },
 };
 
 /// What happened to one alert.
@@ -127,13 +130,13 @@ impl Dispatcher {
         let mut outcome = AlertOutcome {
             alertname: alert.name().to_string(),
             fingerprint: alert.fingerprint.clone(),
-            status: alert.status.clone(),
+            status: alert.status.to_string(),
             incident: None,
             runs: Vec::new(),
             notes: Vec::new(),
         };
         let labels = Value::Object(to_map(&alert.labels));
-        let firing = alert.status == "firing";
+        let firing = alert.status == AlertStatus::Firing;
         batch.lock_key(&key).await?;
         // An incident opened by this very alert has no runs yet: no need to ask for them.
         let mut opened_here = false;
@@ -210,7 +213,7 @@ impl Dispatcher {
                     let event = Event {
                         kind: crate::triggers::EventKind::Alert,
                         name: alert.name().to_string(),
-                        status: alert.status.clone(),
+                        status: alert.status.to_string(),
                         labels: to_map(&alert.labels),
                         annotations: to_map(&alert.annotations),
                         params: Map::new(),
@@ -252,7 +255,7 @@ impl Dispatcher {
         batch.record_alert(AlertRecord {
             alertname: alert.name().to_string(),
             fingerprint: alert.fingerprint.clone(),
-            status: alert.status.clone(),
+            status: alert.status.to_string(),
             starts_at: alert.starts_at.clone(),
             labels,
             annotations: Value::Object(to_map(&alert.annotations)),

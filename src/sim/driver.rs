@@ -453,7 +453,7 @@ impl Sim {
             }
             if scenario.alerts {
                 for (name, status) in monitor.evaluate(&self.world, now) {
-                    self.alert(&name, status, json!({}))?;
+                    self.alert(&name, status.as_str(), json!({}))?;
                 }
             }
             self.fire_cron(&scenario.cron, last_cron, now)?;

@@ -15,10 +15,13 @@ use crate::{
     config::AlertsConfig,
     dispatch::{Dispatcher, RunRequest},
     store::Trigger,
-    triggers::{alertmanager::Alert, Event},
+    triggers::{
+        alertmanager::{Alert, AlertStatus},
+        Event,
+    },
 };
 
-fn alert(name: &str, status: &str, world: &World) -> Alert {
+fn alert(name: &str, status: AlertStatus, world: &World) -> Alert {
     let now = chrono::DateTime::from_timestamp_millis(world.clock().now_ms())
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -30,7 +33,7 @@ fn alert(name: &str, status: &str, world: &World) -> Alert {
     .into_iter()
     .collect();
     Alert {
-        status: status.into(),
+        status,
         // What Alertmanager would send for these labels.
         fingerprint: crate::dispatch::admission::fingerprint(&labels),
         labels,
@@ -38,7 +41,7 @@ fn alert(name: &str, status: &str, world: &World) -> Alert {
             .into_iter()
             .collect(),
         starts_at: now.clone(),
-        ends_at: if status == "resolved" {
+        ends_at: if status == AlertStatus::Resolved {
             now
         } else {
             "0001-01-01T00:00:00Z".into()
@@ -74,10 +77,20 @@ pub async fn run(
                 tracing::info!("simulated world: {said}");
             }
             if let Some(name) = &step.alert {
-                deliver(&dispatcher, &alerts, alert(name, "firing", &world)).await;
+                deliver(
+                    &dispatcher,
+                    &alerts,
+                    alert(name, AlertStatus::Firing, &world),
+                )
+                .await;
             }
             if let Some(name) = &step.resolve {
-                deliver(&dispatcher, &alerts, alert(name, "resolved", &world)).await;
+                deliver(
+                    &dispatcher,
+                    &alerts,
+                    alert(name, AlertStatus::Resolved, &world),
+                )
+                .await;
             }
             if let Some(playbook) = &step.run {
                 let req = RunRequest {

@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{change::Change, World};
+use crate::triggers::alertmanager::AlertStatus;
 
 /// A scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -291,8 +292,8 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// Looks at the world at `now`; returns `(alert, "firing" | "resolved")` transitions.
-    pub fn evaluate(&mut self, world: &World, now: i64) -> Vec<(String, &'static str)> {
+    /// Looks at the world at `now`; returns `(alert, firing | resolved)` transitions.
+    pub fn evaluate(&mut self, world: &World, now: i64) -> Vec<(String, AlertStatus)> {
         let open = world.breaker_state("stripe").is_ok_and(|s| s != "closed");
         let oldest_pending = {
             let s = world.state();
@@ -342,14 +343,14 @@ impl Monitor {
         out
     }
 
-    fn transition(&mut self, name: &str, on: bool, out: &mut Vec<(String, &'static str)>) {
+    fn transition(&mut self, name: &str, on: bool, out: &mut Vec<(String, AlertStatus)>) {
         let was = self.firing.contains(name);
         if on && !was {
             self.firing.insert(name.into());
-            out.push((name.into(), "firing"));
+            out.push((name.into(), AlertStatus::Firing));
         } else if !on && was {
             self.firing.remove(name);
-            out.push((name.into(), "resolved"));
+            out.push((name.into(), AlertStatus::Resolved));
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One webhook notification: a group of alerts.
 #[derive(Debug, Deserialize)]
@@ -22,7 +22,7 @@ pub struct Notification {
 /// One alert of a notification; each becomes its own event.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Alert {
-    pub status: String,
+    pub status: AlertStatus,
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
@@ -33,6 +33,38 @@ pub struct Alert {
     #[serde(rename = "generatorURL", default)]
     pub generator_url: String,
     pub fingerprint: String,
+}
+
+/// An alert's state in a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+
+    /// `firing` or `resolved`.
+    pub fn parse(text: &str) -> Option<AlertStatus> {
+        match text {
+            "firing" => Some(AlertStatus::Firing),
+            "resolved" => Some(AlertStatus::Resolved),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AlertStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Alert {
@@ -75,12 +107,6 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
         )));
     }
     for (i, a) in n.alerts.iter().enumerate() {
-        if !matches!(a.status.as_str(), "firing" | "resolved") {
-            return Err(PayloadError(format!(
-                "alerts[{i}].status must be `firing` or `resolved`, got `{}`",
-                a.status
-            )));
-        }
         if a.name().is_empty() {
             return Err(PayloadError(format!(
                 "alerts[{i}].labels.alertname is missing"

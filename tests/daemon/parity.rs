@@ -663,7 +663,7 @@ fn admitted_by_simulation(key_labels: Vec<String>, runtime: tokio::runtime::Hand
         let mut all: BTreeMap<String, String> = serde_json::from_value(labels).expect("labels");
         all.insert("alertname".into(), name.into());
         let alert = runbookd::triggers::alertmanager::Alert {
-            status: status.into(),
+            status: runbookd::triggers::alertmanager::AlertStatus::parse(status).expect("status"),
             fingerprint: runbookd::dispatch::admission::fingerprint(&all),
             labels: all,
             annotations: Default::default(),

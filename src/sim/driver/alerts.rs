@@ -6,7 +6,7 @@ use super::{Sim, SimError, SimRun};
 use crate::{
     dispatch::admission::{self, Verdict},
     store::RunStatus,
-    triggers::alertmanager::Alert,
+    triggers::alertmanager::{Alert, AlertStatus},
 };
 
 impl Sim {
@@ -27,15 +27,10 @@ impl Sim {
         labels: Value,
         annotations: Value,
     ) -> Result<Vec<SimRun>, SimError> {
-        let resolved = match status {
-            "firing" => false,
-            "resolved" => true,
-            other => {
-                return Err(SimError::Setup(format!(
-                    "alert status `{other}` is not firing or resolved"
-                )))
-            }
-        };
+        let alert_status = AlertStatus::parse(status).ok_or_else(|| {
+            SimError::Setup(format!("alert status `{status}` is not firing or resolved"))
+        })?;
+        let resolved = alert_status == AlertStatus::Resolved;
         let text = |v: &Value| -> std::collections::BTreeMap<String, String> {
             v.as_object()
                 .map(|m| {
@@ -54,7 +49,7 @@ impl Sim {
         let mut label_set = text(&labels);
         label_set.insert("alertname".into(), name.into());
         let alert = Alert {
-            status: status.into(),
+            status: alert_status,
             fingerprint: admission::fingerprint(&label_set),
             labels: label_set,
             annotations: text(&annotations),
