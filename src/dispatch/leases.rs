@@ -161,7 +161,7 @@ async fn claim(inner: &Inner) -> usize {
                         "playbook `{}` does not exist (any more); the run was not started",
                         record.playbook
                     ),
-                    reason: "load".into(),
+                    reason: crate::store::RunErrorReason::Load,
                     line: None,
                     column: None,
                 });

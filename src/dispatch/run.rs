@@ -80,7 +80,8 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job) {
     })
     .await;
     inner.metrics.running().dec();
-    if matches!(&outcome, Ok(o) if o.error.as_ref().is_some_and(|e| e.reason == "shutdown")) {
+    if matches!(&outcome, Ok(o) if o.error.as_ref().is_some_and(|e| e.reason == crate::store::RunErrorReason::Shutdown))
+    {
         // Cancelled: by the shutdown grace period, or because the lease was lost. Either
         // way this attempt has no outcome; the run goes the retry path.
         interrupted(&inner, &record, &lease).await;
@@ -98,7 +99,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job) {
             record.status = RunStatus::Failed;
             record.error = Some(RunError {
                 message: format!("internal error while running the playbook: {join}"),
-                reason: "internal".into(),
+                reason: crate::store::RunErrorReason::Internal,
                 line: None,
                 column: None,
             });

@@ -133,7 +133,7 @@ pub fn execute(
                 None,
                 Some(RunError {
                     message: format!("run() returned a value that is not JSON: {e}"),
-                    reason: "script".into(),
+                    reason: crate::store::RunErrorReason::Script,
                     line: None,
                     column: None,
                 }),
@@ -190,9 +190,9 @@ fn classify(err: &EvalAltResult, timeout: Duration) -> (RunStatus, RunError) {
     let inner = innermost(err);
     let pos = inner.position();
     let (line, column) = (pos.line(), pos.position());
-    let make = |reason: &str, message: String| RunError {
+    let make = |reason: crate::store::RunErrorReason, message: String| RunError {
         message,
-        reason: reason.into(),
+        reason,
         line,
         column,
     };
@@ -203,7 +203,7 @@ fn classify(err: &EvalAltResult, timeout: Duration) -> (RunStatus, RunError) {
                 (
                     RunStatus::Failed,
                     make(
-                        "shutdown",
+                        crate::store::RunErrorReason::Shutdown,
                         "runbookd shut down before this run finished".into(),
                     ),
                 )
@@ -212,7 +212,7 @@ fn classify(err: &EvalAltResult, timeout: Duration) -> (RunStatus, RunError) {
                 (
                     RunStatus::TimedOut,
                     make(
-                        "timeout",
+                        crate::store::RunErrorReason::Timeout,
                         format!(
                             "run exceeded its deadline of {}",
                             humantime::format_duration(timeout)
@@ -224,27 +224,30 @@ fn classify(err: &EvalAltResult, timeout: Duration) -> (RunStatus, RunError) {
         EvalAltResult::ErrorTooManyOperations(_) => (
             RunStatus::Failed,
             make(
-                "operation_limit",
+                crate::store::RunErrorReason::OperationLimit,
                 "run exceeded its operation budget (playbooks.max_operations)".into(),
             ),
         ),
         EvalAltResult::ErrorDataTooLarge(what, _) => (
             RunStatus::Failed,
             make(
-                "data_too_large",
+                crate::store::RunErrorReason::DataTooLarge,
                 format!("{what} exceeds the sandbox limit (playbooks.max_*_size)"),
             ),
         ),
         EvalAltResult::ErrorStackOverflow(_) => (
             RunStatus::Failed,
             make(
-                "call_depth",
+                crate::store::RunErrorReason::CallDepth,
                 "too many nested calls (playbooks.max_call_depth)".into(),
             ),
         ),
         other => (
             RunStatus::Failed,
-            make("script", strip_position(&other.to_string(), pos)),
+            make(
+                crate::store::RunErrorReason::Script,
+                strip_position(&other.to_string(), pos),
+            ),
         ),
     }
 }

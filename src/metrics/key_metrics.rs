@@ -197,7 +197,7 @@ impl KeyMetrics {
         for name in services.breakers.names() {
             let outcome = services.breakers.read(&name).await;
             let state = match &outcome {
-                Ok(s) => s.state,
+                Ok(s) => s.state.as_str(),
                 Err(crate::primitives::breaker::BreakerError::NotConfigured(_)) => continue,
                 Err(_) => "unknown",
             };

@@ -257,13 +257,33 @@ pub fn block_on<T, E: std::fmt::Display>(
     })
 }
 
+/// What became of an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionOutcome {
+    /// A dry run: what would have been done.
+    Planned,
+    Done,
+    Failed,
+}
+
+impl ActionOutcome {
+    /// Planned in a dry run, else done.
+    pub fn of(dry_run: bool) -> ActionOutcome {
+        if dry_run {
+            ActionOutcome::Planned
+        } else {
+            ActionOutcome::Done
+        }
+    }
+}
+
 /// One action, as it is recorded on a run and in the audit trail.
 pub struct ActionRecord<'a> {
     pub action: &'a str,
     pub target: &'a str,
     pub dry_run: bool,
-    /// `planned`, `done` or `failed`.
-    pub outcome: &'a str,
+    pub outcome: ActionOutcome,
     pub details: serde_json::Value,
     pub result: Option<&'a serde_json::Value>,
     pub error: Option<&'a str>,
@@ -305,11 +325,11 @@ pub fn act(
         ))
     })?;
     let (outcome, result, error) = if dry_run {
-        ("planned", None, None)
+        (ActionOutcome::Planned, None, None)
     } else {
         match perform() {
-            Ok(v) => ("done", Some(v), None),
-            Err(e) => ("failed", None, Some(e)),
+            Ok(v) => (ActionOutcome::Done, Some(v), None),
+            Err(e) => (ActionOutcome::Failed, None, Some(e)),
         }
     };
     let error_text = error.as_ref().map(|e| e.to_string());

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use super::{
     block_on, core::append_log, payments::Payment, script_error, stripe::IntentSummary, with_run,
-    ActionRecord, Services,
+    ActionOutcome, ActionRecord, Services,
 };
 use crate::store::{NewAudit, Store};
 
@@ -381,7 +381,7 @@ async fn audit_change(auditor: &Auditor, change: &Change, dry_run: bool) {
         action: "payments.set_status",
         target: &target,
         dry_run,
-        outcome: if dry_run { "planned" } else { "done" },
+        outcome: ActionOutcome::of(dry_run),
         details: serde_json::to_value(change).unwrap_or_default(),
         result: None,
         error: None,
@@ -464,7 +464,7 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
                     action: "payments.set_status",
                     target: &target,
                     dry_run: report.dry_run,
-                    outcome: if report.dry_run { "planned" } else { "done" },
+                    outcome: ActionOutcome::of(report.dry_run),
                     details: serde_json::to_value(c).unwrap_or_default(),
                     result: None,
                     error: None,

@@ -246,7 +246,7 @@ impl World {
             .read(name)
             .now_or_never()
             .ok_or("a memory breaker never waits")?
-            .map(|s| s.state)
+            .map(|s| s.state.as_str())
             .map_err(|e| e.to_string())
     }
 

@@ -339,7 +339,7 @@ async fn interrupt_in(
                  [playbooks] retry_interrupted = {retries})",
                 run.attempt
             ),
-            reason: "interrupted".into(),
+            reason: crate::store::RunErrorReason::Interrupted,
             line: None,
             column: None,
         };

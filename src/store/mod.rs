@@ -31,7 +31,9 @@ pub use escalation::Fire;
 pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
 pub use leases::{Interruption, Lease, Recovered};
 pub use outbox::OutboxItem;
-pub use runs::{Attempt, LogLine, RunError, RunFilter, RunRecord, RunStatus, RunUpdate, Trigger};
+pub use runs::{
+    Attempt, LogLine, RunError, RunErrorReason, RunFilter, RunRecord, RunStatus, RunUpdate, Trigger,
+};
 
 /// Errors from the state store.
 #[derive(Debug, thiserror::Error)]

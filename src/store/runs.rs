@@ -68,12 +68,35 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// The kind of failure, for dashboards and escalation (the message says the rest).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunErrorReason {
+    /// The script raised an error (or returned something that is not JSON).
+    Script,
+    /// The run's deadline passed.
+    Timeout,
+    /// `playbooks.max_operations` ran out.
+    OperationLimit,
+    /// A string, array or map grew past the sandbox's size limits.
+    DataTooLarge,
+    /// Too many nested calls.
+    CallDepth,
+    /// runbookd shut down before the run finished.
+    Shutdown,
+    /// Its replica went away mid-run and no attempt was left.
+    Interrupted,
+    /// The playbook did not load (or no longer exists).
+    Load,
+    /// runbookd itself failed to run it.
+    Internal,
+}
+
 /// Why a run did not succeed, with the script position when there is one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunError {
     pub message: String,
-    /// `script`, `timeout`, `operation_limit`, `data_too_large`, `shutdown`, `interrupted`, `load`.
-    pub reason: String,
+    pub reason: RunErrorReason,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -186,7 +186,7 @@ async fn memory_breakers_expire_as_redis_ttls_say() {
     clock.advance(1_000);
     let after = memory_b.read("b").await.expect("read");
     assert_eq!(
-        (after.state, after.opened_at),
+        (after.state.as_str(), after.opened_at),
         ("closed", None),
         "memory forgets the open state when Redis's TTL would"
     );

@@ -159,13 +159,44 @@ impl Codec {
     }
 }
 
+/// A breaker's visible state: `closed`, `open`, or `half_open` (computed from the open time
+/// as the app computes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+impl std::fmt::Display for BreakerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for BreakerState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// What a script sees of a breaker.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Snapshot {
     pub name: String,
     pub preset: BreakerPreset,
-    /// `closed`, `open` or `half_open` (computed from the open time, as the app does).
-    pub state: &'static str,
+    pub state: BreakerState,
     pub failures: i64,
     /// Unix seconds when it opened (django) or of the last failure (plain); null if unknown.
     pub opened_at: Option<f64>,
@@ -188,13 +219,13 @@ pub fn snapshot(
     let since = time.map(|t| (now - t).max(0.0));
     let recovery = cfg.recovery_timeout.as_secs_f64();
     let state = match stored {
-        Stored::Closed => "closed",
-        Stored::HalfOpen => "half_open",
+        Stored::Closed => BreakerState::Closed,
+        Stored::HalfOpen => BreakerState::HalfOpen,
         // An open breaker with no open time is treated as just opened (the app would too:
         // `now - None` never passes its half-open check).
         Stored::Open => match since {
-            Some(s) if s >= recovery => "half_open",
-            _ => "open",
+            Some(s) if s >= recovery => BreakerState::HalfOpen,
+            _ => BreakerState::Open,
         },
     };
     Snapshot {
