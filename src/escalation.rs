@@ -61,31 +61,57 @@ pub struct Table {
     pub levels: Vec<Level>,
 }
 
+/// An escalation table that cannot be used, naming the file and the level.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("{0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("the table has no [[levels]]")]
+    Empty,
+    /// `at` is `levels[i] (NAME)`.
+    #[error("{at}: {message}")]
+    Level { at: String, message: String },
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    File {
+        path: String,
+        source: Box<TableError>,
+    },
+}
+
 impl Table {
     /// Parses and validates a table; `channels` are the names that exist.
-    pub fn parse(text: &str, channels: &[String]) -> Result<Table, String> {
-        let file: TableFile = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str, channels: &[String]) -> Result<Table, TableError> {
+        let file: TableFile = toml::from_str(text)?;
         if file.levels.is_empty() {
-            return Err("the table has no [[levels]]".into());
+            return Err(TableError::Empty);
         }
         let mut levels = Vec::new();
         for (i, l) in file.levels.into_iter().enumerate() {
             let at = format!("levels[{i}] ({})", l.name);
+            let bad = |message: String| TableError::Level {
+                at: at.clone(),
+                message,
+            };
             if levels.iter().any(|x: &Level| x.name == l.name) {
-                return Err(format!("{at}: level name used twice"));
+                return Err(bad("level name used twice".into()));
             }
-            let condition = Condition::compile(&l.condition).map_err(|e| format!("{at}: {e}"))?;
+            let condition = Condition::compile(&l.condition).map_err(bad)?;
             for c in &l.channels {
                 if c != "log" && !channels.contains(c) {
-                    return Err(format!(
-                        "{at}: channel `{c}` is not configured ([channels.{c}])"
-                    ));
+                    return Err(bad(format!(
+                        "channel `{c}` is not configured ([channels.{c}])"
+                    )));
                 }
             }
             let repeat = match &l.repeat {
                 None => None,
                 Some(r) => Some(
-                    humantime::parse_duration(r).map_err(|e| format!("{at}: repeat `{r}`: {e}"))?,
+                    humantime::parse_duration(r).map_err(|e| bad(format!("repeat `{r}`: {e}")))?,
                 ),
             };
             levels.push(Level {
@@ -118,14 +144,19 @@ pub struct Escalation {
 
 impl Escalation {
     /// Loads the file if it exists, else the shipped table. A broken file fails the start.
-    pub fn load(file: PathBuf, channels: Vec<String>) -> Result<Escalation, String> {
+    pub fn load(file: PathBuf, channels: Vec<String>) -> Result<Escalation, TableError> {
         let (table, mtime) = match std::fs::metadata(&file) {
             Ok(meta) => {
-                let text = std::fs::read_to_string(&file)
-                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                let path = file.display().to_string();
+                let text = std::fs::read_to_string(&file).map_err(|source| TableError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 (
-                    Table::parse(&text, &channels)
-                        .map_err(|e| format!("{}: {e}", file.display()))?,
+                    Table::parse(&text, &channels).map_err(|e| TableError::File {
+                        path,
+                        source: Box::new(e),
+                    })?,
                     meta.modified().ok(),
                 )
             }
@@ -168,8 +199,9 @@ impl Escalation {
             return;
         }
         self.loaded_mtime = mtime;
+        let path = self.file.display().to_string();
         match std::fs::read_to_string(&self.file)
-            .map_err(|e| e.to_string())
+            .map_err(|source| TableError::Read { path, source })
             .and_then(|t| Table::parse(&t, &self.channels))
         {
             Ok(t) => {
@@ -463,18 +495,18 @@ mod tests {
     fn bad_tables_say_where() {
         let e = Table::parse("[[levels]]\nname = \"L1\"\ncondition = \"age >\"\n", &[])
             .expect_err("bad");
-        assert!(e.contains("levels[0] (L1)"), "{e}");
+        assert!(e.to_string().contains("levels[0] (L1)"), "{e}");
         let e = Table::parse(
             "[[levels]]\nname = \"L1\"\ncondition = \"true\"\nchannels = [\"slack\"]\n",
             &[],
         )
         .expect_err("bad");
-        assert!(e.contains("channel `slack`"), "{e}");
+        assert!(e.to_string().contains("channel `slack`"), "{e}");
         let e = Table::parse(
             "[[levels]]\nname = \"L1\"\ncondition = \"true\"\nrepeat = \"often\"\n",
             &[],
         )
         .expect_err("bad");
-        assert!(e.contains("repeat"), "{e}");
+        assert!(e.to_string().contains("repeat"), "{e}");
     }
 }

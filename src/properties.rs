@@ -129,7 +129,7 @@ proptest! {
             toml::Value::String(name), toml::Value::String(condition), toml::Value::String(repeat)
         );
         if let Err(e) = Table::parse(&text, &[]) {
-            prop_assert!(e.contains("levels[0]"), "{}", e);
+            prop_assert!(e.to_string().contains("levels[0]"), "{}", e);
         }
     }
 

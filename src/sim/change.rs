@@ -5,6 +5,16 @@
 use std::time::Duration;
 
 use super::{SimEvent, World};
+use crate::primitives::breaker::BreakerError;
+
+/// A change that cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("stripe_status: `{0}` is not none, minor, major or critical")]
+    Indicator(String),
+    #[error(transparent)]
+    Breaker(#[from] BreakerError),
+}
 
 /// One thing that happens to the app or to Stripe.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,16 +69,14 @@ pub enum Change {
 
 impl World {
     /// Applies `change`; returns the timeline's line for it (`None`: nothing worth saying).
-    pub fn apply(&self, change: &Change) -> Result<Option<String>, String> {
+    pub fn apply(&self, change: &Change) -> Result<Option<String>, ChangeError> {
         let said = match change {
             Change::StripeStatus {
                 indicator,
                 description,
             } => {
                 if !matches!(indicator.as_str(), "none" | "minor" | "major" | "critical") {
-                    return Err(format!(
-                        "stripe_status: `{indicator}` is not none, minor, major or critical"
-                    ));
+                    return Err(ChangeError::Indicator(indicator.clone()));
                 }
                 let mut s = self.state();
                 s.stripe.indicator = indicator.clone();

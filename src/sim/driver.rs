@@ -422,7 +422,7 @@ impl Sim {
     pub fn play(&self, scenario: &super::scenario::Scenario) -> Result<(), SimError> {
         scenario
             .install_settings(&self.world)
-            .map_err(SimError::Setup)?;
+            .map_err(|e| SimError::Setup(e.to_string()))?;
         let start = self.now_ms();
         let end = start + scenario.duration.as_millis() as i64;
         let tick = self

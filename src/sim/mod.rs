@@ -29,7 +29,11 @@ use futures_util::FutureExt;
 use crate::{
     clock::Clock,
     primitives::{
-        breaker::Breakers, payments::Payments, stripe::Stripe, webhooks::WebhookSecret, Services,
+        breaker::{BreakerError, Breakers},
+        payments::Payments,
+        stripe::Stripe,
+        webhooks::WebhookSecret,
+        Services,
     },
 };
 
@@ -220,7 +224,7 @@ impl World {
 
     /// Opens a breaker the way the app's workers do: threshold failures, `secs_ago`
     /// seconds ago (so half-open can already be due).
-    pub fn open_breaker(&self, name: &str, secs_ago: f64) -> Result<(), String> {
+    pub fn open_breaker(&self, name: &str, secs_ago: f64) -> Result<(), BreakerError> {
         let back = (secs_ago.max(0.0) * 1000.0) as i64;
         let past = self
             .breakers
@@ -230,24 +234,16 @@ impl World {
             .configs()
             .get(name)
             .map(|c| c.failure_threshold)
-            .ok_or_else(|| format!("no breaker named `{name}`"))?;
+            .ok_or_else(|| BreakerError::Unknown(name.into(), self.breakers.names().join(", ")))?;
         for _ in 0..threshold {
-            past.record_failure(name)
-                .now_or_never()
-                .ok_or("a memory breaker never waits")?
-                .map_err(|e| e.to_string())?;
+            in_memory(past.record_failure(name))?;
         }
         Ok(())
     }
 
     /// The breaker's state now (`closed`, `open`, `half_open`).
-    pub fn breaker_state(&self, name: &str) -> Result<&'static str, String> {
-        self.breakers
-            .read(name)
-            .now_or_never()
-            .ok_or("a memory breaker never waits")?
-            .map(|s| s.state.as_str())
-            .map_err(|e| e.to_string())
+    pub fn breaker_state(&self, name: &str) -> Result<&'static str, BreakerError> {
+        in_memory(self.breakers.read(name)).map(|s| s.state.as_str())
     }
 
     /// The backends playbooks see in this world: its payments, Stripe, webhook endpoint and
@@ -342,6 +338,14 @@ impl World {
             }
         }
     }
+}
+
+/// A simulation's breakers live in the memory store, which answers without waiting.
+fn in_memory<T>(
+    op: impl std::future::Future<Output = Result<T, BreakerError>>,
+) -> Result<T, BreakerError> {
+    op.now_or_never()
+        .unwrap_or_else(|| Err(BreakerError::Redis("a memory breaker waited".into())))
 }
 
 /// Sets `a.b.c` in a settings map, creating tables on the way.

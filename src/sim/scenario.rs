@@ -134,35 +134,64 @@ pub struct Step {
     pub say: Option<String>,
 }
 
+/// A scenario file that cannot be played, naming the file (and the step).
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("settings.{key}: {source}")]
+    Setting {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
 impl Scenario {
     /// Reads and checks a scenario file.
-    pub fn load(path: &std::path::Path) -> Result<Scenario, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let s: Scenario = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &std::path::Path) -> Result<Scenario, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let s: Scenario = toml::from_str(&text).map_err(|source| ScenarioError::Parse {
+            path: shown.clone(),
+            source,
+        })?;
+        let invalid = |message: String| ScenarioError::Invalid {
+            path: shown.clone(),
+            message,
+        };
         for (i, step) in s.steps.iter().enumerate() {
             if step.at > s.duration {
-                return Err(format!(
-                    "{}: step[{i}] at {} is after the scenario's duration {}",
-                    path.display(),
+                return Err(invalid(format!(
+                    "step[{i}] at {} is after the scenario's duration {}",
                     humantime::format_duration(step.at),
                     humantime::format_duration(s.duration)
-                ));
+                )));
             }
             if let Some((indicator, _)) = &step.stripe_status {
                 if !matches!(indicator.as_str(), "none" | "minor" | "major" | "critical") {
-                    return Err(format!(
-                        "{}: step[{i}] stripe_status `{indicator}` is not none, minor, major or critical",
-                        path.display()
-                    ));
+                    return Err(invalid(format!(
+                        "step[{i}] stripe_status `{indicator}` is not none, minor, major or critical"
+                    )));
                 }
             }
             if let Some(api) = &step.stripe_api {
                 if api != "down" && api != "up" {
-                    return Err(format!(
-                        "{}: step[{i}] stripe_api must be \"down\" or \"up\"",
-                        path.display()
-                    ));
+                    return Err(invalid(format!(
+                        "step[{i}] stripe_api must be \"down\" or \"up\""
+                    )));
                 }
             }
         }
@@ -171,9 +200,12 @@ impl Scenario {
 
     /// Puts the scenario's `[settings]` into `world` (before its services are built: the
     /// daemon builds them once).
-    pub fn install_settings(&self, world: &World) -> Result<(), String> {
+    pub fn install_settings(&self, world: &World) -> Result<(), ScenarioError> {
         for (k, v) in &self.settings {
-            let v = serde_json::to_value(v).map_err(|e| format!("settings.{k}: {e}"))?;
+            let v = serde_json::to_value(v).map_err(|source| ScenarioError::Setting {
+                key: k.clone(),
+                source,
+            })?;
             world.state().settings.insert(k.clone(), v);
         }
         Ok(())
@@ -383,13 +415,13 @@ mod tests {
         )
         .expect("write");
         let e = Scenario::load(&path).expect_err("after the end");
-        assert!(e.contains("step[0]"), "{e}");
+        assert!(e.to_string().contains("step[0]"), "{e}");
         std::fs::write(
             &path,
             "title = \"t\"\nduration = \"10m\"\n[[step]]\nat = \"1m\"\nstripe_mood = 1\n",
         )
         .expect("write");
         let e = Scenario::load(&path).expect_err("unknown key");
-        assert!(e.contains("stripe_mood"), "{e}");
+        assert!(e.to_string().contains("stripe_mood"), "{e}");
     }
 }

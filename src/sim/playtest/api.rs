@@ -196,7 +196,12 @@ impl World {
 
     /// Applies one world change, as a scenario step would, and notes it in the timeline.
     fn change(&self, change: Change) -> Result<(), Box<EvalAltResult>> {
-        if let Some(line) = self.0.world.apply(&change).map_err(fail)? {
+        if let Some(line) = self
+            .0
+            .world
+            .apply(&change)
+            .map_err(|e| fail(e.to_string()))?
+        {
             self.0.note("world", line);
         }
         Ok(())
@@ -479,7 +484,7 @@ pub fn engine(playbook_dir: &std::path::Path) -> Engine {
             w.0.world
                 .breaker_state("stripe")
                 .map(String::from)
-                .map_err(fail)
+                .map_err(|e| fail(e.to_string()))
         },
     );
     e.register_fn(
@@ -488,7 +493,7 @@ pub fn engine(playbook_dir: &std::path::Path) -> Engine {
             w.0.world
                 .breaker_state(name)
                 .map(String::from)
-                .map_err(fail)
+                .map_err(|e| fail(e.to_string()))
         },
     );
     e.register_fn(
