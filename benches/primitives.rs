@@ -84,6 +84,7 @@ async fn reconcile_bench(
         actor: "bench".into(),
     };
     let before = fake.requests().len();
+    let connections_before = fake.connections_accepted();
     let started = Instant::now();
     let report = reconcile(&services, &opts, &auditor)
         .await
@@ -97,7 +98,8 @@ async fn reconcile_bench(
     // (the call's wall time also includes loading 10,000 rows from PostgreSQL).
     let span = ours.last().expect("requests").1 - ours.first().expect("requests").1;
     println!(
-        "reconcile {n} payments, {label}: {sent} Stripe requests; sustained {:.1} req/s; whole call {:.2} s ({:.1} req/s); {} errors",
+        "reconcile {n} payments, {label}: {sent} Stripe requests over {} TCP connections; sustained {:.1} req/s; whole call {:.2} s ({:.1} req/s); {} errors",
+        fake.connections_accepted() - connections_before,
         (sent - 1) as f64 / span.as_secs_f64(),
         took.as_secs_f64(),
         sent as f64 / took.as_secs_f64(),

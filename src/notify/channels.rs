@@ -69,8 +69,15 @@ impl Channel {
         })
     }
 
-    /// Sends one message.
-    pub async fn send(&self, http: &reqwest::Client, m: &Message) -> Result<(), DeliveryError> {
+    /// Sends one message. `id` (the outbox row's) is the same on every attempt, so a
+    /// receiver can recognise a redelivery: delivery is at least once (a replica killed
+    /// between a channel's answer and the "sent" mark has its claim resent by another).
+    pub async fn send(
+        &self,
+        http: &reqwest::Client,
+        m: &Message,
+        id: &str,
+    ) -> Result<(), DeliveryError> {
         match self {
             Channel::Log => {
                 tracing::warn!(
@@ -100,8 +107,13 @@ impl Channel {
                 post(http.post(url.expose_secret()).json(&body)).await
             }
             Channel::Webhook { url, secret } => {
-                let body = serde_json::to_vec(m).unwrap_or_default();
-                let mut req = http.post(url).header("content-type", "application/json");
+                let mut v = serde_json::to_value(m).unwrap_or_default();
+                v["id"] = id.into();
+                let body = serde_json::to_vec(&v).unwrap_or_default();
+                let mut req = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("Idempotency-Key", id);
                 if let Some(secret) = secret {
                     let t = crate::store::now_ms() / 1000;
                     if let Ok(mut mac) =

@@ -168,7 +168,7 @@ impl Notifier {
                 return;
             }
         };
-        let result = channel.send(&self.http, &message).await;
+        let result = channel.send(&self.http, &message, &item.id).await;
         let outcome = match result {
             Ok(()) => {
                 self.count(&item.channel, "sent");

@@ -51,6 +51,8 @@ pub struct World {
 pub struct FakeStripe {
     pub addr: SocketAddr,
     pub world: Arc<Mutex<World>>,
+    /// TCP connections accepted so far (a pooled client keeps this low).
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn stripe_error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
@@ -277,13 +279,25 @@ impl FakeStripe {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         // Like Stripe's edge: no Nagle delay on small answers.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _ = tcp.set_nodelay(true);
         });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeStripe { addr, world }
+        FakeStripe {
+            addr,
+            world,
+            connections,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections_accepted(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Adds a PaymentIntent (a full object, as Stripe sends it).

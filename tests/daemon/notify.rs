@@ -173,6 +173,18 @@ async fn slack_pagerduty_and_signed_webhook_receive_the_message() {
         t,
     )
     .expect("signature verifies");
+    // Redeliveries carry the same id, in the body and as Idempotency-Key.
+    let key = h[0]
+        .1
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .expect("idempotency key")
+        .to_string();
+    assert_eq!(
+        h[0].2["id"],
+        key.as_str(),
+        "the body names the same notification"
+    );
     let outbox = d
         .poll("/api/v1/notifications", Duration::from_secs(5), |v| {
             v.as_array()
@@ -184,6 +196,12 @@ async fn slack_pagerduty_and_signed_webhook_receive_the_message() {
             .as_array()
             .is_some_and(|a| a.iter().all(|n| n["status"] == "sent")),
         "{outbox}"
+    );
+    assert!(
+        outbox
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n["id"] == key.as_str())),
+        "the key is the outbox notification's id: {outbox}"
     );
     assert!(
         d.logs().contains("NOTIFY runbookd: tell"),

@@ -295,3 +295,37 @@ fn run(event) {
     );
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn stripe_connections_are_reused_across_requests_and_runs() {
+    let fake = FakeStripe::start().await;
+    fake.intent("pi_1", "succeeded", "pay_1");
+    let (_ws, d) = daemon(
+        &fake,
+        GOOD_KEY,
+        "",
+        &[(
+            "chatty",
+            r#"fn run(event) { for i in 0..20 { stripe::ping(); stripe::payment_intent("pi_1"); } }"#,
+        )],
+    )
+    .await;
+    let before = fake.connections_accepted();
+    for _ in 0..3 {
+        let (code, run) = d.run_wait("chatty", json!({})).await;
+        assert_eq!(
+            (code, run["status"].as_str()),
+            (200, Some("succeeded")),
+            "{run}"
+        );
+    }
+    let requests = fake.requests().len();
+    let opened = fake.connections_accepted() - before;
+    assert!(requests >= 120, "{requests} requests");
+    // One client for the whole daemon, keeping its connections: 120 sequential requests in
+    // three runs go over one connection (a few at most, if one is closed idle).
+    assert!(
+        opened <= 3,
+        "{opened} TCP connections for {requests} requests: Stripe's TLS handshake would be paid per request"
+    );
+}
