@@ -10,7 +10,6 @@ pub mod admission;
 pub mod alerts;
 mod leases;
 mod run;
-mod status;
 
 use std::{
     sync::{
@@ -23,6 +22,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+use crate::store::status_writer::{self, UpdateJob};
 use crate::{
     config::PlaybooksConfig,
     engine::{Catalog, Playbook},
@@ -31,7 +31,6 @@ use crate::{
     store::{now_ms, Lease, RunRecord, RunUpdate, Store, StoreError, Trigger},
     triggers::Event,
 };
-use status::UpdateJob;
 
 /// Why a trigger was refused.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +163,7 @@ impl Dispatcher {
         // The dispatcher's own loops; `shutdown` waits for every one of them.
         let loops = TaskTracker::new();
         let retired = CancellationToken::new();
-        loops.spawn(status::status_writer(
+        loops.spawn(status_writer::status_writer(
             store.clone(),
             updates_rx,
             retired.clone(),

@@ -15,6 +15,7 @@ mod incidents;
 mod leases;
 mod outbox;
 mod runs;
+pub mod status_writer;
 
 use std::{borrow::Cow, time::Duration};
 

@@ -1,13 +1,14 @@
 //! Group commit for run status changes: every change waiting is written in one transaction.
+//! The dispatcher sends its changes here (one writer per process) and waits for each.
 //! Each change is conditional on the run's owner (see `store/runs.rs`); the writer tells
 //! each caller whether its change applied.
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{RunUpdate, Store};
+use super::{RunUpdate, Store};
 
 /// A status change and who waits for it to be durable.
-pub(super) struct UpdateJob {
+pub struct UpdateJob {
     pub update: RunUpdate,
     /// Ok(true): written; Ok(false): the run is no longer this process's.
     pub done: oneshot::Sender<Result<bool, String>>,
@@ -15,7 +16,7 @@ pub(super) struct UpdateJob {
 
 /// Writes every change waiting in one transaction; a failed batch is retried change by
 /// change so one bad row fails alone.
-pub(super) async fn status_writer(
+pub async fn status_writer(
     store: Store,
     mut rx: mpsc::Receiver<UpdateJob>,
     retired: tokio_util::sync::CancellationToken,
