@@ -100,7 +100,7 @@ impl Table {
             if levels.iter().any(|x: &Level| x.name == l.name) {
                 return Err(bad("level name used twice".into()));
             }
-            let condition = Condition::compile(&l.condition).map_err(bad)?;
+            let condition = Condition::compile(&l.condition).map_err(|e| bad(e.to_string()))?;
             for c in &l.channels {
                 if c != "log" && !channels.contains(c) {
                     return Err(bad(format!(

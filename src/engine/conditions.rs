@@ -19,6 +19,21 @@ fn engine() -> &'static Engine {
     })
 }
 
+/// A condition that does not compile or cannot be evaluated, naming it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConditionError {
+    #[error("condition `{source_text}`: {message}")]
+    Compile {
+        source_text: String,
+        message: String,
+    },
+    #[error("condition `{source_text}`: {message}")]
+    Eval {
+        source_text: String,
+        message: String,
+    },
+}
+
 /// A compiled condition.
 #[derive(Clone)]
 pub struct Condition {
@@ -34,10 +49,13 @@ impl std::fmt::Debug for Condition {
 
 impl Condition {
     /// Compiles `source`; the error names the position.
-    pub fn compile(source: &str) -> Result<Condition, String> {
+    pub fn compile(source: &str) -> Result<Condition, ConditionError> {
         let ast = engine()
             .compile_expression(source)
-            .map_err(|e| format!("condition `{source}`: {e}"))?;
+            .map_err(|e| ConditionError::Compile {
+                source_text: source.to_string(),
+                message: e.to_string(),
+            })?;
         Ok(Condition {
             source: source.to_string(),
             ast: Arc::new(ast),
@@ -58,20 +76,24 @@ impl Condition {
         level: &str,
         status: &str,
         labels: &serde_json::Value,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ConditionError> {
+        let failed = |message: String| ConditionError::Eval {
+            source_text: self.source.clone(),
+            message,
+        };
         let mut scope = Scope::new();
         scope.push("age", age_seconds);
         let alert = labels["alertname"].as_str().unwrap_or("").to_string();
         scope.push("alert", alert);
-        let labels: Dynamic = rhai::serde::to_dynamic(labels).map_err(|e| e.to_string())?;
+        let labels: Dynamic = rhai::serde::to_dynamic(labels).map_err(|e| failed(e.to_string()))?;
         scope.push("labels", labels);
-        let facts: Dynamic = rhai::serde::to_dynamic(facts).map_err(|e| e.to_string())?;
+        let facts: Dynamic = rhai::serde::to_dynamic(facts).map_err(|e| failed(e.to_string()))?;
         scope.push("facts", facts);
         scope.push("level", level.to_string());
         scope.push("status", status.to_string());
         engine()
             .eval_ast_with_scope::<bool>(&mut scope, &self.ast)
-            .map_err(|e| format!("condition `{}`: {e}", self.source))
+            .map_err(|e| failed(e.to_string()))
     }
 }
 

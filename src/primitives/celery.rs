@@ -8,7 +8,20 @@ use base64::Engine as _;
 use redis::AsyncCommands;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 
-use super::{act, block_on, redis_conn::RedisConnections, script_error, with_run};
+use super::{
+    act, block_on,
+    redis_conn::{RedisConnections, RedisError},
+    script_error, with_run,
+};
+
+/// Why a task could not be queued (or the broker not reached).
+#[derive(Debug, thiserror::Error)]
+pub enum CeleryError {
+    #[error("the Celery broker is not configured: set [celery] broker_url")]
+    NotConfigured,
+    #[error(transparent)]
+    Broker(#[from] RedisError),
+}
 use crate::config::CeleryConfig;
 
 /// The app's broker.
@@ -81,7 +94,7 @@ impl Celery {
     }
 
     /// Readiness: the broker answers PING. None when no broker is configured.
-    pub async fn ping(&self) -> Option<Result<(), String>> {
+    pub async fn ping(&self) -> Option<Result<(), CeleryError>> {
         let url = self.cfg.broker_url.as_deref()?;
         Some(
             async {
@@ -90,7 +103,7 @@ impl Celery {
                     .query_async::<String>(&mut con)
                     .await
                     .map(|_| ())
-                    .map_err(|e| format!("Redis: {e}"))
+                    .map_err(|e| CeleryError::Broker(e.into()))
             }
             .await,
         )
@@ -102,19 +115,19 @@ impl Celery {
         task: &str,
         args: serde_json::Value,
         kwargs: serde_json::Value,
-    ) -> Result<String, String> {
+    ) -> Result<String, CeleryError> {
         let url = self
             .cfg
             .broker_url
             .as_deref()
-            .ok_or("the Celery broker is not configured: set [celery] broker_url")?;
+            .ok_or(CeleryError::NotConfigured)?;
         let mut con = self.redis.get(url)?;
         let id = uuid::Uuid::now_v7().to_string();
         let msg = message(task, &id, &args, &kwargs, &self.cfg.queue);
         let _: i64 = con
             .lpush(&self.cfg.queue, msg.to_string())
             .await
-            .map_err(|e| format!("Redis: {e}"))?;
+            .map_err(|e| CeleryError::Broker(e.into()))?;
         Ok(id)
     }
 }

@@ -124,22 +124,25 @@ async fn key_metrics_follow_the_app() {
 
     // The app's workers open the breaker: the metric PaymentProcessorDown fires on.
     w.open_breaker(10.0).await;
-    let text = wait_sample(
-        &d,
-        "runbookd_breaker_state{breaker=\"stripe\",state=\"open\"}",
-        |v| v == 1.0,
-    )
+    // One probe sets the state gauges, then the failures gauge, while a scrape may read in
+    // between: wait for the last one written, then the whole probe is visible.
+    let text = wait_sample(&d, "runbookd_breaker_failures{breaker=\"stripe\"}", |v| {
+        v == 5.0
+    })
     .await;
+    assert_eq!(
+        sample(
+            &text,
+            "runbookd_breaker_state{breaker=\"stripe\",state=\"open\"}"
+        ),
+        Some(1.0)
+    );
     assert_eq!(
         sample(
             &text,
             "runbookd_breaker_state{breaker=\"stripe\",state=\"closed\"}"
         ),
         Some(0.0)
-    );
-    assert_eq!(
-        sample(&text, "runbookd_breaker_failures{breaker=\"stripe\"}"),
-        Some(5.0)
     );
 
     // Stripe fails: the failed probe is counted, so a stale latency is not mistaken for health.

@@ -114,7 +114,9 @@ impl RedisStore {
             .url
             .as_deref()
             .ok_or_else(|| BreakerError::NotConfigured(self.breaker.clone()))?;
-        self.redis.get(url).map_err(BreakerError::Redis)
+        self.redis
+            .get(url)
+            .map_err(|e| BreakerError::Redis(e.to_string()))
     }
 }
 
