@@ -338,13 +338,17 @@ impl Dispatcher {
         }
         inner.retired.cancel();
         let lease = inner.lease();
-        if let Err(e) = inner.store.release_queued(&lease.id).await {
-            tracing::error!(error = %e, "cannot give back queued runs; they are recovered when this replica's lease expires");
-            return;
+        match inner.store.release_queued(&lease.id).await {
+            Err(e) => {
+                tracing::error!(error = %e, "cannot give back queued runs; they are recovered when this replica's lease expires")
+            }
+            Ok(_) => {
+                if let Err(e) = inner.store.retire_lease(&lease).await {
+                    tracing::warn!(error = %e, "cannot end this replica's lease; it expires by itself");
+                }
+            }
         }
-        if let Err(e) = inner.store.retire_lease(&lease).await {
-            tracing::warn!(error = %e, "cannot end this replica's lease; it expires by itself");
-        }
+        // Every loop ends at retirement (or when draining); none outlives the dispatcher.
         inner.loops.close();
         inner.loops.wait().await;
     }

@@ -733,3 +733,25 @@ async fn the_daemon_and_the_simulation_admit_alike() {
         assert_eq!(daemon.1[0], "resolved");
     }
 }
+
+#[tokio::test]
+async fn a_simulated_stripe_on_a_virtual_clock_is_not_throttled_in_real_time() {
+    // `max_requests_per_second` guards Stripe's quota on real time; on a virtual clock it
+    // would turn a 500-payment simulated reconcile into 20 s of waiting.
+    let s = stripes().await;
+    let mut cfg = s.real.config().clone();
+    cfg.max_requests_per_second = 1;
+    let clock = Clock::virtual_at(chrono::Utc::now().timestamp_millis());
+    let wire = Arc::new(SimStripeWire {
+        world: s.world.clone(),
+    });
+    let simulated = Stripe::with_wire(&cfg, wire, reqwest::Client::new(), clock);
+    let pings = async {
+        for _ in 0..5 {
+            assert_eq!(simulated.ping().await.result, "connected");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), pings)
+        .await
+        .expect("five simulated requests at a 1/s limit must not wait 4 s");
+}
