@@ -105,12 +105,14 @@ impl Daemon {
         let simulated = world.as_ref().map(|(_, s)| s.title.clone());
         let world_task = world.map(|(w, scenario)| {
             tracing::warn!(title = %scenario.title, "SIMULATED WORLD: every backend is simulated; nothing real is touched");
-            tasks.spawn(crate::sim::live::run(
-                w,
+            tasks.spawn(crate::sim::stage::live(
+                crate::sim::stage::Live {
+                    world: w,
+                    dispatcher: core.dispatcher.clone(),
+                    alerts: config.alerts.clone(),
+                    stop: stop.clone(),
+                },
                 scenario,
-                core.dispatcher.clone(),
-                config.alerts.clone(),
-                stop.clone(),
             ))
         });
         let _watcher = reload::watch(core.catalog.clone(), config.playbooks.reload_debounce)

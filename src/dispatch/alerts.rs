@@ -29,6 +29,8 @@ pub struct AlertOutcome {
     pub fingerprint: String,
     pub status: String,
     pub incident: Option<String>,
+    /// This alert opened its incident (no open one had its key).
+    pub opened: bool,
     /// Runs started for it.
     pub runs: Vec<String>,
     /// One line per matching playbook (or why nothing ran).
@@ -132,6 +134,7 @@ impl Dispatcher {
             fingerprint: alert.fingerprint.clone(),
             status: alert.status.to_string(),
             incident: None,
+            opened: false,
             runs: Vec::new(),
             notes: Vec::new(),
         };
@@ -152,7 +155,7 @@ impl Dispatcher {
                 // Opened when the alert started, but never in the future: an alert whose
                 // `startsAt` lies ahead (a skewed clock) would otherwise stay "young" and
                 // never meet an age condition.
-                let received = crate::store::now_ms();
+                let received = self.inner.store.now();
                 let opened = alert.starts_at_ms().unwrap_or(received).min(received);
                 Some(
                     batch
@@ -169,6 +172,7 @@ impl Dispatcher {
             None => None,
         };
         outcome.incident = incident.as_ref().map(|i| i.id.clone());
+        outcome.opened = opened_here;
         let matches = matching(&self.inner.catalog, alert, cfg.cooldown);
         let mut resolve_now = !firing;
         match &incident {
@@ -201,7 +205,7 @@ impl Dispatcher {
                         on_resolved,
                         cooldown,
                     };
-                    let verdict = decide(&m, firing, last, crate::store::now_ms());
+                    let verdict = decide(&m, firing, last, self.inner.store.now());
                     if verdict != Verdict::Start {
                         if let Some(note) = verdict.note(&m.playbook) {
                             self.inner.metrics.alert_deduplicated();

@@ -5,7 +5,7 @@
 use std::{sync::atomic::Ordering, sync::Arc, time::Duration};
 
 use super::{Held, Inner, Job};
-use crate::store::{now_ms, Lease, RunError, RunStatus};
+use crate::store::{Lease, RunError, RunStatus};
 
 /// How often a replica that is otherwise idle looks for runs other replicas recorded.
 const CLAIM_POLL: Duration = Duration::from_secs(1);
@@ -118,7 +118,7 @@ pub(super) async fn claim_loop(inner: Arc<Inner>) {
 
 /// Claims as many runs as there are free slots not spoken for by runs already waiting
 /// here; returns how many it claimed.
-async fn claim(inner: &Inner) -> usize {
+pub(super) async fn claim(inner: &Inner) -> usize {
     let external_waiting = inner.queue.max_capacity() - inner.queue.capacity();
     let waiting = external_waiting + inner.claimed_waiting.load(Ordering::Acquire);
     let room = inner.slots.available_permits().saturating_sub(waiting);
@@ -155,7 +155,7 @@ async fn claim(inner: &Inner) -> usize {
             }
             None => {
                 record.status = RunStatus::Failed;
-                record.finished_at = Some(now_ms());
+                record.finished_at = Some(inner.store.now());
                 record.error = Some(RunError {
                     message: format!(
                         "playbook `{}` does not exist (any more); the run was not started",

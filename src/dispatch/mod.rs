@@ -9,7 +9,9 @@
 pub mod admission;
 pub mod alerts;
 mod leases;
+mod queue;
 mod run;
+mod turns;
 
 use std::{
     sync::{
@@ -28,7 +30,7 @@ use crate::{
     engine::{Catalog, Playbook},
     metrics::Metrics,
     primitives::Services,
-    store::{now_ms, Lease, RunRecord, RunUpdate, Store, StoreError, Trigger},
+    store::{Lease, RunRecord, RunUpdate, Store, StoreError, Trigger},
     triggers::Event,
 };
 
@@ -74,9 +76,6 @@ struct Prepared {
     playbook: Arc<Playbook>,
 }
 
-/// Turn-taking locks by (incident, playbook).
-type IncidentLocks = std::collections::HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
-
 /// Who this daemon is among the replicas sharing the store.
 #[derive(Debug, Clone)]
 pub struct ReplicaSettings {
@@ -97,7 +96,8 @@ struct Inner {
     catalog: Arc<Catalog>,
     store: Store,
     metrics: Arc<Metrics>,
-    services: Services,
+    /// The backends runs see (replaced by a simulation when its world's settings change).
+    services: std::sync::RwLock<Services>,
     limits: PlaybooksConfig,
     replica: ReplicaSettings,
     held: std::sync::RwLock<Held>,
@@ -130,8 +130,11 @@ struct Inner {
     /// Run status changes wait here for the status writer, which commits every one waiting
     /// in one transaction.
     run_updates: mpsc::Sender<UpdateJob>,
-    /// One lock per (incident, playbook): runs for the same incident never overlap.
-    incident_locks: std::sync::Mutex<IncidentLocks>,
+    /// Runs for the same incident and playbook take turns.
+    turns: turns::Turns,
+    /// A simulation's dispatcher keeps its waiting runs here and starts them itself
+    /// ([`Dispatcher::run_waiting`]); the daemon's dispatch loop owns them otherwise.
+    inline: Option<tokio::sync::Mutex<queue::Waiting>>,
 }
 
 /// Cheap to clone handle to the dispatcher.
@@ -153,6 +156,33 @@ impl Dispatcher {
         limits: PlaybooksConfig,
         replica: ReplicaSettings,
     ) -> Result<Dispatcher, StoreError> {
+        Self::start_with(catalog, store, metrics, services, limits, replica, false).await
+    }
+
+    /// A dispatcher for a simulation: everything the daemon's does (admission, records,
+    /// lease, status writer, incident turns, resolution) except that no loop starts runs:
+    /// [`Dispatcher::run_waiting`] runs them on the caller's task, on the store's (virtual)
+    /// clock.
+    pub async fn start_inline(
+        catalog: Arc<Catalog>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        services: Services,
+        limits: PlaybooksConfig,
+        replica: ReplicaSettings,
+    ) -> Result<Dispatcher, StoreError> {
+        Self::start_with(catalog, store, metrics, services, limits, replica, true).await
+    }
+
+    async fn start_with(
+        catalog: Arc<Catalog>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        services: Services,
+        limits: PlaybooksConfig,
+        replica: ReplicaSettings,
+        inline: bool,
+    ) -> Result<Dispatcher, StoreError> {
         let lease = Lease::new(&replica.name);
         store.register_lease(&lease, replica.lease_ttl).await?;
         let (queue, rx) = mpsc::channel(limits.queue_capacity);
@@ -169,11 +199,20 @@ impl Dispatcher {
             retired.clone(),
         ));
         let stop_runs = CancellationToken::new();
+        let waiting = queue::Waiting {
+            submitted: rx,
+            claimed: claimed_rx,
+        };
+        let (inline, waiting) = if inline {
+            (Some(tokio::sync::Mutex::new(waiting)), None)
+        } else {
+            (None, Some(waiting))
+        };
         let inner = Arc::new(Inner {
             catalog,
             store,
             metrics,
-            services,
+            services: std::sync::RwLock::new(services),
             limits,
             replica,
             held: std::sync::RwLock::new(Held {
@@ -194,15 +233,21 @@ impl Dispatcher {
             loops,
             ingest: ingest_tx,
             run_updates: updates_tx,
-            incident_locks: Default::default(),
+            turns: Default::default(),
+            inline,
         });
         let loop_done = Arc::new(Notify::new());
-        inner.loops.spawn(dispatch_loop(
-            inner.clone(),
-            rx,
-            claimed_rx,
-            loop_done.clone(),
-        ));
+        match waiting {
+            Some(waiting) => {
+                inner.loops.spawn(queue::dispatch_loop(
+                    inner.clone(),
+                    waiting,
+                    loop_done.clone(),
+                ));
+            }
+            // No loop to wait for at shutdown.
+            None => loop_done.notify_one(),
+        }
         let dispatcher = Dispatcher { inner, loop_done };
         dispatcher
             .inner
@@ -213,6 +258,16 @@ impl Dispatcher {
             .loops
             .spawn(leases::keep_lease(dispatcher.inner.clone()));
         Ok(dispatcher)
+    }
+
+    /// The backends runs started from now on see. The daemon's are set once at start; a
+    /// simulation rebuilds its world's when a test or scenario changes settings or secrets.
+    pub fn set_services(&self, services: Services) {
+        *self
+            .inner
+            .services
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = services;
     }
 
     /// The lease this process holds now.
@@ -250,7 +305,7 @@ impl Dispatcher {
             &playbook.version,
             req.trigger,
             serde_json::to_value(&req.event).unwrap_or_default(),
-            now_ms(),
+            inner.store.now(),
         );
         record.owner = Some(inner.lease().id);
         Ok(Prepared {
@@ -355,6 +410,13 @@ impl Dispatcher {
 }
 
 impl Inner {
+    fn services(&self) -> Services {
+        self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn lease(&self) -> Lease {
         self.held
             .read()
@@ -381,57 +443,4 @@ impl Inner {
             .await
             .map_err(|_| "the status writer has stopped".to_string())?
     }
-}
-
-async fn dispatch_loop(
-    inner: Arc<Inner>,
-    mut rx: mpsc::Receiver<Job>,
-    mut claimed: mpsc::UnboundedReceiver<Job>,
-    done: Arc<Notify>,
-) {
-    loop {
-        let job = tokio::select! {
-            biased;
-            _ = inner.draining.cancelled() => break,
-            Some(job) = claimed.recv() => {
-                inner.claimed_waiting.fetch_sub(1, Ordering::AcqRel);
-                job
-            }
-            job = rx.recv() => match job { Some(j) => j, None => break },
-        };
-        let permit = tokio::select! {
-            biased;
-            _ = inner.draining.cancelled() => {
-                leave_queued(&inner, job);
-                break;
-            }
-            p = inner.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        inner.metrics.queued().dec();
-        let inner2 = inner.clone();
-        inner.runs.spawn(async move {
-            run::run_job(inner2.clone(), job).await;
-            drop(permit);
-            if inner2.backlog.load(Ordering::Acquire) {
-                inner2.claim_wake.notify_one();
-            }
-        });
-    }
-    rx.close();
-    claimed.close();
-    while let Ok(job) = rx.try_recv() {
-        leave_queued(&inner, job);
-    }
-    while let Ok(job) = claimed.try_recv() {
-        leave_queued(&inner, job);
-    }
-    done.notify_one();
-}
-
-/// A run not started at shutdown stays queued in the store (released with the lease);
-/// whoever waits for it is told that this process will not run it.
-fn leave_queued(inner: &Inner, job: Job) {
-    inner.metrics.queued().dec();
-    tracing::info!(run = %job.record.id, playbook = %job.record.playbook, "run left queued for another replica or the next start");
-    drop(job.waiter);
 }

@@ -10,50 +10,40 @@ use std::{
 use super::{Inner, Job};
 use crate::{
     engine::{runner, Playbook},
-    store::{now_ms, Lease, RunError, RunRecord, RunStatus, RunUpdate},
+    store::{Lease, RunError, RunRecord, RunStatus, RunUpdate},
 };
 
-pub(super) async fn run_job(inner: Arc<Inner>, job: Job) {
+/// Runs one job to its end. Returns the final record when this process recorded it (the
+/// inline executor collects them); `None` when the run was not this process's to run or
+/// finish, or went the retry path.
+pub(super) async fn run_job(inner: Arc<Inner>, job: Job) -> Option<RunRecord> {
     let Job {
         mut record,
         playbook,
         waiter,
     } = job;
     // Runs of one playbook for one incident take turns.
-    let _turn = match record.event["incident"].as_str() {
-        Some(incident) => {
-            let lock = {
-                let mut locks = inner
-                    .incident_locks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                locks.retain(|_, l| Arc::strong_count(l) > 1);
-                locks
-                    .entry((incident.to_string(), record.playbook.clone()))
-                    .or_default()
-                    .clone()
-            };
-            Some(lock.lock_owned().await)
-        }
-        None => None,
-    };
+    let _turn = inner
+        .turns
+        .take(record.event["incident"].as_str(), &record.playbook)
+        .await;
     let (lease, lease_runs) = inner.held();
     let owner = record.owner.clone().unwrap_or_default();
     if owner != lease.id {
         // Claimed under a lease this process has lost since: another replica has it.
         inner.metrics.run_lost("lease_lost");
-        return;
+        return None;
     }
     let started = Instant::now();
     record.status = RunStatus::Running;
-    record.started_at = Some(now_ms());
+    record.started_at = Some(inner.store.now());
     record.replica = Some(lease.name.clone());
     if !mark_running(&inner, &record, &playbook).await {
-        return;
+        return None;
     }
     inner.metrics.running().inc();
     let engine = inner.catalog.engine().clone();
-    let services = inner.services.clone();
+    let services = inner.services();
     let timeout = inner.limits.timeout;
     let limits = runner::RecordLimits::of(&inner.limits);
     let run_id = record.id.clone();
@@ -85,7 +75,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job) {
         // Cancelled: by the shutdown grace period, or because the lease was lost. Either
         // way this attempt has no outcome; the run goes the retry path.
         interrupted(&inner, &record, &lease).await;
-        return;
+        return None;
     }
     match outcome {
         Ok(o) => {
@@ -105,18 +95,19 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job) {
             });
         }
     }
-    record.finished_at = Some(now_ms());
+    record.finished_at = Some(inner.store.now());
     record.close_attempt();
     if !finish(&inner, &record).await {
-        return;
+        return None;
     }
     resolve_after_resolved_alert(&inner, &record).await;
     inner
         .metrics
         .run_finished(&record.playbook, record.status.as_str(), started.elapsed());
     if let Some(w) = waiter {
-        let _ = w.send(record);
+        let _ = w.send(record.clone());
     }
+    Some(record)
 }
 
 /// Marks the run running (conditional on this process still owning it), retrying while

@@ -1,10 +1,14 @@
-//! Drives a simulated world: runs playbooks against it, delivers alerts as Alertmanager
-//! would, moves the virtual clock and walks the escalation table — all synchronously on the
-//! calling thread, so the same inputs always give the same timeline.
+//! Drives a simulated world: delivers alerts as Alertmanager would, starts runs as an
+//! operator would, moves the virtual clock, fires cron ticks and walks the escalation table
+//! — one thing at a time on the calling thread, so the same inputs always give the same
+//! timeline.
 //!
-//! Everything a playbook touches is real runbookd code: the compiled playbook, the runner
-//! and its sandbox, the primitives, the state store (an in-memory SQLite database), the
-//! notification outbox and the escalation evaluator. Only the backends are the world's.
+//! Everything between those inputs and the backends is the daemon's own code: admission
+//! and the dispatcher (records, lease, status writes, incident turns, resolution — with an
+//! inline executor instead of the dispatch loop, [`Dispatcher::run_waiting`]), the runner
+//! and its sandbox, the primitives, the state store (an in-memory SQLite database on the
+//! virtual clock), the notification outbox, the cron trigger and the escalation evaluator.
+//! Only the backends are the world's.
 
 use std::{
     sync::{Arc, Mutex},
@@ -12,28 +16,31 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
 mod alerts;
 
-use super::World;
+use super::{
+    stage::{self, Pacing, Stage},
+    World,
+};
 use crate::{
     clock::Clock,
     config::{ChannelConfig, Config},
-    engine::{
-        runner::{self, RunSpec},
-        Catalog,
-    },
+    dispatch::{DispatchError, Dispatcher, ReplicaSettings, RunRequest},
+    engine::Catalog,
     escalation::Escalation,
+    metrics::Metrics,
     notify::Notifier,
     primitives::Services,
-    store::{Incident, Store},
-    triggers::TriggerSpec,
+    store::{Incident, RunRecord, Store, StoreError, Trigger},
+    triggers::{alertmanager::Alert, Event, EventKind, TriggerSpec},
 };
 
 /// One finished run in a simulation.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SimRun {
+    /// The run's id in the simulation's store.
+    pub id: String,
     pub playbook: String,
     /// The event it ran for (kind, name, status, incident, dry_run …).
     pub event: Value,
@@ -64,9 +71,12 @@ pub enum SimError {
     Store(#[from] crate::store::StoreError),
     #[error("simulation: {0}")]
     Setup(String),
+    #[error("simulation: {0}")]
+    Dispatch(#[from] DispatchError),
 }
 
-/// A simulated world with runbookd's playbooks, store and escalation table around it.
+/// A simulated world with runbookd's playbooks, store, dispatcher and escalation table
+/// around it.
 pub struct Sim {
     pub world: Arc<World>,
     pub config: Config,
@@ -74,14 +84,12 @@ pub struct Sim {
     pub catalog: Arc<Catalog>,
     escalation: Escalation,
     notifier: Arc<Notifier>,
+    dispatcher: Dispatcher,
     runtime: tokio::runtime::Handle,
     runs: Mutex<Vec<SimRun>>,
     timeline: Mutex<Vec<Happening>>,
     /// How many notifications the timeline has shown already.
     notified: Mutex<usize>,
-    next_run: Mutex<u64>,
-    /// When each (incident, playbook) last ran for an alert: the cooldown's clock.
-    last_alert_run: Mutex<std::collections::HashMap<(String, String), i64>>,
     /// The escalation table's level names, for `escalate()`.
     levels: crate::primitives::incident::LevelNames,
 }
@@ -130,6 +138,19 @@ impl Sim {
             .map_err(|e| SimError::Setup(format!("escalation table: {e}")))?;
         let levels = crate::primitives::incident::runbook_levels();
         escalation.publish_levels(levels.clone());
+        let mut services = world.services(config, store.clone(), notifier.clone(), runtime.clone());
+        services.levels = levels.clone();
+        let dispatcher = runtime.block_on(Dispatcher::start_inline(
+            catalog.clone(),
+            store.clone(),
+            Arc::new(Metrics::new()),
+            services,
+            config.playbooks.clone(),
+            ReplicaSettings {
+                name: "simulation".into(),
+                lease_ttl: config.server.lease_ttl,
+            },
+        ))?;
         Ok(Sim {
             world,
             config: config.clone(),
@@ -137,12 +158,11 @@ impl Sim {
             catalog,
             escalation,
             notifier,
+            dispatcher,
             runtime,
             runs: Mutex::new(Vec::new()),
             timeline: Mutex::new(Vec::new()),
             notified: Mutex::new(0),
-            next_run: Mutex::new(0),
-            last_alert_run: Mutex::new(Default::default()),
             levels,
         })
     }
@@ -152,7 +172,8 @@ impl Sim {
         self.world.clock().now_ms()
     }
 
-    /// The backends playbooks see: the world's (see [`World::services`]).
+    /// The backends playbooks see: the world's (see [`World::services`]), with the
+    /// settings and secrets it has now.
     pub fn services(&self) -> Services {
         let mut services = self.world.services(
             &self.config,
@@ -166,7 +187,10 @@ impl Sim {
 
     /// Notes something on the timeline at virtual now.
     pub fn note(&self, kind: &str, text: impl Into<String>) {
-        let at_ms = self.now_ms();
+        self.note_at(self.now_ms(), kind, text);
+    }
+
+    fn note_at(&self, at_ms: i64, kind: &str, text: impl Into<String>) {
         self.lock_timeline().push(Happening {
             at_ms,
             kind: kind.into(),
@@ -180,7 +204,7 @@ impl Sim {
 
     /// Everything that happened so far, in order.
     pub fn timeline(&self) -> Vec<Happening> {
-        self.collect_notifications();
+        let _ = self.runtime.block_on(self.collect_notifications());
         self.lock_timeline().clone()
     }
 
@@ -189,79 +213,70 @@ impl Sim {
         self.runs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Runs `playbook` for `event` (a map like the daemon builds) to completion.
-    pub fn run_event(&self, playbook: &str, mut event: Value) -> Result<SimRun, SimError> {
-        let pb = self.catalog.get(playbook).ok_or_else(|| {
-            match self.catalog.errors().get(playbook) {
-                Some(e) => SimError::Setup(format!("playbook `{playbook}` does not load: {e}")),
-                None => SimError::Setup(format!("no playbook named `{playbook}`")),
-            }
-        })?;
-        let run_id = {
-            let mut n = self.next_run.lock().unwrap_or_else(|p| p.into_inner());
-            *n += 1;
-            format!("sim-run-{n}")
-        };
-        for key in ["labels", "annotations", "params"] {
-            if !event[key].is_object() {
-                event[key] = json!({});
-            }
+    /// Runs every run waiting — submitted, or recorded for nobody by escalation and cron —
+    /// to its end through the dispatcher, and puts them on the timeline.
+    async fn settle(&self) -> Result<Vec<SimRun>, SimError> {
+        // A test or a scenario step may have changed the world's settings or secrets.
+        self.dispatcher.set_services(self.services());
+        let mut runs = Vec::new();
+        for record in self.dispatcher.run_waiting().await {
+            runs.push(self.show(record));
         }
-        let dry_run = event["dry_run"].as_bool().unwrap_or(false);
-        event["dry_run"] = dry_run.into();
-        let started_ms = self.now_ms();
-        self.note(
+        self.collect_notifications().await?;
+        Ok(runs)
+    }
+
+    /// A finished run on the timeline (its start, logs and end) and in [`Sim::runs`].
+    fn show(&self, record: RunRecord) -> SimRun {
+        let playbook = record.playbook.clone();
+        let event = record.event.clone();
+        let started_ms = record.started_at.unwrap_or_else(|| self.now_ms());
+        let finished_ms = record.finished_at.unwrap_or(started_ms);
+        self.note_at(
+            started_ms,
             "run",
             format!(
                 "{playbook} started ({} {}{})",
                 event["kind"].as_str().unwrap_or("manual"),
-                event["name"].as_str().unwrap_or(playbook),
-                if dry_run { ", dry run" } else { "" }
+                event["name"].as_str().unwrap_or(&playbook),
+                if record.dry_run { ", dry run" } else { "" }
             ),
         );
-        let outcome = runner::execute(
-            self.catalog.engine(),
-            &pb,
-            RunSpec {
-                run_id: &run_id,
-                event: &event,
-                dry_run,
-                timeout: self.config.playbooks.timeout,
-                limits: crate::engine::runner::RecordLimits::of(&self.config.playbooks),
-            },
-            self.services(),
-            CancellationToken::new(),
-        );
-        let finished_ms = self.now_ms();
-        for line in outcome.logs.iter().filter(|l| l.level != "debug") {
+        for line in record.logs.iter().filter(|l| l.level != "debug") {
             let at_ms = chrono::DateTime::parse_from_rfc3339(&line.at)
                 .map(|t| t.timestamp_millis())
                 .unwrap_or(finished_ms);
-            self.lock_timeline().push(Happening {
-                at_ms,
-                kind: if line.message.starts_with("dry run: would")
-                    || line.message.ends_with(": done")
-                {
-                    "action".into()
+            let kind =
+                if line.message.starts_with("dry run: would") || line.message.ends_with(": done") {
+                    "action"
                 } else {
-                    "log".into()
-                },
-                text: format!("{playbook}: {}", line.message),
-            });
+                    "log"
+                };
+            self.note_at(at_ms, kind, format!("{playbook}: {}", line.message));
         }
-        let error = outcome.error.as_ref().map(|e| match (e.line, e.column) {
+        let error = record.error.as_ref().map(|e| match (e.line, e.column) {
             (Some(l), Some(c)) => format!("{} (line {l}, column {c})", e.message),
             _ => e.message.clone(),
         });
+        let status = record.status.as_str().to_string();
+        self.note_at(
+            finished_ms,
+            "run",
+            format!(
+                "{playbook} {status}{}",
+                error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+            ),
+        );
         let run = SimRun {
-            playbook: playbook.into(),
+            id: record.id,
+            playbook,
             event,
             started_ms,
             finished_ms,
-            status: outcome.status.as_str().into(),
-            result: outcome.result.unwrap_or(Value::Null),
-            error: error.clone(),
-            logs: outcome
+            status,
+            result: record.result.unwrap_or(Value::Null),
+            error,
+            logs: record
                 .logs
                 .iter()
                 .map(|l| {
@@ -272,22 +287,13 @@ impl Sim {
                     }
                 })
                 .collect(),
-            actions: outcome.actions,
+            actions: record.actions,
         };
-        self.note(
-            "run",
-            format!(
-                "{playbook} {}{}",
-                run.status,
-                error.map(|e| format!(": {e}")).unwrap_or_default()
-            ),
-        );
-        self.collect_notifications();
         self.runs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(run.clone());
-        Ok(run)
+        run
     }
 
     /// An operator's run, as `POST /api/v1/playbooks/NAME/runs` starts it.
@@ -297,22 +303,59 @@ impl Sim {
         params: Value,
         dry_run: bool,
     ) -> Result<SimRun, SimError> {
-        self.run_event(
-            playbook,
-            json!({"kind": "manual", "name": playbook, "status": "", "params": params, "dry_run": dry_run}),
-        )
+        self.runtime
+            .block_on(self.run_manual_now(playbook, params, dry_run))
     }
 
-    fn block<T>(
+    async fn run_manual_now(
         &self,
-        f: impl std::future::Future<Output = Result<T, crate::store::StoreError>>,
-    ) -> Result<T, SimError> {
-        self.runtime.block_on(f).map_err(SimError::from)
+        playbook: &str,
+        params: Value,
+        dry_run: bool,
+    ) -> Result<SimRun, SimError> {
+        if self.catalog.get(playbook).is_none() {
+            if let Some(e) = self.catalog.errors().get(playbook) {
+                return Err(SimError::Setup(format!(
+                    "playbook `{playbook}` does not load: {e}"
+                )));
+            }
+        }
+        let params = match params {
+            Value::Object(m) => m,
+            Value::Null => Default::default(),
+            other => {
+                return Err(SimError::Setup(format!(
+                    "a run's params are a map, not {other}"
+                )))
+            }
+        };
+        let submitted = self
+            .dispatcher
+            .submit(
+                RunRequest {
+                    playbook: playbook.to_string(),
+                    event: Event::manual(playbook, params, dry_run),
+                    trigger: Trigger {
+                        kind: EventKind::Manual,
+                        name: playbook.to_string(),
+                        actor: "simulation".into(),
+                    },
+                },
+                false,
+            )
+            .await?;
+        self.settle()
+            .await?
+            .into_iter()
+            .find(|r| r.id == submitted.run.id)
+            .ok_or_else(|| SimError::Setup(format!("run {} did not finish", submitted.run.id)))
     }
 
     /// Every incident, oldest first.
     pub fn incidents(&self) -> Result<Vec<Incident>, SimError> {
-        let mut all = self.block(self.store.list_incidents(None, 1000))?;
+        let mut all = self
+            .runtime
+            .block_on(self.store.list_incidents(None, 1000))?;
         all.reverse();
         Ok(all)
     }
@@ -320,23 +363,25 @@ impl Sim {
     /// The most recently opened incident, open or not.
     pub fn latest_incident(&self) -> Result<Option<Incident>, SimError> {
         Ok(self
-            .block(self.store.list_incidents(None, 1))?
+            .runtime
+            .block_on(self.store.list_incidents(None, 1))?
             .into_iter()
             .next())
     }
 
     /// One pass of the escalation table; runs the playbooks of levels that fire.
     pub fn escalate(&self) -> Result<Vec<SimRun>, SimError> {
-        let requests = self
-            .runtime
-            .block_on(crate::escalation::evaluate(&self.escalation, &self.store))
+        self.runtime.block_on(self.escalation_pass())
+    }
+
+    /// What the daemon's evaluator does on each interval: levels that fire record their
+    /// playbook's run for nobody; the inline executor claims and runs them.
+    async fn escalation_pass(&self) -> Result<Vec<SimRun>, SimError> {
+        crate::escalation::evaluate(&self.escalation, &self.store)
+            .await
             .map_err(SimError::Setup)?;
-        let mut runs = Vec::new();
-        self.collect_notifications();
-        for run in requests {
-            runs.push(self.run_event(&run.playbook, run.event)?);
-        }
-        Ok(runs)
+        self.collect_notifications().await?;
+        self.settle().await
     }
 
     /// Time passes: the world moves in steps of the escalation interval, the table is
@@ -361,7 +406,11 @@ impl Sim {
 
     /// Every notification queued so far (channel, kind, title, text, level).
     pub fn notifications(&self) -> Result<Vec<Value>, SimError> {
-        let mut items = self.block(self.store.list_notifications(10_000))?;
+        Ok(self.runtime.block_on(self.notifications_now())?)
+    }
+
+    async fn notifications_now(&self) -> Result<Vec<Value>, StoreError> {
+        let mut items = self.store.list_notifications(10_000).await?;
         items.sort_by_key(|i| i.created_at_ms);
         Ok(items
             .into_iter()
@@ -380,10 +429,8 @@ impl Sim {
     }
 
     /// Puts notifications queued since the last look on the timeline.
-    fn collect_notifications(&self) {
-        let Ok(items) = self.notifications() else {
-            return;
-        };
+    async fn collect_notifications(&self) -> Result<(), StoreError> {
+        let items = self.notifications_now().await?;
         let mut seen = self.notified.lock().unwrap_or_else(|p| p.into_inner());
         for n in items.iter().skip(*seen) {
             let at_ms = n["at"]
@@ -396,78 +443,49 @@ impl Sim {
             } else {
                 "escalation"
             };
-            self.lock_timeline().push(Happening {
-                at_ms,
-                kind: kind.into(),
-                // The first line: a page's facts dump follows on the next ones.
-                text: format!(
-                    "→ {} [{}] {}",
-                    n["channel"].as_str().unwrap_or(""),
-                    n["kind"].as_str().unwrap_or(""),
-                    n["text"]
-                        .as_str()
-                        .unwrap_or("")
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                ),
-            });
+            // The first line: a page's facts dump follows on the next ones.
+            let text = format!(
+                "→ {} [{}] {}",
+                n["channel"].as_str().unwrap_or(""),
+                n["kind"].as_str().unwrap_or(""),
+                n["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            );
+            self.note_at(at_ms, kind, text);
         }
         *seen = items.len();
+        Ok(())
     }
 
-    /// Plays `scenario` from virtual now to its end: its steps at their times, the alert
-    /// rules and cron triggers on the virtual clock, the escalation table after every tick.
-    /// Read the result with [`Sim::timeline`].
+    /// Plays `scenario` from virtual now to its end ([`stage::play`]: its steps at their
+    /// times, the alert rules on the world), firing cron ticks and walking the escalation
+    /// table after every tick. Read the result with [`Sim::timeline`].
     pub fn play(&self, scenario: &super::scenario::Scenario) -> Result<(), SimError> {
         scenario
             .install_settings(&self.world)
             .map_err(|e| SimError::Setup(e.to_string()))?;
-        let start = self.now_ms();
-        let end = start + scenario.duration.as_millis() as i64;
-        let tick = self
+        let step = self
             .config
             .escalation
             .interval
-            .clamp(Duration::from_secs(1), Duration::from_secs(15))
-            .as_millis() as i64;
-        let mut steps = scenario.ordered_steps().into_iter().peekable();
-        let mut monitor = super::scenario::Monitor::default();
-        let mut last_cron = start;
-        loop {
-            let now = self.now_ms();
-            while let Some(step) = steps.next_if(|s| start + s.at.as_millis() as i64 <= now) {
-                for said in super::scenario::apply(&self.world, &step) {
-                    self.note("world", said);
-                }
-                if let Some(name) = &step.alert {
-                    self.alert(name, "firing", json!({}))?;
-                }
-                if let Some(name) = &step.resolve {
-                    self.alert(name, "resolved", json!({}))?;
-                }
-                if let Some(playbook) = &step.run {
-                    self.note("world", format!("an operator runs {playbook} by hand"));
-                    self.run_manual(playbook, json!({}), false)?;
-                }
-            }
-            if scenario.alerts {
-                for (name, status) in monitor.evaluate(&self.world, now) {
-                    self.alert(&name, status.as_str(), json!({}))?;
-                }
-            }
-            self.fire_cron(&scenario.cron, last_cron, now)?;
-            last_cron = now;
-            self.escalate()?;
-            if now >= end {
-                return Ok(());
-            }
-            self.world.pass_time(tick.min(end - now));
-        }
+            .clamp(Duration::from_secs(1), Duration::from_secs(15));
+        let scenario_cron = scenario.cron.clone();
+        let stage = Scenery {
+            sim: self,
+            cron: scenario_cron,
+        };
+        self.runtime
+            .block_on(stage::play(&stage, scenario, Pacing { step, stay: false }))
     }
 
-    /// Runs `playbooks` whose cron triggers have a tick in `(from, to]` (once each).
-    fn fire_cron(&self, playbooks: &[String], from: i64, to: i64) -> Result<(), SimError> {
+    /// The cron trigger's own tick, at virtual `now`, for the cron triggers of `playbooks`
+    /// (a scenario names the ones that fire). The first look only sets the marks, as in a
+    /// daemon that just started.
+    async fn fire_cron(&self, playbooks: &[String], now: i64) -> Result<(), SimError> {
         let zone = self
             .config
             .cron
@@ -484,14 +502,72 @@ impl Sim {
                 let Ok(schedule) = crate::triggers::parse_cron(cron) else {
                     continue;
                 };
-                if !zone.ticks(&schedule, from, to, 1).is_empty() {
-                    self.run_event(
-                        &pb.name,
-                        json!({"kind": "cron", "name": cron, "status": "", "params": {}}),
-                    )?;
-                }
+                crate::triggers::cron::tick(
+                    &self.dispatcher,
+                    &self.store,
+                    &pb.name,
+                    cron,
+                    &schedule,
+                    &zone,
+                    now,
+                    self.config.cron.max_catch_up,
+                )
+                .await
+                .map_err(SimError::Setup)?;
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for Sim {
+    /// Ends the dispatcher's loops (status writer, ingester, lease) with the simulation.
+    fn drop(&mut self) {
+        let dispatcher = self.dispatcher.clone();
+        let stop = async move { dispatcher.shutdown(Duration::ZERO).await };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.runtime.spawn(stop);
+        } else {
+            self.runtime.block_on(stop);
+        }
+    }
+}
+
+/// A simulation as the stage of a scenario.
+struct Scenery<'a> {
+    sim: &'a Sim,
+    /// Playbooks whose cron triggers fire.
+    cron: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl Stage for Scenery<'_> {
+    fn world(&self) -> &World {
+        &self.sim.world
+    }
+
+    fn note(&self, kind: &str, text: String) {
+        self.sim.note(kind, text);
+    }
+
+    async fn alert(&self, alert: Alert) -> Result<(), SimError> {
+        self.sim.deliver(alert).await.map(drop)
+    }
+
+    async fn run_by_hand(&self, playbook: &str) -> Result<(), SimError> {
+        self.sim
+            .run_manual_now(playbook, Value::Null, false)
+            .await
+            .map(drop)
+    }
+
+    async fn tick(&self, _from_ms: i64, to_ms: i64) -> Result<(), SimError> {
+        self.sim.fire_cron(&self.cron, to_ms).await?;
+        self.sim.escalation_pass().await.map(drop)
+    }
+
+    async fn pass(&self, by: Duration) -> bool {
+        self.sim.world.pass_time(by.as_millis() as i64);
+        true
     }
 }

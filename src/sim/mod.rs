@@ -14,9 +14,9 @@
 pub mod backends;
 pub mod change;
 pub mod driver;
-pub mod live;
 pub mod playtest;
 pub mod scenario;
+pub mod stage;
 pub mod timeline;
 
 use std::{

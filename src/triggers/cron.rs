@@ -93,7 +93,7 @@ pub async fn run(
 
 /// Fires what is due for one trigger; returns when it is next due (unix ms).
 #[allow(clippy::too_many_arguments)]
-async fn tick(
+pub async fn tick(
     dispatcher: &Dispatcher,
     store: &Store,
     playbook: &str,

@@ -21,6 +21,7 @@ mod payments;
 mod reconcile;
 mod reload;
 mod sandbox;
+mod sim_runs;
 mod simulate;
 mod stripe;
 mod world;

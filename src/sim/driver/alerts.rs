@@ -1,20 +1,33 @@
-//! Alerts delivered to a simulation, admitted by the daemon's own rules.
+//! Alerts delivered to a simulation: through the daemon's own ingestion (admission, incident
+//! keys, deduplication, cooldowns, resolution), then run by the inline executor.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Sim, SimError, SimRun};
 use crate::{
-    dispatch::admission::{self, Verdict},
-    store::RunStatus,
+    store::IncidentStatus,
     triggers::alertmanager::{Alert, AlertStatus},
 };
 
+/// Label and annotation maps as Alertmanager sends them: every value text.
+fn text_map(v: &Value) -> std::collections::BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let s = v
+                        .as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string());
+                    (k.clone(), s)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Sim {
-    /// Alertmanager delivers alert `name` as `firing` or `resolved` with `labels` (and
-    /// `annotations`): admitted by the daemon's own rules ([`admission`]) — the incident
-    /// key from the fingerprint or `[alerts] incident_key_labels`, every playbook whose
-    /// trigger matches, not again within its cooldown on the virtual clock; a resolved
-    /// alert runs the playbooks that opted in, then resolves the incident.
+    /// Alertmanager delivers alert `name` as `firing` or `resolved` with `labels`.
     pub fn alert(&self, name: &str, status: &str, labels: Value) -> Result<Vec<SimRun>, SimError> {
         self.alert_with(name, status, labels, Value::Null)
     }
@@ -27,110 +40,59 @@ impl Sim {
         labels: Value,
         annotations: Value,
     ) -> Result<Vec<SimRun>, SimError> {
-        let alert_status = AlertStatus::parse(status).ok_or_else(|| {
+        let status = AlertStatus::parse(status).ok_or_else(|| {
             SimError::Setup(format!("alert status `{status}` is not firing or resolved"))
         })?;
-        let resolved = alert_status == AlertStatus::Resolved;
-        let text = |v: &Value| -> std::collections::BTreeMap<String, String> {
-            v.as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| {
-                            let s = v
-                                .as_str()
-                                .map(String::from)
-                                .unwrap_or_else(|| v.to_string());
-                            (k.clone(), s)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let mut label_set = text(&labels);
-        label_set.insert("alertname".into(), name.into());
+        let mut labels = text_map(&labels);
+        labels.insert("alertname".into(), name.into());
         let alert = Alert {
-            status: alert_status,
-            fingerprint: admission::fingerprint(&label_set),
-            labels: label_set,
-            annotations: text(&annotations),
+            status,
+            fingerprint: crate::dispatch::admission::fingerprint(&labels),
+            labels,
+            annotations: text_map(&annotations),
             starts_at: crate::store::ms_to_rfc3339(self.now_ms()),
             ends_at: String::new(),
             generator_url: String::new(),
         };
-        let labels: serde_json::Map<String, Value> = alert
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        self.note("alert", format!("{name} {status}"));
-        let key = admission::incident_key(&alert, &self.config.alerts);
-        let incident = match self.block(self.store.open_incident_by_key(&key))? {
-            Some(i) => Some(i),
-            None if !resolved => {
-                let now = self.now_ms();
-                let title = alert
-                    .annotations
-                    .get("summary")
-                    .cloned()
-                    .unwrap_or_else(|| name.to_string());
-                let i = self.block(self.store.create_incident(
-                    &key,
-                    &format!("alert:{name}"),
-                    &title,
-                    &Value::Object(labels.clone()),
-                    now,
-                ))?;
-                self.note("incident", format!("incident opened for {name}"));
-                Some(i)
+        self.runtime.block_on(self.deliver(alert))
+    }
+
+    /// Records `alert` as the daemon's ingester does (the incident key from the fingerprint
+    /// or `[alerts] incident_key_labels`, every playbook whose trigger matches, not again
+    /// while one runs or within its cooldown on the virtual clock; a resolved alert runs the
+    /// playbooks that opted in, and its incident is resolved when they end), then runs what
+    /// it started. A resolution is announced on the next escalation pass, done at once.
+    pub(super) async fn deliver(&self, alert: Alert) -> Result<Vec<SimRun>, SimError> {
+        let name = alert.name().to_string();
+        let resolved = alert.status == AlertStatus::Resolved;
+        self.note("alert", format!("{name} {}", alert.status));
+        let outcome = self
+            .dispatcher
+            .ingest_alert(&alert, &self.config.alerts, "simulation")
+            .await?;
+        if outcome.opened {
+            self.note("incident", format!("incident opened for {name}"));
+        }
+        for note in &outcome.notes {
+            // A started run shows itself; what was held back, and why, is said here.
+            let started = outcome
+                .runs
+                .iter()
+                .any(|id| note.ends_with(&format!("run {id}")));
+            if !started && note != "incident resolved" {
+                self.note("alert", note.clone());
             }
-            None => None,
-        };
-        let mut runs = Vec::new();
-        let Some(incident) = incident else {
-            self.note("alert", "resolved, but no open incident has this key");
-            return Ok(runs);
-        };
-        for m in admission::matching(&self.catalog, &alert, self.config.alerts.cooldown) {
-            let turn = (incident.id.clone(), m.playbook.clone());
-            let now = self.now_ms();
-            // Runs in a simulation finish before the next alert: the last one is done.
-            let last = self
-                .last_alert_run
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&turn)
-                .map(|at| (RunStatus::Succeeded, *at));
-            match admission::decide(&m, !resolved, last, now) {
-                Verdict::Start => {}
-                held => {
-                    if let Some(note) = held.note(&m.playbook) {
-                        self.note("alert", format!("{note}; nothing started"));
+        }
+        let runs = self.settle().await?;
+        if resolved {
+            if let Some(id) = &outcome.incident {
+                if let Some(i) = self.store.get_incident(id).await? {
+                    if i.status == IncidentStatus::Resolved {
+                        self.note("incident", format!("incident for {name} resolved"));
                     }
-                    continue;
                 }
             }
-            self.last_alert_run
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(turn, now);
-            runs.push(self.run_event(
-                &m.playbook,
-                json!({
-                    "kind": "alert", "name": name, "status": status, "labels": labels,
-                    "annotations": alert.annotations, "params": {},
-                    "incident": incident.id,
-                }),
-            )?);
-        }
-        if resolved {
-            self.block(self.store.resolve_incident(
-                &incident.id,
-                "alertmanager",
-                &format!("alert {name} resolved"),
-            ))?;
-            self.note("incident", format!("incident for {name} resolved"));
-            // The resolution notice to every paged channel goes out on the next pass.
-            self.escalate()?;
+            self.escalation_pass().await?;
         }
         Ok(runs)
     }
