@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     dispatch::{Dispatcher, RunRequest},
     engine::conditions::Condition,
-    store::{Incident, IncidentStatus, RunRecord, Store, Trigger},
+    store::{Incident, IncidentStatus, RunRecord, Store, StoreError, Trigger},
     triggers::Event,
 };
 
@@ -250,21 +250,15 @@ const PAGE: u32 = 500;
 /// resolution notices. Returns the runs the levels that fired recorded (their `playbook`),
 /// queued and owned by nobody, in the same transaction as the fire: the daemon's
 /// replicas claim them as slots free, a simulation runs them in place.
-pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRecord>, String> {
+pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRecord>, StoreError> {
     let table = esc.table();
     let now = store.now();
     let mut runs = Vec::new();
-    let mut all_fires = store
-        .fires_of_unresolved()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut all_fires = store.fires_of_unresolved().await?;
     for status in [IncidentStatus::Open, IncidentStatus::Acknowledged] {
         let mut after = String::new();
         loop {
-            let page = store
-                .incidents_page(status, &after, PAGE)
-                .await
-                .map_err(|e| e.to_string())?;
+            let page = store.incidents_page(status, &after, PAGE).await?;
             let Some(last) = page.last() else {
                 break;
             };
@@ -279,12 +273,8 @@ pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRecord>,
             }
         }
     }
-    for id in store
-        .unannounced_resolutions()
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        if let Some(incident) = store.get_incident(&id).await.map_err(|e| e.to_string())? {
+    for id in store.unannounced_resolutions().await? {
+        if let Some(incident) = store.get_incident(&id).await? {
             let level = incident
                 .level
                 .as_deref()
@@ -294,8 +284,7 @@ pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRecord>,
             if let Some(level) = level {
                 store
                     .announce_resolution(&id, &payload(&incident, level, "resolve"))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
             }
         }
     }
@@ -310,7 +299,7 @@ async fn evaluate_incident(
     fires: &[crate::store::Fire],
     now: i64,
     runs: &mut Vec<RunRecord>,
-) -> Result<(), String> {
+) -> Result<(), StoreError> {
     let current = incident.level.as_deref().and_then(|l| table.rank(l));
     let age = (now - incident.opened_at) as f64 / 1000.0;
     for (rank, level) in table.levels.iter().enumerate() {
@@ -329,8 +318,7 @@ async fn evaluate_incident(
                             &level.channels,
                             &payload(incident, level, "repeat"),
                         )
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                 }
             }
             continue;
@@ -398,8 +386,7 @@ async fn evaluate_incident(
                 &format!("{} fired: {why}", level.name),
                 run.as_ref(),
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if fired {
             tracing::warn!(incident = %incident.id, level = %level.name, channels = ?level.channels, "escalated");
             runs.extend(run);

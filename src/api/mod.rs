@@ -2,6 +2,7 @@
 //! [`router`] builds the whole app so tests and the daemon serve exactly the same thing.
 
 mod alerts;
+mod audit;
 mod auth;
 mod breakers;
 mod error;
@@ -93,8 +94,8 @@ pub fn router(state: AppState, limits: RequestLimits) -> Router {
         .route("/api/v1/playbooks/{name}/runs", post(runs::trigger))
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::show))
-        .route("/api/v1/audit", get(runs::audit))
-        .route("/api/v1/notifications", get(runs::notifications))
+        .route("/api/v1/audit", get(audit::audit))
+        .route("/api/v1/notifications", get(audit::notifications))
         .route("/api/v1/alerts", post(alerts::receive))
         .route("/api/v1/incidents", get(incidents::list))
         .route("/api/v1/incidents/{id}", get(incidents::show))

@@ -105,7 +105,8 @@ pub struct ListQuery {
     logs: bool,
 }
 
-const MAX_LIMIT: u32 = 1000;
+/// Most rows one list answers.
+pub(super) const MAX_LIMIT: u32 = 1000;
 
 pub async fn list(
     caller: Caller,
@@ -181,34 +182,4 @@ pub async fn show(
         Some(run) => Ok(Json(run).into_response()),
         None => Err(ApiError::not_found(format!("no run with id `{id}`"))),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    limit: Option<u32>,
-}
-
-/// The audit trail, newest first.
-pub async fn audit(
-    caller: Caller,
-    State(state): State<AppState>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    caller.require(Access::Read)?;
-    let Query(q) = query?;
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
-    Ok(Json(state.store.list_audit(limit).await?).into_response())
-}
-
-/// The notification outbox, newest first: what was sent, is waiting, or was given up.
-pub async fn notifications(
-    caller: Caller,
-    State(state): State<AppState>,
-    query: Result<Query<AuditQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    caller.require(Access::Read)?;
-    let Query(q) = query?;
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
-    Ok(Json(state.store.list_notifications(limit).await?).into_response())
 }

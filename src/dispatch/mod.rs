@@ -433,14 +433,14 @@ impl Inner {
 
     /// Writes a run's status change and waits until it is committed. Ok(false): the run is
     /// not this process's any more.
-    async fn write_update(&self, update: RunUpdate) -> Result<bool, String> {
+    async fn write_update(&self, update: RunUpdate) -> Result<bool, status_writer::WriteError> {
         let (done, committed) = oneshot::channel();
         self.run_updates
             .send(UpdateJob { update, done })
             .await
-            .map_err(|_| "the status writer has stopped".to_string())?;
+            .map_err(|_| status_writer::WriteError::Stopped)?;
         committed
             .await
-            .map_err(|_| "the status writer has stopped".to_string())?
+            .map_err(|_| status_writer::WriteError::Stopped)?
     }
 }

@@ -377,9 +377,7 @@ impl Sim {
     /// What the daemon's evaluator does on each interval: levels that fire record their
     /// playbook's run for nobody; the inline executor claims and runs them.
     async fn escalation_pass(&self) -> Result<Vec<SimRun>, SimError> {
-        crate::escalation::evaluate(&self.escalation, &self.store)
-            .await
-            .map_err(SimError::Setup)?;
+        crate::escalation::evaluate(&self.escalation, &self.store).await?;
         self.collect_notifications().await?;
         self.settle().await
     }
@@ -512,8 +510,7 @@ impl Sim {
                     now,
                     self.config.cron.max_catch_up,
                 )
-                .await
-                .map_err(SimError::Setup)?;
+                .await?;
             }
         }
         Ok(())

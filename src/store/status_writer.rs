@@ -5,13 +5,23 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{RunUpdate, Store};
+use super::{RunUpdate, Store, StoreError};
+
+/// Why a status change was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Only at the very end of shutdown, after every run ended.
+    #[error("the status writer has stopped")]
+    Stopped,
+}
 
 /// A status change and who waits for it to be durable.
 pub struct UpdateJob {
     pub update: RunUpdate,
     /// Ok(true): written; Ok(false): the run is no longer this process's.
-    pub done: oneshot::Sender<Result<bool, String>>,
+    pub done: oneshot::Sender<Result<bool, WriteError>>,
 }
 
 /// Writes every change waiting in one transaction; a failed batch is retried change by
@@ -45,8 +55,8 @@ pub async fn status_writer(
                 }
             }
             Err(e) if acks.len() == 1 => {
-                for ack in acks {
-                    let _ = ack.send(Err(e.to_string()));
+                if let Some(ack) = acks.into_iter().next() {
+                    let _ = ack.send(Err(WriteError::Store(e)));
                 }
             }
             Err(_) => {
@@ -55,7 +65,7 @@ pub async fn status_writer(
                         .write_run_updates(std::slice::from_ref(update))
                         .await
                         .map(|a| a.first().copied().unwrap_or(false))
-                        .map_err(|e| e.to_string());
+                        .map_err(WriteError::Store);
                     let _ = ack.send(r);
                 }
             }

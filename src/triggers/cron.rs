@@ -102,17 +102,11 @@ pub async fn tick(
     tz: &Zone,
     now: i64,
     max_catch_up: u32,
-) -> Result<Option<i64>, String> {
-    let mark = store
-        .cron_mark(playbook, expr)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<Option<i64>, crate::store::StoreError> {
+    let mark = store.cron_mark(playbook, expr).await?;
     let Some(mark) = mark else {
         // First sight: start counting from now; nothing in the past fires.
-        store
-            .advance_cron_mark(playbook, expr, None, now)
-            .await
-            .map_err(|e| e.to_string())?;
+        store.advance_cron_mark(playbook, expr, None, now).await?;
         return Ok(tz.next(schedule, now));
     };
     let (fires, new_mark) = due(schedule, tz, mark, now, max_catch_up);
@@ -150,8 +144,7 @@ pub async fn tick(
             .collect();
         if store
             .fire_cron_ticks(playbook, expr, mark, new_mark, &runs)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
         {
             current = new_mark;
             for run in &runs {

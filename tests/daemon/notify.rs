@@ -324,6 +324,14 @@ async fn queued_notifications_survive_a_restart() {
     let mut d = Daemon::start(&ws, &opts);
     d.run_wait("tell", json!({"params": {"channel": "later"}}))
         .await;
+    // Killed between attempts, not while it holds the notification for one (a sender that
+    // dies mid-attempt leaves its claim to expire: timeout + 30 s): the first attempt has
+    // failed and the next is a second away.
+    d.poll("/api/v1/notifications", Duration::from_secs(10), |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|n| n["attempts"].as_i64() >= Some(1)))
+    })
+    .await;
     d.signal("KILL");
     d.wait_exit(Duration::from_secs(5));
     drop(d);
