@@ -8,12 +8,14 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use serde::{Deserialize, Deserializer};
 
+mod approvals;
 mod backends;
 mod channels;
 mod load;
 #[cfg(test)]
 mod tests;
 
+pub use approvals::ApprovalsConfig;
 pub use backends::*;
 pub use channels::{ChannelConfig, ChannelKind};
 pub use load::resolve_secret;
@@ -69,6 +71,8 @@ pub struct Config {
     /// The runbook's "Key Metrics to Monitor", measured by runbookd and served at /metrics.
     pub key_metrics: KeyMetricsConfig,
     pub webhooks: WebhooksConfig,
+    /// Humans approving what a playbook asks them to.
+    pub approvals: ApprovalsConfig,
 }
 
 impl Default for Config {
@@ -90,6 +94,7 @@ impl Default for Config {
             escalation: EscalationConfig::default(),
             key_metrics: KeyMetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            approvals: ApprovalsConfig::default(),
         }
     }
 }
@@ -426,7 +431,7 @@ pub enum LogFormat {
 }
 
 /// Accepts `"5m"`, `"1h 30m"`, `"250ms"` (humantime) or a bare number of seconds.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {

@@ -247,13 +247,15 @@ fn payload(incident: &Incident, level: &Level, kind: &str) -> serde_json::Value 
 const PAGE: u32 = 500;
 
 /// One pass over every unresolved incident (paged by id, however many are open), then
-/// resolution notices. Returns the runs the levels that fired recorded (their `playbook`),
+/// resolution notices; first, approvals that expired. Returns the runs the levels that fired recorded (their `playbook`),
 /// queued and owned by nobody, in the same transaction as the fire: the daemon's
 /// replicas claim them as slots free, a simulation runs them in place.
 pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRecord>, StoreError> {
     let table = esc.table();
     let now = store.now();
-    let mut runs = Vec::new();
+    // Requests nobody decided in time are decisions too: their follow-up runs (and the
+    // `approval_expired` fact the table may read) come first.
+    let mut runs = crate::approvals::expire_due(store).await?;
     let mut all_fires = store.fires_of_unresolved().await?;
     for status in [IncidentStatus::Open, IncidentStatus::Acknowledged] {
         let mut after = String::new();
@@ -358,6 +360,7 @@ async fn evaluate_incident(
                 params: Map::new(),
                 incident: Some(incident.id.clone()),
                 dry_run: false,
+                approval: None,
             };
             Dispatcher::internal_record(
                 RunRequest {

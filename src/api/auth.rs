@@ -86,6 +86,11 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller presented a token (the daemon has tokens): `name` is who they are.
+    pub fn identified(&self) -> bool {
+        self.role.is_some()
+    }
+
     /// Refuses with 403 unless the caller's role grants `access`.
     pub fn require(&self, access: Access) -> Result<(), ApiError> {
         let allowed = matches!(

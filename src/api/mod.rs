@@ -2,6 +2,7 @@
 //! [`router`] builds the whole app so tests and the daemon serve exactly the same thing.
 
 mod alerts;
+mod approvals;
 mod audit;
 mod auth;
 mod breakers;
@@ -104,6 +105,10 @@ pub fn router(state: AppState, limits: RequestLimits) -> Router {
         .route("/api/v1/breakers/{name}", get(breakers::show))
         .route("/api/v1/breakers/{name}/reset", post(breakers::reset))
         .route("/api/v1/replicas", get(replicas::list))
+        .route("/api/v1/approvals", get(approvals::list))
+        .route("/api/v1/approvals/{id}", get(approvals::show))
+        .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/api/v1/approvals/{id}/deny", post(approvals::deny))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

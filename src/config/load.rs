@@ -132,6 +132,7 @@ impl Config {
         for (name, ch) in &self.channels {
             ch.validate(name)?;
         }
+        self.approvals.validate(&self.channels)?;
         self.payments.validate()
     }
 }

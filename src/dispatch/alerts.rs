@@ -223,6 +223,7 @@ impl Dispatcher {
                         params: Map::new(),
                         incident: Some(incident.id.clone()),
                         dry_run: false,
+                        approval: None,
                     };
                     let run = self.prepare(RunRequest {
                         playbook: playbook.clone(),

@@ -51,6 +51,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job) -> Option<RunRecord> {
     let mut event = record.event.clone();
     event["attempt"] = record.attempt.into();
     let dry_run = record.dry_run;
+    let requested_by = record.trigger.actor.clone();
     let pb = playbook.clone();
     let cancel = lease_runs.clone();
     let outcome = tokio::task::spawn_blocking(move || {
@@ -59,6 +60,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job) -> Option<RunRecord> {
             &pb,
             runner::RunSpec {
                 run_id: &run_id,
+                requested_by: &requested_by,
                 event: &event,
                 dry_run,
                 timeout,

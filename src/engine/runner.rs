@@ -15,6 +15,8 @@ use crate::{
 /// What a run asks of the runner.
 pub struct RunSpec<'a> {
     pub run_id: &'a str,
+    /// Who triggered the run (the trigger's actor).
+    pub requested_by: &'a str,
     pub event: &'a serde_json::Value,
     pub dry_run: bool,
     pub timeout: Duration,
@@ -85,6 +87,8 @@ pub fn execute(
         playbook: playbook.name.clone(),
         dry_run: spec.dry_run,
         incident: spec.event["incident"].as_str().map(str::to_string),
+        requested_by: spec.requested_by.to_string(),
+        awaiting_approval: Default::default(),
         deadline: Instant::now() + spec.timeout,
         started_ms: services.clock.now_ms(),
         timeout: spec.timeout,
@@ -143,6 +147,12 @@ pub fn execute(
             let (status, error) = classify(&err, spec.timeout);
             (status, None, Some(error))
         }
+    };
+    // A run that asked for approval (and did not fail) waits for the humans' decision.
+    let status = if status == RunStatus::Succeeded && ctx.awaiting_approval.get() {
+        RunStatus::AwaitingApproval
+    } else {
+        status
     };
     drop(guard);
     RunOutcome {

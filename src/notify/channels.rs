@@ -96,6 +96,7 @@ impl Channel {
                     "resolve" => ":white_check_mark: RESOLVED",
                     "acknowledge" => ":eyes: ACKNOWLEDGED",
                     "trigger" | "repeat" => ":rotating_light:",
+                    "approval" => ":raised_hand: APPROVAL NEEDED",
                     _ => ":information_source:",
                 };
                 let level = m

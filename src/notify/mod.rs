@@ -23,7 +23,7 @@ use crate::{
 /// What a notification says.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Message {
-    /// `trigger`, `repeat`, `resolve` or `message`.
+    /// `trigger`, `repeat`, `resolve`, `message` or `approval` (a request to approve).
     pub kind: String,
     pub title: String,
     pub text: String,

@@ -7,6 +7,7 @@
 //! action lists, and the backends ([`Services`]). Async work goes through [`block_on`],
 //! which bounds it by the run's deadline and shutdown so a hung backend cannot hang a run.
 
+mod approval;
 pub mod breaker;
 mod budget;
 pub mod celery;
@@ -57,6 +58,8 @@ pub struct Services {
     pub levels: incident::LevelNames,
     /// The app's webhook endpoint, for `webhooks::probe`.
     pub webhook_endpoint: Arc<dyn webhooks::WebhookEndpoint>,
+    /// `[approvals]`: where `approved()` asks, how many must approve, how long it waits.
+    pub approvals: Arc<crate::config::ApprovalsConfig>,
 }
 
 impl Services {
@@ -96,6 +99,7 @@ impl Services {
             )),
             clock: crate::clock::Clock::Real,
             levels: incident::runbook_levels(),
+            approvals: Arc::new(config.approvals.clone()),
         })
     }
 }
@@ -112,6 +116,12 @@ pub struct RunContext {
     pub dry_run: bool,
     /// The incident the run belongs to (alert-triggered runs).
     pub incident: Option<String>,
+    /// Who triggered the run (a token's name, `alertmanager`, `runbookd`): the one person
+    /// who may not approve what it asks for.
+    pub requested_by: String,
+    /// `approved()` asked for, or found pending, an approval: the run ends
+    /// `awaiting_approval`.
+    pub awaiting_approval: std::cell::Cell<bool>,
     pub deadline: Instant,
     /// When the run started and how long it may take, by the services' clock: on a
     /// virtual clock `sleep` moves time instead of waiting, and the deadline is virtual too.
@@ -305,6 +315,29 @@ impl ActionRecord<'_> {
     }
 }
 
+/// Adds an action's record to the run (within `[playbooks] max_actions`; one record is
+/// bounded like a log line, as its details can be large).
+pub fn push_action(action: &str, record: serde_json::Value) -> Result<(), Box<EvalAltResult>> {
+    with_run(action, |ctx| {
+        let mut actions = ctx.actions.borrow_mut();
+        if actions.len() < ctx.limits.max_actions {
+            let text = record.to_string();
+            if text.len() > ctx.limits.max_log_line_bytes {
+                actions.push(serde_json::json!({
+                    "action": record["action"], "target": record["target"],
+                    "outcome": record["outcome"], "dry_run": record["dry_run"],
+                    "truncated": crate::engine::runner::truncate(&text, ctx.limits.max_log_line_bytes),
+                }));
+            } else {
+                actions.push(record);
+            }
+        } else {
+            *ctx.dropped_actions.borrow_mut() += 1;
+        }
+        Ok(())
+    })
+}
+
 /// Performs — or in a dry run, only plans — an action, and records it twice: on the run
 /// (`actions`, and a log line) and in the audit trail. `perform` runs only for real runs.
 /// Returns what `perform` returned, or `None` in a dry run.
@@ -343,25 +376,7 @@ pub fn act(
         error: error_text.as_deref(),
     }
     .at(now);
-    with_run(action, |ctx| {
-        let mut actions = ctx.actions.borrow_mut();
-        if actions.len() < ctx.limits.max_actions {
-            // One action's record is bounded like a log line (its details can be large).
-            let text = record.to_string();
-            if text.len() > ctx.limits.max_log_line_bytes {
-                actions.push(serde_json::json!({
-                    "action": record["action"], "target": record["target"],
-                    "outcome": record["outcome"], "dry_run": record["dry_run"],
-                    "truncated": crate::engine::runner::truncate(&text, ctx.limits.max_log_line_bytes),
-                }));
-            } else {
-                actions.push(record.clone());
-            }
-        } else {
-            *ctx.dropped_actions.borrow_mut() += 1;
-        }
-        Ok(())
-    })?;
+    push_action(action, record.clone())?;
     match (&error_text, dry_run) {
         (Some(e), _) => core::append_log("error", &format!("{action} {target} failed: {e}")),
         (None, true) => core::append_log("info", &format!("dry run: would {action} {target}")),
@@ -400,6 +415,7 @@ pub fn act(
 /// Registers every primitive family on the engine.
 pub fn register(engine: &mut Engine) {
     core::register(engine);
+    approval::register(engine);
     health::register(engine);
     breaker::register(engine);
     budget::register(engine);

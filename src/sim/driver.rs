@@ -18,6 +18,7 @@ use std::{
 use serde_json::{json, Value};
 
 mod alerts;
+mod approvals;
 
 use super::{
     stage::{self, Pacing, Stage},

@@ -294,6 +294,7 @@ impl World {
             settings: Arc::new(settings),
             clock: self.clock.clone(),
             levels: crate::primitives::incident::runbook_levels(),
+            approvals: Arc::new(config.approvals.clone()),
         }
     }
 

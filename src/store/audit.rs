@@ -37,21 +37,7 @@ pub struct AuditEntry {
 impl Store {
     /// Appends one entry.
     pub async fn audit(&self, entry: &NewAudit) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit (id, at, actor, action, target, run_id, dry_run, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(self.now())
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(&entry.target)
-        .bind(entry.run_id.clone())
-        .bind(i64::from(entry.dry_run))
-        .bind(entry.details.to_string())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        audit_on(&self.writer, self.now(), entry).await
     }
 
     /// Newest entries first.
@@ -82,4 +68,27 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Appends one entry on `e` (inside the caller's transaction), stamped `now`.
+pub(super) async fn audit_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+    e: E,
+    now: i64,
+    entry: &NewAudit,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit (id, at, actor, action, target, run_id, dry_run, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(now)
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.target)
+    .bind(entry.run_id.clone())
+    .bind(i64::from(entry.dry_run))
+    .bind(entry.details.to_string())
+    .execute(e)
+    .await?;
+    Ok(())
 }

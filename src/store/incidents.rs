@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::{any::AnyRow, Any, AnyConnection, Executor, Row};
 
-use super::{ms_to_rfc3339, Store, StoreError};
+use super::{ms_to_rfc3339, ser_ms, ser_ms_opt, Store, StoreError};
 
 /// Where an incident is. Only forward: open → acknowledged → resolved (or open → resolved).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,17 +79,6 @@ pub struct AlertRecord {
     pub annotations: serde_json::Value,
     pub incident_id: Option<String>,
     pub outcome: String,
-}
-
-fn ser_ms<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&ms_to_rfc3339(*ms))
-}
-
-fn ser_ms_opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_str(&ms_to_rfc3339(*ms)),
-        None => s.serialize_none(),
-    }
 }
 
 const COLUMNS: &str = "id, incident_key, source, title, labels, status, level, facts, opened_at, \

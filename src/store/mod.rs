@@ -6,6 +6,7 @@
 //! answered alert survives power loss) and a few readers, which is what SQLite wants;
 //! PostgreSQL shares one pool for both.
 
+mod approvals;
 mod audit;
 mod batch;
 mod budgets;
@@ -25,6 +26,7 @@ use sqlx::{
     AnyPool, Executor,
 };
 
+pub use approvals::{Approval, ApprovalStatus, Asked, DecideError, Decided, Decision, NewApproval};
 pub use audit::{AuditEntry, NewAudit};
 pub use batch::Batch;
 pub use budgets::BudgetCheck;
@@ -128,6 +130,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed(include_str!("migrations/0007_leases.sql")),
                 false,
             ),
+            Migration::new(
+                8,
+                Cow::Borrowed("approvals"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0008_approvals.sql")),
+                false,
+            ),
         ]),
         ..Migrator::DEFAULT
     }
@@ -167,9 +176,12 @@ impl Store {
                     format!("{database_url}?mode=rwc")
                 };
                 let opts: AnyConnectOptions = url.parse()?;
-                let writer = sqlite_pool(1, sync).connect_with(opts.clone()).await?;
+                let memory = url.contains("mode=memory") || url.contains(":memory:");
+                let writer = sqlite_pool(1, sync, memory)
+                    .connect_with(opts.clone())
+                    .await?;
                 // The writer creates the file and switches it to WAL before readers open it.
-                let reader = sqlite_pool(4, sync).connect_with(opts).await?;
+                let reader = sqlite_pool(4, sync, memory).connect_with(opts).await?;
                 spawn_checkpointer(reader.clone());
                 Store {
                     writer,
@@ -273,8 +285,11 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     ))
 }
 
-fn sqlite_pool(size: u32, sync: crate::config::SqliteSynchronous) -> AnyPoolOptions {
+fn sqlite_pool(size: u32, sync: crate::config::SqliteSynchronous, memory: bool) -> AnyPoolOptions {
     let pragmas = match sync {
+        // An in-memory database (simulations) has no journal to switch, and asking for one
+        // takes a schema lock: a reader connecting while a write is under way would fail.
+        _ if memory => "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
         crate::config::SqliteSynchronous::Full => {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
@@ -328,6 +343,19 @@ pub fn now_ms() -> i64 {
 }
 
 /// Formats store milliseconds as RFC 3339 for API answers.
+/// Serialises unix ms as RFC 3339 (how the API shows times).
+pub(super) fn ser_ms<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&ms_to_rfc3339(*ms))
+}
+
+/// [`ser_ms`] for optional times.
+pub(super) fn ser_ms_opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&ms_to_rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
 pub fn ms_to_rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

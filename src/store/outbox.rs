@@ -59,21 +59,15 @@ impl Store {
         kind: &str,
         payload: &serde_json::Value,
     ) -> Result<String, StoreError> {
-        let id = uuid::Uuid::now_v7().to_string();
-        let now = self.now();
-        sqlx::query(
-            "INSERT INTO outbox (id, channel, incident_id, kind, payload, status, attempts, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
+        enqueue_on(
+            &self.writer,
+            self.now(),
+            channel,
+            incident_id,
+            kind,
+            payload,
         )
-        .bind(&id)
-        .bind(channel)
-        .bind(incident_id.map(str::to_string))
-        .bind(kind)
-        .bind(payload.to_string())
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
-        Ok(id)
+        .await
     }
 
     /// Pending notifications whose next attempt is due.
@@ -166,4 +160,29 @@ impl Store {
         .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
+}
+
+/// Queues a notification on `e` (inside the caller's transaction); returns its id.
+pub(super) async fn enqueue_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
+    e: E,
+    now: i64,
+    channel: &str,
+    incident_id: Option<&str>,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> Result<String, StoreError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO outbox (id, channel, incident_id, kind, payload, status, attempts, next_attempt_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
+    )
+    .bind(&id)
+    .bind(channel)
+    .bind(incident_id.map(str::to_string))
+    .bind(kind)
+    .bind(payload.to_string())
+    .bind(now)
+    .execute(e)
+    .await?;
+    Ok(id)
 }

@@ -1,9 +1,9 @@
 //! Run history: one row per run, from `queued` to a final status.
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
-use super::{ms_to_rfc3339, Store, StoreError};
+use super::{ms_to_rfc3339, ser_ms, ser_ms_opt, Store, StoreError};
 
 /// Where a run is in its life. Final: `succeeded`, `failed`, `timed_out`, `skipped`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +15,8 @@ pub enum RunStatus {
     Failed,
     TimedOut,
     Skipped,
+    /// Ended having asked humans to approve an action; a decision starts a new run.
+    AwaitingApproval,
 }
 
 impl RunStatus {
@@ -27,6 +29,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::TimedOut => "timed_out",
             RunStatus::Skipped => "skipped",
+            RunStatus::AwaitingApproval => "awaiting_approval",
         }
     }
 
@@ -39,6 +42,7 @@ impl RunStatus {
             "failed" => RunStatus::Failed,
             "timed_out" => RunStatus::TimedOut,
             "skipped" => RunStatus::Skipped,
+            "awaiting_approval" => RunStatus::AwaitingApproval,
             _ => return None,
         })
     }
@@ -191,17 +195,6 @@ impl RunRecord {
             attempts: Vec::new(),
             owner: None,
         }
-    }
-}
-
-fn ser_ms<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&ms_to_rfc3339(*ms))
-}
-
-fn ser_ms_opt<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_str(&ms_to_rfc3339(*ms)),
-        None => s.serialize_none(),
     }
 }
 

@@ -127,6 +127,7 @@ pub async fn tick(
                     params,
                     incident: None,
                     dry_run: false,
+                    approval: None,
                 };
                 Dispatcher::internal_record(
                     RunRequest {

@@ -25,6 +25,8 @@ pub enum EventKind {
     Manual,
     /// An escalation level fired and runs its playbook.
     Escalation,
+    /// Humans decided on an approval the playbook asked for (or nobody did in time).
+    Approval,
 }
 
 impl EventKind {
@@ -34,6 +36,7 @@ impl EventKind {
             EventKind::Cron => "cron",
             EventKind::Manual => "manual",
             EventKind::Escalation => "escalation",
+            EventKind::Approval => "approval",
         }
     }
 }
@@ -60,6 +63,9 @@ pub struct Event {
     pub incident: Option<String>,
     /// Actions are planned and recorded, not performed.
     pub dry_run: bool,
+    /// For `approval` runs: `#{ id, action, target, params, decision, approver, comment }`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Value>,
 }
 
 impl Event {
@@ -74,6 +80,7 @@ impl Event {
             params,
             incident: None,
             dry_run,
+            approval: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod alertmanager_e2e;
 mod alerts;
 mod api;
+mod approvals;
 mod breaker;
 mod cli;
 mod closed_loop;

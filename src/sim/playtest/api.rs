@@ -2,6 +2,7 @@
 //! methods, and the assertions. Documented for users in docs/testing.md.
 
 mod alerts;
+mod approvals;
 
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
@@ -315,6 +316,7 @@ pub fn engine(playbook_dir: &std::path::Path) -> Engine {
     e.on_print(|_| {});
     e.register_type_with_name::<World>("World");
     e.register_fn("world", new_world);
+    approvals::register(&mut e);
 
     // ── the world, before and during the outage: each setter is one world Change ──
     e.register_fn(

@@ -1,0 +1,65 @@
+//! `[approvals]`: who is asked when a playbook wants a human to approve an action, how many
+//! must approve, and how long a request waits.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{bad, duration, ChannelConfig, ConfigError};
+
+/// `[approvals]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsConfig {
+    /// The channel a request is announced on (with the commands to decide it). None: the
+    /// request is only listed (`GET /api/v1/approvals`) and logged.
+    pub channel: Option<String>,
+    /// Distinct approvers needed; 2 is the two-person rule.
+    pub required: u32,
+    /// How long a request waits when the playbook does not say (`expires: "15m"`).
+    #[serde(deserialize_with = "duration")]
+    pub expires: Duration,
+    /// The longest `expires` a playbook may ask for.
+    #[serde(deserialize_with = "duration")]
+    pub max_expires: Duration,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            channel: None,
+            required: 1,
+            expires: Duration::from_secs(15 * 60),
+            max_expires: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl ApprovalsConfig {
+    pub(super) fn validate(
+        &self,
+        channels: &std::collections::BTreeMap<String, ChannelConfig>,
+    ) -> Result<(), ConfigError> {
+        if self.required == 0 {
+            return Err(bad("approvals.required", "must be at least 1"));
+        }
+        if self.expires.is_zero() || self.expires > self.max_expires {
+            return Err(bad(
+                "approvals.expires",
+                "must be longer than zero and at most approvals.max_expires",
+            ));
+        }
+        if let Some(c) = &self.channel {
+            if !channels.contains_key(c) {
+                return Err(bad(
+                    "approvals.channel",
+                    format!(
+                        "no channel named `{c}` (configured: {}); add [channels.{c}]",
+                        channels.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! `approved(#{ action, target, params, reason, expires })`: true only when humans approved
+//! this exact request and the grant was not used yet — and then it is used up. Otherwise
+//! the request is recorded (once; asking again while it waits asks nothing new), the
+//! `[approvals] channel` is told, the run ends `awaiting_approval` and a decision starts a
+//! new run (see `crate::approvals`). A dry run says what it would ask and returns false.
+
+use std::time::Duration;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Map};
+
+use super::{block_on, core::append_log, push_action, script_error, with_run, ActionRecord};
+use crate::{
+    primitives::ActionOutcome,
+    store::{Asked, NewApproval},
+};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// The request as the script wrote it.
+struct Request {
+    action: String,
+    target: String,
+    params: serde_json::Value,
+    reason: String,
+    expires: Duration,
+}
+
+fn text(request: &Map, key: &str, required: bool) -> Result<String, Box<EvalAltResult>> {
+    match request.get(key) {
+        None if !required => Ok(String::new()),
+        None => Err(script_error(format!(
+            "approved: the request needs `{key}` (#{{ action, target, reason }})"
+        ))),
+        Some(v) => match v.clone().into_immutable_string() {
+            Ok(s) if required && s.trim().is_empty() => {
+                Err(script_error(format!("approved: `{key}` is empty")))
+            }
+            Ok(s) => Ok(s.to_string()),
+            Err(t) => Err(script_error(format!("approved: `{key}` is text, not {t}"))),
+        },
+    }
+}
+
+fn parse(request: &Map, default: Duration, max: Duration) -> Result<Request, Box<EvalAltResult>> {
+    for key in request.keys() {
+        if !["action", "target", "params", "reason", "expires"].contains(&key.as_str()) {
+            return Err(script_error(format!(
+                "approved: unknown key `{key}` (action, target, params, reason, expires)"
+            )));
+        }
+    }
+    let params = match request.get("params") {
+        None => serde_json::json!({}),
+        Some(p) if p.is_map() => rhai::serde::from_dynamic(p)?,
+        Some(p) => {
+            return Err(script_error(format!(
+                "approved: `params` is a map, not {}",
+                p.type_name()
+            )))
+        }
+    };
+    let expires = match request.get("expires") {
+        None => default,
+        Some(v) => {
+            let d = if let Ok(secs) = v.as_int() {
+                Duration::from_secs(secs.max(0) as u64)
+            } else {
+                let t = text(request, "expires", true)?;
+                humantime::parse_duration(t.trim()).map_err(|e| {
+                    script_error(format!("approved: `expires` `{t}` is not a duration: {e}"))
+                })?
+            };
+            if d.is_zero() || d > max {
+                return Err(script_error(format!(
+                    "approved: `expires` must be longer than zero and at most {} ([approvals] max_expires)",
+                    humantime::format_duration(max)
+                )));
+            }
+            d
+        }
+    };
+    Ok(Request {
+        action: text(request, "action", true)?,
+        target: text(request, "target", true)?,
+        params,
+        reason: text(request, "reason", false)?,
+        expires,
+    })
+}
+
+/// What humans are told when asked.
+fn announcement(a: &NewApproval) -> serde_json::Value {
+    let expires = crate::store::ms_to_rfc3339(a.expires_at);
+    let mut text = format!(
+        "{} asks to {} {}{}\nincident: {}, expires {expires}, {} approver(s) needed\n\
+         approve: runbookd approve {id}   (POST /api/v1/approvals/{id}/approve)\n\
+         deny:    runbookd deny {id}      (POST /api/v1/approvals/{id}/deny)",
+        a.playbook,
+        a.action,
+        a.target,
+        if a.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", a.reason)
+        },
+        a.incident.as_deref().unwrap_or("none"),
+        a.required,
+        id = a.id,
+    );
+    if a.params.as_object().is_some_and(|m| !m.is_empty()) {
+        text.push_str(&format!("\nparams: {}", a.params));
+    }
+    serde_json::json!({
+        "kind": "approval",
+        "title": format!("runbookd: approve {} {}?", a.action, a.target),
+        "text": text,
+        "incident": a.incident,
+        "level": null,
+    })
+}
+
+fn approved(request: Map) -> Result<bool, Box<EvalAltResult>> {
+    let (ctx_now, dry_run, run_id, playbook, incident, requested_by, store, cfg, channels) =
+        with_run("approved", |ctx| {
+            Ok((
+                ctx.services.clock.now_ms(),
+                ctx.dry_run,
+                ctx.run_id.clone(),
+                ctx.playbook.clone(),
+                ctx.incident.clone(),
+                ctx.requested_by.clone(),
+                ctx.services.store.clone(),
+                ctx.services.approvals.clone(),
+                ctx.services
+                    .notifier
+                    .as_ref()
+                    .map(|n| n.channel_names())
+                    .unwrap_or_default(),
+            ))
+        })?;
+    let req = parse(&request, cfg.expires, cfg.max_expires)?;
+    let what = format!("{} {}", req.action, req.target);
+    let details = serde_json::json!({
+        "action": req.action, "target": req.target, "params": req.params, "reason": req.reason,
+    });
+    if dry_run {
+        let record = ActionRecord {
+            action: "approval.request",
+            target: &req.target,
+            dry_run: true,
+            outcome: ActionOutcome::Planned,
+            details,
+            result: None,
+            error: None,
+        }
+        .at(ctx_now);
+        push_action("approved", record)?;
+        append_log(
+            "info",
+            &format!("dry run: would ask for approval of {what}; not approved"),
+        );
+        return Ok(false);
+    }
+    let store = store.ok_or_else(|| script_error("approved: approvals need the state store"))?;
+    let mut new = NewApproval {
+        id: uuid::Uuid::now_v7().to_string(),
+        request_hash: crate::approvals::request_hash(
+            &playbook,
+            incident.as_deref(),
+            &req.action,
+            &req.target,
+            &req.params,
+        ),
+        playbook: playbook.clone(),
+        incident,
+        run_id: run_id.clone(),
+        action: req.action.clone(),
+        target: req.target.clone(),
+        params: req.params.clone(),
+        reason: req.reason.clone(),
+        required: i64::from(cfg.required),
+        requested_by,
+        expires_at: ctx_now + req.expires.as_millis() as i64,
+        notify: None,
+    };
+    // Sent only if the request is new (the store decides, in the same transaction).
+    if let Some(channel) = cfg.channel.clone().filter(|c| channels.contains(c)) {
+        new.notify = Some((channel, announcement(&new)));
+    }
+    let asked = block_on(
+        "approved",
+        LIMIT,
+        async move { store.ask_approval(&new).await },
+    )?;
+    let (granted, outcome_action, result, line) = match &asked {
+        Asked::Granted(a) => {
+            let by: Vec<&str> = a.decisions.iter().map(|d| d.by.as_str()).collect();
+            (
+                true,
+                "approval.use",
+                serde_json::json!({ "approval": a.id, "approvers": by }),
+                format!("approved by {}: {what} (approval {})", by.join(", "), a.id),
+            )
+        }
+        Asked::Pending(a) => (
+            false,
+            "approval.request",
+            serde_json::json!({ "approval": a.id, "status": "pending" }),
+            format!(
+                "approval of {what} already asked for (approval {}), still pending until {}",
+                a.id,
+                crate::store::ms_to_rfc3339(a.expires_at)
+            ),
+        ),
+        Asked::Requested(a) => (
+            false,
+            "approval.request",
+            serde_json::json!({ "approval": a.id, "status": "pending" }),
+            format!(
+                "asked for approval of {what} (approval {}, expires {})",
+                a.id,
+                crate::store::ms_to_rfc3339(a.expires_at)
+            ),
+        ),
+    };
+    if !granted {
+        with_run("approved", |ctx| {
+            ctx.awaiting_approval.set(true);
+            Ok(())
+        })?;
+    }
+    let record = ActionRecord {
+        action: outcome_action,
+        target: &req.target,
+        dry_run: false,
+        outcome: ActionOutcome::Done,
+        details,
+        result: Some(&result),
+        error: None,
+    }
+    .at(ctx_now);
+    push_action("approved", record)?;
+    append_log("info", &line);
+    Ok(granted)
+}
+
+pub fn register(engine: &mut Engine) {
+    engine.register_fn("approved", approved);
+    // A script may hold the request in a variable of any type; only maps are requests.
+    engine.register_fn(
+        "approved",
+        |v: Dynamic| -> Result<bool, Box<EvalAltResult>> {
+            Err(script_error(format!(
+                "approved: takes a map #{{ action, target, reason }}, not {}",
+                v.type_name()
+            )))
+        },
+    );
+}

@@ -1,0 +1,628 @@
+//! Approvals: a playbook's request that humans approve one concrete action, their
+//! decisions, its single use, its expiry. Every change of status is a compare-and-set in one
+//! transaction with what goes with it (the notification asking for it, the follow-up run a
+//! decision starts, the audit entry, the incident's timeline), so two clicks — on two
+//! replicas — decide once, and a crash never leaves a decision without its run.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{any::AnyRow, Row};
+
+use super::{
+    audit::audit_on,
+    incidents::{add_timeline_on, set_fact_on},
+    outbox::enqueue_on,
+    runs::{from_json, insert_runs_on, to_json},
+    ser_ms, ser_ms_opt, NewAudit, RunRecord, Store, StoreError,
+};
+
+/// How long a granted approval stays usable after the decision when its request's own
+/// expiry is nearer: the follow-up run may wait in the queue for a while.
+const GRANT_USE_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// Where an approval is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalStatus {
+    /// Asked for; waiting for decisions.
+    Pending,
+    /// Granted; the next `approved()` for the same request uses it.
+    Approved,
+    Denied,
+    /// Nobody decided in time (or a grant was never used).
+    Expired,
+    /// Granted and used by a run: it allows nothing more.
+    Used,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Expired => "expired",
+            ApprovalStatus::Used => "used",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ApprovalStatus> {
+        Some(match s {
+            "pending" => ApprovalStatus::Pending,
+            "approved" => ApprovalStatus::Approved,
+            "denied" => ApprovalStatus::Denied,
+            "expired" => ApprovalStatus::Expired,
+            "used" => ApprovalStatus::Used,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for ApprovalStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One human's decision on an approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub by: String,
+    /// `approve` or `deny`.
+    pub decision: String,
+    pub at: String,
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// An approval as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Approval {
+    pub id: String,
+    pub playbook: String,
+    pub incident: Option<String>,
+    /// The run that asked.
+    pub run: String,
+    pub action: String,
+    pub target: String,
+    pub params: serde_json::Value,
+    pub reason: String,
+    pub status: ApprovalStatus,
+    /// Distinct approvers needed (`[approvals] required`).
+    pub required: i64,
+    /// Who triggered the run that asked; they may not approve it.
+    pub requested_by: String,
+    #[serde(serialize_with = "ser_ms")]
+    pub requested_at: i64,
+    #[serde(serialize_with = "ser_ms")]
+    pub expires_at: i64,
+    #[serde(serialize_with = "ser_ms_opt")]
+    pub decided_at: Option<i64>,
+    #[serde(serialize_with = "ser_ms_opt")]
+    pub used_at: Option<i64>,
+    pub used_by_run: Option<String>,
+    pub decisions: Vec<Decision>,
+    /// What identifies "the same request".
+    #[serde(skip)]
+    pub request_hash: String,
+}
+
+/// A request for approval, as `approved()` makes it.
+pub struct NewApproval {
+    pub id: String,
+    pub request_hash: String,
+    pub playbook: String,
+    pub incident: Option<String>,
+    pub run_id: String,
+    pub action: String,
+    pub target: String,
+    pub params: serde_json::Value,
+    pub reason: String,
+    pub required: i64,
+    pub requested_by: String,
+    pub expires_at: i64,
+    /// The channel to ask on, and the message.
+    pub notify: Option<(String, serde_json::Value)>,
+}
+
+/// What asking for approval found.
+#[derive(Debug)]
+pub enum Asked {
+    /// A grant for this exact request, now used by the asking run.
+    Granted(Approval),
+    /// Already asked; still waiting (nothing new was asked).
+    Pending(Approval),
+    /// Asked now (recorded, humans notified).
+    Requested(Approval),
+}
+
+/// A decision that was recorded.
+#[derive(Debug)]
+pub struct Decided {
+    pub approval: Approval,
+    /// The run the decision started (none while more approvers are needed).
+    pub follow_up: Option<RunRecord>,
+}
+
+/// Why a decision was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no approval `{0}`")]
+    NotFound(String),
+    #[error("approval `{id}` is {status}, not pending; nothing was decided")]
+    NotPending { id: String, status: ApprovalStatus },
+    #[error("approval `{0}` expired before it was decided")]
+    Expired(String),
+    #[error("`{by}` triggered the run that asked for approval `{id}` and may not approve it")]
+    SelfApproval { id: String, by: String },
+    #[error("`{by}` has already approved `{id}`; another approver is needed")]
+    AlreadyApproved { id: String, by: String },
+    #[error("approval `{0}` was decided by someone else at the same moment; look again")]
+    Concurrent(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+const COLUMNS: &str = "id, request_hash, playbook, incident_id, run_id, action, target, params, \
+                       reason, status, required, requested_by, requested_at, expires_at, \
+                       decided_at, used_at, used_by_run, decisions";
+
+fn approval(row: &AnyRow) -> Result<Approval, StoreError> {
+    let status: String = row.try_get("status")?;
+    let params: String = row.try_get("params")?;
+    let decisions: String = row.try_get("decisions")?;
+    Ok(Approval {
+        id: row.try_get("id")?,
+        request_hash: row.try_get("request_hash")?,
+        playbook: row.try_get("playbook")?,
+        incident: row.try_get("incident_id")?,
+        run: row.try_get("run_id")?,
+        action: row.try_get("action")?,
+        target: row.try_get("target")?,
+        params: from_json("approvals.params", &params)?,
+        reason: row.try_get("reason")?,
+        status: ApprovalStatus::parse(&status).ok_or_else(|| StoreError::Corrupt {
+            column: "approvals.status",
+            message: format!("unknown status `{status}`"),
+        })?,
+        required: row.try_get("required")?,
+        requested_by: row.try_get("requested_by")?,
+        requested_at: row.try_get("requested_at")?,
+        expires_at: row.try_get("expires_at")?,
+        decided_at: row.try_get("decided_at")?,
+        used_at: row.try_get("used_at")?,
+        used_by_run: row.try_get("used_by_run")?,
+        decisions: from_json("approvals.decisions", &decisions)?,
+    })
+}
+
+/// The audit entry of an approval's event, by `actor`.
+fn audit_entry(actor: &str, what: &str, a: &Approval, run_id: Option<&str>) -> NewAudit {
+    NewAudit {
+        actor: actor.to_string(),
+        action: format!("approval.{what}"),
+        target: format!("approval:{}", a.id),
+        run_id: run_id.map(str::to_string),
+        dry_run: false,
+        details: serde_json::json!({
+            "playbook": a.playbook, "incident": a.incident, "action": a.action,
+            "target": a.target, "params": a.params, "reason": a.reason,
+            "status": a.status, "decisions": a.decisions,
+        }),
+    }
+}
+
+impl Store {
+    /// One approval.
+    pub async fn get_approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(approval).transpose()
+    }
+
+    /// Approvals, newest first, of one status or all.
+    pub async fn list_approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let rows = match status {
+            Some(s) => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM approvals WHERE status = $1 \
+                     ORDER BY requested_at DESC, id DESC LIMIT $2"
+                ))
+                .bind(s.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM approvals ORDER BY requested_at DESC, id DESC LIMIT $1"
+                ))
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await?
+            }
+        };
+        rows.iter().map(approval).collect()
+    }
+
+    /// `approved()`: uses a grant for this exact request, or finds it pending, or asks for
+    /// it (recorded with its notification, audit entry and timeline line in one
+    /// transaction).
+    pub async fn ask_approval(&self, new: &NewApproval) -> Result<Asked, StoreError> {
+        let now = self.now();
+        let mut tx = self.writer.begin().await?;
+        let open = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM approvals WHERE request_hash = $1 \
+             AND status IN ('pending', 'approved')"
+        ))
+        .bind(&new.request_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = open {
+            let mut a = approval(&row)?;
+            if a.status == ApprovalStatus::Pending {
+                tx.rollback().await?;
+                return Ok(Asked::Pending(a));
+            }
+            let use_by = a
+                .expires_at
+                .max(a.decided_at.unwrap_or(0) + GRANT_USE_WINDOW_MS);
+            let (status, what) = if now <= use_by {
+                (ApprovalStatus::Used, "use")
+            } else {
+                (ApprovalStatus::Expired, "expire_unused")
+            };
+            let done = sqlx::query(
+                "UPDATE approvals SET status = $1, used_at = $2, used_by_run = $3 \
+                 WHERE id = $4 AND status = 'approved'",
+            )
+            .bind(status.as_str())
+            .bind((status == ApprovalStatus::Used).then_some(now))
+            .bind((status == ApprovalStatus::Used).then(|| new.run_id.clone()))
+            .bind(&a.id)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                // Another run used it at this moment: it allows nothing more here.
+                tx.rollback().await?;
+                return Ok(Asked::Pending(a));
+            }
+            a.status = status;
+            audit_on(
+                &mut *tx,
+                now,
+                &audit_entry(
+                    &format!("playbook:{}", a.playbook),
+                    what,
+                    &a,
+                    Some(&new.run_id),
+                ),
+            )
+            .await?;
+            if status == ApprovalStatus::Used {
+                a.used_at = Some(now);
+                a.used_by_run = Some(new.run_id.clone());
+                if let Some(incident) = &a.incident {
+                    add_timeline_on(
+                        &mut *tx,
+                        now,
+                        incident,
+                        "approval",
+                        &format!("playbook:{}", a.playbook),
+                        &format!(
+                            "approved {} {} used by run {}",
+                            a.action, a.target, new.run_id
+                        ),
+                        &serde_json::json!({ "approval": a.id }),
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                return Ok(Asked::Granted(a));
+            }
+            // A stale grant is retired; the request is asked for again below.
+        }
+        let id = new.id.clone();
+        let inserted = sqlx::query(
+            "INSERT INTO approvals (id, request_hash, playbook, incident_id, run_id, action, \
+             target, params, reason, status, required, requested_by, requested_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13)",
+        )
+        .bind(&id)
+        .bind(&new.request_hash)
+        .bind(&new.playbook)
+        .bind(new.incident.clone())
+        .bind(&new.run_id)
+        .bind(&new.action)
+        .bind(&new.target)
+        .bind(new.params.to_string())
+        .bind(&new.reason)
+        .bind(new.required)
+        .bind(&new.requested_by)
+        .bind(now)
+        .bind(new.expires_at)
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            // Another replica asked for the same request at this very moment (the unique
+            // index on open requests): that one stands.
+            drop(tx);
+            let row = sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM approvals WHERE request_hash = $1 AND status = 'pending'"
+            ))
+            .bind(&new.request_hash)
+            .fetch_optional(&self.writer)
+            .await?;
+            return match row {
+                Some(row) => Ok(Asked::Pending(approval(&row)?)),
+                None => Err(e.into()),
+            };
+        }
+        let a = Approval {
+            id,
+            request_hash: new.request_hash.clone(),
+            playbook: new.playbook.clone(),
+            incident: new.incident.clone(),
+            run: new.run_id.clone(),
+            action: new.action.clone(),
+            target: new.target.clone(),
+            params: new.params.clone(),
+            reason: new.reason.clone(),
+            status: ApprovalStatus::Pending,
+            required: new.required,
+            requested_by: new.requested_by.clone(),
+            requested_at: now,
+            expires_at: new.expires_at,
+            decided_at: None,
+            used_at: None,
+            used_by_run: None,
+            decisions: Vec::new(),
+        };
+        if let Some((channel, payload)) = &new.notify {
+            enqueue_on(
+                &mut *tx,
+                now,
+                channel,
+                a.incident.as_deref(),
+                "approval",
+                payload,
+            )
+            .await?;
+        }
+        let actor = format!("playbook:{}", a.playbook);
+        audit_on(
+            &mut *tx,
+            now,
+            &audit_entry(&actor, "request", &a, Some(&a.run)),
+        )
+        .await?;
+        if let Some(incident) = &a.incident {
+            add_timeline_on(
+                &mut *tx,
+                now,
+                incident,
+                "approval",
+                &actor,
+                &format!(
+                    "asks for approval of {} {}: {}",
+                    a.action, a.target, a.reason
+                ),
+                &serde_json::json!({ "approval": a.id }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Asked::Requested(a))
+    }
+
+    /// Records `by`'s decision on a pending approval (a compare-and-set on its status and
+    /// decisions). When it decides the approval — a denial, or the last approver needed —
+    /// the run `follow_up` builds is recorded with it, for whichever replica claims it.
+    pub async fn decide_approval(
+        &self,
+        id: &str,
+        by: &str,
+        approve: bool,
+        comment: &str,
+        follow_up: impl FnOnce(&Approval) -> RunRecord,
+    ) -> Result<Decided, DecideError> {
+        let now = self.now();
+        let mut tx = self.writer.begin().await.map_err(StoreError::from)?;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?
+            .ok_or_else(|| DecideError::NotFound(id.to_string()))?;
+        let mut a = approval(&row)?;
+        if a.status != ApprovalStatus::Pending {
+            return Err(DecideError::NotPending {
+                id: a.id,
+                status: a.status,
+            });
+        }
+        if now >= a.expires_at {
+            return Err(DecideError::Expired(a.id));
+        }
+        if by == a.requested_by {
+            return Err(DecideError::SelfApproval {
+                id: a.id,
+                by: by.to_string(),
+            });
+        }
+        if approve
+            && a.decisions
+                .iter()
+                .any(|d| d.by == by && d.decision == "approve")
+        {
+            return Err(DecideError::AlreadyApproved {
+                id: a.id,
+                by: by.to_string(),
+            });
+        }
+        let before = to_json(&a.decisions);
+        a.decisions.push(Decision {
+            by: by.to_string(),
+            decision: if approve { "approve" } else { "deny" }.into(),
+            at: super::ms_to_rfc3339(now),
+            comment: comment.to_string(),
+        });
+        let approvers = a
+            .decisions
+            .iter()
+            .filter(|d| d.decision == "approve")
+            .map(|d| d.by.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as i64;
+        a.status = match (approve, approvers >= a.required) {
+            (false, _) => ApprovalStatus::Denied,
+            (true, true) => ApprovalStatus::Approved,
+            (true, false) => ApprovalStatus::Pending,
+        };
+        let decided = a.status != ApprovalStatus::Pending;
+        if decided {
+            a.decided_at = Some(now);
+        }
+        let done = sqlx::query(
+            "UPDATE approvals SET status = $1, decisions = $2, decided_at = $3 \
+             WHERE id = $4 AND status = 'pending' AND decisions = $5",
+        )
+        .bind(a.status.as_str())
+        .bind(to_json(&a.decisions))
+        .bind(a.decided_at)
+        .bind(&a.id)
+        .bind(&before)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        if done.rows_affected() != 1 {
+            return Err(DecideError::Concurrent(a.id));
+        }
+        let run = decided.then(|| follow_up(&a));
+        if let Some(run) = &run {
+            insert_runs_on(&mut tx, std::slice::from_ref(run)).await?;
+        }
+        let what = if approve { "approve" } else { "deny" };
+        audit_on(
+            &mut *tx,
+            now,
+            &audit_entry(by, what, &a, run.as_ref().map(|r| r.id.as_str())),
+        )
+        .await?;
+        if let Some(incident) = &a.incident {
+            let text = match a.status {
+                ApprovalStatus::Pending => format!(
+                    "{by} approved {} {} ({approvers} of {} approvers)",
+                    a.action, a.target, a.required
+                ),
+                ApprovalStatus::Approved => format!("{by} approved {} {}", a.action, a.target),
+                _ => format!("{by} denied {} {}", a.action, a.target),
+            };
+            let text = if comment.is_empty() {
+                text
+            } else {
+                format!("{text}: {comment}")
+            };
+            add_timeline_on(
+                &mut *tx,
+                now,
+                incident,
+                "approval",
+                by,
+                &text,
+                &serde_json::json!({ "approval": a.id }),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Decided {
+            approval: a,
+            follow_up: run,
+        })
+    }
+
+    /// Expires pending approvals whose time ran out (each a compare-and-set, so every
+    /// replica may run this at once): the incident gets the fact `approval_expired = true`
+    /// and the run `follow_up` builds, which sees the decision `expired`. Grants never
+    /// used are retired quietly. Returns the follow-up runs recorded.
+    pub async fn expire_approvals(
+        &self,
+        follow_up: impl Fn(&Approval) -> RunRecord,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let now = self.now();
+        sqlx::query(
+            "UPDATE approvals SET status = 'expired' WHERE status = 'approved' \
+             AND expires_at < $1 AND decided_at < $2",
+        )
+        .bind(now)
+        .bind(now - GRANT_USE_WINDOW_MS)
+        .execute(&self.writer)
+        .await?;
+        let due = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' AND expires_at <= $1 \
+             ORDER BY expires_at LIMIT 100"
+        ))
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut runs = Vec::new();
+        for row in &due {
+            let mut a = approval(row)?;
+            let mut tx = self.writer.begin().await?;
+            let done = sqlx::query(
+                "UPDATE approvals SET status = 'expired', decided_at = $1 \
+                 WHERE id = $2 AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(&a.id)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                tx.rollback().await?;
+                continue;
+            }
+            a.status = ApprovalStatus::Expired;
+            a.decided_at = Some(now);
+            let run = follow_up(&a);
+            insert_runs_on(&mut tx, std::slice::from_ref(&run)).await?;
+            audit_on(
+                &mut *tx,
+                now,
+                &audit_entry("runbookd", "expire", &a, Some(&run.id)),
+            )
+            .await?;
+            if let Some(incident) = &a.incident {
+                set_fact_on(
+                    &mut *tx,
+                    self.backend,
+                    now,
+                    incident,
+                    "approval_expired",
+                    &serde_json::Value::Bool(true),
+                )
+                .await?;
+                add_timeline_on(
+                    &mut *tx,
+                    now,
+                    incident,
+                    "approval",
+                    "runbookd",
+                    &format!(
+                        "approval of {} {} expired: nobody decided in time",
+                        a.action, a.target
+                    ),
+                    &serde_json::json!({ "approval": a.id }),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            runs.push(run);
+        }
+        Ok(runs)
+    }
+}
