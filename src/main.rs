@@ -15,6 +15,10 @@ use runbookd::{
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+mod cli {
+    pub mod approvals;
+}
+
 #[derive(Parser)]
 #[command(name = "runbookd", version, about = "Runbooks that run themselves")]
 struct Cli {
@@ -76,6 +80,40 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// List the approvals playbooks asked for, on a running daemon (token: RUNBOOKD_TOKEN).
+    Approvals {
+        /// Only this status: pending, approved, denied, expired, used.
+        #[arg(long)]
+        status: Option<String>,
+        /// The daemon (default: http:// and [server] listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the approvals as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve approval ID on a running daemon; its follow-up run starts.
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+        /// Who decides, for a daemon without tokens (with tokens: the token's name).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Deny approval ID on a running daemon; its follow-up run is told.
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+        /// Who decides, for a daemon without tokens (with tokens: the token's name).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -134,6 +172,21 @@ fn main() -> ExitCode {
                 params,
                 dry_run,
             } => run_once(config, playbook, params, dry_run).await,
+            Command::Approvals { status, url, json } => {
+                cli::approvals::list(&config, url, status, json).await
+            }
+            Command::Approve {
+                id,
+                comment,
+                by,
+                url,
+            } => cli::approvals::decide(&config, url, &id, true, comment, by).await,
+            Command::Deny {
+                id,
+                comment,
+                by,
+                url,
+            } => cli::approvals::decide(&config, url, &id, false, comment, by).await,
             Command::Check { .. } | Command::Test { .. } | Command::Simulate { .. } => {
                 unreachable!("handled above")
             }

@@ -398,3 +398,64 @@ async fn two_replicas_deciding_the_same_approval_at_once_decide_it_once() {
     });
     assert_eq!(follow_ups, Some(1), "{runs}");
 }
+
+#[tokio::test]
+async fn the_cli_lists_and_decides_the_approvals_of_a_running_daemon() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("gate", GATE);
+    let d = Daemon::start(&ws, &with_tokens(""));
+    let (_, run) = d.run_wait("gate", json!({})).await;
+    assert_eq!(run["status"], "awaiting_approval");
+    let id = pending(&d).await[0]["id"].as_str().expect("id").to_string();
+    // Another process, as an SRE's shell runs it (blocking this test's thread is fine: the
+    // daemon is its own process).
+    let cli = |token: &str, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+            .args(args)
+            .args(["--url", &d.url("")])
+            .env("RUNBOOKD_TOKEN", token)
+            .env_remove("RUNBOOKD_CONFIG")
+            .output()
+    };
+    let out = cli("carol-secret", &["approvals", "--status", "pending"]).expect("cli");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&id) && stdout.contains("breaker.reset stripe"),
+        "{stdout}"
+    );
+    // The requester is refused with the daemon's reason and exit 1.
+    let out = cli("alice-secret", &["approve", &id]).expect("cli");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("403") && stderr.contains("may not approve"),
+        "{stderr}"
+    );
+    let out = cli(
+        "bob-secret",
+        &["approve", &id, "--comment", "Stripe is green"],
+    )
+    .expect("cli");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("approved; run"), "{stdout}");
+    let run = stdout
+        .split("run ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("run id");
+    let done = finished(&d, run).await;
+    assert_eq!(done["result"]["did"], "reset", "{done}");
+    assert_eq!(done["event"]["approval"]["comment"], "Stripe is green");
+    let out = cli("dave-secret", &["deny", &id]).expect("cli");
+    assert_eq!(out.status.code(), Some(1), "decided already");
+}
