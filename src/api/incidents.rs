@@ -84,6 +84,7 @@ pub async fn ack(
             text: format!("acknowledged by {}", caller.name),
             incident: Some(id.clone()),
             level: incident.level.clone(),
+            approval: None,
         };
         for channel in state.store.paged_channels(&id).await? {
             if let Err(e) = notifier.enqueue(&channel, &message).await {

@@ -14,6 +14,7 @@ mod playbooks;
 mod replicas;
 mod runs;
 pub mod serve;
+pub mod slack;
 
 use std::sync::Arc;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub simulated: Option<String>,
     /// The address the API is bound to (the browser guard accepts it as a host).
     pub listen: std::net::SocketAddr,
+    /// Slack's Approve / Deny buttons (`[approvals] signing_secret_env`).
+    pub slack: Option<Arc<slack::SlackApprovals>>,
 }
 
 /// Per-request limits of the router.
@@ -109,6 +112,8 @@ pub fn router(state: AppState, limits: RequestLimits) -> Router {
         .route("/api/v1/approvals/{id}", get(approvals::show))
         .route("/api/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/api/v1/approvals/{id}/deny", post(approvals::deny))
+        // Authenticated by Slack's request signature, not a token (see slack.rs).
+        .route("/api/v1/slack/interactions", post(slack::interactions))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

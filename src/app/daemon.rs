@@ -19,6 +19,8 @@ pub struct Daemon {
     core: Core,
     listener: TcpListener,
     auth: Arc<Auth>,
+    /// Slack's Approve / Deny buttons, when `[approvals] signing_secret_env` is set.
+    slack: Option<Arc<api::slack::SlackApprovals>>,
     escalation: crate::escalation::Escalation,
     /// `serve --world`: the simulated world and the scenario it plays.
     world: Option<(Arc<crate::sim::World>, crate::sim::scenario::Scenario)>,
@@ -53,6 +55,7 @@ impl Daemon {
                 config.server.listen
             );
         }
+        let slack = api::slack::SlackApprovals::from_config(&config.approvals)?;
         let core = Core::start_in(&config, world.as_ref().map(|(w, _)| w.clone())).await?;
         let channels = core
             .services
@@ -78,6 +81,7 @@ impl Daemon {
             core,
             listener,
             auth,
+            slack,
             escalation,
             world,
         })
@@ -95,6 +99,7 @@ impl Daemon {
             core,
             listener,
             auth,
+            slack,
             escalation,
             world,
         } = self;
@@ -156,6 +161,7 @@ impl Daemon {
             alerts: config.alerts.clone(),
             simulated,
             listen: listener.local_addr()?,
+            slack,
         };
         let app = api::router(
             state,

@@ -22,6 +22,14 @@ pub struct ApprovalsConfig {
     /// The longest `expires` a playbook may ask for.
     #[serde(deserialize_with = "duration")]
     pub max_expires: Duration,
+    /// The environment variable holding Slack's signing secret: set, the Approve / Deny
+    /// buttons of Slack approval messages work (`POST /api/v1/slack/interactions`).
+    pub signing_secret_env: Option<String>,
+    /// Slack user id → approver name (`U024BE7LH = "alice"`). Unmapped users are refused.
+    pub slack_users: std::collections::BTreeMap<String, String>,
+    /// Where Slack's `response_url`s must point (a signed payload cannot make runbookd
+    /// post anywhere else).
+    pub slack_response_prefix: String,
 }
 
 impl Default for ApprovalsConfig {
@@ -31,6 +39,9 @@ impl Default for ApprovalsConfig {
             required: 1,
             expires: Duration::from_secs(15 * 60),
             max_expires: Duration::from_secs(24 * 3600),
+            signing_secret_env: None,
+            slack_users: Default::default(),
+            slack_response_prefix: "https://hooks.slack.com/".into(),
         }
     }
 }
@@ -47,6 +58,12 @@ impl ApprovalsConfig {
             return Err(bad(
                 "approvals.expires",
                 "must be longer than zero and at most approvals.max_expires",
+            ));
+        }
+        if self.signing_secret_env.is_none() && !self.slack_users.is_empty() {
+            return Err(bad(
+                "approvals.slack_users",
+                "needs approvals.signing_secret_env (Slack's signing secret) to mean anything",
             ));
         }
         if let Some(c) = &self.channel {

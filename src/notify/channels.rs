@@ -104,7 +104,24 @@ impl Channel {
                     .as_deref()
                     .map(|l| format!(" [{l}]"))
                     .unwrap_or_default();
-                let body = serde_json::json!({ "text": format!("{prefix}{level} *{}*\n{}", m.title, m.text) });
+                let text = format!("{prefix}{level} *{}*\n{}", m.title, m.text);
+                let body = match &m.approval {
+                    // Block Kit: the request and its two buttons (their value is the
+                    // approval id; Slack posts presses to /api/v1/slack/interactions).
+                    Some(id) if m.kind == "approval" => serde_json::json!({
+                        "text": text,
+                        "blocks": [
+                            { "type": "section", "text": { "type": "mrkdwn", "text": text } },
+                            { "type": "actions", "block_id": format!("approval:{id}"), "elements": [
+                                { "type": "button", "action_id": "approve", "value": id, "style": "primary",
+                                  "text": { "type": "plain_text", "text": "Approve" } },
+                                { "type": "button", "action_id": "deny", "value": id, "style": "danger",
+                                  "text": { "type": "plain_text", "text": "Deny" } },
+                            ] },
+                        ],
+                    }),
+                    _ => serde_json::json!({ "text": text }),
+                };
                 post(http.post(url.expose_secret()).json(&body)).await
             }
             Channel::Webhook { url, secret } => {

@@ -29,6 +29,9 @@ pub struct Message {
     pub text: String,
     pub incident: Option<String>,
     pub level: Option<String>,
+    /// For `approval` messages: the approval's id (Slack shows Approve / Deny buttons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 /// Errors queuing a notification.

@@ -116,6 +116,7 @@ fn announcement(a: &NewApproval) -> serde_json::Value {
         "text": text,
         "incident": a.incident,
         "level": null,
+        "approval": a.id,
     })
 }
 

@@ -36,6 +36,7 @@ fn notify(channel: &str, text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         text: text.to_string(),
         incident: incident.clone(),
         level: None,
+        approval: None,
     };
     let channel = channel.to_string();
     let details = serde_json::json!({ "text": text, "incident": incident });

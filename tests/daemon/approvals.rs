@@ -11,7 +11,7 @@ use crate::helpers::{Daemon, Db, Options, Workspace};
 
 /// Asks to reset the breaker; does it (here: says so) only when approved, and reports what
 /// a decision said.
-const GATE: &str = r#"
+pub const GATE: &str = r#"
 fn run(event) {
     if event.kind == "approval" && event.approval.decision != "approved" {
         return #{ did: "nothing", decision: event.approval.decision };
@@ -26,7 +26,13 @@ fn run(event) {
 "#;
 
 /// Operators alice, bob and dave; viewer carol; approvals announced on a log channel.
-fn with_tokens(extra: &str) -> Options {
+pub fn with_tokens(extra: &str) -> Options {
+    tokens_with("[channels.approvers]\ntype = \"log\"\n", extra)
+}
+
+/// [`with_tokens`] with the `approvers` channel defined by `channel` and `extra` appended
+/// to `[approvals]`.
+pub fn tokens_with(channel: &str, extra: &str) -> Options {
     Options {
         bearer: Some("alice-secret".into()),
         extra_config: format!(
@@ -34,7 +40,7 @@ fn with_tokens(extra: &str) -> Options {
              [[server.tokens]]\nname = \"bob\"\ntoken_env = \"T_BOB\"\nrole = \"operator\"\n\n\
              [[server.tokens]]\nname = \"dave\"\ntoken_env = \"T_DAVE\"\nrole = \"operator\"\n\n\
              [[server.tokens]]\nname = \"carol\"\ntoken_env = \"T_CAROL\"\nrole = \"viewer\"\n\n\
-             [channels.approvers]\ntype = \"log\"\n\n[approvals]\nchannel = \"approvers\"\n{extra}"
+             {channel}\n[approvals]\nchannel = \"approvers\"\n{extra}"
         ),
         env: ["alice", "bob", "dave", "carol"]
             .map(|n| (format!("T_{}", n.to_uppercase()), format!("{n}-secret")))
@@ -56,13 +62,13 @@ async fn decide(d: &Daemon, who: &str, id: &str, decision: &str, body: Value) ->
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn pending(d: &Daemon) -> Vec<Value> {
+pub async fn pending(d: &Daemon) -> Vec<Value> {
     let (s, v) = d.get("/api/v1/approvals?status=pending").await;
     assert_eq!(s, 200, "{v}");
     v.as_array().cloned().unwrap_or_default()
 }
 
-async fn finished(d: &Daemon, run: &str) -> Value {
+pub async fn finished(d: &Daemon, run: &str) -> Value {
     d.poll(
         &format!("/api/v1/runs/{run}"),
         Duration::from_secs(15),

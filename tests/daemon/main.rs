@@ -24,5 +24,6 @@ mod reload;
 mod sandbox;
 mod sim_runs;
 mod simulate;
+mod slack_approvals;
 mod stripe;
 mod world;
