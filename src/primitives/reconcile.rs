@@ -47,6 +47,9 @@ pub struct Options {
     /// Also look at payments failed within this window for charges Stripe did take.
     pub check_failed_within: Option<Duration>,
     pub dry_run: bool,
+    /// Decide every change but make none (and audit none): the plan a human approves
+    /// before [`apply_plan`] makes exactly those changes.
+    pub plan: bool,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             mapping: default_mapping(),
             check_failed_within: Some(Duration::from_secs(24 * 3600)),
             dry_run: false,
+            plan: false,
         }
     }
 }
@@ -73,7 +77,7 @@ pub fn default_mapping() -> BTreeMap<String, String> {
 }
 
 /// One settled (or, in a dry run, settleable) payment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Change {
     pub payment_id: String,
     pub from: String,
@@ -81,7 +85,8 @@ pub struct Change {
     pub payment_intent: Option<String>,
     pub stripe_status: Option<String>,
     pub reason: String,
-    /// False in a dry run, or when a webhook changed the payment first.
+    /// False in a dry run or a plan, or when a webhook changed the payment first.
+    #[serde(default)]
     pub applied: bool,
 }
 
@@ -208,7 +213,7 @@ async fn settle(
     reason: String,
 ) -> Outcome {
     let reason = format!("reconciled by runbookd: {reason}");
-    let applied = if opts.dry_run {
+    let applied = if opts.dry_run || opts.plan {
         false
     } else {
         let set = async {
@@ -233,10 +238,56 @@ async fn settle(
         reason,
         applied,
     };
-    if applied || opts.dry_run {
+    if applied || (opts.dry_run && !opts.plan) {
         audit_change(auditor, &change, opts.dry_run).await;
     }
     Outcome::Changed(change)
+}
+
+/// Makes exactly the changes of an approved plan, each a compare-and-set on the status the
+/// plan read (a payment that changed since — a webhook, the app — keeps its new status and
+/// counts as superseded), each audited. Stripe is not asked again: the plan is what a human
+/// approved.
+pub async fn apply_plan(
+    services: &Services,
+    auditor: &Auditor,
+    changes: Vec<Change>,
+    dry_run: bool,
+) -> Report {
+    let mut report = Report {
+        dry_run,
+        ..Default::default()
+    };
+    for mut change in changes {
+        report.checked += 1;
+        if dry_run {
+            audit_change(auditor, &change, true).await;
+            report.changes.push(change);
+            continue;
+        }
+        let set = async {
+            services
+                .payments
+                .backend()?
+                .set_status(&change.payment_id, &change.from, &change.to, &change.reason)
+                .await
+        };
+        match set.await {
+            Ok(true) => {
+                change.applied = true;
+                report.updated += 1;
+                audit_change(auditor, &change, false).await;
+            }
+            Ok(false) => report.superseded += 1,
+            Err(e) => report.errors.push(Finding {
+                payment_id: change.payment_id.clone(),
+                kind: "database_error".into(),
+                detail: e.to_string(),
+            }),
+        }
+        report.changes.push(change);
+    }
+    report
 }
 
 /// Reconciles stale pending payments; see the module docs.
@@ -314,7 +365,7 @@ pub async fn reconcile(
             Outcome::Changed(change) => {
                 if change.applied {
                     report.updated += 1;
-                } else if !opts.dry_run {
+                } else if !opts.dry_run && !opts.plan {
                     report.superseded += 1;
                 }
                 report.changes.push(change);
@@ -413,6 +464,7 @@ fn options_from(map: &Map, dry_run: bool) -> Result<Options, Box<EvalAltResult>>
                 o.older_than = Duration::from_secs_f64(s.max(0.0));
             }
             "limit" => o.limit = v.as_int().map_err(|_| bad("an integer"))?.max(1),
+            "plan" => o.plan = v.as_bool().map_err(|_| bad("true or false"))?,
             "concurrency" => o.concurrency = v.as_int().map_err(|_| bad("an integer"))?.clamp(1, 256) as usize,
             "breaker" => {
                 o.breaker = if v.is_unit() { None } else { Some(v.clone().into_string().map_err(|_| bad("a breaker name or ()"))?) }
@@ -425,7 +477,7 @@ fn options_from(map: &Map, dry_run: bool) -> Result<Options, Box<EvalAltResult>>
                 o.mapping = m.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             }
             other => return Err(script_error(format!(
-                "reconcile(): unknown option `{other}` (older_than, limit, concurrency, breaker, check_failed_within, mapping)"
+                "reconcile(): unknown option `{other}` (older_than, limit, concurrency, breaker, check_failed_within, mapping, plan)"
             ))),
         }
     }
@@ -442,6 +494,7 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
         ))
     })?;
     let options = options_from(&opts, dry_run)?;
+    let plan = options.plan;
     let auditor = Auditor {
         store: services.store.clone(),
         run_id: Some(run_id),
@@ -451,12 +504,46 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
     let report = block_on("reconcile()", Duration::from_secs(24 * 3600), async move {
         reconcile(&services, &options, &auditor).await
     })?;
+    finish(report, plan, "reconcile")
+}
+
+/// `reconcile_apply(plan.changes)`: [`apply_plan`] from a script.
+fn apply(changes: rhai::Array) -> Result<Dynamic, Box<EvalAltResult>> {
+    let (services, dry_run, run_id, playbook) = with_run("reconcile_apply()", |ctx| {
+        Ok((
+            ctx.services.clone(),
+            ctx.dry_run,
+            ctx.run_id.clone(),
+            ctx.playbook.clone(),
+        ))
+    })?;
+    let changes: Vec<Change> = rhai::serde::from_dynamic(&Dynamic::from_array(changes))
+        .map_err(|e| {
+            script_error(format!(
+                "reconcile_apply(): the plan's changes are reconcile(#{{ plan: true }}).changes: {e}"
+            ))
+        })?;
+    let auditor = Auditor {
+        store: services.store.clone(),
+        run_id: Some(run_id),
+        actor: format!("playbook:{playbook}"),
+    };
+    let report = block_on(
+        "reconcile_apply()",
+        Duration::from_secs(24 * 3600),
+        async move { Ok::<_, String>(apply_plan(&services, &auditor, changes, dry_run).await) },
+    )?;
+    finish(report, false, "reconcile_apply")
+}
+
+/// Records the applied (or, in a dry run, planned) changes on the run and logs the counts.
+fn finish(report: Report, plan: bool, what: &str) -> Result<Dynamic, Box<EvalAltResult>> {
     with_run("reconcile()", |ctx| {
         let mut actions = ctx.actions.borrow_mut();
         for c in report
             .changes
             .iter()
-            .filter(|c| c.applied || report.dry_run)
+            .filter(|c| c.applied || (report.dry_run && !plan))
         {
             let target = format!("payment:{}", c.payment_id);
             actions.push(
@@ -477,7 +564,7 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
     append_log(
         "info",
         &format!(
-            "reconcile: checked {}, updated {}, unchanged {}, superseded {}, inconsistencies {}, errors {}{}{}",
+            "{what}: checked {}, updated {}, unchanged {}, superseded {}, inconsistencies {}, errors {}{}{}{}",
             report.checked,
             report.updated,
             report.unchanged,
@@ -485,6 +572,7 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
             report.inconsistencies.len(),
             report.errors.len(),
             if report.dry_run { " (dry run)" } else { "" },
+            if plan { format!(" (a plan of {} change(s), none made)", report.changes.len()) } else { String::new() },
             report.stopped.as_ref().map(|s| format!("; stopped: {s}")).unwrap_or_default(),
         ),
     );
@@ -494,4 +582,5 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
 pub fn register(engine: &mut Engine) {
     engine.register_fn("reconcile", || run(Map::new()));
     engine.register_fn("reconcile", run);
+    engine.register_fn("reconcile_apply", apply);
 }

@@ -14,6 +14,8 @@ pub enum ChangeError {
     Indicator(String),
     #[error(transparent)]
     Breaker(#[from] BreakerError),
+    #[error("no payment `{0}` in this world")]
+    NoPayment(String),
 }
 
 /// One thing that happens to the app or to Stripe.
@@ -65,6 +67,11 @@ pub enum Change {
     BreakerStuck,
     /// The app's own Stripe calls fail (or succeed again) regardless of Stripe.
     AppFailing(bool),
+    /// The app settles payment `id` itself (a webhook landed, its own task ran).
+    PaymentSettled {
+        id: String,
+        status: String,
+    },
 }
 
 impl World {
@@ -190,6 +197,16 @@ impl World {
                     "the app's Stripe calls {}",
                     if *failing { "fail" } else { "succeed" }
                 ))
+            }
+            Change::PaymentSettled { id, status } => {
+                let mut state = self.state();
+                let p = state
+                    .payments
+                    .iter_mut()
+                    .find(|p| p.id == *id)
+                    .ok_or_else(|| ChangeError::NoPayment(id.clone()))?;
+                p.status = status.clone();
+                Some(format!("the app settles payment {id} as {status}"))
             }
         };
         Ok(said)

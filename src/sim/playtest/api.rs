@@ -443,6 +443,15 @@ pub fn engine(playbook_dir: &std::path::Path) -> Engine {
         w.change(Change::AppFailing(failing))
     });
     e.register_fn(
+        "set_payment_status",
+        |w: &mut World, id: &str, status: &str| {
+            w.change(Change::PaymentSettled {
+                id: id.into(),
+                status: status.into(),
+            })
+        },
+    );
+    e.register_fn(
         "setting",
         |w: &mut World, name: &str, value: Dynamic| -> Result<(), Box<EvalAltResult>> {
             let v: Value = rhai::serde::from_dynamic(&value)?;
