@@ -40,10 +40,11 @@ async fn answer(resp: reqwest::Response) -> anyhow::Result<(u16, Value)> {
 }
 
 fn refused(status: u16, body: &Value) -> ExitCode {
-    eprintln!(
-        "runbookd: the daemon refused ({status}): {}",
-        body["error"].as_str().unwrap_or("no reason given")
-    );
+    let reason = body["error"].as_str().unwrap_or("no reason given");
+    eprintln!("runbookd: the daemon refused ({status}): {reason}");
+    if reason.contains("cannot tell who you are") {
+        eprintln!("runbookd: say who decides with --by NAME");
+    }
     ExitCode::FAILURE
 }
 
