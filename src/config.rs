@@ -304,6 +304,24 @@ pub struct StateConfig {
     /// 200 for survives power loss; `normal` survives a crash of runbookd but may lose the
     /// last commits when the machine loses power.
     pub sqlite_synchronous: SqliteSynchronous,
+    /// Finished runs (and decided approvals) are kept this long; `0s`: forever.
+    #[serde(deserialize_with = "duration")]
+    pub retain_runs: Duration,
+    /// Resolved incidents with their timelines and escalation fires; `0s`: forever.
+    #[serde(deserialize_with = "duration")]
+    pub retain_incidents: Duration,
+    /// Received alerts (the alert log; incidents keep their own timeline); `0s`: forever.
+    #[serde(deserialize_with = "duration")]
+    pub retain_alerts: Duration,
+    /// Notifications sent or given up; `0s`: forever.
+    #[serde(deserialize_with = "duration")]
+    pub retain_notifications: Duration,
+    /// The audit trail (may be kept longer than the runs it names); `0s`: forever.
+    #[serde(deserialize_with = "duration")]
+    pub retain_audit: Duration,
+    /// How often retention looks for rows past their time.
+    #[serde(deserialize_with = "duration")]
+    pub prune_interval: Duration,
 }
 
 impl Default for StateConfig {
@@ -314,6 +332,12 @@ impl Default for StateConfig {
             database_url_file: None,
             max_connections: 8,
             sqlite_synchronous: SqliteSynchronous::Full,
+            retain_runs: Duration::from_secs(30 * 86_400),
+            retain_incidents: Duration::from_secs(90 * 86_400),
+            retain_alerts: Duration::from_secs(30 * 86_400),
+            retain_notifications: Duration::from_secs(30 * 86_400),
+            retain_audit: Duration::from_secs(365 * 86_400),
+            prune_interval: Duration::from_secs(60),
         }
     }
 }
@@ -537,6 +561,9 @@ impl ServerConfig {
 
 impl StateConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.prune_interval < Duration::from_millis(100) {
+            return Err(bad("state.prune_interval", "must be at least 100ms"));
+        }
         let url = &self.database_url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres:")

@@ -151,6 +151,12 @@ impl Daemon {
             config.key_metrics.clone(),
             scheduler_stop.clone(),
         ));
+        let pruner = tasks.spawn(crate::store::retention::prune_loop(
+            core.store.clone(),
+            config.state.clone(),
+            core.metrics.clone(),
+            scheduler_stop.clone(),
+        ));
         let state = AppState {
             catalog: core.catalog.clone(),
             dispatcher: core.dispatcher.clone(),
@@ -193,6 +199,7 @@ impl Daemon {
         let _ = scheduler.await;
         let _ = escalator.await;
         let _ = exporter.await;
+        let _ = pruner.await;
         if let Some(t) = world_task {
             let _ = t.await;
         }

@@ -35,6 +35,11 @@ struct ReasonLabel {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn run_seconds() -> Histogram {
@@ -57,6 +62,7 @@ pub struct Metrics {
     reload_seconds: Histogram,
     alerts: Family<ReasonLabel, Counter>,
     notifications: Family<ChannelLabels, Counter>,
+    pruned: Family<TableLabel, Counter>,
     key: crate::metrics::key_metrics::KeyMetrics,
 }
 
@@ -144,9 +150,16 @@ impl Metrics {
             "Notification delivery attempts by channel and outcome (sent, retry, failed)",
             notifications.clone(),
         );
+        let pruned = Family::<TableLabel, Counter>::default();
+        registry.register(
+            "pruned_rows",
+            "Rows removed from the state store by retention ([state] retain_*), by table",
+            pruned.clone(),
+        );
         let key = crate::metrics::key_metrics::KeyMetrics::register(&mut registry);
         Metrics {
             key,
+            pruned,
             notifications,
             alerts,
             registry,
@@ -162,6 +175,15 @@ impl Metrics {
             playbook_load_error,
             reload_seconds,
         }
+    }
+
+    /// Retention removed `n` rows of `table`.
+    pub fn pruned(&self, table: &str, n: u64) {
+        self.pruned
+            .get_or_create(&TableLabel {
+                table: table.into(),
+            })
+            .inc_by(n);
     }
 
     /// The runbook's key metrics (measured by [`crate::metrics::key_metrics::run`]).

@@ -15,6 +15,7 @@ mod escalation;
 mod incidents;
 mod leases;
 mod outbox;
+pub mod retention;
 mod runs;
 pub mod status_writer;
 
@@ -135,6 +136,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed("approvals"),
                 MigrationType::Simple,
                 Cow::Borrowed(include_str!("migrations/0008_approvals.sql")),
+                false,
+            ),
+            Migration::new(
+                9,
+                Cow::Borrowed("retention indexes"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0009_retention.sql")),
                 false,
             ),
         ]),

@@ -21,6 +21,7 @@ mod parity;
 mod payments;
 mod reconcile;
 mod reload;
+mod retention;
 mod sandbox;
 mod sim_runs;
 mod simulate;
