@@ -274,6 +274,19 @@ async fn postgres_and_simulated_payments_answer_alike() {
             .collect();
         assert_eq!(sa, sb, "stale_pending with_ref={with_ref:?}");
     }
+    let older = Duration::from_secs(900);
+    let (na, nb) = (
+        a.count_stale_pending(older).await.expect("pg"),
+        b.count_stale_pending(older).await.expect("sim"),
+    );
+    assert_eq!(na, nb, "count_stale_pending (total, without processor_ref)");
+    let listed = a.stale_pending(older, None, 1000).await.expect("pg");
+    let without = listed.iter().filter(|p| p.processor_ref.is_none()).count();
+    assert_eq!(
+        na,
+        (listed.len() as i64, without as i64),
+        "the count is the listing's"
+    );
     let ra: Vec<_> = a
         .recent_failures(Duration::from_secs(86_400), 10)
         .await

@@ -76,6 +76,9 @@ pub trait PaymentsBackend: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<Payment>, PaymentsError>;
     /// Age in seconds of the oldest pending payment, if any.
     async fn oldest_pending_age(&self) -> Result<Option<f64>, PaymentsError>;
+    /// How many payments are pending longer than `older_than`, and how many of those have
+    /// no `processor_ref` — counted, never capped as a listing is.
+    async fn count_stale_pending(&self, older_than: Duration) -> Result<(i64, i64), PaymentsError>;
     /// Compare-and-set of a payment's status: changes it only if it is still `from`, and
     /// records why in `metadata` (as the app's reconciliation does). False: someone (a
     /// webhook) changed it first, and that change wins.

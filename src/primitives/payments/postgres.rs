@@ -213,6 +213,22 @@ impl PaymentsBackend for PostgresPayments {
         Ok(row.try_get(0)?)
     }
 
+    async fn count_stale_pending(&self, older_than: Duration) -> Result<(i64, i64), PaymentsError> {
+        let c = &self.cfg.columns;
+        let row = sqlx::query(&format!(
+            "SELECT COUNT(*)::bigint, (COUNT(*) FILTER (WHERE {r} IS NULL))::bigint FROM {table} \
+             WHERE {status} = 'pending' AND {created} < now() - make_interval(secs => $1)",
+            r = c.processor_ref,
+            status = c.status,
+            created = c.created_at,
+            table = self.cfg.table
+        ))
+        .bind(older_than.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
     /// Compare-and-set of a payment's status: changes it only if it is still `from`, and
     /// records why in `metadata` (as the app's reconciliation does). False: someone (a
     /// webhook) changed it first, and that change wins.

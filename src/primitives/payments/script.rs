@@ -112,6 +112,19 @@ fn module() -> Module {
             None => Ok(Dynamic::UNIT),
         }
     });
+    // `#{ total, without_ref }`: how many are stale however many there are (a listing
+    // stops at its limit).
+    m.set_native_fn("count_stale_pending", |older: INT| {
+        let older = seconds("payments::count_stale_pending", older as FLOAT)?;
+        let p = payments()?;
+        let (total, without_ref) = block_on("payments::count_stale_pending", LIMIT, async move {
+            p.backend()?.count_stale_pending(older).await
+        })?;
+        let mut m = rhai::Map::new();
+        m.insert("total".into(), Dynamic::from_int(total));
+        m.insert("without_ref".into(), Dynamic::from_int(without_ref));
+        Ok(m)
+    });
     m.set_native_fn("oldest_pending_age", || {
         let p = payments()?;
         let age = block_on("payments::oldest_pending_age", LIMIT, async move {

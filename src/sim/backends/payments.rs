@@ -136,6 +136,12 @@ impl PaymentsBackend for World {
             .map(|p| p.age_seconds))
     }
 
+    async fn count_stale_pending(&self, older_than: Duration) -> Result<(i64, i64), PaymentsError> {
+        let stale = self.stale_pending(older_than, None, i64::MAX).await?;
+        let without_ref = stale.iter().filter(|p| p.processor_ref.is_none()).count();
+        Ok((stale.len() as i64, without_ref as i64))
+    }
+
     async fn set_status(
         &self,
         id: &str,
