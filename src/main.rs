@@ -93,27 +93,23 @@ enum Command {
         json: bool,
     },
     /// Approve approval ID on a running daemon; its follow-up run starts.
-    Approve {
-        id: String,
-        #[arg(long)]
-        comment: Option<String>,
-        /// Who decides, for a daemon without tokens (with tokens: the token's name).
-        #[arg(long)]
-        by: Option<String>,
-        #[arg(long)]
-        url: Option<String>,
-    },
+    Approve(Decision),
     /// Deny approval ID on a running daemon; its follow-up run is told.
-    Deny {
-        id: String,
-        #[arg(long)]
-        comment: Option<String>,
-        /// Who decides, for a daemon without tokens (with tokens: the token's name).
-        #[arg(long)]
-        by: Option<String>,
-        #[arg(long)]
-        url: Option<String>,
-    },
+    Deny(Decision),
+}
+
+/// `runbookd approve` / `runbookd deny`.
+#[derive(clap::Args)]
+struct Decision {
+    id: String,
+    #[arg(long)]
+    comment: Option<String>,
+    /// Who decides, for a daemon without tokens (with tokens: the token's name).
+    #[arg(long)]
+    by: Option<String>,
+    /// The daemon (default: http:// and [server] listen).
+    #[arg(long)]
+    url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -175,18 +171,12 @@ fn main() -> ExitCode {
             Command::Approvals { status, url, json } => {
                 cli::approvals::list(&config, url, status, json).await
             }
-            Command::Approve {
-                id,
-                comment,
-                by,
-                url,
-            } => cli::approvals::decide(&config, url, &id, true, comment, by).await,
-            Command::Deny {
-                id,
-                comment,
-                by,
-                url,
-            } => cli::approvals::decide(&config, url, &id, false, comment, by).await,
+            Command::Approve(d) => {
+                cli::approvals::decide(&config, d.url, &d.id, true, d.comment, d.by).await
+            }
+            Command::Deny(d) => {
+                cli::approvals::decide(&config, d.url, &d.id, false, d.comment, d.by).await
+            }
             Command::Check { .. } | Command::Test { .. } | Command::Simulate { .. } => {
                 unreachable!("handled above")
             }

@@ -26,6 +26,8 @@ use super::{ApiError, AppState};
 
 /// Oldest request timestamp accepted (Slack's own advice).
 const MAX_AGE_SECS: i64 = 5 * 60;
+/// How long replacing the message may take: Slack wants its answer within 3 s.
+const REPLY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the interactions endpoint needs (present when `[approvals] signing_secret_env` is).
 pub struct SlackApprovals {
@@ -83,8 +85,10 @@ impl SlackApprovals {
             .map_err(|_| unauthorized("X-Slack-Signature does not match"))
     }
 
-    /// Tells Slack (through the interaction's `response_url`, if it points at Slack).
-    fn reply(&self, response_url: &str, message: Value) {
+    /// Tells Slack (through the interaction's `response_url`, if it points at Slack), within
+    /// the request — bounded, so Slack's own answer still comes within its 3 s — rather than
+    /// in a task nobody waits for at shutdown.
+    async fn reply(&self, response_url: &str, message: Value) {
         if !response_url.starts_with(&self.response_prefix) {
             tracing::warn!(
                 prefix = %self.response_prefix,
@@ -92,13 +96,12 @@ impl SlackApprovals {
             );
             return;
         }
-        let http = self.http.clone();
-        let url = response_url.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = http.post(&url).json(&message).send().await {
-                tracing::warn!(error = %e, "cannot answer Slack's response_url");
-            }
-        });
+        let post = self.http.post(response_url).json(&message).send();
+        match tokio::time::timeout(REPLY_WITHIN, post).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot answer Slack's response_url"),
+            Err(_) => tracing::warn!("Slack's response_url did not answer in time"),
+        }
     }
 }
 
@@ -154,10 +157,12 @@ pub async fn interactions(
             "You (Slack user {}) are not an approver: ask for your user id to be added to [approvals.slack_users].",
             p.user
         );
-        slack.reply(
-            &p.response_url,
-            json!({ "response_type": "ephemeral", "replace_original": false, "text": text }),
-        );
+        slack
+            .reply(
+                &p.response_url,
+                json!({ "response_type": "ephemeral", "replace_original": false, "text": text }),
+            )
+            .await;
         return Ok((StatusCode::OK, Json(json!({ "text": text }))).into_response());
     };
     let decided =
@@ -194,6 +199,6 @@ pub async fn interactions(
             json!({ "response_type": "ephemeral", "replace_original": false, "text": e.to_string() })
         }
     };
-    slack.reply(&p.response_url, message.clone());
+    slack.reply(&p.response_url, message.clone()).await;
     Ok((StatusCode::OK, Json(message)).into_response())
 }
