@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 mod approvals;
 mod backends;
 mod channels;
+mod dashboard;
 mod load;
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,7 @@ mod tests;
 pub use approvals::ApprovalsConfig;
 pub use backends::*;
 pub use channels::{ChannelConfig, ChannelKind};
+pub use dashboard::{DashboardConfig, SecureCookies};
 pub use load::resolve_secret;
 
 /// Everything that can go wrong while reading configuration; each message names the key.
@@ -73,6 +75,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Humans approving what a playbook asks them to.
     pub approvals: ApprovalsConfig,
+    /// The browser pages at `/`.
+    pub dashboard: DashboardConfig,
 }
 
 impl Default for Config {
@@ -95,6 +99,7 @@ impl Default for Config {
             key_metrics: KeyMetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
             approvals: ApprovalsConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }

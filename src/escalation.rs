@@ -140,7 +140,12 @@ pub struct Escalation {
     loaded_mtime: Option<SystemTime>,
     /// Where the table's level names are published for `escalate()`.
     names: Option<crate::primitives::incident::LevelNames>,
+    /// Where the whole table is published for the dashboard.
+    shared: Option<SharedTable>,
 }
+
+/// The table in force, as the dashboard reads it while the evaluator reloads it.
+pub type SharedTable = std::sync::Arc<std::sync::RwLock<Table>>;
 
 impl Escalation {
     /// Loads the file if it exists, else the shipped table. A broken file fails the start.
@@ -168,6 +173,7 @@ impl Escalation {
             table,
             loaded_mtime: mtime,
             names: None,
+            shared: None,
         })
     }
 
@@ -177,7 +183,17 @@ impl Escalation {
         self.publish();
     }
 
+    /// The table in force, kept current as the file is reloaded.
+    pub fn share(&mut self) -> SharedTable {
+        self.shared
+            .get_or_insert_with(|| std::sync::Arc::new(std::sync::RwLock::new(self.table.clone())))
+            .clone()
+    }
+
     fn publish(&self) {
+        if let Some(shared) = &self.shared {
+            *shared.write().unwrap_or_else(|p| p.into_inner()) = self.table.clone();
+        }
         if let Some(names) = &self.names {
             *names.write().unwrap_or_else(|p| p.into_inner()) =
                 self.table.levels.iter().map(|l| l.name.clone()).collect();
@@ -241,6 +257,62 @@ fn payload(incident: &Incident, level: &Level, kind: &str) -> serde_json::Value 
         "incident": incident.id,
         "level": level.name,
     })
+}
+
+/// The next level an incident would reach: its name and, when only time stands between
+/// the incident and it (the facts, level and status as they are now), when. Levels below
+/// the current one never fire (levels only go up), so the first higher level not yet fired
+/// is the one; the time is the earliest moment in the next 24 hours its condition holds,
+/// to the second, found with the evaluator's own condition.
+pub fn next_level(
+    table: &Table,
+    incident: &Incident,
+    fires: &[crate::store::Fire],
+    now: i64,
+) -> Option<(String, Option<i64>)> {
+    if incident.status == IncidentStatus::Resolved {
+        return None;
+    }
+    let current = incident.level.as_deref().and_then(|l| table.rank(l));
+    let (_, level) = table.levels.iter().enumerate().find(|(rank, l)| {
+        current.is_none_or(|c| *rank > c) && !fires.iter().any(|f| f.level == l.name)
+    })?;
+    let holds_at = |at: i64| {
+        level
+            .condition
+            .holds(
+                (at - incident.opened_at) as f64 / 1000.0,
+                &incident.facts,
+                incident.level.as_deref().unwrap_or(""),
+                incident.status.as_str(),
+                &incident.labels,
+            )
+            .unwrap_or(false)
+    };
+    const MINUTE: i64 = 60_000;
+    let horizon = now + 24 * 60 * MINUTE;
+    let mut at = now;
+    if holds_at(at) {
+        return Some((level.name.clone(), Some(now)));
+    }
+    while at < horizon {
+        let next = at + MINUTE;
+        if holds_at(next) {
+            // Bisect the minute to the second.
+            let (mut lo, mut hi) = (at, next);
+            while hi - lo > 1000 {
+                let mid = lo + (hi - lo) / 2;
+                if holds_at(mid) {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
+            }
+            return Some((level.name.clone(), Some(hi)));
+        }
+        at = next;
+    }
+    Some((level.name.clone(), None))
 }
 
 /// Incidents read per page of an evaluator pass.

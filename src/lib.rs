@@ -6,7 +6,9 @@
 //! triggers/ ──► dispatch ──► engine/ (catalog, reload, runner) ──► primitives/ ──► store/
 //!  (Event)      (queue,       (Rhai sandbox on a blocking        (the only way a
 //!                slots)        thread, deadline, limits)          script acts)
-//! api/ (axum) sits beside: it turns HTTP into triggers and reads the store.
+//! api/ (axum) sits beside: it turns HTTP into triggers and reads the store;
+//! web/ (the dashboard) renders the same reads as HTML and calls the same actions;
+//! live watches the store for changes and streams them (/api/v1/events).
 //! ```
 //!
 //! - [`config`]: the TOML file, defaults and `RUNBOOKD_*` overrides.
@@ -23,6 +25,7 @@
 //!   implementation of the primitives' backend traits — for playbook tests
 //!   (`sim::playtest`, `runbookd test`), outage simulations and the demo daemon.
 //! - [`clock`]: the real clock, or a simulation's virtual one, for every time-based decision.
+//! - [`web`]: the dashboard at `/`; [`live`]: the change feed behind its live pages.
 //! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics, the daemon's
 //!   own and the runbook's "Key Metrics to Monitor".
 
@@ -34,6 +37,7 @@ pub mod config;
 pub mod dispatch;
 pub mod engine;
 pub mod escalation;
+pub mod live;
 pub mod metrics;
 pub mod notify;
 pub mod primitives;
@@ -41,6 +45,7 @@ pub mod redact;
 pub mod sim;
 pub mod store;
 pub mod triggers;
+pub mod web;
 
 #[cfg(test)]
 mod properties;

@@ -108,13 +108,29 @@ async fn decide(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid decision body: {e}")))?
     };
-    if body.comment.len() > 4096 {
+    let decided = decide_as(&state, &caller, &id, approve, &body.comment, body.by).await?;
+    let mut v = json!(decided.approval);
+    v["follow_up_run"] = json!(decided.follow_up.map(|r| r.id));
+    Ok(Json(v))
+}
+
+/// One human's decision (API, dashboard): `by` names the human on a daemon without tokens.
+pub(crate) async fn decide_as(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    approve: bool,
+    comment: &str,
+    by: Option<String>,
+) -> Result<crate::store::Decided, ApiError> {
+    caller.require(Access::Operate)?;
+    if comment.len() > 4096 {
         return Err(ApiError::bad_request("comment is longer than 4096 bytes"));
     }
     // With tokens, the approver is the token's name and nobody can speak for another.
     // Without tokens every caller is `local`: the body must say who decides, or nobody
     // could tell the requester from the approver.
-    let by = match (caller.identified(), body.by) {
+    let by = match (caller.identified(), by) {
         (true, None) => caller.name.clone(),
         (true, Some(_)) => {
             return Err(ApiError::bad_request(
@@ -128,7 +144,7 @@ async fn decide(
             ))
         }
     };
-    let decided = crate::approvals::decide(&state.store, &id, &by, approve, &body.comment)
+    let decided = crate::approvals::decide(&state.store, id, &by, approve, comment)
         .await
         .map_err(|e| match e {
             DecideError::NotFound(_) => ApiError::not_found(e.to_string()),
@@ -143,7 +159,5 @@ async fn decide(
     if decided.follow_up.is_some() {
         state.dispatcher.wake_claimer();
     }
-    let mut v = json!(decided.approval);
-    v["follow_up_run"] = json!(decided.follow_up.map(|r| r.id));
-    Ok(Json(v))
+    Ok(decided)
 }

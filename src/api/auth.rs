@@ -1,16 +1,25 @@
 //! Bearer-token authentication with roles. Tokens come from configuration (by env var or
 //! file); comparison is constant-time. With no tokens configured the daemon only listens
 //! on loopback (checked at start) and every caller is the local operator.
+//!
+//! A browser that logged in at `/login` carries a session cookie instead (see
+//! `web::session`): it identifies the same token, and reads the API (`GET`, the live event
+//! stream) — but the API's actions still take a bearer token, so no page can make a
+//! logged-in browser act through them; the dashboard's own forms carry a CSRF token.
 
 use axum::{
     extract::FromRequestParts,
-    http::{header::AUTHORIZATION, request::Parts, StatusCode},
+    http::{header::AUTHORIZATION, request::Parts, Method, StatusCode},
 };
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{error::ApiError, AppState};
-use crate::config::{resolve_secret, ConfigError, Role, TokenConfig};
+use crate::{
+    config::{resolve_secret, ConfigError, Role, TokenConfig},
+    store::Session,
+};
 
 /// What an endpoint needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +35,8 @@ pub enum Access {
 struct Token {
     name: String,
     secret: SecretString,
+    /// SHA-256 of the secret (hex): what a session remembers of the token.
+    digest: String,
     role: Role,
 }
 
@@ -41,13 +52,15 @@ impl Auth {
             .iter()
             .enumerate()
             .map(|(i, t)| {
+                let secret = resolve_secret(
+                    &format!("server.tokens[{i}] ({})", t.name),
+                    t.token_env.as_deref(),
+                    t.token_file.as_deref(),
+                )?;
                 Ok(Token {
                     name: t.name.clone(),
-                    secret: resolve_secret(
-                        &format!("server.tokens[{i}] ({})", t.name),
-                        t.token_env.as_deref(),
-                        t.token_file.as_deref(),
-                    )?,
+                    digest: hex::encode(Sha256::digest(secret.expose_secret().as_bytes())),
+                    secret,
                     role: t.role,
                 })
             })
@@ -75,6 +88,20 @@ impl Auth {
         }
         found
     }
+
+    /// The token a dashboard login presents: its name and the digest a session keeps.
+    pub(crate) fn login(&self, presented: &str) -> Option<(String, String, Role)> {
+        self.identify(presented)
+            .map(|t| (t.name.clone(), t.digest.clone(), t.role))
+    }
+
+    /// The token a session was opened with, if it still exists with the same secret.
+    fn by_session(&self, session: &Session) -> Option<&Token> {
+        self.tokens.iter().find(|t| {
+            t.name == session.token_name
+                && bool::from(t.digest.as_bytes().ct_eq(session.token_digest.as_bytes()))
+        })
+    }
 }
 
 /// The authenticated caller of a request.
@@ -83,9 +110,22 @@ pub struct Caller {
     /// Token name, or `local` without auth; recorded as the actor.
     pub name: String,
     role: Option<Role>,
+    /// Set when a dashboard session cookie (not a bearer token) authenticated the request:
+    /// the CSRF token its forms must carry.
+    pub(crate) session_csrf: Option<String>,
 }
 
 impl Caller {
+    /// The role, `None` on a daemon without tokens (every caller may do everything).
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    /// True when the caller may `access` (without the error [`Caller::require`] gives).
+    pub fn may(&self, access: Access) -> bool {
+        self.require(access).is_ok()
+    }
+
     /// The caller presented a token (the daemon has tokens): `name` is who they are.
     pub fn identified(&self) -> bool {
         self.role.is_some()
@@ -126,31 +166,67 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if state.auth.is_open() {
+        let caller = authenticate(parts, state).await?;
+        // A session cookie reads the API; its actions take a bearer token (the dashboard's
+        // forms are CSRF-checked routes of their own).
+        let reads = matches!(parts.method, Method::GET | Method::HEAD);
+        if caller.session_csrf.is_some() && !reads && parts.uri.path().starts_with("/api/") {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a dashboard session only reads the API; its actions take `Authorization: Bearer <token>`",
+            ));
+        }
+        Ok(caller)
+    }
+}
+
+/// Who sent the request: a bearer token, else a dashboard session cookie, else (without
+/// tokens) the local operator.
+pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    if state.auth.is_open() {
+        return Ok(Caller {
+            name: "local".into(),
+            role: None,
+            session_csrf: None,
+        });
+    }
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m.to_string());
+    let Some(header) = parts.headers.get(AUTHORIZATION) else {
+        if let Some(secret) = crate::web::session::cookie_secret(&parts.headers) {
+            let session = state
+                .store
+                .session(&crate::web::session::id_hash(&secret))
+                .await?
+                .ok_or_else(|| unauthorized("the dashboard session expired; log in again"))?;
+            let token = state
+                .auth
+                .by_session(&session)
+                .ok_or_else(|| unauthorized("the token this session logged in with was changed or removed; log in again"))?;
             return Ok(Caller {
-                name: "local".into(),
-                role: None,
+                name: token.name.clone(),
+                role: Some(token.role),
+                session_csrf: Some(crate::web::session::csrf_for(&secret)),
             });
         }
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m.to_string());
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>` header"))?
-            .to_str()
-            .map_err(|_| unauthorized("malformed Authorization header"))?;
-        let presented = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or_else(|| unauthorized("Authorization header must be `Bearer <token>`"))?
-            .trim();
-        let token = state
-            .auth
-            .identify(presented)
-            .ok_or_else(|| unauthorized("unknown token"))?;
-        Ok(Caller {
-            name: token.name.clone(),
-            role: Some(token.role),
-        })
-    }
+        return Err(unauthorized(
+            "missing `Authorization: Bearer <token>` header",
+        ));
+    };
+    let header = header
+        .to_str()
+        .map_err(|_| unauthorized("malformed Authorization header"))?;
+    let presented = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .ok_or_else(|| unauthorized("Authorization header must be `Bearer <token>`"))?
+        .trim();
+    let token = state
+        .auth
+        .identify(presented)
+        .ok_or_else(|| unauthorized("unknown token"))?;
+    Ok(Caller {
+        name: token.name.clone(),
+        role: Some(token.role),
+        session_csrf: None,
+    })
 }

@@ -3,9 +3,10 @@
 //! - a `Host` that is not a loopback name or the listen address is refused (421), which
 //!   defeats DNS rebinding (`evil.example` resolving to 127.0.0.1);
 //! - a foreign `Origin` is refused (403): a cross-site `fetch` or form post always sends one;
-//! - a mutating request must be `Content-Type: application/json` (415), which no page can
-//!   send cross-site without a CORS preflight that runbookd never grants. A bodiless POST
-//!   without `Origin` or `Content-Type` — `curl -XPOST` — is let through.
+//! - a mutating API request must be `Content-Type: application/json` (415), which no page
+//!   can send cross-site without a CORS preflight that runbookd never grants. A bodiless
+//!   POST without `Origin` or `Content-Type` — `curl -XPOST` — is let through. The
+//!   dashboard's own forms (outside `/api/`) carry a CSRF token instead (`web::session`).
 //!
 //! With tokens configured the guard does nothing: a page cannot learn a bearer token.
 
@@ -81,7 +82,8 @@ impl BrowserGuard {
             }
         }
         let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        if mutating {
+        // The dashboard's forms (outside /api) are checked by their CSRF token instead.
+        if mutating && req.uri().path().starts_with("/api/") {
             let content_type = req.headers().get(header::CONTENT_TYPE);
             let json = content_type
                 .and_then(|v| v.to_str().ok())

@@ -12,7 +12,7 @@ use super::{
     auth::{Access, Caller},
     ApiError, AppState,
 };
-use crate::store::IncidentStatus;
+use crate::store::{Incident, IncidentStatus};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,13 +64,23 @@ pub async fn ack(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(acknowledge(&state, &caller, &id).await?)))
+}
+
+/// Acknowledges an incident for `caller` and tells every channel that was paged (the API
+/// and the dashboard's button both come here).
+pub(crate) async fn acknowledge(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Option<Incident>, ApiError> {
     caller.require(Access::Operate)?;
     let incident = state
         .store
-        .get_incident(&id)
+        .get_incident(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no incident with id `{id}`")))?;
-    if !state.store.ack_incident(&id, &caller.name).await? {
+    if !state.store.ack_incident(id, &caller.name).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("incident is {}, not open", incident.status.as_str()),
@@ -82,17 +92,17 @@ pub async fn ack(
             kind: "acknowledge".into(),
             title: incident.title.clone(),
             text: format!("acknowledged by {}", caller.name),
-            incident: Some(id.clone()),
+            incident: Some(id.to_string()),
             level: incident.level.clone(),
             approval: None,
         };
-        for channel in state.store.paged_channels(&id).await? {
+        for channel in state.store.paged_channels(id).await? {
             if let Err(e) = notifier.enqueue(&channel, &message).await {
                 tracing::warn!(incident = %id, channel, error = %e, "acknowledgement not queued");
             }
         }
     }
-    Ok(Json(json!(state.store.get_incident(&id).await?)))
+    Ok(state.store.get_incident(id).await?)
 }
 
 pub async fn resolve(
@@ -100,22 +110,27 @@ pub async fn resolve(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(resolve_by(&state, &caller, &id).await?)))
+}
+
+/// Resolves an incident for `caller` (API and dashboard).
+pub(crate) async fn resolve_by(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Option<Incident>, ApiError> {
     caller.require(Access::Operate)?;
     state
         .store
-        .get_incident(&id)
+        .get_incident(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no incident with id `{id}`")))?;
     let why = format!("resolved by {}", caller.name);
-    if !state
-        .store
-        .resolve_incident(&id, &caller.name, &why)
-        .await?
-    {
+    if !state.store.resolve_incident(id, &caller.name, &why).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "incident is already resolved",
         ));
     }
-    Ok(Json(json!(state.store.get_incident(&id).await?)))
+    Ok(state.store.get_incident(id).await?)
 }

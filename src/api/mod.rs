@@ -1,18 +1,20 @@
-//! The HTTP API (axum): `/healthz`, `/readyz`, `/metrics` and JSON under `/api/v1`.
+//! The HTTP API (axum): `/healthz`, `/readyz`, `/metrics`, JSON under `/api/v1` and the
+//! live event stream `/api/v1/events`; the dashboard's pages (`crate::web`) are merged in.
 //! [`router`] builds the whole app so tests and the daemon serve exactly the same thing.
 
 mod alerts;
-mod approvals;
+pub(crate) mod approvals;
 mod audit;
-mod auth;
+pub(crate) mod auth;
 mod breakers;
 mod error;
+mod events;
 mod guard;
 mod health;
-mod incidents;
-mod playbooks;
+pub(crate) mod incidents;
+pub(crate) mod playbooks;
 mod replicas;
-mod runs;
+pub(crate) mod runs;
 pub mod serve;
 pub mod slack;
 
@@ -50,6 +52,14 @@ pub struct AppState {
     pub listen: std::net::SocketAddr,
     /// Slack's Approve / Deny buttons (`[approvals] signing_secret_env`).
     pub slack: Option<Arc<slack::SlackApprovals>>,
+    /// What changed, for `/api/v1/events` and the dashboard's live pages.
+    pub feed: Arc<crate::live::Feed>,
+    /// `[dashboard]`: sessions and cookies.
+    pub dashboard: crate::config::DashboardConfig,
+    /// The escalation table in force (the incident page shows it).
+    pub escalation: crate::escalation::SharedTable,
+    /// `[escalation] interval`.
+    pub escalation_interval: std::time::Duration,
 }
 
 /// Per-request limits of the router.
@@ -114,6 +124,8 @@ pub fn router(state: AppState, limits: RequestLimits) -> Router {
         .route("/api/v1/approvals/{id}/deny", post(approvals::deny))
         // Authenticated by Slack's request signature, not a token (see slack.rs).
         .route("/api/v1/slack/interactions", post(slack::interactions))
+        .route("/api/v1/events", get(events::events))
+        .merge(crate::web::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -14,17 +14,17 @@ use crate::{engine::LoadError, store::ms_to_rfc3339, triggers::TriggerSpec};
 
 #[derive(Serialize)]
 pub struct PlaybookView {
-    name: String,
+    pub name: String,
     /// Serving version; null when the file never compiled.
-    version: Option<String>,
-    path: Option<String>,
-    triggers: Vec<TriggerSpec>,
-    loaded_at: Option<String>,
+    pub version: Option<String>,
+    pub path: Option<String>,
+    pub triggers: Vec<TriggerSpec>,
+    pub loaded_at: Option<String>,
     /// The latest edit's compile error; the previous version (if any) keeps serving.
-    error: Option<LoadError>,
+    pub error: Option<LoadError>,
 }
 
-fn views(state: &AppState) -> Vec<PlaybookView> {
+pub(crate) fn views(state: &AppState) -> Vec<PlaybookView> {
     let mut errors = state.catalog.errors();
     let mut out: Vec<PlaybookView> = state
         .catalog

@@ -55,21 +55,7 @@ pub async fn trigger(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid run request body: {e}")))?
     };
-    let submission = state
-        .dispatcher
-        .submit(
-            RunRequest {
-                event: Event::manual(&name, body.params, body.dry_run),
-                playbook: name,
-                trigger: Trigger {
-                    kind: crate::triggers::EventKind::Manual,
-                    name: "api".into(),
-                    actor: caller.name.clone(),
-                },
-            },
-            query.wait,
-        )
-        .await?;
+    let submission = start(&state, &caller, name, body.params, body.dry_run, query.wait).await?;
     match submission.done {
         Some(done) => {
             let run = done.await.map_err(|_| {
@@ -92,11 +78,40 @@ pub async fn trigger(
     }
 }
 
+/// Submits a manual run for `caller` (API and the dashboard's Run button).
+pub(crate) async fn start(
+    state: &AppState,
+    caller: &Caller,
+    playbook: String,
+    params: Map<String, Value>,
+    dry_run: bool,
+    wait: bool,
+) -> Result<crate::dispatch::Submission, ApiError> {
+    caller.require(Access::Operate)?;
+    Ok(state
+        .dispatcher
+        .submit(
+            RunRequest {
+                event: Event::manual(&playbook, params, dry_run),
+                playbook,
+                trigger: Trigger {
+                    kind: crate::triggers::EventKind::Manual,
+                    name: "api".into(),
+                    actor: caller.name.clone(),
+                },
+            },
+            wait,
+        )
+        .await?)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     playbook: Option<String>,
     status: Option<String>,
+    /// Runs of this incident only.
+    incident: Option<String>,
     limit: Option<u32>,
     /// The page after this run id (the `next` link gives it).
     before: Option<String>,
@@ -130,11 +145,13 @@ pub async fn list(
         )));
     }
     let playbook = q.playbook.filter(|p| !p.is_empty());
+    let incident = q.incident.filter(|i| !i.is_empty());
     let runs = state
         .store
         .list_runs(&RunFilter {
             playbook: playbook.clone(),
             status,
+            incident: incident.clone(),
             limit,
             before: q.before.filter(|b| !b.is_empty()),
             with_logs: q.logs,
@@ -161,6 +178,9 @@ pub async fn list(
         }
         if let Some(s) = status {
             url.push_str(&format!("&status={}", s.as_str()));
+        }
+        if let Some(i) = &incident {
+            url.push_str(&format!("&incident={i}"));
         }
         if q.logs {
             url.push_str("&logs=true");

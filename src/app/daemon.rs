@@ -124,6 +124,8 @@ impl Daemon {
             .context("watching the playbook directory")?;
         spawn_signal_handlers(&tasks, stop.clone(), core.catalog.clone());
         let scheduler_stop = stop.child_token();
+        let mut escalation = escalation;
+        let table = escalation.share();
         let escalator = tasks.spawn(crate::escalation::run(
             escalation,
             core.store.clone(),
@@ -157,6 +159,13 @@ impl Daemon {
             core.metrics.clone(),
             scheduler_stop.clone(),
         ));
+        let http_stop = CancellationToken::new();
+        let feed = crate::live::Feed::new(
+            core.store.clone(),
+            core.services.breakers.clone(),
+            config.dashboard.live_interval,
+            http_stop.clone(),
+        );
         let state = AppState {
             catalog: core.catalog.clone(),
             dispatcher: core.dispatcher.clone(),
@@ -168,6 +177,10 @@ impl Daemon {
             simulated,
             listen: listener.local_addr()?,
             slack,
+            feed,
+            dashboard: config.dashboard.clone(),
+            escalation: table,
+            escalation_interval: config.escalation.interval,
         };
         let app = api::router(
             state,
@@ -178,8 +191,7 @@ impl Daemon {
             },
         );
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, auth = if config.server.tokens.is_empty() { "none (loopback only)" } else { "bearer tokens" }, "listening");
-        let http_stop = CancellationToken::new();
+        tracing::info!(%addr, auth = if config.server.tokens.is_empty() { "none (loopback only)" } else { "bearer tokens" }, dashboard = %format!("http://{addr}/"), "listening");
         let server = {
             let http_stop = http_stop.clone();
             let limits = api::serve::ServerLimits {

@@ -133,6 +133,7 @@ impl Config {
             ch.validate(name)?;
         }
         self.approvals.validate(&self.channels)?;
+        self.dashboard.validate()?;
         self.payments.validate()
     }
 }

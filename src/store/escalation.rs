@@ -64,6 +64,28 @@ impl Store {
         Ok(out)
     }
 
+    /// The levels one incident fired, in order (resolved incidents too: the dashboard shows
+    /// what happened).
+    pub async fn fires_of(&self, incident_id: &str) -> Result<Vec<Fire>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT level, fired_at, last_sent, sends FROM escalation_fires \
+             WHERE incident_id = $1 ORDER BY fired_at",
+        )
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Fire {
+                    level: r.try_get(0)?,
+                    fired_at: r.try_get(1)?,
+                    last_sent: r.try_get(2)?,
+                    sends: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
     /// Fires a level once: records it, raises the incident's level (unless it is already
     /// at `at_or_above`), adds a timeline line, queues the notifications and records the
     /// level's playbook run — all or nothing. False if it had already fired.

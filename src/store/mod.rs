@@ -17,6 +17,7 @@ mod leases;
 mod outbox;
 pub mod retention;
 mod runs;
+mod sessions;
 pub mod status_writer;
 
 use std::{borrow::Cow, time::Duration};
@@ -35,6 +36,7 @@ pub use escalation::Fire;
 pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
 pub use leases::{Interruption, Lease, Recovered};
 pub use outbox::OutboxItem;
+pub use sessions::Session;
 pub use runs::{
     Attempt, LogLine, RunError, RunErrorReason, RunFilter, RunRecord, RunStatus, RunUpdate, Trigger,
 };
@@ -143,6 +145,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed("retention indexes"),
                 MigrationType::Simple,
                 Cow::Borrowed(include_str!("migrations/0009_retention.sql")),
+                false,
+            ),
+            Migration::new(
+                10,
+                Cow::Borrowed("dashboard sessions"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0010_sessions.sql")),
                 false,
             ),
         ]),

@@ -145,6 +145,11 @@ impl Store {
                 tokio::time::sleep(BREATHE).await;
             }
         }
+        // Expired dashboard sessions go whatever the retention settings.
+        let sessions = self.prune_sessions().await?;
+        if sessions > 0 {
+            total.insert("sessions", sessions);
+        }
         Ok(total)
     }
 }

@@ -203,6 +203,8 @@ impl RunRecord {
 pub struct RunFilter {
     pub playbook: Option<String>,
     pub status: Option<RunStatus>,
+    /// Runs of this incident only.
+    pub incident: Option<String>,
     pub limit: u32,
     /// Runs older than this one (a page cursor: the last id of the previous page).
     pub before: Option<String>,
@@ -494,6 +496,10 @@ impl Store {
             n += 1;
             clauses.push(format!("status = ${n}"));
         }
+        if filter.incident.is_some() {
+            n += 1;
+            clauses.push(format!("incident_id = ${n}"));
+        }
         if filter.before.is_some() {
             n += 1;
             clauses.push(format!(
@@ -515,6 +521,9 @@ impl Store {
         }
         if let Some(s) = filter.status {
             query = query.bind(s.as_str());
+        }
+        if let Some(i) = &filter.incident {
+            query = query.bind(i.clone());
         }
         if let Some(b) = &filter.before {
             query = query.bind(b.clone());

@@ -1,0 +1,297 @@
+//! Logging a browser in and keeping its forms honest.
+//!
+//! - `/login` takes an API token once and sets `runbookd_session`: a random secret (256
+//!   bits), `HttpOnly`, `SameSite=Strict`, `Path=/`, expiring after `[dashboard]
+//!   session_ttl`, `Secure` behind TLS. The store keeps only its SHA-256 (see
+//!   `store::sessions`).
+//! - Every form carries a CSRF token: with a session, an HMAC of the session secret (so it
+//!   needs no storage and dies with the session); without tokens (loopback), a random
+//!   `runbookd_csrf` cookie the form must repeat (double submit). A foreign `Origin` is
+//!   refused before either is looked at.
+
+use axum::{
+    extract::{Form, Query, State},
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{pages::Chrome, render, WebError};
+use crate::{
+    api::{auth::Caller, ApiError, AppState},
+    config::{Role, SecureCookies},
+};
+
+pub const SESSION_COOKIE: &str = "runbookd_session";
+pub const CSRF_COOKIE: &str = "runbookd_csrf";
+
+/// A random secret: 32 bytes, URL-safe base64.
+pub fn random_secret() -> Result<String, ApiError> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("no randomness for a session: {e}"),
+        )
+    })?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The value of cookie `name`, from every `Cookie` header.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name && !c.value().is_empty())
+        .map(|c| c.value().to_string())
+}
+
+/// The session cookie's secret, if the browser sent one.
+pub fn cookie_secret(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// What the store keeps of a session secret.
+pub fn id_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The CSRF token of a session.
+pub fn csrf_for(secret: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(b"runbookd dashboard csrf");
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether cookies set in answer to this request carry `Secure`.
+fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    match state.dashboard.secure_cookies {
+        SecureCookies::Always => true,
+        SecureCookies::Never => false,
+        SecureCookies::Auto => headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https")),
+    }
+}
+
+/// A `Set-Cookie` value: `max_age` None removes the cookie.
+pub fn set_cookie(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: &'static str,
+    value: String,
+    max_age: Option<std::time::Duration>,
+) -> String {
+    let mut c = cookie::Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .secure(secure(state, headers));
+    c = match max_age {
+        Some(age) => c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64)),
+        None => c.max_age(cookie::time::Duration::ZERO),
+    };
+    c.build().to_string()
+}
+
+/// The CSRF token forms on this page carry, and the cookie to set when the browser has
+/// none yet (a daemon without tokens).
+pub fn page_csrf(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> Result<(String, Option<String>), ApiError> {
+    if let Some(token) = &caller.session_csrf {
+        return Ok((token.clone(), None));
+    }
+    match cookie(headers, CSRF_COOKIE) {
+        Some(token) => Ok((token, None)),
+        None => {
+            let token = random_secret()?;
+            let set = set_cookie(state, headers, CSRF_COOKIE, token.clone(), None)
+                .replace("Max-Age=0", "Max-Age=31536000");
+            Ok((token, Some(set)))
+        }
+    }
+}
+
+/// Refuses a post whose `Origin` is another site's.
+pub fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    if let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) {
+        let origin = origin.to_str().unwrap_or("null");
+        let authority = origin.split("://").nth(1).unwrap_or("");
+        if authority.as_bytes() != host.as_bytes() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("a form from another site (Origin `{origin}`) is refused"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a CSRF token that is not `expected`.
+fn check_token(expected: Option<&str>, presented: &str) -> Result<(), ApiError> {
+    let Some(expected) = expected else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the form has no CSRF cookie to match; reload the page and try again",
+        ));
+    };
+    if presented.is_empty() || !bool::from(expected.as_bytes().ct_eq(presented.as_bytes())) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token does not match this session; reload the page and try again",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a form post that another site could have made.
+pub fn check_form(caller: &Caller, headers: &HeaderMap, presented: &str) -> Result<(), ApiError> {
+    check_origin(headers)?;
+    match &caller.session_csrf {
+        Some(token) => check_token(Some(token), presented),
+        // A bearer token is no ambient authority: no page can send it.
+        None if caller.identified() => Ok(()),
+        None => check_token(cookie(headers, CSRF_COOKIE).as_deref(), presented),
+    }
+}
+
+/// Where to go after logging in: a local path only (no open redirect).
+fn local_path(next: Option<&str>) -> String {
+    local_back(next, "/")
+}
+
+/// `path` if it is a path of this site, else `default` (a form's `back` field cannot send
+/// the browser elsewhere).
+pub fn local_back(path: Option<&str>, default: &str) -> String {
+    match path {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.into(),
+        _ => default.into(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+#[derive(askama::Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    chrome: Chrome,
+    next: String,
+    error: Option<String>,
+}
+
+/// `GET /login`
+pub async fn login_page(
+    State(state): State<AppState>,
+    Query(q): Query<LoginQuery>,
+) -> Result<Response, WebError> {
+    if state.auth.is_open() {
+        return Ok(Redirect::to("/").into_response());
+    }
+    render(
+        StatusCode::OK,
+        &LoginPage {
+            chrome: Chrome::anonymous(&state, "Log in"),
+            next: local_path(q.next.as_deref()),
+            error: None,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    token: String,
+    next: Option<String>,
+}
+
+/// `POST /login`: a token in, a session cookie out.
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, WebError> {
+    if state.auth.is_open() {
+        return Ok(Redirect::to("/").into_response());
+    }
+    let next = local_path(form.next.as_deref());
+    // A login from another site is refused (login CSRF).
+    check_origin(&headers)?;
+    let refused = |message: &str| {
+        tracing::warn!(reason = message, "dashboard login refused");
+        render(
+            StatusCode::UNAUTHORIZED,
+            &LoginPage {
+                chrome: Chrome::anonymous(&state, "Log in"),
+                next: next.clone(),
+                error: Some(message.into()),
+            },
+        )
+    };
+    let Some((name, digest, role)) = state.auth.login(form.token.trim()) else {
+        return refused("unknown token");
+    };
+    if role == Role::Ingest {
+        return refused("an ingest token only posts alerts; log in with a viewer or operator token");
+    }
+    let secret = random_secret()?;
+    let ttl = state.dashboard.session_ttl;
+    state
+        .store
+        .create_session(&id_hash(&secret), &name, &digest, ttl)
+        .await
+        .map_err(ApiError::from)?;
+    tracing::info!(token = %name, "dashboard login");
+    let cookie = set_cookie(&state, &headers, SESSION_COOKIE, secret, Some(ttl));
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(header::SET_COOKIE, cookie), (header::LOCATION, next)],
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// `POST /logout`
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    if let Some(secret) = cookie_secret(&headers) {
+        check_origin(&headers)?;
+        check_token(Some(&csrf_for(&secret)), &form.csrf)?;
+        state
+            .store
+            .end_session(&id_hash(&secret))
+            .await
+            .map_err(ApiError::from)?;
+    }
+    let clear = set_cookie(&state, &headers, SESSION_COOKIE, String::new(), None);
+    Ok((
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, clear),
+            (header::LOCATION, "/login".to_string()),
+        ],
+    )
+        .into_response())
+}
