@@ -571,4 +571,53 @@ mod tests {
         .expect_err("bad");
         assert!(e.to_string().contains("repeat"), "{e}");
     }
+
+    #[test]
+    fn the_next_level_is_the_first_higher_one_not_fired_and_when_time_alone_brings_it() {
+        let t = Table::parse(DEFAULT_TABLE, &[]).expect("default table");
+        let opened = 1_000_000_000_000;
+        let incident = Incident {
+            id: "i".into(),
+            key: "k".into(),
+            source: "alert:PaymentProcessorDown".into(),
+            title: "t".into(),
+            labels: serde_json::json!({"alertname": "PaymentProcessorDown"}),
+            status: IncidentStatus::Open,
+            level: Some("L1".into()),
+            facts: serde_json::json!({"breaker_open": true}),
+            opened_at: opened,
+            acked_at: None,
+            acked_by: None,
+            resolved_at: None,
+            resolved_by: None,
+        };
+        let fired = |level: &str| crate::store::Fire {
+            level: level.into(),
+            fired_at: opened,
+            last_sent: opened,
+            sends: 1,
+        };
+        // At L1 ten minutes in: L2 (`age > 1800`) 20 minutes later, to the second.
+        let now = opened + 600_000;
+        let (level, at) = next_level(&t, &incident, &[fired("L1")], now).expect("next");
+        assert_eq!(level, "L2");
+        let at = at.expect("time alone brings it");
+        assert!((at - (opened + 1_800_000)).abs() <= 1000, "{}", at - opened);
+        // L2 fired: L3 waits for a fact, not for time.
+        let mut at_l2 = incident.clone();
+        at_l2.level = Some("L2".into());
+        assert_eq!(
+            next_level(&t, &at_l2, &[fired("L1"), fired("L2")], now),
+            Some(("L3".into(), None))
+        );
+        // A condition that holds now is due now; a resolved incident has no next level.
+        let mut fresh = incident.clone();
+        fresh.level = None;
+        assert_eq!(
+            next_level(&t, &fresh, &[], now),
+            Some(("L1".into(), Some(now)))
+        );
+        fresh.status = IncidentStatus::Resolved;
+        assert_eq!(next_level(&t, &fresh, &[], now), None);
+    }
 }

@@ -9,7 +9,7 @@
 //! live_interval` and broadcasts each difference as a [`Change`].
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -135,7 +135,7 @@ impl Feed {
     }
 
     async fn poll(self: Arc<Self>) {
-        let mut last: Option<HashMap<String, Change>> = None;
+        let mut last: Option<BTreeMap<String, Change>> = None;
         loop {
             match self.snapshot().await {
                 Ok(now) => {
@@ -168,8 +168,8 @@ impl Feed {
         }
     }
 
-    async fn snapshot(&self) -> Result<HashMap<String, Change>, crate::store::StoreError> {
-        let mut out = HashMap::new();
+    async fn snapshot(&self) -> Result<BTreeMap<String, Change>, crate::store::StoreError> {
+        let mut out = BTreeMap::new();
         let mut add = |c: Change| {
             out.insert(c.key(), c);
         };

@@ -198,10 +198,11 @@ pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Call
                 .session(&crate::web::session::id_hash(&secret))
                 .await?
                 .ok_or_else(|| unauthorized("the dashboard session expired; log in again"))?;
-            let token = state
-                .auth
-                .by_session(&session)
-                .ok_or_else(|| unauthorized("the token this session logged in with was changed or removed; log in again"))?;
+            let token = state.auth.by_session(&session).ok_or_else(|| {
+                unauthorized(
+                    "the token this session logged in with was changed or removed; log in again",
+                )
+            })?;
             return Ok(Caller {
                 name: token.name.clone(),
                 role: Some(token.role),

@@ -41,7 +41,10 @@ pub async fn events(
                 if !ready {
                     return None;
                 }
-                Some((Ok(Event::default().event("ready").data("{}")), (sub, Phase::Live)))
+                Some((
+                    Ok(Event::default().event("ready").data("{}")),
+                    (sub, Phase::Live),
+                ))
             }
             Phase::Live => {
                 let next = tokio::select! {

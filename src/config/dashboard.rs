@@ -52,7 +52,10 @@ impl DashboardConfig {
         if self.live_interval < Duration::from_millis(100)
             || self.live_interval > Duration::from_secs(60)
         {
-            return Err(bad("dashboard.live_interval", "must be between 100ms and 60s"));
+            return Err(bad(
+                "dashboard.live_interval",
+                "must be between 100ms and 60s",
+            ));
         }
         Ok(())
     }

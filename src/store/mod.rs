@@ -36,10 +36,10 @@ pub use escalation::Fire;
 pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
 pub use leases::{Interruption, Lease, Recovered};
 pub use outbox::OutboxItem;
-pub use sessions::Session;
 pub use runs::{
     Attempt, LogLine, RunError, RunErrorReason, RunFilter, RunRecord, RunStatus, RunUpdate, Trigger,
 };
+pub use sessions::Session;
 
 /// Errors from the state store.
 #[derive(Debug, thiserror::Error)]

@@ -144,8 +144,15 @@ async fn decide(
     let by = form.by.filter(|b| !b.trim().is_empty());
     // With tokens the approver is the login; the field only exists without them.
     let by = if viewer.caller.identified() { None } else { by };
-    crate::api::approvals::decide_as(&state, &viewer.caller, &id, approve, form.comment.trim(), by)
-        .await?;
+    crate::api::approvals::decide_as(
+        &state,
+        &viewer.caller,
+        &id,
+        approve,
+        form.comment.trim(),
+        by,
+    )
+    .await?;
     Ok(back_to(&super::session::local_back(
         form.back.as_deref(),
         "/approvals",

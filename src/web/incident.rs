@@ -46,6 +46,8 @@ pub struct LevelRow {
     /// The level it would reach next, and (when only time stands in the way) when.
     pub next: bool,
     pub next_at: Option<When>,
+    /// Its condition holds now: it fires at the next evaluation.
+    pub due: bool,
 }
 
 #[derive(askama::Template)]
@@ -63,8 +65,10 @@ struct IncidentPage {
     interval: String,
     runs: Vec<RunRow>,
     approvals: Vec<ApprovalRow>,
-    can_ack: bool,
-    can_resolve: bool,
+    /// Open: it can be acknowledged.
+    ackable: bool,
+    /// Not resolved yet.
+    resolvable: bool,
 }
 
 pub async fn page(
@@ -172,7 +176,11 @@ pub async fn page(
                 actor: d.by.clone(),
                 message: format!(
                     "{} {} {}{}",
-                    if d.decision == "approve" { "approved" } else { "denied" },
+                    if d.decision == "approve" {
+                        "approved"
+                    } else {
+                        "denied"
+                    },
                     a.action,
                     a.target,
                     if d.comment.is_empty() {
@@ -220,6 +228,7 @@ pub async fn page(
                     .as_deref()
                     .is_some_and(|c| c.eq_ignore_ascii_case(&l.name)),
                 next: is_next,
+                due: is_next && next.as_ref().is_some_and(|(_, at)| *at == Some(now)),
                 next_at: if is_next {
                     next.as_ref().and_then(|(_, at)| when_opt(*at, now))
                 } else {
@@ -251,7 +260,6 @@ pub async fn page(
         })
         .unwrap_or_default();
     let run_rows: Vec<RunRow> = runs.iter().map(|r| run_row(r, now)).collect();
-    let can_operate = viewer.caller.may(Access::Operate);
     viewer.render(&IncidentPage {
         chrome: Chrome::new(&state, &viewer, incident.title.clone(), "incidents"),
         acked: incident
@@ -270,8 +278,8 @@ pub async fn page(
         interval: span(state.escalation_interval.as_secs_f64()),
         runs: run_rows,
         approvals: approvals.iter().map(|a| approval_row(a, now)).collect(),
-        can_ack: can_operate && open,
-        can_resolve: can_operate && incident.status != IncidentStatus::Resolved,
+        ackable: open,
+        resolvable: incident.status != IncidentStatus::Resolved,
     })
 }
 

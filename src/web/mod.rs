@@ -140,7 +140,8 @@ impl FromRequestParts<AppState> for Viewer {
                 } else {
                     here.rsplit_once('/').map_or("/", |(p, _)| p).to_string()
                 };
-                let next = url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>();
+                let next =
+                    url::form_urlencoded::byte_serialize(back.as_bytes()).collect::<String>();
                 return Err(Redirect::to(&format!("/login?next={next}")).into_response());
             }
             Err(e) => return Err(WebError(e).into_response()),

@@ -26,7 +26,12 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    pub fn new(state: &AppState, viewer: &Viewer, title: impl Into<String>, nav: &'static str) -> Chrome {
+    pub fn new(
+        state: &AppState,
+        viewer: &Viewer,
+        title: impl Into<String>,
+        nav: &'static str,
+    ) -> Chrome {
         let c = &viewer.caller;
         let who = match c.role() {
             None => "local operator (no tokens)".to_string(),
@@ -129,16 +134,24 @@ pub fn relative(ms: i64, now: i64) -> String {
     }
 }
 
-/// A span of seconds as people say it: "2.4 s", "3 min 10 s", "2 h 5 min".
+/// A span of seconds as people say it: "2.4 s", "42 s", "3 min 10 s", "30 min", "2 h 5 min".
 pub fn span(seconds: f64) -> String {
+    let s = seconds as i64;
+    let two = |n: i64, big: &str, m: i64, small: &str| {
+        if m == 0 {
+            format!("{n} {big}")
+        } else {
+            format!("{n} {big} {m} {small}")
+        }
+    };
     if seconds < 10.0 {
         format!("{seconds:.1} s")
-    } else if seconds < 60.0 {
-        format!("{} s", seconds as i64)
-    } else if seconds < 3600.0 {
-        format!("{} min {} s", seconds as i64 / 60, seconds as i64 % 60)
+    } else if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        two(s / 60, "min", s % 60, "s")
     } else {
-        format!("{} h {} min", seconds as i64 / 3600, (seconds as i64 % 3600) / 60)
+        two(s / 3600, "h", (s % 3600) / 60, "min")
     }
 }
 
@@ -198,5 +211,29 @@ pub fn trigger_text(t: &crate::store::Trigger) -> String {
 
 /// The last 12 characters of a UUIDv7 (its random part): enough to tell runs apart.
 pub fn short_id(id: &str) -> String {
-    id.get(id.len().saturating_sub(12)..).unwrap_or(id).to_string()
+    id.get(id.len().saturating_sub(12)..)
+        .unwrap_or(id)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_relative_and_spans_round() {
+        let now = 1_700_000_000_000;
+        assert_eq!(relative(now - 2_000, now), "just now");
+        assert_eq!(relative(now - 42_000, now), "42 s ago");
+        assert_eq!(relative(now - 5 * 60_000, now), "5 min ago");
+        assert_eq!(relative(now - 3 * 3_600_000 - 60_000, now), "3 h 1 min ago");
+        assert_eq!(relative(now + 4 * 60_000, now), "in 4 min");
+        assert_eq!(span(2.44), "2.4 s");
+        assert_eq!(span(1800.0), "30 min");
+        assert_eq!(span(190.0), "3 min 10 s");
+        assert_eq!(span(7500.0), "2 h 5 min");
+        let w = when(now, now);
+        assert_eq!(w.abs, "2023-11-14 22:13:20 UTC");
+        assert_eq!(w.iso, "2023-11-14T22:13:20.000Z");
+    }
 }

@@ -59,7 +59,10 @@ fn action_row(a: &serde_json::Value, now: i64) -> ActionRow {
         action: text("action"),
         target: text("target"),
         outcome: text("outcome"),
-        at: a.get("at").and_then(|v| v.as_str()).map(|t| when_str(t, now)),
+        at: a
+            .get("at")
+            .and_then(|v| v.as_str())
+            .map(|t| when_str(t, now)),
         details: some("details").map(pretty).unwrap_or_default(),
         result: some("result").map(pretty),
         error: some("error").map(scalar),

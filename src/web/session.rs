@@ -246,7 +246,9 @@ pub async fn login(
         return refused("unknown token");
     };
     if role == Role::Ingest {
-        return refused("an ingest token only posts alerts; log in with a viewer or operator token");
+        return refused(
+            "an ingest token only posts alerts; log in with a viewer or operator token",
+        );
     }
     let secret = random_secret()?;
     let ttl = state.dashboard.session_ttl;
