@@ -51,7 +51,12 @@
         if (res.redirected && new URL(res.url).pathname === '/login') { location.href = res.url; return null; }
         return res.ok ? res.text() : null;
       })
-      .then(function (html) { if (html) swap(html); })
+      .then(function (html) {
+        if (!html) return;
+        // Typing began while the page was fetched: keep what was typed, re-read on blur.
+        if (typing()) { deferred = true; return; }
+        swap(html);
+      })
       .catch(function () {});
   }
   document.addEventListener('focusout', function () {

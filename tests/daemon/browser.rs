@@ -105,23 +105,60 @@ impl Browser {
             .unwrap_or_else(|e| panic!("`{css}` did not appear: {e}"))
     }
 
+    /// Retries `act` on the element `css` while the live page replaces it (a refresh swaps
+    /// `<main>` between finding an element and using it).
+    async fn on<T>(
+        &self,
+        css: &str,
+        act: impl for<'a> Fn(
+            &'a Element,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, fantoccini::error::CmdError>> + 'a>,
+        >,
+    ) -> T {
+        for _ in 0..50 {
+            let el = self.find(css).await;
+            match act(&el).await {
+                Ok(v) => return v,
+                // Replaced, or detached and not yet laid out again: find it anew.
+                Err(fantoccini::error::CmdError::Standard(w))
+                    if matches!(
+                        w.error,
+                        fantoccini::error::ErrorStatus::StaleElementReference
+                            | fantoccini::error::ErrorStatus::ElementNotInteractable
+                    ) =>
+                {
+                    tokio::task::yield_now().await
+                }
+                Err(e) => panic!("`{css}`: {e}"),
+            }
+        }
+        panic!("`{css}` kept being replaced");
+    }
+
     async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.expect("text")
+        self.on(css, |e| Box::pin(e.text())).await
+    }
+
+    async fn click(&self, css: &str) {
+        self.on(css, |e| Box::pin(e.click())).await
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let text = text.to_string();
+        self.on(css, move |e| {
+            let text = text.clone();
+            Box::pin(async move { e.send_keys(&text).await })
+        })
+        .await
     }
 
     async fn login(&self, d: &Daemon, token: &str) {
         self.client.goto(&d.url("/")).await.expect("goto /");
         // Not logged in: the page sends us to /login, and back after.
-        self.find("form[action='/login'] input[name=token]")
-            .await
-            .send_keys(token)
-            .await
-            .expect("type token");
-        self.find("form[action='/login'] button")
-            .await
-            .click()
-            .await
-            .expect("log in");
+        self.type_into("form[action='/login'] input[name=token]", token)
+            .await;
+        self.click("form[action='/login'] button").await;
         self.find("#incidents").await;
     }
 
@@ -202,11 +239,7 @@ async fn an_sre_reads_acknowledges_and_approves_in_the_browser() {
     b.screenshot("overview").await;
 
     // The incident page: timeline, facts, escalation; the Acknowledge button acknowledges.
-    b.find(&format!("[data-incident='{incident}'] a"))
-        .await
-        .click()
-        .await
-        .expect("open incident");
+    b.click(&format!("[data-incident='{incident}'] a")).await;
     let timeline = b.text("#timeline").await;
     assert!(timeline.contains("outage_gate"), "{timeline}");
     assert!(
@@ -221,39 +254,29 @@ async fn an_sre_reads_acknowledges_and_approves_in_the_browser() {
         "{escalation}"
     );
     b.screenshot("incident").await;
-    b.find("button[data-action=ack]")
-        .await
-        .click()
-        .await
-        .expect("ack");
+    b.click("button[data-action=ack]").await;
     b.find("#incident-status .s-acknowledged").await;
     let acked = d.get(&format!("/api/v1/incidents/{incident}")).await.1;
     assert_eq!(acked["status"], "acknowledged", "{acked}");
     assert_eq!(acked["acked_by"], "alice", "{acked}");
 
     // Back to the overview; approve there, and the follow-up run arrives without a reload.
-    b.find("header.top a.brand")
-        .await
-        .click()
-        .await
-        .expect("overview");
+    b.click("header.top a.brand").await;
     b.find(&format!("[data-approval='{approval}']")).await;
+    b.find("body[data-live='connected']").await;
     b.client
         .execute("window.__sameDocument = 'yes'; return true;", vec![])
         .await
         .expect("mark the document");
-    b.find(&format!("[data-approval='{approval}'] input[name=comment]"))
-        .await
-        .send_keys("breaker stuck, Stripe green")
-        .await
-        .expect("comment");
-    b.find(&format!(
+    b.type_into(
+        &format!("[data-approval='{approval}'] input[name=comment]"),
+        "breaker stuck, Stripe green",
+    )
+    .await;
+    b.click(&format!(
         "[data-approval='{approval}'] button[data-action=approve]"
     ))
-    .await
-    .click()
-    .await
-    .expect("approve");
+    .await;
     let decided = api_until(&d, &format!("/api/v1/approvals/{approval}"), |v| {
         v["used_by_run"].is_string()
     })
@@ -294,11 +317,7 @@ async fn an_sre_reads_acknowledges_and_approves_in_the_browser() {
     b.screenshot("run").await;
 
     // Log out; a viewer sees everything and no working button.
-    b.find("form.logout button")
-        .await
-        .click()
-        .await
-        .expect("log out");
+    b.click("form.logout button").await;
     b.find("form[action='/login']").await;
     b.login(&d, "carol-secret").await;
     assert!(b.text(".who").await.contains("carol (viewer)"));
