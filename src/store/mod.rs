@@ -149,7 +149,7 @@ fn migrator() -> Migrator {
             ),
             Migration::new(
                 10,
-                Cow::Borrowed("dashboard sessions"),
+                Cow::Borrowed("dashboard sessions, incident indexes"),
                 MigrationType::Simple,
                 Cow::Borrowed(include_str!("migrations/0010_sessions.sql")),
                 false,

@@ -150,6 +150,17 @@ impl Store {
         rows.iter().map(item).collect()
     }
 
+    /// One incident's notifications, oldest first (the dashboard's timeline).
+    pub async fn notifications_of(&self, incident_id: &str) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM outbox WHERE incident_id = $1 ORDER BY created_at, id LIMIT 1000"
+        ))
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(item).collect()
+    }
+
     /// Channels that were paged (a trigger or repeat delivered) for an incident.
     pub async fn paged_channels(&self, incident_id: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(

@@ -92,13 +92,7 @@ pub async fn page(
         })
         .await?;
     let fires = state.store.fires_of(&id).await?;
-    let approvals: Vec<_> = state
-        .store
-        .list_approvals(None, 200)
-        .await?
-        .into_iter()
-        .filter(|a| a.incident.as_deref() == Some(id.as_str()))
-        .collect();
+    let approvals = state.store.approvals_of(&id).await?;
 
     let mut timeline: Vec<TimelineRow> = state
         .store
@@ -135,10 +129,7 @@ pub async fn page(
             details: None,
         });
     }
-    for n in state.store.list_notifications(500).await? {
-        if n.incident_id.as_deref() != Some(id.as_str()) {
-            continue;
-        }
+    for n in state.store.notifications_of(&id).await? {
         timeline.push(TimelineRow {
             at: when(n.created_at_ms, now),
             ms: n.created_at_ms,

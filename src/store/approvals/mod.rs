@@ -249,6 +249,18 @@ impl Store {
         rows.iter().map(approval).collect()
     }
 
+    /// One incident's approvals, oldest first (the dashboard's incident page).
+    pub async fn approvals_of(&self, incident_id: &str) -> Result<Vec<Approval>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM approvals WHERE incident_id = $1 \
+             ORDER BY requested_at, id LIMIT 1000"
+        ))
+        .bind(incident_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(approval).collect()
+    }
+
     /// `approved()`: uses a grant for this exact request, or finds it pending, or asks for
     /// it (recorded with its notification, audit entry and timeline line in one
     /// transaction).

@@ -10,3 +10,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at   BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
+
+-- The incident page reads an incident's notifications and approvals directly, however long
+-- the history behind them.
+CREATE INDEX IF NOT EXISTS outbox_by_incident ON outbox (incident_id, created_at);
+CREATE INDEX IF NOT EXISTS approvals_by_incident ON approvals (incident_id, requested_at);
