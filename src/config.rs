@@ -8,19 +8,23 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use serde::{Deserialize, Deserializer};
 
+mod alerts;
 mod approvals;
 mod backends;
 mod channels;
 mod dashboard;
 mod load;
+mod statuspage;
 #[cfg(test)]
 mod tests;
 
+pub use alerts::AlertsConfig;
 pub use approvals::ApprovalsConfig;
 pub use backends::*;
 pub use channels::{ChannelConfig, ChannelKind};
 pub use dashboard::{DashboardConfig, SecureCookies};
 pub use load::resolve_secret;
+pub use statuspage::StatusPageConfig;
 
 /// Everything that can go wrong while reading configuration; each message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +77,8 @@ pub struct Config {
     /// The runbook's "Key Metrics to Monitor", measured by runbookd and served at /metrics.
     pub key_metrics: KeyMetricsConfig,
     pub webhooks: WebhooksConfig,
+    /// The status page users read.
+    pub statuspage: StatusPageConfig,
     /// Humans approving what a playbook asks them to.
     pub approvals: ApprovalsConfig,
     /// The browser pages at `/`.
@@ -98,30 +104,9 @@ impl Default for Config {
             escalation: EscalationConfig::default(),
             key_metrics: KeyMetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            statuspage: StatusPageConfig::default(),
             approvals: ApprovalsConfig::default(),
             dashboard: DashboardConfig::default(),
-        }
-    }
-}
-
-/// `[alerts]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertsConfig {
-    /// Labels that identify "the same incident" besides `alertname`. Empty (default): the
-    /// alert's fingerprint (all its labels).
-    pub incident_key_labels: Vec<String>,
-    /// Quiet time between two runs of one playbook for one incident, unless the trigger
-    /// sets its own `cooldown`.
-    #[serde(deserialize_with = "duration")]
-    pub cooldown: Duration,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            incident_key_labels: Vec::new(),
-            cooldown: Duration::from_secs(300),
         }
     }
 }

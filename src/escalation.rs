@@ -45,8 +45,16 @@ struct LevelFile {
     condition: String,
     #[serde(default)]
     channels: Vec<String>,
-    playbook: Option<String>,
+    playbook: Option<Playbooks>,
     repeat: Option<String>,
+}
+
+/// `playbook = "x"` or `playbook = ["x", "y"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Playbooks {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// One level of the table.
@@ -55,7 +63,8 @@ pub struct Level {
     pub name: String,
     pub condition: Condition,
     pub channels: Vec<String>,
-    pub playbook: Option<String>,
+    /// Playbooks run (in this order, one turn each) when the level fires.
+    pub playbooks: Vec<String>,
     pub repeat: Option<Duration>,
 }
 
@@ -118,11 +127,26 @@ impl Table {
                     humantime::parse_duration(r).map_err(|e| bad(format!("repeat `{r}`: {e}")))?,
                 ),
             };
+            let playbooks = match l.playbook {
+                None => Vec::new(),
+                Some(Playbooks::One(p)) => vec![p],
+                Some(Playbooks::Many(ps)) => ps,
+            };
+            let mut seen = Vec::new();
+            for p in playbooks {
+                if p.trim().is_empty() {
+                    return Err(bad("playbook: an empty name".into()));
+                }
+                if seen.contains(&p) {
+                    return Err(bad(format!("playbook `{p}` is listed twice")));
+                }
+                seen.push(p);
+            }
             levels.push(Level {
                 name: l.name,
                 condition,
                 channels: l.channels,
-                playbook: l.playbook.filter(|p| !p.is_empty()),
+                playbooks: seen,
                 repeat,
             });
         }
@@ -370,31 +394,35 @@ async fn evaluate_incident(
         } else {
             format!("condition `{}` holds", level.condition.source())
         };
-        let run = level.playbook.as_ref().map(|playbook| {
-            let event = Event {
-                kind: crate::triggers::EventKind::Escalation,
-                name: level.name.clone(),
-                status: incident.status.as_str().into(),
-                labels: incident.labels.as_object().cloned().unwrap_or_default(),
-                annotations: Map::new(),
-                params: Map::new(),
-                incident: Some(incident.id.clone()),
-                dry_run: false,
-                approval: None,
-            };
-            Dispatcher::internal_record(
-                RunRequest {
-                    playbook: playbook.clone(),
-                    event,
-                    trigger: Trigger {
-                        kind: crate::triggers::EventKind::Escalation,
-                        name: level.name.clone(),
-                        actor: "runbookd".into(),
+        let level_runs: Vec<RunRecord> = level
+            .playbooks
+            .iter()
+            .map(|playbook| {
+                let event = Event {
+                    kind: crate::triggers::EventKind::Escalation,
+                    name: level.name.clone(),
+                    status: incident.status.as_str().into(),
+                    labels: incident.labels.as_object().cloned().unwrap_or_default(),
+                    annotations: Map::new(),
+                    params: Map::new(),
+                    incident: Some(incident.id.clone()),
+                    dry_run: false,
+                    approval: None,
+                };
+                Dispatcher::internal_record(
+                    RunRequest {
+                        playbook: playbook.clone(),
+                        event,
+                        trigger: Trigger {
+                            kind: crate::triggers::EventKind::Escalation,
+                            name: level.name.clone(),
+                            actor: "runbookd".into(),
+                        },
                     },
-                },
-                now,
-            )
-        });
+                    now,
+                )
+            })
+            .collect();
         let at_or_above: Vec<String> = table.levels[rank..]
             .iter()
             .map(|l| l.name.clone())
@@ -407,12 +435,12 @@ async fn evaluate_incident(
                 &level.channels,
                 &payload(incident, level, "trigger"),
                 &format!("{} fired: {why}", level.name),
-                run.as_ref(),
+                &level_runs,
             )
             .await?;
         if fired {
             tracing::warn!(incident = %incident.id, level = %level.name, channels = ?level.channels, "escalated");
-            runs.extend(run);
+            runs.extend(level_runs);
         }
     }
     Ok(())
@@ -460,11 +488,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_level_runs_one_playbook_or_a_list_each_once() {
+        let one = "[[levels]]\nname = \"A\"\ncondition = \"true\"\nplaybook = \"x\"\n";
+        assert_eq!(
+            Table::parse(one, &[]).expect("one").levels[0].playbooks,
+            ["x"]
+        );
+        let many = one.replace("\"x\"", "[\"x\", \"y\"]");
+        assert_eq!(
+            Table::parse(&many, &[]).expect("many").levels[0].playbooks,
+            ["x", "y"]
+        );
+        let twice = one.replace("\"x\"", "[\"x\", \"x\"]");
+        let e = Table::parse(&twice, &[]).expect_err("twice").to_string();
+        assert!(
+            e.contains("levels[0] (A): playbook `x` is listed twice"),
+            "{e}"
+        );
+        let empty = one.replace("\"x\"", "[\"\"]");
+        assert!(Table::parse(&empty, &[]).is_err());
+    }
+
+    #[test]
     fn the_shipped_table_is_the_runbooks() {
         let t = Table::parse(DEFAULT_TABLE, &[]).expect("default table");
         let names: Vec<&str> = t.levels.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, vec!["L1", "L2", "L3", "P1"]);
-        assert_eq!(t.levels[1].playbook.as_deref(), Some("reconcile_payments"));
+        assert_eq!(
+            t.levels[1].playbooks,
+            ["reconcile_payments", "payment_processor_outage"],
+            "L2 reconciles, then the outage playbook updates the status page"
+        );
+        assert_eq!(t.levels[3].playbooks, ["payment_processor_outage"]);
+        assert!(t.levels[0].playbooks.is_empty());
         let l2 = &t.levels[1].condition;
         assert!(!l2
             .holds(

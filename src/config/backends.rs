@@ -158,6 +158,12 @@ pub struct PaymentsConfig {
     pub audit_table: String,
     /// Connections runbookd may hold on the app's database.
     pub max_connections: u32,
+    /// A payment pending longer than this needs reconciliation (the runbook's 30 minutes).
+    /// The one place the threshold is set: the playbooks read it (`payments::stale_after()`),
+    /// the key metric `runbookd_payments_stale_after_seconds` exports it for the alert rule,
+    /// and the simulated monitor fires `PaymentsPendingTooLong` on it.
+    #[serde(deserialize_with = "duration")]
+    pub stale_after: Duration,
     /// Column names of the payments table.
     pub columns: PaymentColumns,
 }
@@ -171,6 +177,7 @@ impl Default for PaymentsConfig {
             table: "payments_payment".into(),
             audit_table: "audit_auditlog".into(),
             max_connections: 4,
+            stale_after: Duration::from_secs(1800),
             columns: PaymentColumns::default(),
         }
     }

@@ -129,6 +129,7 @@ impl Config {
             b.validate(name)?;
         }
         self.stripe.validate()?;
+        self.statuspage.validate()?;
         for (name, ch) in &self.channels {
             ch.validate(name)?;
         }

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | circuit breaker state | `runbookd_breaker_state{breaker,state}` (1 for the current state) |
 //! | payment failure rate > 10 % in 5 min | `runbookd_payments_failure_ratio`, `runbookd_payments_recent{status}` |
-//! | pending payments age > 30 min | `runbookd_payments_oldest_pending_age_seconds` |
+//! | pending payments age > 30 min | `runbookd_payments_oldest_pending_age_seconds` (and the threshold, `[payments] stale_after`, as `runbookd_payments_stale_after_seconds`) |
 //! | webhook delivery success < 95 % | `runbookd_webhook_delivery_ratio` (+ expected / received) |
 //! | p95 latency > 5 s | `runbookd_stripe_api_duration_seconds` (histogram of runbookd's probes) |
 //!
@@ -81,6 +81,7 @@ pub struct KeyMetrics {
     failure_ratio: Measured<FloatGauge>,
     recent: Family<StatusLabel, Gauge>,
     oldest_pending: Measured<FloatGauge>,
+    stale_after: Measured<FloatGauge>,
     webhook_ratio: Measured<FloatGauge>,
     webhook_expected: Measured<Gauge>,
     webhook_received: Measured<Gauge>,
@@ -100,6 +101,7 @@ impl KeyMetrics {
             failure_ratio: Measured::default(),
             recent: Family::default(),
             oldest_pending: Measured::default(),
+            stale_after: Measured::default(),
             webhook_ratio: Measured::default(),
             webhook_expected: Measured::default(),
             webhook_received: Measured::default(),
@@ -137,6 +139,11 @@ impl KeyMetrics {
             "payments_oldest_pending_age_seconds",
             "Age of the oldest pending payment (0 when none is pending)",
             m.oldest_pending.clone(),
+        );
+        registry.register(
+            "payments_stale_after_seconds",
+            "[payments] stale_after: a payment pending longer needs reconciliation (PaymentsPendingTooLong compares with it)",
+            m.stale_after.clone(),
         );
         registry.register(
             "webhook_delivery_ratio",
@@ -258,6 +265,9 @@ impl KeyMetrics {
             "payments_failure_ratio",
             counts.map(|_| ()).map_err(|e| e.to_string()),
         );
+        self.stale_after
+            .get_or_create(&unlabelled())
+            .set(services.payments.stale_after().as_secs_f64());
         let oldest = async { services.payments.backend()?.oldest_pending_age().await }.await;
         if let Ok(age) = &oldest {
             self.oldest_pending

@@ -18,6 +18,7 @@ pub mod notify;
 pub mod payments;
 pub mod reconcile;
 pub mod redis_conn;
+pub mod statuspage;
 pub mod stripe;
 pub mod webhooks;
 
@@ -45,6 +46,8 @@ pub struct Services {
     pub stripe: stripe::Stripe,
     pub webhook_secret: webhooks::WebhookSecret,
     pub celery: celery::Celery,
+    /// The status page users read (`statuspage::*`).
+    pub statuspage: statuspage::StatusPage,
     /// `[webhooks] probe_allow`: where `webhooks::probe(url)` may POST besides the
     /// configured webhook URL.
     pub webhook_probe_allow: Arc<Vec<String>>,
@@ -79,6 +82,7 @@ impl Services {
             stripe,
             webhook_secret: webhooks::WebhookSecret::from_config(&config.stripe),
             celery: celery::Celery::new(&config.celery, redis.clone()),
+            statuspage: statuspage::StatusPage::new(&config.statuspage),
             webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
             notifier: None,
             settings: Arc::new(
@@ -424,6 +428,7 @@ pub fn register(engine: &mut Engine) {
     webhooks::register(engine);
     reconcile::register(engine);
     celery::register(engine);
+    statuspage::register(engine);
     incident::register(engine);
     notify::register(engine);
 }

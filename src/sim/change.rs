@@ -54,6 +54,8 @@ pub enum Change {
     WebhookEndpoint(Option<u16>),
     /// The webhook signing secret runbookd holds (`None`: unset).
     WebhookSecret(Option<String>),
+    /// runbookd is given no `[stripe] webhook_url`.
+    NoWebhookUrl,
     /// `n` `webhook_received` rows, one a second back from now.
     WebhooksReceived(i64),
     /// The payments database stops answering.
@@ -67,6 +69,9 @@ pub enum Change {
     BreakerStuck,
     /// The app's own Stripe calls fail (or succeed again) regardless of Stripe.
     AppFailing(bool),
+    /// The users' status page: `Some(true)` its API stops answering, `Some(false)` answers
+    /// again, `None` runbookd has none configured.
+    StatusPage(Option<bool>),
     /// The app settles payment `id` itself (a webhook landed, its own task ran).
     PaymentSettled {
         id: String,
@@ -168,6 +173,10 @@ impl World {
                 self.state().webhook_secret = secret.clone();
                 Some("the webhook signing secret runbookd holds changes".into())
             }
+            Change::NoWebhookUrl => {
+                self.state().webhook_url_unset = true;
+                Some("runbookd has no [stripe] webhook_url".into())
+            }
             Change::WebhooksReceived(n) => {
                 let now = self.clock().now_ms();
                 let mut s = self.state();
@@ -197,6 +206,23 @@ impl World {
                     "the app's Stripe calls {}",
                     if *failing { "fail" } else { "succeed" }
                 ))
+            }
+            Change::StatusPage(state) => {
+                let mut s = self.state();
+                match state {
+                    None => {
+                        s.status_page = None;
+                        Some("no status page configured in runbookd".into())
+                    }
+                    Some(down) => {
+                        s.status_page.get_or_insert_with(Default::default).down = *down;
+                        Some(if *down {
+                            "the status page API stops answering".into()
+                        } else {
+                            "the status page API answers again".into()
+                        })
+                    }
+                }
             }
             Change::PaymentSettled { id, status } => {
                 let mut state = self.state();

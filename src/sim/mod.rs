@@ -116,6 +116,8 @@ pub struct WorldState {
     /// `created_ms` of the app's `webhook_received` audit rows.
     pub webhook_rows: Vec<i64>,
     pub stripe: SimStripe,
+    /// runbookd has no `[stripe] webhook_url`: the endpoint cannot be probed at all.
+    pub webhook_url_unset: bool,
     /// What the app's webhook endpoint answers to an unsigned `{}`; `None`: unreachable.
     pub webhook_endpoint: Option<u16>,
     /// The webhook signing secret runbookd holds (`None`: not set).
@@ -129,6 +131,8 @@ pub struct WorldState {
     /// The app never runs its half-open trial (no traffic, or the runbook's "breaker stuck
     /// open"): only a reset closes the breaker.
     pub breaker_stuck: bool,
+    /// The users' status page (`None`: not configured).
+    pub status_page: Option<backends::statuspage::SimStatusPage>,
     /// Extra `[playbooks.settings]` for this world (tests tune playbooks this way).
     pub settings: serde_json::Map<String, serde_json::Value>,
     next_id: u64,
@@ -137,6 +141,8 @@ pub struct WorldState {
 /// The simulated world. Cheap to share; all state behind one lock.
 pub struct World {
     clock: Clock,
+    /// `[payments] stale_after`: when the simulated monitor calls a pending payment stale.
+    stale_after_ms: i64,
     breakers: Arc<Breakers>,
     state: Mutex<WorldState>,
 }
@@ -157,9 +163,11 @@ impl World {
                 clock.clone(),
             )),
             clock: clock.clone(),
+            stale_after_ms: config.payments.stale_after.as_millis() as i64,
             state: Mutex::new(WorldState {
                 webhook_endpoint: Some(400),
                 webhook_secret: Some("whsec_simulated".into()),
+                status_page: Some(Default::default()),
                 ..Default::default()
             }),
         });
@@ -174,6 +182,11 @@ impl World {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// `[payments] stale_after`, in ms.
+    pub fn stale_after_ms(&self) -> i64 {
+        self.stale_after_ms
     }
 
     pub fn breakers(&self) -> &Arc<Breakers> {
@@ -266,11 +279,21 @@ impl World {
             merge_setting(&mut settings, k, v.clone());
         }
         let secret = self.state().webhook_secret.clone();
+        let statuspage = if self.state().status_page.is_some() {
+            crate::primitives::statuspage::StatusPage::with_backend(
+                Arc::new(backends::statuspage::SimStatusPageBackend {
+                    world: self.clone(),
+                }),
+                self.clock.clone(),
+            )
+        } else {
+            Default::default()
+        };
         Services {
             store: Some(store),
             runtime,
             breakers: self.breakers.clone(),
-            payments: Payments::with_backend(self.clone()),
+            payments: Payments::with_backend(self.clone(), &config.payments),
             stripe: Stripe::with_wire(
                 &config.stripe,
                 Arc::new(backends::stripe::SimStripeWire {
@@ -289,6 +312,7 @@ impl World {
                     .unwrap_or_else(|| backends::stripe::SIMULATED_ENDPOINT.to_string()),
             }),
             celery: crate::primitives::celery::Celery::new(&Default::default(), Default::default()),
+            statuspage,
             webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
             notifier: Some(notifier),
             settings: Arc::new(settings),

@@ -114,6 +114,8 @@ pub struct Step {
     /// Stripe events that failed delivery to the app.
     #[serde(default)]
     pub undelivered_events: Vec<String>,
+    /// The users' status page: `"down"`, `"up"`, or `"none"` (not configured).
+    pub status_page: Option<String>,
     /// The app's workers open the breaker, this long ago.
     #[serde(default, deserialize_with = "opt_duration")]
     pub open_breaker: Option<Duration>,
@@ -194,6 +196,13 @@ impl Scenario {
                     )));
                 }
             }
+            if let Some(page) = &step.status_page {
+                if !matches!(page.as_str(), "down" | "up" | "none") {
+                    return Err(invalid(format!(
+                        "step[{i}] status_page must be \"down\", \"up\" or \"none\""
+                    )));
+                }
+            }
         }
         Ok(s)
     }
@@ -251,6 +260,11 @@ impl Step {
         }
         if self.breaker_stuck {
             out.push(Change::BreakerStuck);
+        }
+        match self.status_page.as_deref() {
+            None => {}
+            Some("none") => out.push(Change::StatusPage(None)),
+            Some(s) => out.push(Change::StatusPage(Some(s == "down"))),
         }
         if let Some(f) = self.app_failing {
             out.push(Change::AppFailing(f));
@@ -344,8 +358,8 @@ impl Monitor {
         };
         let down = self.breaker_open_since.is_some_and(|t| now - t >= 30_000);
         self.transition("PaymentProcessorDown", down, &mut out);
-        // PaymentsPendingTooLong: oldest pending > 30 min, for 1 min.
-        let stale = oldest_pending.is_some_and(|age| age > 1_800_000);
+        // PaymentsPendingTooLong: oldest pending > [payments] stale_after (30 min), for 1 min.
+        let stale = oldest_pending.is_some_and(|age| age > world.stale_after_ms());
         self.pending_since = if stale {
             self.pending_since.or(Some(now))
         } else {

@@ -63,6 +63,27 @@ pub fn render(
         failed,
         sim.notifications()?.len()
     )?;
+    let page = sim.world.status_page_view();
+    for i in page["incidents"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "status page: \"{}\", {}",
+            i["name"].as_str().unwrap_or(""),
+            i["status"].as_str().unwrap_or("")
+        )?;
+        for u in i["updates"].as_array().into_iter().flatten() {
+            let t = (u["at_ms"].as_i64().unwrap_or(start) - start).max(0) / 1000;
+            writeln!(
+                out,
+                "  +{:02}:{:02}:{:02}  {:<13}  {}",
+                t / 3600,
+                t / 60 % 60,
+                t % 60,
+                u["status"].as_str().unwrap_or(""),
+                u["body"].as_str().unwrap_or("")
+            )?;
+        }
+    }
     for i in sim.incidents()? {
         writeln!(
             out,

@@ -98,7 +98,7 @@ impl Store {
         channels: &[String],
         payload: &serde_json::Value,
         message: &str,
-        run: Option<&super::RunRecord>,
+        runs: &[super::RunRecord],
     ) -> Result<bool, StoreError> {
         let now = self.now();
         let mut tx = self.writer.begin().await?;
@@ -116,8 +116,8 @@ impl Store {
             return Ok(false);
         }
         super::incidents::raise_level_on(&mut *tx, now, incident_id, level, at_or_above).await?;
-        if let Some(run) = run {
-            super::runs::insert_runs_on(&mut tx, std::slice::from_ref(run)).await?;
+        if !runs.is_empty() {
+            super::runs::insert_runs_on(&mut tx, runs).await?;
         }
         sqlx::query(
             "INSERT INTO incident_timeline (id, incident_id, at, kind, actor, message, details) VALUES ($1, $2, $3, 'paged', 'escalation', $4, $5)",

@@ -204,7 +204,7 @@ pub async fn page(
                 name: l.name.clone(),
                 condition: l.condition.source().to_string(),
                 channels: l.channels.join(", "),
-                playbook: l.playbook.clone(),
+                playbook: (!l.playbooks.is_empty()).then(|| l.playbooks.join(", ")),
                 repeat: l.repeat.map(|r| span(r.as_secs_f64())),
                 fired: fire.map(|f| when(f.fired_at, now)),
                 sends: fire.map_or(0, |f| f.sends),

@@ -15,6 +15,7 @@ use std::{
 use serde_json::{json, Value};
 
 use crate::{
+    fake_statuspage::{FakeStatusPage, KEY},
     fake_stripe::GOOD_KEY,
     helpers::{free_port, wait_listening, Daemon},
     outage::{finished_run, Debtflow},
@@ -87,6 +88,12 @@ fn start_stack(dir: &Path, runbookd: &str) -> Stack {
     let rules = std::fs::read_to_string(manifest.join("examples/prometheus/rules.yml"))
         .expect("example rules");
     let rules = substitute(rules, "for: 30s", "for: 0s");
+    // ... and PaymentsPendingTooLong (against the exported [payments] stale_after) at once.
+    let rules = substitute(
+        rules,
+        "> runbookd_payments_stale_after_seconds\n        for: 1m",
+        "> runbookd_payments_stale_after_seconds\n        for: 0s",
+    );
     std::fs::write(dir.join("rules.yml"), rules).expect("write");
     let prom_port = free_port();
     std::fs::write(
@@ -125,8 +132,12 @@ fn start_stack(dir: &Path, runbookd: &str) -> Stack {
 
 /// runbookd for the loop: tokens as in production (Alertmanager ingests, the test reads as
 /// a viewer), key metrics measured every 300 ms.
-fn start_runbookd(w: &Debtflow) -> Daemon {
+fn start_runbookd(w: &Debtflow, status_page: Option<&FakeStatusPage>) -> Daemon {
     let mut opts = w.options("", GOOD_KEY);
+    if let Some(page) = status_page {
+        opts.extra_config.push_str(&page.config());
+        opts.env.push(("STATUSPAGE_API_KEY".into(), KEY.into()));
+    }
     opts.extra_config.push_str(
         "\n[[server.tokens]]\nname = \"alertmanager\"\ntoken_env = \"AM_TOKEN\"\nrole = \"ingest\"\n\
          [[server.tokens]]\nname = \"sre\"\ntoken_env = \"SRE_TOKEN\"\nrole = \"viewer\"\n\
@@ -152,7 +163,7 @@ async fn stuck_breaker_closed_loop_resets_reconciles_and_resolves() {
     let w = Debtflow::new().await;
     w.stripe.intent("pi_paid", "succeeded", "ignored");
     let stale = w.app.payment("pending", 2400, Some("pi_paid")).await;
-    let d = start_runbookd(&w);
+    let d = start_runbookd(&w, None);
     let _stack = start_stack(w.ws.dir.path(), &d.addr.to_string());
 
     // The app's workers gave up on Stripe 100 s ago; Stripe has since recovered.
@@ -203,7 +214,11 @@ async fn stripe_down_closed_loop_leaves_the_breaker_alone_and_escalates() {
                 .to_string(),
         ))
     });
-    let d = start_runbookd(&w);
+    let status_page = FakeStatusPage::start().await;
+    // Pending for 40 minutes: over [payments] stale_after, which /metrics exports and the
+    // PaymentsPendingTooLong rule compares with.
+    w.app.payment("pending", 2400, None).await;
+    let d = start_runbookd(&w, Some(&status_page));
     let _stack = start_stack(w.ws.dir.path(), &d.addr.to_string());
     w.open_breaker(100.0).await;
 
@@ -221,4 +236,51 @@ async fn stripe_down_closed_loop_leaves_the_breaker_alone_and_escalates() {
     assert_eq!(incident["level"], "L1", "{incident}");
     assert_eq!(incident["facts"]["stripe_degraded"], true, "{incident}");
     assert_eq!(incident["status"], "open", "still firing: {incident}");
+    // The stale payment: Prometheus fired PaymentsPendingTooLong on runbookd's own threshold.
+    let reconcile = finished_run(&d, "reconcile_payments", 1).await;
+    assert_eq!(
+        reconcile["event"]["name"], "PaymentsPendingTooLong",
+        "{reconcile}"
+    );
+    // Users were told: one status-page incident, Payments a major outage (Stripe critical).
+    let opened = status_page.incidents();
+    assert_eq!(opened.len(), 1, "{opened:#?}");
+    assert_eq!(
+        opened[0]["metadata"]["runbookd"]["incident"],
+        incident["id"]
+    );
+    assert_eq!(status_page.component(), "major_outage");
+
+    // Stripe recovers and the app's half-open trial closes the breaker: Prometheus resolves
+    // the alert, Alertmanager says so, the resolved run tells users and closes the incident.
+    w.stripe.behave(|b| {
+        b.status_page = Some((
+            200,
+            json!({"status": {"indicator": "none", "description": "All Systems Operational"}})
+                .to_string(),
+        ))
+    });
+    w.close_breaker().await;
+    let resolved = finished_run(&d, "payment_processor_outage", 2).await;
+    assert_eq!(resolved["event"]["status"], "resolved", "{resolved}");
+    assert_eq!(
+        resolved["result"]["users"]["told"], true,
+        "{}",
+        resolved["result"]
+    );
+    let after = status_page.incidents();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["status"], "resolved", "{after:#?}");
+    assert_eq!(status_page.component(), "operational");
+    let incident = d
+        .poll(
+            &format!(
+                "/api/v1/incidents/{}",
+                incident["id"].as_str().unwrap_or("")
+            ),
+            Duration::from_secs(10),
+            |v| v["status"] == "resolved",
+        )
+        .await;
+    assert_eq!(incident["status"], "resolved", "{incident}");
 }

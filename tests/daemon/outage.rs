@@ -110,6 +110,14 @@ impl Debtflow {
         let _: () = r.set_ex(self.key("failures"), "5", 60).await.expect("set");
     }
 
+    /// The app's half-open trial succeeded: the breaker's keys are gone (closed).
+    pub async fn close_breaker(&self) {
+        let mut r = redis().await;
+        for part in ["state", "opened_at", "failures"] {
+            let _: () = r.del(self.key(part)).await.expect("del");
+        }
+    }
+
     /// Which of the breaker's three keys exist.
     pub async fn breaker_keys(&self) -> usize {
         let mut r = redis().await;
@@ -347,6 +355,11 @@ async fn stripe_down_leaves_the_breaker_alone_and_pages_l1_with_stripes_words() 
     let page = w.wait_page("Elevated API error rates").await;
     assert!(page.contains("L1"), "{page}");
     assert!(page.contains("Do NOT retry payments"), "{page}");
+    // No [statuspage]: the humans paged are asked to tell users themselves.
+    assert!(
+        page.contains("Tell users payment processing is temporarily unavailable — runbookd did not: the status page is not configured"),
+        "{page}"
+    );
 }
 
 #[tokio::test]
@@ -543,4 +556,47 @@ async fn reconcile_payments_runs_by_hand_and_says_what_it_did() {
         reconcile.to_string().contains("0 * * * *"),
         "hourly, as the app schedules it: {reconcile}"
     );
+}
+
+/// `[payments] stale_after` is the one stale threshold: the outage playbook's diagnosis, the
+/// reconciliation and the metric the alert rule compares with all follow it.
+#[tokio::test]
+async fn the_stale_threshold_is_set_once_in_payments_stale_after() {
+    let w = Debtflow::new().await;
+    w.app.payment("pending", 15 * 60, None).await;
+    w.app.payment("pending", 5 * 60, None).await;
+    let mut opts = w.options("", GOOD_KEY);
+    opts.extra_config =
+        opts.extra_config
+            .replacen("[payments]\n", "[payments]\nstale_after = \"10m\"\n", 1);
+    opts.env
+        .push(("RUNBOOKD_KEY_METRICS__INTERVAL".into(), "200ms".into()));
+    let d = crate::helpers::Daemon::start(&w.ws, &opts);
+
+    let (status, run) = d.run_wait(PLAYBOOK, json!({"dry_run": true})).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(
+        run["result"]["diagnosis"]["payments"]["stale_pending"], 1,
+        "15 minutes is stale at 10m, 5 minutes is not: {}",
+        run["result"]["diagnosis"]["payments"]
+    );
+    let (_, rec) = d
+        .run_wait("reconcile_payments", json!({"dry_run": true}))
+        .await;
+    assert_eq!(rec["result"]["checked"], 1, "{}", rec["result"]);
+    for _ in 0..100 {
+        let m = d.metrics().await;
+        let value = m
+            .lines()
+            .find(|l| l.starts_with("runbookd_payments_stale_after_seconds"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if value == Some(600.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m = d.metrics().await;
+    let lines: Vec<&str> = m.lines().filter(|l| l.contains("stale_after")).collect();
+    panic!("no runbookd_payments_stale_after_seconds 600 in /metrics: {lines:?}");
 }

@@ -6,7 +6,8 @@
 //! - payments: the app's PostgreSQL and the simulated world's rows;
 //! - Stripe: the fake Stripe HTTP server (through production's HTTPS wire) and the
 //!   simulated Stripe wire — same `ping()` classification for every answer, same intents,
-//!   same key info.
+//!   same key info;
+//! - the status page: in `statuspage.rs`, beside its daemon tests.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -219,7 +220,7 @@ async fn postgres_and_simulated_payments_answer_alike() {
         Clock::virtual_at(chrono::Utc::now().timestamp_millis()),
         &cfg,
     );
-    let sim = Payments::with_backend(world.clone());
+    let sim = Payments::with_backend(world.clone(), &cfg.payments);
 
     // The same rows in both: (status, age, processor_ref).
     let rows: [(&str, i64, Option<&str>); 6] = [

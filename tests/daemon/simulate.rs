@@ -72,6 +72,16 @@ fn stripe_down_40m_never_resets_walks_to_l2_and_reconciles_on_recovery() {
     assert!(texts(&t, "log")
         .iter()
         .any(|l| l.contains("Reconciliation: 3 checked, 3 updated")));
+    // Users are told: opened with L1, updated at L2, resolved after Stripe recovers.
+    let said = |what: &str| {
+        let hits: Vec<&String> = actions.iter().filter(|a| a.contains(what)).collect();
+        assert_eq!(hits.len(), 1, "{what} once: {actions:?}");
+        at_of(&t, what)
+    };
+    let opened = said("statuspage.open");
+    let updated = said("statuspage.update");
+    let resolved = said("statuspage.resolve");
+    assert!(opened < 120 && updated >= 30 * 60 && resolved > at_of(&t, "Stripe recovers"));
 }
 
 #[test]

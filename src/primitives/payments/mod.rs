@@ -96,9 +96,20 @@ pub trait PaymentsBackend: Send + Sync {
 }
 
 /// The app's payments as primitives use them; `None` inside: not configured.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Payments {
     backend: Option<Arc<dyn PaymentsBackend>>,
+    /// `[payments] stale_after`.
+    stale_after: Duration,
+}
+
+impl Default for Payments {
+    fn default() -> Self {
+        Payments {
+            backend: None,
+            stale_after: PaymentsConfig::default().stale_after,
+        }
+    }
 }
 
 impl Payments {
@@ -111,14 +122,23 @@ impl Payments {
                     as Arc<dyn PaymentsBackend>,
             ),
         };
-        Ok(Payments { backend })
+        Ok(Payments {
+            backend,
+            stale_after: cfg.stale_after,
+        })
     }
 
-    /// Any backend (a simulation's).
-    pub fn with_backend(backend: Arc<dyn PaymentsBackend>) -> Payments {
+    /// Any backend (a simulation's), with `[payments] stale_after` from `cfg`.
+    pub fn with_backend(backend: Arc<dyn PaymentsBackend>, cfg: &PaymentsConfig) -> Payments {
         Payments {
             backend: Some(backend),
+            stale_after: cfg.stale_after,
         }
+    }
+
+    /// How long a payment may stay pending before it needs reconciliation.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
     }
 
     /// True when a database is configured (or simulated).

@@ -125,6 +125,10 @@ fn module() -> Module {
         m.insert("without_ref".into(), Dynamic::from_int(without_ref));
         Ok(m)
     });
+    m.set_native_fn("stale_after", || {
+        let p = payments()?;
+        Ok(p.stale_after().as_secs() as INT)
+    });
     m.set_native_fn("oldest_pending_age", || {
         let p = payments()?;
         let age = block_on("payments::oldest_pending_age", LIMIT, async move {

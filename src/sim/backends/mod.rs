@@ -2,8 +2,11 @@
 //! [`crate::primitives::payments::PaymentsBackend`] (its rows, [`payments`]),
 //! [`crate::primitives::stripe::wire::StripeWire`] and
 //! [`crate::primitives::webhooks::WebhookEndpoint`] (its Stripe and the app's endpoint,
-//! [`stripe`]). Breakers need none of their own: the world keeps them in production's
+//! [`stripe`]), and
+//! [`crate::primitives::statuspage::StatusPageBackend`] (the users' status page,
+//! [`statuspage`]). Breakers need none of their own: the world keeps them in production's
 //! memory store.
 
 mod payments;
+pub mod statuspage;
 pub mod stripe;

@@ -257,7 +257,7 @@ pub struct SimEndpoint {
 #[async_trait::async_trait]
 impl WebhookEndpoint for SimEndpoint {
     fn url(&self) -> Option<String> {
-        Some(self.url.clone())
+        (!self.world.state().webhook_url_unset).then(|| self.url.clone())
     }
 
     async fn probe(&self, url: &str) -> Probe {

@@ -394,6 +394,9 @@ pub fn engine(playbook_dir: &std::path::Path) -> Engine {
             (!secret.is_empty()).then(|| secret.to_string()),
         ))
     });
+    e.register_fn("no_webhook_url", |w: &mut World| {
+        w.change(Change::NoWebhookUrl)
+    });
     e.register_fn("webhooks_received", |w: &mut World, n: INT| {
         w.change(Change::WebhooksReceived(n))
     });
@@ -413,6 +416,21 @@ pub fn engine(playbook_dir: &std::path::Path) -> Engine {
             Ok(w.0
                 .world
                 .add_payment(status, seconds(&age)?, Some(processor_ref.into())))
+        },
+    );
+    e.register_fn("status_page_down", |w: &mut World| {
+        w.change(Change::StatusPage(Some(true)))
+    });
+    e.register_fn("status_page_up", |w: &mut World| {
+        w.change(Change::StatusPage(Some(false)))
+    });
+    e.register_fn("no_status_page", |w: &mut World| {
+        w.change(Change::StatusPage(None))
+    });
+    e.register_fn(
+        "status_page",
+        |w: &mut World| -> Result<Dynamic, Box<EvalAltResult>> {
+            to_dynamic(&w.0.world.status_page_view())
         },
     );
     e.register_fn("payments_down", |w: &mut World| {
