@@ -16,6 +16,11 @@ pub struct WebhooksConfig {
     /// URLs `webhooks::probe(url)` may POST to besides `[stripe] webhook_url`: a playbook
     /// must not be able to send requests anywhere it likes.
     pub probe_allow: Vec<String>,
+    /// Allow `webhooks::signed_probe()`: a harmless event signed with runbookd's copy of the
+    /// signing secret, posted to `[stripe] webhook_url`, tells whether the app holds the same
+    /// secret. Off by default: the app records one `webhook_received` row per probe (its type
+    /// is `runbookd.webhook_probe`; runbookd's own delivery counts leave it out).
+    pub signed_probe: bool,
 }
 
 /// `[key_metrics]`: what runbookd measures for Prometheus (`examples/prometheus/rules.yml`

@@ -51,6 +51,8 @@ pub struct Services {
     /// `[webhooks] probe_allow`: where `webhooks::probe(url)` may POST besides the
     /// configured webhook URL.
     pub webhook_probe_allow: Arc<Vec<String>>,
+    /// `[webhooks] signed_probe`: `webhooks::signed_probe()` is allowed.
+    pub webhook_signed_probe: bool,
     /// The notification outbox (needs the state store).
     pub notifier: Option<Arc<crate::notify::Notifier>>,
     /// `[playbooks.settings]`, read by `setting(name, default)`.
@@ -84,6 +86,7 @@ impl Services {
             celery: celery::Celery::new(&config.celery, redis.clone()),
             statuspage: statuspage::StatusPage::new(&config.statuspage),
             webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
+            webhook_signed_probe: config.webhooks.signed_probe,
             notifier: None,
             settings: Arc::new(
                 config

@@ -56,6 +56,10 @@ pub enum Change {
     WebhookSecret(Option<String>),
     /// runbookd is given no `[stripe] webhook_url`.
     NoWebhookUrl,
+    /// The signing secret the app verifies deliveries with (a rotation the app missed).
+    AppWebhookSecret(String),
+    /// runbookd may post signed probes (`[webhooks] signed_probe = true`).
+    SignedProbe,
     /// `n` `webhook_received` rows, one a second back from now.
     WebhooksReceived(i64),
     /// The payments database stops answering.
@@ -172,6 +176,14 @@ impl World {
             Change::WebhookSecret(secret) => {
                 self.state().webhook_secret = secret.clone();
                 Some("the webhook signing secret runbookd holds changes".into())
+            }
+            Change::AppWebhookSecret(secret) => {
+                self.state().app_webhook_secret = Some(secret.clone());
+                Some("the app verifies webhooks with a different signing secret".into())
+            }
+            Change::SignedProbe => {
+                self.state().signed_probe = true;
+                None
             }
             Change::NoWebhookUrl => {
                 self.state().webhook_url_unset = true;

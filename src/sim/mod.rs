@@ -122,6 +122,10 @@ pub struct WorldState {
     pub webhook_endpoint: Option<u16>,
     /// The webhook signing secret runbookd holds (`None`: not set).
     pub webhook_secret: Option<String>,
+    /// The signing secret the app verifies deliveries with (`None`: the same as runbookd's).
+    pub app_webhook_secret: Option<String>,
+    /// runbookd may post signed probes (`[webhooks] signed_probe`, on in this world).
+    pub signed_probe: bool,
     /// The payments database does not answer.
     pub payments_down: bool,
     /// The app's calls to Stripe fail for a reason of its own (besides Stripe being down):
@@ -314,6 +318,7 @@ impl World {
             celery: crate::primitives::celery::Celery::new(&Default::default(), Default::default()),
             statuspage,
             webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
+            webhook_signed_probe: config.webhooks.signed_probe || self.state().signed_probe,
             notifier: Some(notifier),
             settings: Arc::new(settings),
             clock: self.clock.clone(),

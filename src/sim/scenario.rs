@@ -114,6 +114,11 @@ pub struct Step {
     /// Stripe events that failed delivery to the app.
     #[serde(default)]
     pub undelivered_events: Vec<String>,
+    /// The signing secret the app verifies deliveries with.
+    pub app_webhook_secret: Option<String>,
+    /// runbookd may post signed probes (`[webhooks] signed_probe = true`).
+    #[serde(default)]
+    pub signed_probe: bool,
     /// The users' status page: `"down"`, `"up"`, or `"none"` (not configured).
     pub status_page: Option<String>,
     /// The app's workers open the breaker, this long ago.
@@ -260,6 +265,12 @@ impl Step {
         }
         if self.breaker_stuck {
             out.push(Change::BreakerStuck);
+        }
+        if let Some(secret) = &self.app_webhook_secret {
+            out.push(Change::AppWebhookSecret(secret.clone()));
+        }
+        if self.signed_probe {
+            out.push(Change::SignedProbe);
         }
         match self.status_page.as_deref() {
             None => {}

@@ -31,4 +31,5 @@ mod simulate;
 mod slack_approvals;
 mod statuspage;
 mod stripe;
+mod webhook_probe;
 mod world;

@@ -130,4 +130,10 @@ fn webhook_secret_rotated_is_reported_with_the_failed_events() {
             .any(|n| n.contains("Webhook delivery (Scenario 5)") && n.contains("failed delivery")),
         "{notes:?}"
     );
+    // The signed probe names the cause: the app verifies with another secret.
+    assert!(
+        notes.iter().any(|n| n
+            .contains("mismatch: the app refused an event signed with runbookd's secret (400)")),
+        "{notes:?}"
+    );
 }

@@ -265,7 +265,8 @@ impl PaymentsBackend for PostgresPayments {
         let rows = sqlx::query(&format!(
             "SELECT to_char(created_at AT TIME ZONE 'UTC', {ISO}), object_id::text, \
              COALESCE(changes::text, 'null') FROM {audit} WHERE action = 'webhook_received' \
-             ORDER BY created_at DESC LIMIT $1",
+             AND {not_probe} ORDER BY created_at DESC LIMIT $1",
+            not_probe = not_probe(),
             audit = self.cfg.audit_table
         ))
         .bind(limit)
@@ -288,7 +289,8 @@ impl PaymentsBackend for PostgresPayments {
     async fn webhook_count(&self, window: Duration) -> Result<i64, PaymentsError> {
         let row = sqlx::query(&format!(
             "SELECT COUNT(*)::bigint FROM {audit} WHERE action = 'webhook_received' \
-             AND created_at >= now() - make_interval(secs => $1)",
+             AND created_at >= now() - make_interval(secs => $1) AND {not_probe}",
+            not_probe = not_probe(),
             audit = self.cfg.audit_table
         ))
         .bind(window.as_secs_f64())
@@ -296,4 +298,13 @@ impl PaymentsBackend for PostgresPayments {
         .await?;
         Ok(row.try_get(0)?)
     }
+}
+
+/// Leaves out the rows runbookd's own signed probes leave in the app (`webhooks::signed_probe`):
+/// they are not Stripe's deliveries.
+fn not_probe() -> String {
+    format!(
+        "COALESCE(changes::jsonb ->> 'type', '') <> '{}'",
+        crate::primitives::webhooks::signed::PROBE_EVENT_TYPE
+    )
 }

@@ -260,6 +260,39 @@ impl WebhookEndpoint for SimEndpoint {
         (!self.world.state().webhook_url_unset).then(|| self.url.clone())
     }
 
+    async fn signed_probe(&self, url: &str, payload: String, signature: String) -> Probe {
+        // The simulated app checks the signature as the app does, with its own copy.
+        let (status, secret) = {
+            let s = self.world.state();
+            (
+                s.webhook_endpoint,
+                s.app_webhook_secret.clone().or(s.webhook_secret.clone()),
+            )
+        };
+        let now = self.world.clock().now_ms() / 1000;
+        let answer = status.ok_or("connection refused (simulated)").map(|s| {
+            if s >= 500 {
+                return s;
+            }
+            let valid = secret.is_some_and(|k| {
+                crate::primitives::webhooks::verify_signature(
+                    payload.as_bytes(),
+                    &signature,
+                    k.as_bytes(),
+                    Duration::from_secs(300),
+                    now,
+                )
+                .is_ok()
+            });
+            if valid {
+                200
+            } else {
+                400
+            }
+        });
+        crate::primitives::webhooks::signed::judge_signed(url, answer, 3.0)
+    }
+
     async fn probe(&self, url: &str) -> Probe {
         let status = self.world.state().webhook_endpoint;
         crate::primitives::webhooks::judge_probe(

@@ -397,6 +397,12 @@ pub fn engine(playbook_dir: &std::path::Path) -> Engine {
     e.register_fn("no_webhook_url", |w: &mut World| {
         w.change(Change::NoWebhookUrl)
     });
+    e.register_fn("app_webhook_secret", |w: &mut World, secret: &str| {
+        w.change(Change::AppWebhookSecret(secret.into()))
+    });
+    e.register_fn("signed_probe", |w: &mut World| {
+        w.change(Change::SignedProbe)
+    });
     e.register_fn("webhooks_received", |w: &mut World, n: INT| {
         w.change(Change::WebhooksReceived(n))
     });

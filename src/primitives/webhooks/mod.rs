@@ -1,5 +1,8 @@
 //! `webhooks::*`: Stripe webhook signatures, the app's webhook endpoint, and the app's record
-//! of webhooks it received (runbook Step 5 and Scenario 5).
+//! of webhooks it received (runbook Step 5 and Scenario 5), and the signed probe of the
+//! app's copy of the signing secret ([`signed`]).
+
+pub mod signed;
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::Sha256;
 
-use super::{block_on, script_error, with_run};
+use super::{act, block_on, script_error, with_run};
 use crate::config::{resolve_secret, StripeConfig};
 
 /// Why a signature was refused.
@@ -144,6 +147,8 @@ pub trait WebhookEndpoint: Send + Sync {
     fn url(&self) -> Option<String>;
     /// POSTs an unsigned `{}` to `url` and judges the answer.
     async fn probe(&self, url: &str) -> Probe;
+    /// POSTs a signed event (`payload`, its `Stripe-Signature` header) and judges the answer.
+    async fn signed_probe(&self, url: &str, payload: String, signature: String) -> Probe;
 }
 
 /// The real endpoint, through the shared HTTP client.
@@ -161,11 +166,15 @@ impl WebhookEndpoint for HttpEndpoint {
     async fn probe(&self, url: &str) -> Probe {
         probe(&self.http, url).await
     }
+
+    async fn signed_probe(&self, url: &str, payload: String, signature: String) -> Probe {
+        signed::deliver(&self.http, url, payload, signature).await
+    }
 }
 
 /// The webhook signing secret, read once at start.
 #[derive(Clone)]
-pub struct WebhookSecret(Option<SecretString>, String);
+pub struct WebhookSecret(pub(super) Option<SecretString>, String);
 
 impl WebhookSecret {
     /// A simulated world's secret.
@@ -249,8 +258,60 @@ fn probe_url(url: &str) -> Result<Dynamic, Box<EvalAltResult>> {
     rhai::serde::to_dynamic(&p)
 }
 
+/// `webhooks::signed_probe()` — an action: it adds a row in the app.
+fn signed_probe() -> Result<Dynamic, Box<EvalAltResult>> {
+    let what = "webhooks::signed_probe";
+    let (enabled, endpoint, secret, now_s) = with_run(what, |ctx| {
+        let s = &ctx.services;
+        Ok((
+            s.webhook_signed_probe,
+            s.webhook_endpoint.clone(),
+            s.webhook_secret.clone(),
+            s.clock.now_ms() / 1000,
+        ))
+    })?;
+    if !enabled {
+        return Err(script_error(format!(
+            "{what}: opt-in — set [webhooks] signed_probe = true (each probe adds one webhook_received row of type {} in the app)",
+            signed::PROBE_EVENT_TYPE
+        )));
+    }
+    let url = endpoint
+        .url()
+        .ok_or_else(|| script_error(format!("{what}: set [stripe] webhook_url")))?;
+    let event_id = format!("evt_runbookd_probe_{}", uuid::Uuid::now_v7().simple());
+    let payload = signed::probe_event(&event_id, now_s);
+    let signature = signed::signature(&secret, &payload, now_s).ok_or_else(|| {
+        script_error(format!(
+            "{what}: runbookd holds no webhook signing secret ({})",
+            secret.1
+        ))
+    })?;
+    let details =
+        serde_json::json!({ "url": url, "event": event_id, "type": signed::PROBE_EVENT_TYPE });
+    let target = format!("webhook:{url}");
+    let done = act("webhooks.signed_probe", &target, details, || {
+        let p = block_on(what, Duration::from_secs(60), async move {
+            Ok::<_, std::convert::Infallible>(endpoint.signed_probe(&url, payload, signature).await)
+        })?;
+        serde_json::to_value(&p).map_err(|e| script_error(e.to_string()))
+    })?;
+    match done {
+        Some(v) => rhai::serde::to_dynamic(v),
+        None => rhai::serde::to_dynamic(serde_json::json!({
+            "planned": true, "ok": null, "verdict": "dry run: would post a signed probe",
+        })),
+    }
+}
+
 fn module() -> Module {
     let mut m = Module::new();
+    m.set_native_fn("signed_probe", signed_probe);
+    m.set_native_fn("signed_probe_enabled", || {
+        with_run("webhooks::signed_probe_enabled", |ctx| {
+            Ok(ctx.services.webhook_signed_probe)
+        })
+    });
     m.set_native_fn("verify", |payload: &str, header: &str| {
         verify(payload, header, 300)
     });
