@@ -82,6 +82,7 @@ pub struct KeyMetrics {
     recent: Family<StatusLabel, Gauge>,
     oldest_pending: Measured<FloatGauge>,
     stale_after: Measured<FloatGauge>,
+    app_reconciled: Measured<FloatGauge>,
     webhook_ratio: Measured<FloatGauge>,
     webhook_expected: Measured<Gauge>,
     webhook_received: Measured<Gauge>,
@@ -102,6 +103,7 @@ impl KeyMetrics {
             recent: Family::default(),
             oldest_pending: Measured::default(),
             stale_after: Measured::default(),
+            app_reconciled: Measured::default(),
             webhook_ratio: Measured::default(),
             webhook_expected: Measured::default(),
             webhook_received: Measured::default(),
@@ -144,6 +146,11 @@ impl KeyMetrics {
             "payments_stale_after_seconds",
             "[payments] stale_after: a payment pending longer needs reconciliation (PaymentsPendingTooLong compares with it)",
             m.stale_after.clone(),
+        );
+        registry.register(
+            "payments_app_reconciled_newest_age_seconds",
+            "Age of the newest payment the app's own reconciliation settled (absent when it settled none): its task ran at least [payments] stale_after after that",
+            m.app_reconciled.clone(),
         );
         registry.register(
             "webhook_delivery_ratio",
@@ -277,6 +284,27 @@ impl KeyMetrics {
         self.measured(
             "payments_oldest_pending_age",
             oldest.map(|_| ()).map_err(|e| e.to_string()),
+        );
+        let reconciled = async {
+            services
+                .payments
+                .backend()?
+                .newest_app_reconciled_age()
+                .await
+        }
+        .await;
+        match &reconciled {
+            Ok(Some(age)) => {
+                self.app_reconciled.get_or_create(&unlabelled()).set(*age);
+            }
+            Ok(None) => {
+                self.app_reconciled.remove(&unlabelled());
+            }
+            Err(_) => {}
+        }
+        self.measured(
+            "payments_app_reconciled",
+            reconciled.map(|_| ()).map_err(|e| e.to_string()),
         );
     }
 

@@ -600,3 +600,53 @@ async fn the_stale_threshold_is_set_once_in_payments_stale_after() {
     let lines: Vec<&str> = m.lines().filter(|l| l.contains("stale_after")).collect();
     panic!("no runbookd_payments_stale_after_seconds 600 in /metrics: {lines:?}");
 }
+
+/// Prevention 5: the app's own hourly reconciliation is checked — a payment pending longer
+/// than stale_after plus one schedule interval says it is not running or not completing.
+#[tokio::test]
+async fn the_apps_own_reconciliation_is_checked_for_keeping_up() {
+    let w = Debtflow::new().await;
+    w.app.payment("pending", 2 * 3600, None).await;
+    let settled = w
+        .app
+        .payment("completed", 40 * 60, Some("pi_settled"))
+        .await;
+    sqlx::query("UPDATE payments_payment SET metadata = metadata || '{\"reconciled\": true}' WHERE id = $1::uuid")
+        .bind(&settled)
+        .execute(&w.app.pool)
+        .await
+        .expect("the app's task settled it");
+    let mut opts = w.options("", GOOD_KEY);
+    opts.env
+        .push(("RUNBOOKD_KEY_METRICS__INTERVAL".into(), "200ms".into()));
+    let d = crate::helpers::Daemon::start(&w.ws, &opts);
+    let (_, run) = d.run_wait(PLAYBOOK, json!({"dry_run": true})).await;
+    let check = &run["result"]["diagnosis"]["payments"]["app_reconciliation"];
+    assert_eq!(check["overdue"], true, "{check}");
+    assert!(
+        check["verdict"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pending 120 min"),
+        "{check}"
+    );
+    assert!(
+        log_text(&run).contains("The app's own reconciliation: overdue"),
+        "{}",
+        log_text(&run)
+    );
+    for _ in 0..100 {
+        let m = d.metrics().await;
+        let age = m
+            .lines()
+            .find(|l| l.starts_with("runbookd_payments_app_reconciled_newest_age_seconds"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        if let Some(age) = age {
+            assert!((age - 2400.0).abs() < 60.0, "{age}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no runbookd_payments_app_reconciled_newest_age_seconds in /metrics");
+}

@@ -339,6 +339,33 @@ async fn postgres_and_simulated_payments_answer_alike() {
         .is_none());
     assert!(b.get("pay_nope").await.expect("sim").is_none());
 
+    // The app's own reconciliation (Prevention 5): runbookd's changes are not the app's.
+    for p in [a, b] {
+        assert_eq!(p.newest_app_reconciled_age().await.expect("age"), None);
+    }
+    sqlx::query(
+        "UPDATE payments_payment SET metadata = metadata || '{\"reconciled\": true}' WHERE id = $1::uuid",
+    )
+    .bind(&pg_ids[5])
+    .execute(&db.pool)
+    .await
+    .expect("app reconciles");
+    world.state().payments[5].metadata["reconciled"] = serde_json::json!(true);
+    let (na, nb) = (
+        a.newest_app_reconciled_age()
+            .await
+            .expect("pg")
+            .expect("some"),
+        b.newest_app_reconciled_age()
+            .await
+            .expect("sim")
+            .expect("some"),
+    );
+    assert!(
+        (na - nb).abs() < 30.0 && (na - 120.0).abs() < 30.0,
+        "newest reconciled by the app: {na} vs {nb}"
+    );
+
     let window = Duration::from_secs(120);
     assert_eq!(
         a.webhook_count(window).await.expect("pg"),

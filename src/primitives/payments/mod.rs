@@ -76,6 +76,11 @@ pub trait PaymentsBackend: Send + Sync {
     async fn get(&self, id: &str) -> Result<Option<Payment>, PaymentsError>;
     /// Age in seconds of the oldest pending payment, if any.
     async fn oldest_pending_age(&self) -> Result<Option<f64>, PaymentsError>;
+    /// Age in seconds of the newest payment the app's own reconciliation settled
+    /// (`metadata.reconciled = true`, not `status_changed_by: runbookd`), if any. The table
+    /// has no `updated_at`: a payment is reconciled only once stale, so the app's task ran at
+    /// least `stale_after` after that payment was created.
+    async fn newest_app_reconciled_age(&self) -> Result<Option<f64>, PaymentsError>;
     /// How many payments are pending longer than `older_than`, and how many of those have
     /// no `processor_ref` — counted, never capped as a listing is.
     async fn count_stale_pending(&self, older_than: Duration) -> Result<(i64, i64), PaymentsError>;

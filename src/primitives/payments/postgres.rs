@@ -199,6 +199,21 @@ impl PaymentsBackend for PostgresPayments {
             .map_err(Into::into)
     }
 
+    async fn newest_app_reconciled_age(&self) -> Result<Option<f64>, PaymentsError> {
+        let c = &self.cfg.columns;
+        let row = sqlx::query(&format!(
+            "SELECT EXTRACT(EPOCH FROM now() - MAX({created}))::float8 FROM {table} \
+             WHERE ({meta}::jsonb ->> 'reconciled') = 'true' \
+             AND COALESCE({meta}::jsonb ->> 'status_changed_by', '') <> 'runbookd'",
+            created = c.created_at,
+            meta = c.metadata,
+            table = self.cfg.table
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// Age in seconds of the oldest pending payment, if any.
     async fn oldest_pending_age(&self) -> Result<Option<f64>, PaymentsError> {
         let c = &self.cfg.columns;

@@ -50,6 +50,39 @@ fn stale(older: FLOAT, opts: Map) -> Result<Array, Box<EvalAltResult>> {
     rows.iter().map(dynamic).collect()
 }
 
+/// Prevention 5, "reconciliation runs via Celery Beat — verify it's scheduled and completing":
+/// a payment pending longer than `stale_after` plus one schedule interval (the app's task
+/// runs every `schedule_s`) should not exist if the task runs and completes.
+fn reconciliation_check(schedule_s: INT) -> Result<Dynamic, Box<EvalAltResult>> {
+    let p = payments()?;
+    let stale_after = p.stale_after().as_secs_f64();
+    let (oldest, newest) = block_on("payments::reconciliation_check", LIMIT, async move {
+        let b = p.backend()?;
+        Ok::<_, super::PaymentsError>((
+            b.oldest_pending_age().await?,
+            b.newest_app_reconciled_age().await?,
+        ))
+    })?;
+    let allowed = stale_after + schedule_s.max(0) as FLOAT;
+    let overdue = oldest.is_some_and(|a| a > allowed);
+    let minutes = |s: f64| (s / 60.0).round() as i64;
+    let verdict = match (overdue, oldest) {
+        (true, Some(age)) => format!(
+            "overdue: a payment has been pending {} min, longer than stale_after + one schedule interval ({} min) — the app's reconciliation is not running or not completing (or Stripe still reports it processing)",
+            minutes(age),
+            minutes(allowed)
+        ),
+        _ => "ok: no payment pending longer than stale_after + one schedule interval".to_string(),
+    };
+    dynamic(&serde_json::json!({
+        "oldest_pending_age_s": oldest,
+        "newest_app_reconciled_age_s": newest,
+        "allowed_s": allowed,
+        "overdue": overdue,
+        "verdict": verdict,
+    }))
+}
+
 fn module() -> Module {
     let mut m = Module::new();
     m.set_native_fn("counts", |window: FLOAT| {
@@ -125,6 +158,10 @@ fn module() -> Module {
         m.insert("without_ref".into(), Dynamic::from_int(without_ref));
         Ok(m)
     });
+    m.set_native_fn("reconciliation_check", |schedule_s: INT| {
+        reconciliation_check(schedule_s)
+    });
+    m.set_native_fn("reconciliation_check", || reconciliation_check(3600));
     m.set_native_fn("stale_after", || {
         let p = payments()?;
         Ok(p.stale_after().as_secs() as INT)

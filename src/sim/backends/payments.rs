@@ -136,6 +136,13 @@ impl PaymentsBackend for World {
             .map(|p| p.age_seconds))
     }
 
+    async fn newest_app_reconciled_age(&self) -> Result<Option<f64>, PaymentsError> {
+        let by_app = |p: &SimPayment| {
+            p.metadata["reconciled"] == true && p.metadata["status_changed_by"] != "runbookd"
+        };
+        Ok(self.select(by_app, true, 1)?.first().map(|p| p.age_seconds))
+    }
+
     async fn count_stale_pending(&self, older_than: Duration) -> Result<(i64, i64), PaymentsError> {
         let stale = self.stale_pending(older_than, None, i64::MAX).await?;
         let without_ref = stale.iter().filter(|p| p.processor_ref.is_none()).count();
