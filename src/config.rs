@@ -14,6 +14,7 @@ mod backends;
 mod channels;
 mod dashboard;
 mod load;
+mod logs;
 mod statuspage;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ pub use backends::*;
 pub use channels::{ChannelConfig, ChannelKind};
 pub use dashboard::{DashboardConfig, SecureCookies};
 pub use load::resolve_secret;
+pub use logs::LogsConfig;
 pub use statuspage::StatusPageConfig;
 
 /// Everything that can go wrong while reading configuration; each message names the key.
@@ -79,6 +81,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// The status page users read.
     pub statuspage: StatusPageConfig,
+    /// The app's worker logs (Loki).
+    pub logs: LogsConfig,
     /// Humans approving what a playbook asks them to.
     pub approvals: ApprovalsConfig,
     /// The browser pages at `/`.
@@ -105,6 +109,7 @@ impl Default for Config {
             key_metrics: KeyMetricsConfig::default(),
             webhooks: WebhooksConfig::default(),
             statuspage: StatusPageConfig::default(),
+            logs: LogsConfig::default(),
             approvals: ApprovalsConfig::default(),
             dashboard: DashboardConfig::default(),
         }

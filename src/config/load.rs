@@ -130,6 +130,7 @@ impl Config {
         }
         self.stripe.validate()?;
         self.statuspage.validate()?;
+        self.logs.validate()?;
         for (name, ch) in &self.channels {
             ch.validate(name)?;
         }

@@ -14,6 +14,7 @@ pub mod celery;
 mod core;
 mod health;
 pub mod incident;
+pub mod logs;
 pub mod notify;
 pub mod payments;
 pub mod reconcile;
@@ -46,6 +47,8 @@ pub struct Services {
     pub stripe: stripe::Stripe,
     pub webhook_secret: webhooks::WebhookSecret,
     pub celery: celery::Celery,
+    /// The app's worker logs (`logs::*`).
+    pub logs: logs::Logs,
     /// The status page users read (`statuspage::*`).
     pub statuspage: statuspage::StatusPage,
     /// `[webhooks] probe_allow`: where `webhooks::probe(url)` may POST besides the
@@ -85,6 +88,7 @@ impl Services {
             webhook_secret: webhooks::WebhookSecret::from_config(&config.stripe),
             celery: celery::Celery::new(&config.celery, redis.clone()),
             statuspage: statuspage::StatusPage::new(&config.statuspage),
+            logs: logs::Logs::new(&config.logs),
             webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
             webhook_signed_probe: config.webhooks.signed_probe,
             notifier: None,
@@ -432,6 +436,7 @@ pub fn register(engine: &mut Engine) {
     reconcile::register(engine);
     celery::register(engine);
     statuspage::register(engine);
+    logs::register(engine);
     incident::register(engine);
     notify::register(engine);
 }

@@ -60,6 +60,11 @@ pub enum Change {
     AppWebhookSecret(String),
     /// runbookd may post signed probes (`[webhooks] signed_probe = true`).
     SignedProbe,
+    /// The app's workers log `line`, `ago` before now.
+    WorkerLog {
+        line: String,
+        ago: Duration,
+    },
     /// `n` `webhook_received` rows, one a second back from now.
     WebhooksReceived(i64),
     /// The payments database stops answering.
@@ -180,6 +185,11 @@ impl World {
             Change::AppWebhookSecret(secret) => {
                 self.state().app_webhook_secret = Some(secret.clone());
                 Some("the app verifies webhooks with a different signing secret".into())
+            }
+            Change::WorkerLog { line, ago } => {
+                let at = self.clock().now_ms() - ago.as_millis() as i64;
+                self.state().worker_logs.push((at, line.clone()));
+                None
             }
             Change::SignedProbe => {
                 self.state().signed_probe = true;

@@ -135,6 +135,8 @@ pub struct WorldState {
     /// The app never runs its half-open trial (no traffic, or the runbook's "breaker stuck
     /// open"): only a reset closes the breaker.
     pub breaker_stuck: bool,
+    /// The app's workers' log lines: (virtual ms, line).
+    pub worker_logs: Vec<(i64, String)>,
     /// The users' status page (`None`: not configured).
     pub status_page: Option<backends::statuspage::SimStatusPage>,
     /// Extra `[playbooks.settings]` for this world (tests tune playbooks this way).
@@ -317,6 +319,9 @@ impl World {
             }),
             celery: crate::primitives::celery::Celery::new(&Default::default(), Default::default()),
             statuspage,
+            logs: crate::primitives::logs::Logs::with_backend(Arc::new(backends::logs::SimLogs {
+                world: self.clone(),
+            })),
             webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
             webhook_signed_probe: config.webhooks.signed_probe || self.state().signed_probe,
             notifier: Some(notifier),

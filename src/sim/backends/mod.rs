@@ -4,9 +4,11 @@
 //! [`crate::primitives::webhooks::WebhookEndpoint`] (its Stripe and the app's endpoint,
 //! [`stripe`]), and
 //! [`crate::primitives::statuspage::StatusPageBackend`] (the users' status page,
-//! [`statuspage`]). Breakers need none of their own: the world keeps them in production's
+//! [`statuspage`]), and
+//! [`crate::primitives::logs::LogsBackend`] (its workers' log lines, [`logs`]). Breakers need none of their own: the world keeps them in production's
 //! memory store.
 
+pub mod logs;
 mod payments;
 pub mod statuspage;
 pub mod stripe;

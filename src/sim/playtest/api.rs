@@ -403,6 +403,12 @@ pub fn engine(playbook_dir: &std::path::Path) -> Engine {
     e.register_fn("signed_probe", |w: &mut World| {
         w.change(Change::SignedProbe)
     });
+    e.register_fn("worker_log", |w: &mut World, line: &str| {
+        w.change(Change::WorkerLog {
+            line: line.into(),
+            ago: Duration::ZERO,
+        })
+    });
     e.register_fn("webhooks_received", |w: &mut World, n: INT| {
         w.change(Change::WebhooksReceived(n))
     });

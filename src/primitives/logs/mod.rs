@@ -1,0 +1,175 @@
+//! `logs::*`: the app's worker logs (runbook Step 4: `journalctl -u celery-worker | grep -iE
+//! "stripe|payment|circuit"`), behind [`LogsBackend`]: Grafana Loki in production ([`loki`]),
+//! the simulated world's log lines in simulations. What scripts get is a count and the most
+//! recent lines, each redacted of anything that looks like a key.
+
+pub mod loki;
+
+use std::{sync::Arc, time::Duration};
+
+use rhai::{Dynamic, EvalAltResult, Module, INT};
+use serde::Serialize;
+
+use super::{block_on, script_error, with_run};
+
+/// Why the logs could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LogsError {
+    #[error("worker logs are not configured: set [logs] loki_url")]
+    NotConfigured,
+    #[error("Loki is unavailable: {0}")]
+    Unavailable(String),
+    #[error("Loki refused the query ({status}): {message}")]
+    Refused { status: u16, message: String },
+    #[error("Loki's answer is not understood: {0}")]
+    Malformed(String),
+}
+
+/// One log line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LogEntry {
+    /// Milliseconds since the epoch.
+    pub at_ms: i64,
+    pub line: String,
+}
+
+/// Where the worker logs live.
+#[async_trait::async_trait]
+pub trait LogsBackend: Send + Sync {
+    /// How many lines `query` (LogQL) matched in the last `window`.
+    async fn count(&self, query: &str, window: Duration) -> Result<i64, LogsError>;
+    /// The `limit` most recent lines `query` matched in the last `window`, newest first.
+    async fn recent(
+        &self,
+        query: &str,
+        window: Duration,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, LogsError>;
+}
+
+/// The logs as primitives use them; `None` inside: not configured.
+#[derive(Clone, Default)]
+pub struct Logs {
+    backend: Option<Arc<dyn LogsBackend>>,
+}
+
+impl Logs {
+    pub fn new(cfg: &crate::config::LogsConfig) -> Logs {
+        Logs {
+            backend: loki::Loki::from_config(cfg).map(|l| Arc::new(l) as Arc<dyn LogsBackend>),
+        }
+    }
+
+    pub fn with_backend(backend: Arc<dyn LogsBackend>) -> Logs {
+        Logs {
+            backend: Some(backend),
+        }
+    }
+
+    pub fn configured(&self) -> bool {
+        self.backend.is_some()
+    }
+
+    pub fn backend(&self) -> Result<&dyn LogsBackend, LogsError> {
+        self.backend.as_deref().ok_or(LogsError::NotConfigured)
+    }
+}
+
+/// Prefixes of Stripe keys and secrets: a log line must not carry them into a run's record.
+const KEY_PREFIXES: [&str; 7] = [
+    "sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_", "pk_live_", "pk_test_",
+];
+/// `name=value` pairs whose value is a secret.
+const SECRET_NAMES: [&str; 6] = [
+    "password",
+    "passwd",
+    "token",
+    "secret",
+    "api_key",
+    "authorization",
+];
+
+/// `line` with anything that looks like a key replaced by `[redacted]`: Stripe keys by their
+/// prefixes, `Bearer X`, and the values of `password=`, `token=`, `secret=`… pairs.
+pub fn redact(line: &str) -> String {
+    let mut out = Vec::new();
+    let mut after_bearer = false;
+    for word in line.split(' ') {
+        let lower = word.to_ascii_lowercase();
+        let red = if after_bearer && !word.is_empty() {
+            "[redacted]".to_string()
+        } else if let Some(at) = KEY_PREFIXES.iter().filter_map(|p| word.find(p)).min() {
+            format!("{}[redacted]", &word[..at])
+        } else if let Some((name, _)) = word.split_once(['=', ':']).filter(|(n, v)| {
+            !v.is_empty()
+                && SECRET_NAMES.iter().any(|s| {
+                    n.to_ascii_lowercase()
+                        .trim_matches(['"', '\''])
+                        .ends_with(s)
+                })
+        }) {
+            format!("{name}=[redacted]")
+        } else {
+            word.to_string()
+        };
+        after_bearer = lower == "bearer";
+        out.push(red);
+    }
+    out.join(" ")
+}
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// `logs::errors(query, window_s)` → `#{ count, recent, query }`.
+fn errors(query: &str, window: INT) -> Result<Dynamic, Box<EvalAltResult>> {
+    if query.trim().is_empty() {
+        return Err(script_error("logs::errors: the query is empty"));
+    }
+    let logs = with_run("logs::errors", |ctx| Ok(ctx.services.logs.clone()))?;
+    let window = Duration::from_secs(window.max(1) as u64);
+    let q = query.to_string();
+    let (count, recent) = block_on("logs::errors", LIMIT, async move {
+        let b = logs.backend()?;
+        Ok::<_, LogsError>((b.count(&q, window).await?, b.recent(&q, window, 3).await?))
+    })?;
+    let recent: Vec<serde_json::Value> = recent
+        .iter()
+        .map(|e| serde_json::json!({ "at": crate::store::ms_to_rfc3339(e.at_ms), "line": redact(&e.line) }))
+        .collect();
+    rhai::serde::to_dynamic(serde_json::json!({ "count": count, "recent": recent, "query": query }))
+}
+
+pub fn register(engine: &mut rhai::Engine) {
+    let mut m = Module::new();
+    m.set_native_fn("configured", || {
+        with_run("logs::configured", |ctx| Ok(ctx.services.logs.configured()))
+    });
+    m.set_native_fn("errors", |query: &str, window: INT| errors(query, window));
+    engine.register_static_module("logs", m.into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn keys_and_secrets_are_redacted_words_are_not() {
+        assert_eq!(
+            redact("stripe.error.AuthenticationError: Invalid API Key provided: sk_live_abc123"),
+            "stripe.error.AuthenticationError: Invalid API Key provided: [redacted]"
+        );
+        assert_eq!(redact("key=(sk_test_xyz)"), "key=([redacted]");
+        assert_eq!(
+            redact("Authorization: Bearer abc.def"),
+            "Authorization: Bearer [redacted]"
+        );
+        assert_eq!(
+            redact("password=hunter2 user=bob"),
+            "password=[redacted] user=bob"
+        );
+        assert_eq!(
+            redact("circuit breaker open for payment 42"),
+            "circuit breaker open for payment 42"
+        );
+    }
+}
