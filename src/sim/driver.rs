@@ -89,8 +89,8 @@ pub struct Sim {
     runtime: tokio::runtime::Handle,
     runs: Mutex<Vec<SimRun>>,
     timeline: Mutex<Vec<Happening>>,
-    /// How many notifications the timeline has shown already.
-    notified: Mutex<usize>,
+    /// Ids of the notifications already on the timeline.
+    notified: Mutex<std::collections::HashSet<String>>,
     /// The escalation table's level names, for `escalate()`.
     levels: crate::primitives::incident::LevelNames,
 }
@@ -163,7 +163,7 @@ impl Sim {
             runtime,
             runs: Mutex::new(Vec::new()),
             timeline: Mutex::new(Vec::new()),
-            notified: Mutex::new(0),
+            notified: Mutex::new(Default::default()),
             levels,
         })
     }
@@ -410,7 +410,7 @@ impl Sim {
 
     async fn notifications_now(&self) -> Result<Vec<Value>, StoreError> {
         let mut items = self.store.list_notifications(10_000).await?;
-        items.sort_by_key(|i| i.created_at_ms);
+        items.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         Ok(items
             .into_iter()
             .map(|i| {
@@ -422,6 +422,7 @@ impl Sim {
                     "level": i.payload["level"],
                     "incident": i.incident_id,
                     "at": i.created_at,
+                    "id": i.id,
                 })
             })
             .collect())
@@ -431,7 +432,12 @@ impl Sim {
     async fn collect_notifications(&self) -> Result<(), StoreError> {
         let items = self.notifications_now().await?;
         let mut seen = self.notified.lock().unwrap_or_else(|p| p.into_inner());
-        for n in items.iter().skip(*seen) {
+        // By id, not by position: notifications of one virtual millisecond have no order
+        // of their own, and counting positions once showed one twice and lost another.
+        for n in items.iter() {
+            if !seen.insert(n["id"].as_str().unwrap_or_default().to_string()) {
+                continue;
+            }
             let at_ms = n["at"]
                 .as_str()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -456,7 +462,6 @@ impl Sim {
             );
             self.note_at(at_ms, kind, text);
         }
-        *seen = items.len();
         Ok(())
     }
 

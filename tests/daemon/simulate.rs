@@ -72,6 +72,18 @@ fn stripe_down_40m_never_resets_walks_to_l2_and_reconciles_on_recovery() {
     assert!(texts(&t, "log")
         .iter()
         .any(|l| l.contains("Reconciliation: 3 checked, 3 updated")));
+    // Each notification once (two in one virtual millisecond once showed one of them twice).
+    let notified = texts(&t, "notify");
+    for what in [
+        "Reconciliation: 3 checked",
+        "PaymentProcessorDown resolved; reconciliation",
+    ] {
+        assert_eq!(
+            notified.iter().filter(|n| n.contains(what)).count(),
+            1,
+            "{what}: {notified:?}"
+        );
+    }
     // Users are told: opened with L1, updated at L2, resolved after Stripe recovers.
     let said = |what: &str| {
         let hits: Vec<&String> = actions.iter().filter(|a| a.contains(what)).collect();
