@@ -146,13 +146,7 @@ impl FakeLoki {
             .route("/loki/api/v1/query", get(instant))
             .route("/loki/api/v1/query_range", get(range))
             .with_state(lines.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = crate::helpers::serve_on_loopback(app).await;
         FakeLoki { addr, lines }
     }
 

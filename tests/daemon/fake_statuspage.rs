@@ -218,13 +218,7 @@ impl FakeStatusPage {
             .route("/v1/pages/{page}/incidents/{id}", patch(update))
             .route("/v1/pages/{page}/components/{id}", get(component))
             .with_state(page.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = crate::helpers::serve_on_loopback(app).await;
         FakeStatusPage { addr, page }
     }
 

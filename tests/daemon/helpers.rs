@@ -92,6 +92,19 @@ fn client(bearer: Option<&str>) -> reqwest::Client {
         .expect("client")
 }
 
+/// Serves `app` on a free loopback port for the rest of the test: the fakes of third parties
+/// (Statuspage, Loki, an on-call sink) are real HTTP servers.
+pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// A loopback port nothing listens on (for tools the tests start: Alertmanager, Prometheus).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -69,13 +69,7 @@ impl Sink {
         let app = Router::new()
             .route("/", post(receive))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = crate::helpers::serve_on_loopback(app).await;
         Sink { addr, state }
     }
 
