@@ -36,6 +36,9 @@ pub struct Behaviour {
     pub status_page: Option<(u16, String)>,
     /// What the app's webhook endpoint answers to an unsigned `{}`.
     pub webhook_status: Option<u16>,
+    /// The signing secret the app verifies signed deliveries with (signed requests are
+    /// answered 200 or 400 by it, unless `webhook_status` is a 5xx).
+    pub app_secret: Option<String>,
 }
 
 #[derive(Default)]
@@ -247,14 +250,26 @@ async fn status_page(State(w): State<Shared>) -> Response {
     }
 }
 
-async fn app_webhook(State(w): State<Shared>, body: String) -> Response {
-    let status = w
-        .lock()
-        .expect("world")
-        .behaviour
-        .webhook_status
-        .unwrap_or(400);
-    let _ = body;
+async fn app_webhook(State(w): State<Shared>, headers: HeaderMap, body: String) -> Response {
+    let (configured, secret) = {
+        let b = &w.lock().expect("world").behaviour;
+        (b.webhook_status, b.app_secret.clone())
+    };
+    let mut status = configured.unwrap_or(400);
+    if let (Some(sig), Some(secret)) = (headers.get("stripe-signature"), secret) {
+        if status < 500 {
+            let now = chrono::Utc::now().timestamp();
+            let valid = runbookd::primitives::webhooks::verify_signature(
+                body.as_bytes(),
+                sig.to_str().unwrap_or(""),
+                secret.as_bytes(),
+                Duration::from_secs(300),
+                now,
+            )
+            .is_ok();
+            status = if valid { 200 } else { 400 };
+        }
+    }
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
         "{}",

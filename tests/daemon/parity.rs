@@ -796,3 +796,53 @@ async fn a_simulated_stripe_on_a_virtual_clock_is_not_throttled_in_real_time() {
         .await
         .expect("five simulated requests at a 1/s limit must not wait 4 s");
 }
+
+#[tokio::test]
+async fn signed_probes_are_judged_alike_by_the_app_over_http_and_the_simulated_app() {
+    use runbookd::primitives::webhooks::{signed, HttpEndpoint, WebhookEndpoint};
+    use runbookd::sim::backends::stripe::SimEndpoint;
+    let s = stripes().await;
+    let url = format!("http://{}/app/webhook", s.fake.addr);
+    let http = HttpEndpoint {
+        http: reqwest::Client::new(),
+        url: Some(url.clone()),
+    };
+    let sim = SimEndpoint {
+        world: s.world.clone(),
+        url: url.clone(),
+    };
+    let held = "whsec_runbookd_holds_this";
+    // (the app's secret, the endpoint's status for everything else)
+    let cases: [(&str, Option<u16>); 3] = [
+        (held, None),
+        ("whsec_rotated_away", None),
+        (held, Some(500)),
+    ];
+    for (app_secret, status) in cases {
+        s.fake.behave(|b| {
+            b.app_secret = Some(app_secret.into());
+            b.webhook_status = status;
+        });
+        {
+            let mut w = s.world.state();
+            w.app_webhook_secret = Some(app_secret.into());
+            w.webhook_endpoint = Some(status.unwrap_or(400));
+        }
+        let mut answers = Vec::new();
+        // Each side is signed at the time of the clock it is judged by.
+        let sides: [(&dyn WebhookEndpoint, i64); 2] = [
+            (&http, chrono::Utc::now().timestamp()),
+            (&sim, s.world.clock().now_ms() / 1000),
+        ];
+        for (endpoint, t) in sides {
+            let body = signed::probe_event("evt_parity", t);
+            let header = signed::sign(body.as_bytes(), held.as_bytes(), t);
+            let p = endpoint.signed_probe(&url, body, header).await;
+            answers.push((p.status, p.ok, p.verdict));
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "app secret {app_secret}, endpoint {status:?} (HTTP, then simulated)"
+        );
+    }
+}
