@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 mod alerts;
 mod approvals;
 mod backends;
+mod celery;
 mod channels;
 mod dashboard;
 mod load;
@@ -22,6 +23,7 @@ mod tests;
 pub use alerts::AlertsConfig;
 pub use approvals::ApprovalsConfig;
 pub use backends::*;
+pub use celery::CeleryConfig;
 pub use channels::{ChannelConfig, ChannelKind};
 pub use dashboard::{DashboardConfig, SecureCookies};
 pub use load::resolve_secret;
@@ -64,7 +66,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Stripe: API, status page, the app's webhook endpoint.
     pub stripe: StripeConfig,
-    /// The app's Celery broker, for handing it work (`celery_enqueue`).
+    /// The app's Celery broker: its queues and workers (`celery::*`), handing it work
+    /// (`celery_enqueue`).
     pub celery: CeleryConfig,
     /// How Alertmanager notifications become incidents and runs.
     pub alerts: AlertsConfig,

@@ -1,5 +1,6 @@
 //! The payments app's backends runbookd reaches through its primitives — Redis and the
-//! breakers in it, the app's database, Stripe, the Celery broker, the webhook endpoint —
+//! breakers in it, the app's database, Stripe, the webhook endpoint (the Celery broker is in
+//! `celery.rs`) —
 //! and the key metrics measured on them. Each section is optional: unset means "not
 //! configured", and the primitive says which key to set.
 
@@ -113,35 +114,6 @@ impl Default for StripeConfig {
             max_requests_per_second: 25,
             timeout: Duration::from_secs(10),
             max_attempts: 3,
-        }
-    }
-}
-
-/// `[celery]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CeleryConfig {
-    /// The app's `CELERY_BROKER_URL` (Redis). Unset: `celery_enqueue` is "not configured".
-    pub broker_url: Option<String>,
-    /// The URL from an environment variable instead (it may hold a password).
-    pub broker_url_env: Option<String>,
-    /// The URL from a file instead.
-    pub broker_url_file: Option<PathBuf>,
-    /// Queue (Redis list) the app's workers consume.
-    pub queue: String,
-    /// The only task names `celery_enqueue` may send: a playbook must not be able to start
-    /// any task the app's workers would run.
-    pub tasks: Vec<String>,
-}
-
-impl Default for CeleryConfig {
-    fn default() -> Self {
-        CeleryConfig {
-            broker_url: None,
-            broker_url_env: None,
-            broker_url_file: None,
-            queue: "celery".into(),
-            tasks: vec!["tasks.payment_tasks.reconcile_payments".into()],
         }
     }
 }

@@ -131,6 +131,7 @@ impl Config {
         self.stripe.validate()?;
         self.statuspage.validate()?;
         self.logs.validate()?;
+        self.celery.validate()?;
         for (name, ch) in &self.channels {
             ch.validate(name)?;
         }

@@ -9,6 +9,7 @@
 //! | pending payments age > 30 min | `runbookd_payments_oldest_pending_age_seconds` (and the threshold, `[payments] stale_after`, as `runbookd_payments_stale_after_seconds`) |
 //! | webhook delivery success < 95 % | `runbookd_webhook_delivery_ratio` (+ expected / received) |
 //! | p95 latency > 5 s | `runbookd_stripe_api_duration_seconds` (histogram of runbookd's probes) |
+//! | Step 4: payment queue depth, workers alive | `runbookd_celery_queue_length{queue}`, `runbookd_celery_workers` (+ `_unanswered`) |
 //!
 //! Each measurement uses the same backends as the primitives and runs only when its backend
 //! is configured. A failed measurement is counted (`runbookd_key_metric_errors{metric}`) and
@@ -61,6 +62,11 @@ struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MetricLabel {
     metric: String,
 }
@@ -87,6 +93,9 @@ pub struct KeyMetrics {
     webhook_expected: Measured<Gauge>,
     webhook_received: Measured<Gauge>,
     stripe_seconds: Histogram,
+    celery_queue: Family<QueueLabel, Gauge>,
+    celery_workers: Measured<Gauge>,
+    celery_unanswered: Measured<Gauge>,
     stripe_probes: Family<ResultLabel, Counter>,
     errors: Family<MetricLabel, Counter>,
     last_success: Family<MetricLabel, FloatGauge>,
@@ -109,6 +118,9 @@ impl KeyMetrics {
             webhook_received: Measured::default(),
             stripe_seconds: Histogram::new(exponential_buckets(0.025, 2.0, 12)),
             stripe_probes: Family::default(),
+            celery_queue: Family::default(),
+            celery_workers: Measured::default(),
+            celery_unanswered: Measured::default(),
             errors: Family::default(),
             last_success: Family::default(),
         };
@@ -176,6 +188,21 @@ impl KeyMetrics {
             "stripe_api_probes",
             "Stripe API probes by result (connected, auth_error, connection_error, rate_limited, error)",
             m.stripe_probes.clone(),
+        );
+        registry.register(
+            "celery_queue_length",
+            "Messages waiting in each [celery] queues list of the app's broker (every priority)",
+            m.celery_queue.clone(),
+        );
+        registry.register(
+            "celery_workers",
+            "Celery workers that answered runbookd's remote-control ping",
+            m.celery_workers.clone(),
+        );
+        registry.register(
+            "celery_workers_unanswered",
+            "Subscribers that heard the ping and did not answer within [celery] inspect_timeout (hung workers)",
+            m.celery_unanswered.clone(),
         );
         registry.register(
             "key_metric_errors",
@@ -375,6 +402,37 @@ impl KeyMetrics {
         self.measured("stripe_api", outcome);
     }
 
+    async fn celery(&self, services: &Services) {
+        if !services.celery.configured() {
+            return;
+        }
+        let queues = services.celery.queues().await;
+        if let Ok(depths) = &queues {
+            for d in depths {
+                self.celery_queue
+                    .get_or_create(&QueueLabel {
+                        queue: d.queue.clone(),
+                    })
+                    .set(d.length);
+            }
+        }
+        self.measured(
+            "celery_queue_length",
+            queues.map(|_| ()).map_err(|e| e.to_string()),
+        );
+        let alive = services.celery.alive().await;
+        if let Ok((alive, unanswered)) = &alive {
+            self.celery_workers.get_or_create(&unlabelled()).set(*alive);
+            self.celery_unanswered
+                .get_or_create(&unlabelled())
+                .set(*unanswered);
+        }
+        self.measured(
+            "celery_workers",
+            alive.map(|_| ()).map_err(|e| e.to_string()),
+        );
+    }
+
     /// One round of every measurement; they run concurrently so one slow backend does not
     /// delay the others.
     pub async fn measure(&self, services: &Services, cfg: &KeyMetricsConfig) {
@@ -383,6 +441,7 @@ impl KeyMetrics {
             self.payments(services, cfg),
             self.webhooks(services, cfg),
             self.stripe(services, cfg),
+            self.celery(services),
         );
     }
 }

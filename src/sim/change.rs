@@ -16,6 +16,10 @@ pub enum ChangeError {
     Breaker(#[from] BreakerError),
     #[error("no payment `{0}` in this world")]
     NoPayment(String),
+    #[error("the app runs no Celery worker that answers (set celery_workers first)")]
+    NoWorker,
+    #[error("runbookd has no Celery broker in this world (celery = \"none\")")]
+    NoCelery,
 }
 
 /// One thing that happens to the app or to Stripe.
@@ -81,11 +85,31 @@ pub enum Change {
     /// The users' status page: `Some(true)` its API stops answering, `Some(false)` answers
     /// again, `None` runbookd has none configured.
     StatusPage(Option<bool>),
+    /// The app's Celery broker: `Some(true)` stops answering, `Some(false)` answers again,
+    /// `None` runbookd has no `[celery] broker_url`.
+    Celery(Option<bool>),
+    /// The app runs `n` idle workers (0: none runs).
+    CeleryWorkers(usize),
+    /// The first worker that answers remote control stops answering (hung; still connected).
+    WorkerHung,
+    /// The first worker runs `active` payment tasks and holds `reserved` more, for the
+    /// world's pending payments (made-up ids when there are too few).
+    PaymentTasks {
+        active: usize,
+        reserved: usize,
+    },
+    /// `n` payment tasks wait on `[celery] queue`, for no worker to take.
+    QueuedPayments(usize),
     /// The app settles payment `id` itself (a webhook landed, its own task ran).
     PaymentSettled {
         id: String,
         status: String,
     },
+}
+
+/// The app runs no worker that could take a task (the changes to workers need one).
+fn no_worker() -> ChangeError {
+    ChangeError::NoWorker
 }
 
 impl World {
@@ -246,6 +270,11 @@ impl World {
                     }
                 }
             }
+            Change::Celery(_)
+            | Change::CeleryWorkers(_)
+            | Change::WorkerHung
+            | Change::PaymentTasks { .. }
+            | Change::QueuedPayments(_) => self.change_celery(change)?,
             Change::PaymentSettled { id, status } => {
                 let mut state = self.state();
                 let p = state
@@ -258,5 +287,94 @@ impl World {
             }
         };
         Ok(said)
+    }
+}
+
+impl World {
+    /// The Celery changes: its broker, workers and queue.
+    fn change_celery(&self, change: &Change) -> Result<Option<String>, ChangeError> {
+        use super::backends::celery::{worker, SimCelery};
+        let (queue, payment_task) = {
+            let (q, t) = self.celery_names();
+            (q.to_string(), t.to_string())
+        };
+        let pending: Vec<String> = self
+            .state()
+            .payments
+            .iter()
+            .filter(|p| p.status == "pending")
+            .map(|p| p.id.clone())
+            .collect();
+        let now = self.clock().now_ms();
+        let mut s = self.state();
+        if let Change::Celery(state) = change {
+            return Ok(Some(match state {
+                None => {
+                    s.celery = None;
+                    "no Celery broker configured in runbookd".into()
+                }
+                Some(down) => {
+                    s.celery.get_or_insert_with(SimCelery::healthy).down = *down;
+                    if *down {
+                        "the Celery broker stops answering".into()
+                    } else {
+                        "the Celery broker answers again".into()
+                    }
+                }
+            }));
+        }
+        let c = s.celery.as_mut().ok_or(ChangeError::NoCelery)?;
+        let said = match change {
+            Change::CeleryWorkers(n) => {
+                c.workers = (1..=*n).map(worker).collect();
+                if *n == 0 {
+                    "no Celery worker runs".to_string()
+                } else {
+                    format!("the app runs {n} idle Celery worker(s)")
+                }
+            }
+            Change::WorkerHung => {
+                let w = c
+                    .workers
+                    .iter_mut()
+                    .find(|w| w.answers)
+                    .ok_or_else(no_worker)?;
+                w.answers = false;
+                format!("Celery worker {} hangs (connected, not answering)", w.name)
+            }
+            Change::PaymentTasks { active, reserved } => {
+                let w = c
+                    .workers
+                    .iter_mut()
+                    .find(|w| w.answers)
+                    .ok_or_else(no_worker)?;
+                let mut ids = pending
+                    .into_iter()
+                    .chain((1..).map(|i| format!("pay_sim_{i}")));
+                w.active = ids.by_ref().take(*active).map(|p| (p, now)).collect();
+                w.reserved = ids.take(*reserved).collect();
+                format!(
+                    "Celery worker {} runs {active} payment task(s) and holds {reserved}",
+                    w.name
+                )
+            }
+            Change::QueuedPayments(n) => {
+                let q = c.queued.entry(queue.clone()).or_default();
+                for i in 0..*n {
+                    let id = format!("sim-queued-{}-{i}", q.len());
+                    let msg = crate::primitives::celery::kombu::message(
+                        &payment_task,
+                        &id,
+                        &serde_json::json!([format!("pay_queued_{i}")]),
+                        &serde_json::json!({}),
+                        &queue,
+                    );
+                    q.push(msg.to_string());
+                }
+                format!("{n} payment task(s) wait on Celery queue {queue}")
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(said))
     }
 }

@@ -137,6 +137,8 @@ pub struct WorldState {
     pub breaker_stuck: bool,
     /// The app's workers' log lines: (virtual ms, line).
     pub worker_logs: Vec<(i64, String)>,
+    /// The app's Celery broker, workers and queues (`None`: runbookd has no broker configured).
+    pub celery: Option<backends::celery::SimCelery>,
     /// The users' status page (`None`: not configured).
     pub status_page: Option<backends::statuspage::SimStatusPage>,
     /// Extra `[playbooks.settings]` for this world (tests tune playbooks this way).
@@ -149,6 +151,9 @@ pub struct World {
     clock: Clock,
     /// `[payments] stale_after`: when the simulated monitor calls a pending payment stale.
     stale_after_ms: i64,
+    /// `[celery] queue` and `payment_task`: where the world's payment tasks wait, what they
+    /// are called.
+    celery_names: (String, String),
     breakers: Arc<Breakers>,
     state: Mutex<WorldState>,
 }
@@ -170,10 +175,15 @@ impl World {
             )),
             clock: clock.clone(),
             stale_after_ms: config.payments.stale_after.as_millis() as i64,
+            celery_names: (
+                config.celery.queue.clone(),
+                config.celery.payment_task.clone(),
+            ),
             state: Mutex::new(WorldState {
                 webhook_endpoint: Some(400),
                 webhook_secret: Some("whsec_simulated".into()),
                 status_page: Some(Default::default()),
+                celery: Some(backends::celery::SimCelery::healthy()),
                 ..Default::default()
             }),
         });
@@ -188,6 +198,11 @@ impl World {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// `[celery] queue` and `[celery] payment_task`.
+    pub fn celery_names(&self) -> (&str, &str) {
+        (&self.celery_names.0, &self.celery_names.1)
     }
 
     /// `[payments] stale_after`, in ms.
@@ -267,7 +282,7 @@ impl World {
 
     /// The backends playbooks see in this world: its payments, Stripe, webhook endpoint and
     /// breakers, with `[playbooks.settings]` from `config` and the world's own settings on
-    /// top. Celery is not simulated (not configured).
+    /// top.
     pub fn services(
         self: &Arc<Self>,
         config: &crate::config::Config,
@@ -295,6 +310,16 @@ impl World {
         } else {
             Default::default()
         };
+        let celery = if self.state().celery.is_some() {
+            crate::primitives::celery::Celery::with_broker(
+                &config.celery,
+                Arc::new(backends::celery::SimBroker {
+                    world: self.clone(),
+                }),
+            )
+        } else {
+            Default::default()
+        };
         Services {
             store: Some(store),
             runtime,
@@ -317,7 +342,7 @@ impl World {
                     .clone()
                     .unwrap_or_else(|| backends::stripe::SIMULATED_ENDPOINT.to_string()),
             }),
-            celery: crate::primitives::celery::Celery::new(&Default::default(), Default::default()),
+            celery,
             statuspage,
             logs: crate::primitives::logs::Logs::with_backend(Arc::new(backends::logs::SimLogs {
                 world: self.clone(),

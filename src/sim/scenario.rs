@@ -121,6 +121,12 @@ pub struct Step {
     pub signed_probe: bool,
     /// The users' status page: `"down"`, `"up"`, or `"none"` (not configured).
     pub status_page: Option<String>,
+    /// The app's Celery broker: `"down"`, `"up"`, or `"none"` (not configured).
+    pub celery: Option<String>,
+    /// The app runs this many idle Celery workers (0: none).
+    pub celery_workers: Option<usize>,
+    /// Payment tasks waiting on `[celery] queue` that no worker takes.
+    pub queued_payments: Option<usize>,
     /// The app's workers open the breaker, this long ago.
     #[serde(default, deserialize_with = "opt_duration")]
     pub open_breaker: Option<Duration>,
@@ -201,6 +207,13 @@ impl Scenario {
                     )));
                 }
             }
+            if let Some(c) = &step.celery {
+                if !matches!(c.as_str(), "down" | "up" | "none") {
+                    return Err(invalid(format!(
+                        "step[{i}] celery must be \"down\", \"up\" or \"none\""
+                    )));
+                }
+            }
             if let Some(page) = &step.status_page {
                 if !matches!(page.as_str(), "down" | "up" | "none") {
                     return Err(invalid(format!(
@@ -276,6 +289,17 @@ impl Step {
             None => {}
             Some("none") => out.push(Change::StatusPage(None)),
             Some(s) => out.push(Change::StatusPage(Some(s == "down"))),
+        }
+        match self.celery.as_deref() {
+            None => {}
+            Some("none") => out.push(Change::Celery(None)),
+            Some(s) => out.push(Change::Celery(Some(s == "down"))),
+        }
+        if let Some(n) = self.celery_workers {
+            out.push(Change::CeleryWorkers(n));
+        }
+        if let Some(n) = self.queued_payments {
+            out.push(Change::QueuedPayments(n));
         }
         if let Some(f) = self.app_failing {
             out.push(Change::AppFailing(f));

@@ -7,6 +7,8 @@ mod api;
 mod approvals;
 mod breaker;
 mod browser;
+mod celery_app;
+mod celery_workers;
 mod cli;
 mod closed_loop;
 mod cron;

@@ -5,9 +5,11 @@
 //! [`stripe`]), and
 //! [`crate::primitives::statuspage::StatusPageBackend`] (the users' status page,
 //! [`statuspage`]), and
-//! [`crate::primitives::logs::LogsBackend`] (its workers' log lines, [`logs`]). Breakers need none of their own: the world keeps them in production's
+//! [`crate::primitives::logs::LogsBackend`] (its workers' log lines, [`logs`]), and
+//! [`crate::primitives::celery::Broker`] (its Celery workers and queues, [`celery`]). Breakers need none of their own: the world keeps them in production's
 //! memory store.
 
+pub mod celery;
 pub mod logs;
 mod payments;
 pub mod statuspage;

@@ -445,6 +445,29 @@ pub fn engine(playbook_dir: &std::path::Path) -> Engine {
             to_dynamic(&w.0.world.status_page_view())
         },
     );
+    e.register_fn("celery_down", |w: &mut World| {
+        w.change(Change::Celery(Some(true)))
+    });
+    e.register_fn("celery_up", |w: &mut World| {
+        w.change(Change::Celery(Some(false)))
+    });
+    e.register_fn("no_celery", |w: &mut World| w.change(Change::Celery(None)));
+    e.register_fn("celery_workers", |w: &mut World, n: INT| {
+        w.change(Change::CeleryWorkers(n.max(0) as usize))
+    });
+    e.register_fn("worker_hung", |w: &mut World| w.change(Change::WorkerHung));
+    e.register_fn(
+        "payment_tasks",
+        |w: &mut World, active: INT, reserved: INT| {
+            w.change(Change::PaymentTasks {
+                active: active.max(0) as usize,
+                reserved: reserved.max(0) as usize,
+            })
+        },
+    );
+    e.register_fn("queued_payments", |w: &mut World, n: INT| {
+        w.change(Change::QueuedPayments(n.max(0) as usize))
+    });
     e.register_fn("payments_down", |w: &mut World| {
         w.change(Change::PaymentsDown)
     });
