@@ -103,9 +103,17 @@ async fn retention_prunes_finished_history_and_keeps_what_is_running_or_open() {
             .count()
     });
     assert_eq!(names_pruned, Some(2), "{audit}");
-    // The slow run finishes normally afterwards: retention never touched it.
-    let done = d
-        .run_reaching(&slow, "succeeded", Duration::from_secs(20))
-        .await;
-    assert_eq!(done["result"], 2, "{done}");
+    // The slow run finishes normally afterwards: retention never touched it. Once finished it
+    // is past retention itself and may be pruned at the next tick (200 ms), so its success is
+    // read from the run counter, which no pruning changes.
+    let start = std::time::Instant::now();
+    let succeeded = r#"runbookd_runs_total{playbook="slow",status="succeeded"} 1"#;
+    let metrics = loop {
+        let m = d.metrics().await;
+        if m.contains(succeeded) || start.elapsed() > Duration::from_secs(20) {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(metrics.contains(succeeded), "{metrics}");
 }
