@@ -314,3 +314,26 @@ async fn a_real_worker_and_the_simulated_workers_answer_alike() {
         app.release(id).await;
     }
 }
+
+/// Two workers started with one node name (containers sharing a hostname; Celery only warns)
+/// both answer: two alive, neither taken for hung.
+#[tokio::test]
+async fn two_real_workers_with_one_name_are_two_alive() {
+    let app = CeleryApp::new();
+    let _a = app.start_worker("celery@shared-host");
+    let _b = app.start_worker("celery@shared-host");
+    let cfg = runbookd::config::CeleryConfig {
+        broker_url: Some(crate::helpers::redis_url()),
+        queue: app.queue.clone(),
+        control_exchange: app.control_exchange.clone(),
+        ..Default::default()
+    };
+    let r = Celery::new(&cfg, Default::default())
+        .workers()
+        .await
+        .expect("workers");
+    assert_eq!((r.alive, r.unanswered), (2, 0), "{r:?}");
+    assert_eq!(r.workers.len(), 1);
+    assert_eq!(r.workers[0].instances, 2);
+    assert_eq!(r.workers[0].active, Some(0));
+}

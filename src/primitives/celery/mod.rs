@@ -102,12 +102,15 @@ pub struct WorkerReport {
     /// Of those, instances of `[celery] payment_task`.
     pub payments_active: i64,
     pub payments_reserved: i64,
+    /// Workers answering with this node name: more than 1 means duplicate names (their
+    /// counts are added up here).
+    pub instances: i64,
 }
 
 /// `celery::workers()`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WorkersReport {
-    /// Workers that answered.
+    /// Workers that answered (by replies: duplicate node names count each worker).
     pub alive: i64,
     /// Subscribers that heard the broadcast and did not answer in time: a hung or
     /// overloaded worker (its process is connected, its remote control is not served).
@@ -243,11 +246,15 @@ impl Celery {
     }
 }
 
-/// What the replies say. A worker is alive when it answered anything; its task lists are
-/// Celery's request dicts (`id`, `name` or `type`, `args`, `time_start`).
+/// What the replies say. Workers are counted by replies, not by name: two workers started
+/// with one node name (containers sharing a hostname; Celery only warns) each answer, and
+/// must count as two alive, not as one alive and one hung. A name's instances are the most
+/// replies it sent to any one method; its task lists (Celery's request dicts: `id`, `name`
+/// or `type`, `args`, `time_start`) are added up.
 pub fn workers_report(b: &Broadcast, payment_task: &str) -> WorkersReport {
     let mut workers: BTreeMap<String, WorkerReport> = BTreeMap::new();
     let mut tasks: Vec<PaymentTask> = Vec::new();
+    let mut per_method: BTreeMap<(String, String), i64> = BTreeMap::new();
     for r in &b.replies {
         let w = workers
             .entry(r.worker.clone())
@@ -257,7 +264,11 @@ pub fn workers_report(b: &Broadcast, payment_task: &str) -> WorkersReport {
                 reserved: None,
                 payments_active: 0,
                 payments_reserved: 0,
+                instances: 0,
             });
+        *per_method
+            .entry((r.worker.clone(), r.method.clone()))
+            .or_insert(0) += 1;
         let state = match r.method.as_str() {
             "active" => "active",
             "reserved" => "reserved",
@@ -272,12 +283,13 @@ pub fn workers_report(b: &Broadcast, payment_task: &str) -> WorkersReport {
             .filter(|t| task_name(t) == Some(payment_task))
             .collect();
         let n = payments.len() as i64;
+        let len = list.len() as i64;
         if state == "active" {
-            w.active = Some(list.len() as i64);
-            w.payments_active = n;
+            w.active = Some(w.active.unwrap_or(0) + len);
+            w.payments_active += n;
         } else {
-            w.reserved = Some(list.len() as i64);
-            w.payments_reserved = n;
+            w.reserved = Some(w.reserved.unwrap_or(0) + len);
+            w.payments_reserved += n;
         }
         for t in payments {
             tasks.push(PaymentTask {
@@ -292,8 +304,13 @@ pub fn workers_report(b: &Broadcast, payment_task: &str) -> WorkersReport {
             });
         }
     }
+    for ((name, _), n) in per_method {
+        if let Some(w) = workers.get_mut(&name) {
+            w.instances = w.instances.max(n);
+        }
+    }
     let workers: Vec<WorkerReport> = workers.into_values().collect();
-    let alive = workers.len() as i64;
+    let alive = workers.iter().map(|w| w.instances).sum();
     tasks.sort_by(|a, b| {
         (a.state != "active", &a.worker, &a.id).cmp(&(b.state != "active", &b.worker, &b.id))
     });
@@ -377,5 +394,32 @@ mod tests {
             Some("1970-01-01T00:00:01.500Z")
         );
         assert_eq!(r.payment_tasks[1].args, "[\"[redacted]\"]");
+    }
+
+    #[test]
+    fn two_workers_with_one_name_are_two_alive_not_one_hung() {
+        let b = Broadcast {
+            heard_by: 2,
+            replies: vec![
+                reply("ping", "celery@dup", serde_json::json!({"ok": "pong"})),
+                reply("ping", "celery@dup", serde_json::json!({"ok": "pong"})),
+                reply(
+                    "active",
+                    "celery@dup",
+                    serde_json::json!([{"id": "a", "name": "p"}]),
+                ),
+                reply(
+                    "active",
+                    "celery@dup",
+                    serde_json::json!([{"id": "b", "name": "p"}]),
+                ),
+            ],
+        };
+        let r = workers_report(&b, "p");
+        assert_eq!((r.alive, r.unanswered), (2, 0));
+        assert_eq!(r.workers.len(), 1);
+        assert_eq!(r.workers[0].instances, 2);
+        assert_eq!(r.workers[0].active, Some(2));
+        assert_eq!(r.payments_active, 2);
     }
 }
