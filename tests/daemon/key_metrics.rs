@@ -126,10 +126,23 @@ async fn key_metrics_follow_the_app() {
     w.open_breaker(10.0).await;
     // One probe sets the state gauges, then the failures gauge, while a scrape may read in
     // between: wait for the last one written, then the whole probe is visible.
-    let text = wait_sample(&d, "runbookd_breaker_failures{breaker=\"stripe\"}", |v| {
-        v == 5.0
-    })
-    .await;
+    //
+    // The failures gauge keeps its last value when a round cannot read Redis (the state then
+    // says `unknown`), so a scrape showing 5 failures need not show `open`: wait for one
+    // round that read the open breaker whole.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = d.metrics().await;
+        if sample(&text, "runbookd_breaker_failures{breaker=\"stripe\"}") == Some(5.0)
+            && sample(
+                &text,
+                "runbookd_breaker_state{breaker=\"stripe\",state=\"open\"}",
+            ) == Some(1.0)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         sample(
             &text,
