@@ -150,3 +150,28 @@ fn the_old_memory_preset_names_its_replacement() {
     let c = Config::load(Some(&path), env(&[])).expect("store = memory loads");
     assert_eq!(c.breakers["stripe"].store, BreakerStoreKind::Memory);
 }
+
+#[test]
+fn celery_keys_are_checked_and_the_broker_url_is_never_echoed() {
+    let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs));
+    let c = load(&[("RUNBOOKD_CELERY__QUEUES", "[\"payments\", \"celery\"]")])
+        .expect("queues load");
+    assert_eq!(c.celery.payment_queues(), ["payments", "celery"]);
+    assert_eq!(
+        Config::default().celery.payment_queues(),
+        ["celery"],
+        "without queues, the queue tasks are sent to"
+    );
+    let secret = "sentinel://:hunter2@sentinel:26379";
+    let e = load(&[("RUNBOOKD_CELERY__BROKER_URL", secret)]);
+    let e = e.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("celery.broker_url") && e.contains("redis://"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    for (key, value) in [
+        ("RUNBOOKD_CELERY__INSPECT_TIMEOUT", "0s"),
+        ("RUNBOOKD_CELERY__INSPECT_TIMEOUT", "1m"),
+        ("RUNBOOKD_CELERY__CONTROL_EXCHANGE", "has space"),
+    ] {
+        assert!(load(&[(key, value)]).is_err(), "{key}={value} accepted");
+    }
+}
