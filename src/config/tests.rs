@@ -154,8 +154,8 @@ fn the_old_memory_preset_names_its_replacement() {
 #[test]
 fn celery_keys_are_checked_and_the_broker_url_is_never_echoed() {
     let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs));
-    let c = load(&[("RUNBOOKD_CELERY__QUEUES", "[\"payments\", \"celery\"]")])
-        .expect("queues load");
+    let c =
+        load(&[("RUNBOOKD_CELERY__QUEUES", "[\"payments\", \"celery\"]")]).expect("queues load");
     assert_eq!(c.celery.payment_queues(), ["payments", "celery"]);
     assert_eq!(
         Config::default().celery.payment_queues(),
@@ -165,7 +165,10 @@ fn celery_keys_are_checked_and_the_broker_url_is_never_echoed() {
     let secret = "sentinel://:hunter2@sentinel:26379";
     let e = load(&[("RUNBOOKD_CELERY__BROKER_URL", secret)]);
     let e = e.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(e.contains("celery.broker_url") && e.contains("redis://"), "{e}");
+    assert!(
+        e.contains("celery.broker_url") && e.contains("redis://"),
+        "{e}"
+    );
     assert!(!e.contains("hunter2"), "{e}");
     for (key, value) in [
         ("RUNBOOKD_CELERY__INSPECT_TIMEOUT", "0s"),
