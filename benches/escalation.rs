@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use runbookd::{escalation, store::Store};
 use sqlx::Connection;
 
+mod support;
+
 /// Inserts `n` open incidents opened `age_s` ago, straight into the schema (the bench
 /// measures the evaluator, not ingestion).
 async fn seed(url: &str, n: usize, age_s: i64) {
@@ -44,19 +46,6 @@ async fn pass(esc: &escalation::Escalation, store: &Store) -> (Duration, usize) 
     (t.elapsed(), runs.len())
 }
 
-async fn fresh_postgres() -> Option<String> {
-    let admin = std::env::var("RUNBOOKD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-    let name = format!("runbookd_bench_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .ok()?;
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    Some(format!("{base}/{name}"))
-}
-
 #[tokio::main]
 async fn main() {
     sqlx::any::install_default_drivers();
@@ -73,7 +62,7 @@ async fn main() {
             "sqlite",
             format!("sqlite://{}", dir.path().join(format!("s{n}.db")).display()),
         )];
-        if let Some(pg) = fresh_postgres().await {
+        if let Some(pg) = support::fresh_postgres().await {
             stores.push(("postgres", pg));
         }
         for (name, url) in stores {

@@ -61,3 +61,20 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
+
+/// A new, empty PostgreSQL database for one measurement, from the admin URL in
+/// `RUNBOOKD_TEST_POSTGRES_URL` (default: the local server, user `postgres`); `None` when no
+/// server answers there.
+pub async fn fresh_postgres() -> Option<String> {
+    use sqlx::Connection;
+    let admin = std::env::var("RUNBOOKD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+    let name = format!("runbookd_bench_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .ok()?;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    Some(format!("{base}/{name}"))
+}

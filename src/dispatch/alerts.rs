@@ -140,7 +140,6 @@ impl Dispatcher {
         };
         let labels = Value::Object(to_map(&alert.labels));
         let firing = alert.status == AlertStatus::Firing;
-        batch.lock_key(&key).await?;
         // An incident opened by this very alert has no runs yet: no need to ask for them.
         let mut opened_here = false;
         let incident: Option<Incident> = match batch.open_incident_by_key(&key).await? {
@@ -157,17 +156,13 @@ impl Dispatcher {
                 // never meet an age condition.
                 let received = self.inner.store.now();
                 let opened = alert.starts_at_ms().unwrap_or(received).min(received);
-                Some(
-                    batch
-                        .create_incident(
-                            &key,
-                            &format!("alert:{}", alert.name()),
-                            &title,
-                            &labels,
-                            opened,
-                        )
-                        .await?,
-                )
+                Some(batch.create_incident(
+                    &key,
+                    &format!("alert:{}", alert.name()),
+                    &title,
+                    &labels,
+                    opened,
+                ))
             }
             None => None,
         };
@@ -277,6 +272,12 @@ impl Dispatcher {
         jobs: &[IngestJob],
     ) -> Result<Vec<Vec<AlertOutcome>>, DispatchError> {
         let mut batch = self.inner.store.batch().await?;
+        // Every key's lock, open incident and latest runs in a few statements for the batch.
+        let keys: Vec<String> = jobs
+            .iter()
+            .flat_map(|job| job.alerts.iter().map(|a| incident_key(a, &job.cfg)))
+            .collect();
+        batch.load_keys(keys.iter().map(String::as_str)).await?;
         let mut prepared = Vec::new();
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {

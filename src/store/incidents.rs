@@ -81,7 +81,8 @@ pub struct AlertRecord {
     pub outcome: String,
 }
 
-const COLUMNS: &str = "id, incident_key, source, title, labels, status, level, facts, opened_at, \
+pub(super) const COLUMNS: &str =
+    "id, incident_key, source, title, labels, status, level, facts, opened_at, \
                        acked_at, acked_by, resolved_at, resolved_by";
 
 fn json(column: &'static str, text: &str) -> Result<serde_json::Value, StoreError> {
@@ -91,7 +92,7 @@ fn json(column: &'static str, text: &str) -> Result<serde_json::Value, StoreErro
     })
 }
 
-fn incident_from_row(row: &AnyRow) -> Result<Incident, StoreError> {
+pub(super) fn incident_from_row(row: &AnyRow) -> Result<Incident, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(Incident {
         id: row.try_get("id")?,
