@@ -275,87 +275,139 @@ pub enum RunUpdate {
     Finished(Box<RunRecord>),
 }
 
-/// Marks a queued run running, if `owner` still owns it. False: it was taken over.
-async fn mark_running_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
-    e: E,
-    id: &str,
-    owner: &str,
-    attempt: i64,
-    replica: &str,
-    started_at: i64,
-    version: &str,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE runs SET status = 'running', started_at = $1, version = $2, replica = $3 \
-         WHERE id = $4 AND owner = $5 AND attempt = $6 AND status = 'queued'",
-    )
-    .bind(started_at)
-    .bind(version)
-    .bind(replica)
-    .bind(id)
-    .bind(owner)
-    .bind(attempt)
-    .execute(e)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
+/// Runs' changes per statement: 100 finished runs bind 1,100 values.
+const UPDATES_PER_STATEMENT: usize = 100;
 
-/// Writes a run's final state, if its owner still owns it. False: another replica took the
-/// run over (this process lost its lease), and its outcome is not recorded.
-async fn finish_run_on<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
-    e: E,
-    run: &RunRecord,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE runs SET status = $1, started_at = $2, finished_at = $3, logs = $4, \
-         actions = $5, result = $6, error = $7, attempts = $8 \
-         WHERE id = $9 AND owner = $10 AND attempt = $11 AND status IN ('queued', 'running')",
-    )
-    .bind(run.status.as_str())
-    .bind(run.started_at)
-    .bind(run.finished_at)
-    .bind(to_json(&run.logs))
-    .bind(to_json(&run.actions))
-    .bind(run.result.as_ref().map(to_json))
-    .bind(run.error.as_ref().map(to_json))
-    .bind(to_json(&run.attempts))
-    .bind(&run.id)
-    .bind(run.owner.as_deref().unwrap_or(""))
-    .bind(run.attempt)
-    .execute(e)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Inserts queued runs, many rows per statement (one round trip instead of one per run).
-/// The status changes of [`Store::write_run_updates`] in one transaction on `conn`.
+/// The status changes of [`Store::write_run_updates`] in one transaction on `conn`: one
+/// `UPDATE … FROM (VALUES …) RETURNING id` per kind and 100 runs, not one statement per
+/// run (on PostgreSQL each statement is a round trip; runs finishing together used to wait
+/// for one another's). A change applies only while its owner still owns the run at that
+/// attempt and the run is still where the change expects it (`queued` to start, `queued` or
+/// `running` to end): false for it otherwise — another replica took the run over.
 async fn write_updates_on(
     conn: &mut sqlx::AnyConnection,
     updates: &[RunUpdate],
 ) -> Result<Vec<bool>, StoreError> {
-    use sqlx::Connection;
+    use sqlx::{Connection, Row};
     let mut tx = conn.begin().await?;
-    let mut applied = Vec::with_capacity(updates.len());
-    for u in updates {
-        applied.push(match u {
-            RunUpdate::Running {
+    let mut applied_ids = std::collections::HashSet::new();
+    let running: Vec<&RunUpdate> = updates
+        .iter()
+        .filter(|u| matches!(u, RunUpdate::Running { .. }))
+        .collect();
+    let finished: Vec<&RunRecord> = updates
+        .iter()
+        .filter_map(|u| match u {
+            RunUpdate::Finished(run) => Some(&**run),
+            RunUpdate::Running { .. } => None,
+        })
+        .collect();
+    for chunk in running.chunks(UPDATES_PER_STATEMENT) {
+        let sql = format!(
+            "WITH v (id, owner, attempt, replica, started_at, version) AS ({}) \
+             UPDATE runs SET status = 'running', started_at = v.started_at, version = v.version, \
+             replica = v.replica FROM v \
+             WHERE runs.id = v.id AND runs.owner = v.owner AND runs.attempt = v.attempt \
+             AND runs.status = 'queued' RETURNING runs.id",
+            typed_values(chunk.len(), &["", "", "BIGINT", "", "BIGINT", ""])
+        );
+        let mut q = sqlx::query(&sql);
+        for u in chunk {
+            if let RunUpdate::Running {
                 id,
                 owner,
                 attempt,
                 replica,
                 started_at,
                 version,
-            } => {
-                mark_running_on(&mut *tx, id, owner, *attempt, replica, *started_at, version)
-                    .await?
+            } = u
+            {
+                q = q
+                    .bind(id.as_str())
+                    .bind(owner.as_str())
+                    .bind(*attempt)
+                    .bind(replica.as_str())
+                    .bind(*started_at)
+                    .bind(version.as_str());
             }
-            RunUpdate::Finished(run) => finish_run_on(&mut *tx, run).await?,
-        });
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            applied_ids.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    for chunk in finished.chunks(UPDATES_PER_STATEMENT) {
+        let sql = format!(
+            "WITH v (id, owner, attempt, status, started_at, finished_at, logs, actions, result, error, attempts) \
+             AS ({}) \
+             UPDATE runs SET status = v.status, started_at = v.started_at, finished_at = v.finished_at, \
+             logs = v.logs, actions = v.actions, result = v.result, error = v.error, attempts = v.attempts \
+             FROM v WHERE runs.id = v.id AND runs.owner = v.owner AND runs.attempt = v.attempt \
+             AND runs.status IN ('queued', 'running') RETURNING runs.id",
+            typed_values(
+                chunk.len(),
+                &["", "", "BIGINT", "", "BIGINT", "BIGINT", "", "", "TEXT", "TEXT", ""]
+            )
+        );
+        let mut q = sqlx::query(&sql);
+        for run in chunk {
+            q = q
+                .bind(run.id.as_str())
+                .bind(run.owner.as_deref().unwrap_or(""))
+                .bind(run.attempt)
+                .bind(run.status.as_str())
+                .bind(run.started_at)
+                .bind(run.finished_at)
+                .bind(to_json(&run.logs))
+                .bind(to_json(&run.actions))
+                .bind(run.result.as_ref().map(to_json))
+                .bind(run.error.as_ref().map(to_json))
+                .bind(to_json(&run.attempts));
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            applied_ids.insert(row.try_get::<String, _>(0)?);
+        }
     }
     tx.commit().await?;
-    Ok(applied)
+    Ok(updates
+        .iter()
+        .map(|u| {
+            let id = match u {
+                RunUpdate::Running { id, .. } => id,
+                RunUpdate::Finished(run) => &run.id,
+            };
+            applied_ids.contains(id)
+        })
+        .collect())
 }
 
+/// `VALUES ($1, $2, …), (…)` for `rows` rows of `casts.len()` columns; a non-empty cast
+/// types that column in every row (`CAST($n AS BIGINT)`), so that both stores compare and
+/// assign it as the column's type, NULLs included.
+fn typed_values(rows: usize, casts: &[&str]) -> String {
+    let cols = casts.len();
+    let mut sql = String::from("VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for (c, cast) in casts.iter().enumerate() {
+            if c > 0 {
+                sql.push(',');
+            }
+            let n = r * cols + c + 1;
+            if cast.is_empty() {
+                sql.push_str(&format!("${n}"));
+            } else {
+                sql.push_str(&format!("CAST(${n} AS {cast})"));
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Inserts queued runs, many rows per statement (one round trip instead of one per run).
 pub(super) async fn insert_runs_on(
     conn: &mut sqlx::AnyConnection,
     runs: &[RunRecord],
