@@ -23,7 +23,7 @@ const OPEN: i64 = 10_000;
 
 /// `n` rows of a generated series `x` = 0…n-1, as both stores write it.
 fn series(n: i64) -> String {
-    format!("WITH RECURSIVE s(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM s WHERE x < {n} - 1) ")
+    format!("WITH RECURSIVE s(x) AS (SELECT CAST(0 AS BIGINT) UNION ALL SELECT x + 1 FROM s WHERE x < {n} - 1) ")
 }
 
 /// A UUIDv7-shaped id, unique per `(tag, x)`, sorting in `x` order.
@@ -244,7 +244,12 @@ fn report(store: &str, empty: &Figures, loaded: &Figures, esc: (f64, f64)) {
 #[tokio::main]
 async fn main() {
     sqlx::any::install_default_drivers();
-    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dir = tempfile::tempdir().expect("tempdir");
+    // RUNBOOKD_BENCH_KEEP=1 keeps the loaded stores (to read their query plans).
+    if std::env::var_os("RUNBOOKD_BENCH_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        println!("(stores kept in {})", dir.path().display());
+    }
     let esc = escalation::Escalation::load(dir.path().join("none.toml"), Vec::new())
         .expect("the shipped table");
     let mut stores = vec![(
@@ -282,6 +287,11 @@ async fn main() {
                 .execute(&mut conn)
                 .await
                 .expect("analyze");
+            // The load's dirty pages written out now, not during the measurement.
+            sqlx::query("CHECKPOINT")
+                .execute(&mut conn)
+                .await
+                .expect("checkpoint");
         } else {
             sqlx::query("ANALYZE")
                 .execute(&mut conn)

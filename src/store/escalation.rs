@@ -41,14 +41,16 @@ async fn enqueue_in(
 
 impl Store {
     /// Levels fired for every unresolved incident, by incident id: one query per
-    /// evaluator pass, however many incidents are open.
+    /// evaluator pass, however many incidents are open. The unresolved statuses are named
+    /// (not `<> 'resolved'`) so that the incidents come off `incidents_by_status_id`
+    /// instead of a scan of every incident ever opened.
     pub async fn fires_of_unresolved(
         &self,
     ) -> Result<std::collections::HashMap<String, Vec<Fire>>, StoreError> {
         let rows = sqlx::query(
             "SELECT f.incident_id, f.level, f.fired_at, f.last_sent, f.sends \
              FROM escalation_fires f JOIN incidents i ON i.id = f.incident_id \
-             WHERE i.status <> 'resolved' ORDER BY f.fired_at",
+             WHERE i.status IN ('open', 'acknowledged') ORDER BY f.fired_at",
         )
         .fetch_all(&self.writer)
         .await?;

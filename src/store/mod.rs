@@ -154,6 +154,13 @@ fn migrator() -> Migrator {
                 Cow::Borrowed(include_str!("migrations/0010_sessions.sql")),
                 false,
             ),
+            Migration::new(
+                11,
+                Cow::Borrowed("history indexes"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0011_history_indexes.sql")),
+                false,
+            ),
         ]),
         ..Migrator::DEFAULT
     }
