@@ -66,10 +66,13 @@ impl Tuning {
         }
     }
 
-    fn settings(self) -> &'static str {
+    /// `[playbooks]` keys; `RUNBOOKD_BENCH_TUNED` replaces the tuned ones (to try others).
+    fn settings(self) -> String {
         match self {
-            Tuning::Shipped => "",
-            Tuning::Tuned => "queue_capacity = 100000\nmax_concurrent_runs = 64\n",
+            Tuning::Shipped => String::new(),
+            Tuning::Tuned => std::env::var("RUNBOOKD_BENCH_TUNED")
+                .map(|s| s.replace("\\n", "\n") + "\n")
+                .unwrap_or_else(|_| "queue_capacity = 100000\nmax_concurrent_runs = 64\n".into()),
         }
     }
 }
