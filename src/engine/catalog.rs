@@ -461,6 +461,12 @@ pub fn compile(
                         "ran longer than {} s; it must only return the trigger list",
                         LOAD_LIMIT.as_secs()
                     ),
+                    // Which limit a loop meets first depends on how fast the machine is.
+                    EvalAltResult::ErrorTooManyOperations(..) => format!(
+                        "used more than [playbooks] max_operations ({}) operations; it must only \
+                         return the trigger list",
+                        engine.max_operations()
+                    ),
                     _ => strip_position(&inner.to_string(), pos),
                 };
                 fail(pos, format!("triggers(): {message}"))

@@ -196,11 +196,12 @@ async fn a_runaway_triggers_function_is_a_load_error_not_a_hang() {
         "loading did not hang"
     );
     let (_, pb) = d.get("/api/v1/playbooks/spin").await;
+    // Stopped by the load deadline or, on a fast machine, by the operations limit first:
+    // either way a load error that names the limit, not a hang.
+    let message = pb["error"]["message"].as_str().unwrap_or("");
     assert!(
-        pb["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("ran longer than"),
+        message.contains("triggers(): ran longer than 2 s")
+            || message.contains("triggers(): used more than [playbooks] max_operations"),
         "{pb}"
     );
     assert_eq!(d.run_wait("ok", json!({})).await.1["result"], 42);
