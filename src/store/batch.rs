@@ -197,21 +197,7 @@ impl Batch {
         labels: &serde_json::Value,
         opened_at: i64,
     ) -> Incident {
-        let incident = Incident {
-            id: uuid::Uuid::now_v7().to_string(),
-            key: key.to_string(),
-            source: source.to_string(),
-            title: title.to_string(),
-            labels: labels.clone(),
-            status: IncidentStatus::Open,
-            level: None,
-            facts: serde_json::json!({}),
-            opened_at,
-            acked_at: None,
-            acked_by: None,
-            resolved_at: None,
-            resolved_by: None,
-        };
+        let incident = Incident::opened(key, source, title, labels, opened_at);
         self.timeline.push(TimelineLine {
             id: uuid::Uuid::now_v7().to_string(),
             incident_id: incident.id.clone(),

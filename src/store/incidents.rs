@@ -58,6 +58,33 @@ pub struct Incident {
     pub resolved_by: Option<String>,
 }
 
+impl Incident {
+    /// A new incident, open, no level or facts yet, with a fresh time-ordered id.
+    pub(super) fn opened(
+        key: &str,
+        source: &str,
+        title: &str,
+        labels: &serde_json::Value,
+        opened_at: i64,
+    ) -> Incident {
+        Incident {
+            id: uuid::Uuid::now_v7().to_string(),
+            key: key.to_string(),
+            source: source.to_string(),
+            title: title.to_string(),
+            labels: labels.clone(),
+            status: IncidentStatus::Open,
+            level: None,
+            facts: serde_json::json!({}),
+            opened_at,
+            acked_at: None,
+            acked_by: None,
+            resolved_at: None,
+            resolved_by: None,
+        }
+    }
+}
+
 /// One line of an incident's timeline.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TimelineEntry {
@@ -327,7 +354,8 @@ pub(super) async fn create_incident_on(
     labels: &serde_json::Value,
     opened_at: i64,
 ) -> Result<Incident, StoreError> {
-    let id = uuid::Uuid::now_v7().to_string();
+    let incident = Incident::opened(key, source, title, labels, opened_at);
+    let id = incident.id.clone();
     sqlx::query(
         "INSERT INTO incidents (id, incident_key, source, title, labels, status, facts, opened_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, 'open', '{}', $6, $7)",
@@ -351,21 +379,7 @@ pub(super) async fn create_incident_on(
         &serde_json::json!({ "labels": labels }),
     )
     .await?;
-    Ok(Incident {
-        id,
-        key: key.to_string(),
-        source: source.to_string(),
-        title: title.to_string(),
-        labels: labels.clone(),
-        status: IncidentStatus::Open,
-        level: None,
-        facts: serde_json::json!({}),
-        opened_at,
-        acked_at: None,
-        acked_by: None,
-        resolved_at: None,
-        resolved_by: None,
-    })
+    Ok(incident)
 }
 
 pub(super) async fn resolve_incident_on(
