@@ -302,7 +302,7 @@ async fn first_action(store: &str, db: &str) {
 #[tokio::main]
 async fn main() {
     let mut stores = vec![("sqlite", None)];
-    if support::fresh_postgres().await.is_some() {
+    if support::postgres_answers().await {
         stores.push(("postgresql", Some(())));
     } else {
         println!("(PostgreSQL does not answer at RUNBOOKD_TEST_POSTGRES_URL: SQLite only)");

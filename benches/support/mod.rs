@@ -62,6 +62,14 @@ pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Whether PostgreSQL answers at `RUNBOOKD_TEST_POSTGRES_URL` (creates nothing).
+pub async fn postgres_answers() -> bool {
+    use sqlx::Connection;
+    let admin = std::env::var("RUNBOOKD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    sqlx::PgConnection::connect(&admin).await.is_ok()
+}
+
 /// A new, empty PostgreSQL database for one measurement, from the admin URL in
 /// `RUNBOOKD_TEST_POSTGRES_URL` (default: the local server, user `postgres`); `None` when no
 /// server answers there.

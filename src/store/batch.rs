@@ -108,16 +108,13 @@ impl Batch {
             return Ok(());
         }
         if self.backend == super::Backend::Postgres {
-            // The lock calls are evaluated after the sort (PostgreSQL postpones volatile
-            // target-list functions past ORDER BY). At most 256 × 100 keys: within
-            // PostgreSQL's 65,535 bound values.
+            // The lock calls are evaluated over the sorted rows: `EXPLAIN VERBOSE` shows
+            // `pg_advisory_xact_lock` in the scan above the Sort/Unique of the hashes. At most
+            // 256 × 100 keys: within PostgreSQL's 65,535 bound values.
             let sql = format!(
                 "SELECT pg_advisory_xact_lock(h) FROM \
-                 (SELECT DISTINCT hashtext(k)::bigint AS h FROM (VALUES ({})) AS t(k)) AS hashes ORDER BY h",
-                (1..=keys.len())
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join("),(")
+                 (SELECT DISTINCT hashtext(k)::bigint AS h FROM ({}) AS t(k)) AS hashes ORDER BY h",
+                super::insert_values("", 1, keys.len())
             );
             let mut q = sqlx::query(&sql);
             for k in &keys {
@@ -125,7 +122,6 @@ impl Batch {
             }
             q.execute(&mut *self.tx).await?;
         }
-        let mut found: Vec<String> = Vec::new();
         for chunk in keys.chunks(KEYS_PER_LOOKUP) {
             let sql = format!(
                 "SELECT {COLUMNS} FROM incidents WHERE status <> 'resolved' AND incident_key IN ({})",
@@ -150,11 +146,10 @@ impl Batch {
                 }
             }
         }
-        for k in &keys {
-            if let Some(Some(incident)) = self.open.get(*k) {
-                found.push(incident.id.clone());
-            }
-        }
+        let found: Vec<String> = keys
+            .iter()
+            .filter_map(|k| Some(self.open.get(*k)?.as_ref()?.id.clone()))
+            .collect();
         for chunk in found.chunks(KEYS_PER_LOOKUP) {
             let sql = format!(
                 "SELECT incident_id, playbook, status, queued_at FROM (\

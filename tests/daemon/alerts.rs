@@ -492,3 +492,46 @@ async fn a_single_alert_is_not_stuck_behind_huge_notifications() {
         assert_eq!(t.await.expect("task"), 200);
     }
 }
+
+/// One notification that opens an incident and resolves it again (Alertmanager sends such
+/// pairs when an alert flaps inside one group interval): both land in one batch, where the
+/// incident exists only in memory until the commit. It is written resolved, with both
+/// timeline lines, and the next firing opens a new incident.
+#[tokio::test]
+async fn an_incident_opened_and_resolved_in_one_batch_is_stored_resolved() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook(
+        "silent",
+        "fn triggers() { [#{ alert: \"Other\" }] }\nfn run(event) { event.status }\n",
+    );
+    let d = Daemon::start(&ws, &Options::default());
+    let (s, body) = post(
+        &d,
+        &notification(&[("Other", "flap", "firing"), ("Other", "flap", "resolved")]),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let first = body["alerts"][0]["incident"].as_str().expect("incident");
+    assert_eq!(body["alerts"][0]["opened"], true, "{body}");
+    assert_eq!(body["alerts"][1]["incident"], first, "{body}");
+    assert!(
+        body["alerts"][1]["notes"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n == "incident resolved")),
+        "{body}"
+    );
+    let (_, inc) = d.get(&format!("/api/v1/incidents/{first}")).await;
+    assert_eq!(inc["status"], "resolved", "{inc}");
+    assert_eq!(inc["resolved_by"], "alertmanager", "{inc}");
+    let kinds: Vec<&str> = inc["timeline"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|l| l["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        kinds.contains(&"opened") && kinds.contains(&"resolved"),
+        "{inc}"
+    );
+    let (_, again) = post(&d, &notification(&[("Other", "flap", "firing")])).await;
+    assert_eq!(again["alerts"][0]["opened"], true, "{again}");
+    assert_ne!(again["alerts"][0]["incident"], first, "{again}");
+}
