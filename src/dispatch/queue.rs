@@ -41,11 +41,11 @@ pub(super) async fn dispatch_loop(inner: Arc<Inner>, mut waiting: Waiting, done:
         inner.metrics.queued().dec();
         let inner2 = inner.clone();
         inner.runs.spawn(async move {
-            run::run_job(inner2.clone(), job).await;
-            drop(permit);
-            if inner2.backlog.load(Ordering::Acquire) {
-                inner2.claim_wake.notify_one();
-            }
+            let slot = Slot {
+                permit: Some(permit),
+                inner: inner2.clone(),
+            };
+            run::run_job(inner2, job, Some(slot)).await;
         });
     }
     waiting.submitted.close();
@@ -57,6 +57,23 @@ pub(super) async fn dispatch_loop(inner: Arc<Inner>, mut waiting: Waiting, done:
         leave_queued(&inner, job);
     }
     done.notify_one();
+}
+
+/// One of `max_concurrent_runs`, held by a run while it may act. Given back, it wakes the
+/// claimer when unowned runs wait in the store.
+pub(super) struct Slot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    inner: Arc<Inner>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Free first, so the woken claimer counts this slot.
+        drop(self.permit.take());
+        if self.inner.backlog.load(Ordering::Acquire) {
+            self.inner.claim_wake.notify_one();
+        }
+    }
 }
 
 /// A run not started at shutdown stays queued in the store (released with the lease);
@@ -92,7 +109,7 @@ impl Dispatcher {
                 return finished;
             };
             inner.metrics.queued().dec();
-            finished.extend(run::run_job(inner.clone(), job).await);
+            finished.extend(run::run_job(inner.clone(), job, None).await);
         }
     }
 }

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Inner, Job};
+use super::{queue::Slot, Inner, Job};
 use crate::{
     engine::{runner, Playbook},
     store::{Lease, RunError, RunRecord, RunStatus, RunUpdate},
@@ -16,7 +16,16 @@ use crate::{
 /// Runs one job to its end. Returns the final record when this process recorded it (the
 /// inline executor collects them); `None` when the run was not this process's to run or
 /// finish, or went the retry path.
-pub(super) async fn run_job(inner: Arc<Inner>, job: Job) -> Option<RunRecord> {
+///
+/// `slot` is the run's share of `max_concurrent_runs` (the daemon's loop; the inline
+/// executor runs one at a time and has none). It bounds what runs *act* at once — scripts
+/// calling Stripe, Redis, the payments database — so it is given back as soon as the script
+/// has ended, not after its outcome is durable: holding it through the outcome commit kept
+/// each slot idle for a commit's wait (half a slot's time under an alert storm, measured in
+/// docs/performance.md) without protecting anything. The incident's turn is still held
+/// until the outcome is recorded, so the next run of this playbook for this incident reads
+/// it.
+pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> Option<RunRecord> {
     let Job {
         mut record,
         playbook,
@@ -72,6 +81,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job) -> Option<RunRecord> {
     })
     .await;
     inner.metrics.running().dec();
+    drop(slot);
     if matches!(&outcome, Ok(o) if o.error.as_ref().is_some_and(|e| e.reason == crate::store::RunErrorReason::Shutdown))
     {
         // Cancelled: by the shutdown grace period, or because the lease was lost. Either

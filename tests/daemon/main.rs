@@ -32,6 +32,7 @@ mod sandbox;
 mod sim_runs;
 mod simulate;
 mod slack_approvals;
+mod slots;
 mod statuspage;
 mod stripe;
 mod webhook_probe;
