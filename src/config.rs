@@ -374,12 +374,17 @@ pub struct PlaybooksConfig {
     pub max_operations: u64,
     /// Nested function calls.
     pub max_call_depth: usize,
-    /// Longest string a script may build, in bytes.
-    pub max_string_size: usize,
-    /// Largest array a script may build.
-    pub max_array_size: usize,
-    /// Largest object map a script may build.
-    pub max_map_size: usize,
+    /// Memory one script may hold, in bytes (0 = no limit): strings, arrays, maps, BLOBs and
+    /// everything else it allocates, counted by the allocator (see `engine::memory`). A run
+    /// past it ends `failed`, reason `data_too_large`.
+    pub max_run_memory: usize,
+    /// No longer read (Rhai's per-value limits made growing an array quadratic): kept so that
+    /// a configuration setting them still loads; startup warns and names `max_run_memory`.
+    pub max_string_size: Option<usize>,
+    /// No longer read; see `max_string_size`.
+    pub max_array_size: Option<usize>,
+    /// No longer read; see `max_string_size`.
+    pub max_map_size: Option<usize>,
     /// Log lines kept per run; later lines are counted, not stored.
     pub max_log_lines: usize,
     /// Longest log line kept (bytes); longer ones are cut with a marker saying how much.
@@ -400,6 +405,27 @@ pub struct PlaybooksConfig {
     pub settings: BTreeMap<String, toml::Value>,
 }
 
+impl PlaybooksConfig {
+    /// What this section sets that is no longer read, said the way startup logs it.
+    pub fn ignored_keys(&self) -> Vec<String> {
+        [
+            ("max_string_size", self.max_string_size),
+            ("max_array_size", self.max_array_size),
+            ("max_map_size", self.max_map_size),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| {
+            format!(
+                "[playbooks] {k} is no longer read: a script's memory is bounded as a whole by \
+                 max_run_memory ({} bytes)",
+                self.max_run_memory
+            )
+        })
+        .collect()
+    }
+}
+
 impl Default for PlaybooksConfig {
     fn default() -> Self {
         Self {
@@ -411,9 +437,10 @@ impl Default for PlaybooksConfig {
             reload_debounce: Duration::from_millis(100),
             max_operations: 1_000_000_000,
             max_call_depth: 64,
-            max_string_size: 1024 * 1024,
-            max_array_size: 100_000,
-            max_map_size: 100_000,
+            max_run_memory: 64 * 1024 * 1024,
+            max_string_size: None,
+            max_array_size: None,
+            max_map_size: None,
             max_log_lines: 1000,
             max_log_line_bytes: 8 * 1024,
             max_log_bytes: 1024 * 1024,
@@ -509,6 +536,12 @@ pub(crate) fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigE
 
 impl PlaybooksConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_run_memory != 0 && self.max_run_memory < 1024 * 1024 {
+            return Err(bad(
+                "playbooks.max_run_memory",
+                "must be at least 1048576 (1 MiB), or 0 for no limit: the engine itself needs some",
+            ));
+        }
         if self.max_concurrent_runs == 0 {
             return Err(bad("playbooks.max_concurrent_runs", "must be at least 1"));
         }

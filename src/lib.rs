@@ -49,3 +49,8 @@ pub mod web;
 
 #[cfg(test)]
 mod properties;
+
+/// Counts what each thread allocates, so that a script's memory is bounded as a whole
+/// (`engine::memory`).
+#[global_allocator]
+static ALLOCATOR: engine::memory::CountingAllocator = engine::memory::CountingAllocator;

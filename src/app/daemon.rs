@@ -107,6 +107,9 @@ impl Daemon {
         // `stop` is the root: the triggers' loops stop with it; what must outlive it (run
         // shutdown, notification delivery, the HTTP server draining) stops in order after.
         let tasks = TaskTracker::new();
+        for ignored in config.playbooks.ignored_keys() {
+            tracing::warn!("{ignored}");
+        }
         let simulated = world.as_ref().map(|(_, s)| s.title.clone());
         let world_task = world.map(|(w, scenario)| {
             tracing::warn!(title = %scenario.title, "SIMULATED WORLD: every backend is simulated; nothing real is touched");

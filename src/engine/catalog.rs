@@ -457,6 +457,13 @@ pub fn compile(
                 let inner = innermost(&e);
                 let pos = inner.position();
                 let message = match inner {
+                    EvalAltResult::ErrorTerminated(token, _)
+                        if token.to_string() == crate::primitives::TERMINATED_MEMORY =>
+                    {
+                        "held more memory than [playbooks] max_run_memory; it must only \
+                         return the trigger list"
+                            .to_string()
+                    }
                     EvalAltResult::ErrorTerminated(..) => format!(
                         "ran longer than {} s; it must only return the trigger list",
                         LOAD_LIMIT.as_secs()

@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::catalog::{innermost, strip_position, Playbook};
 use crate::{
-    primitives::{RunContext, RunGuard, Services, TERMINATED_SHUTDOWN, TERMINATED_TIMEOUT},
+    primitives::{
+        RunContext, RunGuard, Services, TERMINATED_MEMORY, TERMINATED_SHUTDOWN, TERMINATED_TIMEOUT,
+    },
     store::{LogLine, RunError, RunStatus},
 };
 
@@ -32,6 +34,8 @@ pub struct RecordLimits {
     pub max_log_bytes: usize,
     pub max_actions: usize,
     pub max_result_bytes: usize,
+    /// `[playbooks] max_run_memory`, named in the error of a run that held more.
+    pub max_run_memory: usize,
 }
 
 impl RecordLimits {
@@ -42,6 +46,7 @@ impl RecordLimits {
             max_log_bytes: cfg.max_log_bytes,
             max_actions: cfg.max_actions,
             max_result_bytes: cfg.max_result_bytes,
+            max_run_memory: cfg.max_run_memory,
         }
     }
 }
@@ -144,7 +149,7 @@ pub fn execute(
             ),
         },
         Err(err) => {
-            let (status, error) = classify(&err, spec.timeout);
+            let (status, error) = classify(&err, spec.timeout, spec.limits.max_run_memory);
             (status, None, Some(error))
         }
     };
@@ -196,7 +201,7 @@ fn call_run(
 }
 
 /// Maps a Rhai error to a run status and a user-facing error with the script position.
-fn classify(err: &EvalAltResult, timeout: Duration) -> (RunStatus, RunError) {
+fn classify(err: &EvalAltResult, timeout: Duration, max_memory: usize) -> (RunStatus, RunError) {
     let inner = innermost(err);
     let pos = inner.position();
     let (line, column) = (pos.line(), pos.position());
@@ -209,7 +214,18 @@ fn classify(err: &EvalAltResult, timeout: Duration) -> (RunStatus, RunError) {
     match inner {
         EvalAltResult::ErrorTerminated(token, _) => {
             let token = token.clone().into_string().unwrap_or_default();
-            if token == TERMINATED_SHUTDOWN {
+            if token == TERMINATED_MEMORY {
+                (
+                    RunStatus::Failed,
+                    make(
+                        crate::store::RunErrorReason::DataTooLarge,
+                        format!(
+                            "the script held more memory than [playbooks] max_run_memory ({})",
+                            super::memory::human(max_memory)
+                        ),
+                    ),
+                )
+            } else if token == TERMINATED_SHUTDOWN {
                 (
                     RunStatus::Failed,
                     make(
@@ -242,7 +258,7 @@ fn classify(err: &EvalAltResult, timeout: Duration) -> (RunStatus, RunError) {
             RunStatus::Failed,
             make(
                 crate::store::RunErrorReason::DataTooLarge,
-                format!("{what} exceeds the sandbox limit (playbooks.max_*_size)"),
+                format!("{what} exceeds the sandbox limit"),
             ),
         ),
         EvalAltResult::ErrorStackOverflow(_) => (

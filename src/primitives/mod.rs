@@ -119,6 +119,8 @@ impl Services {
 pub const TERMINATED_TIMEOUT: &str = "timeout";
 /// Shutdown (SIGTERM after the grace period) stopped the run.
 pub const TERMINATED_SHUTDOWN: &str = "shutdown";
+/// The script held more than `[playbooks] max_run_memory`.
+pub const TERMINATED_MEMORY: &str = "memory";
 
 /// Everything a primitive needs to know about the run it serves.
 pub struct RunContext {
@@ -156,14 +158,19 @@ thread_local! {
     static LOAD_DEADLINE: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
 }
 
-/// Bounds script code run while a playbook loads; cleared when dropped.
-pub struct LoadGuard;
+/// Bounds script code run while a playbook loads (deadline and memory); cleared when
+/// dropped.
+pub struct LoadGuard {
+    _memory: crate::engine::memory::Budget,
+}
 
 impl LoadGuard {
     /// Installs a deadline `limit` from now for this thread.
     pub fn install(limit: Duration) -> LoadGuard {
         LOAD_DEADLINE.with(|d| d.set(Some(Instant::now() + limit)));
-        LoadGuard
+        LoadGuard {
+            _memory: crate::engine::memory::Budget::enter(),
+        }
     }
 }
 
@@ -176,6 +183,7 @@ impl Drop for LoadGuard {
 /// Keeps a [`RunContext`] installed on this thread until dropped.
 pub struct RunGuard {
     ctx: Rc<RunContext>,
+    _memory: crate::engine::memory::Budget,
 }
 
 impl RunGuard {
@@ -183,7 +191,10 @@ impl RunGuard {
     pub fn install(ctx: RunContext) -> RunGuard {
         let ctx = Rc::new(ctx);
         CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
-        RunGuard { ctx }
+        RunGuard {
+            ctx,
+            _memory: crate::engine::memory::Budget::enter(),
+        }
     }
 
     /// The installed context (to collect logs and actions after the script returns).

@@ -217,6 +217,19 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The daemon's peak resident memory so far (`VmHWM`), in bytes: the kernel's high-water
+    /// mark, so no spike between two samples is missed.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kib * 1024
+    }
+
     /// Starts `runbookd serve` in `ws` and waits until it listens.
     pub fn start(ws: &Workspace, opts: &Options) -> Daemon {
         Self::try_start(ws, opts).unwrap_or_else(|logs| panic!("daemon did not start:\n{logs}"))

@@ -36,12 +36,18 @@ thread_local! {
 }
 
 /// Keeps a test's context installed on this thread until dropped.
-pub struct TestGuard;
+/// The test in force on this thread; its script's memory counts from here
+/// (`[playbooks] max_run_memory`, as for a run).
+pub struct TestGuard {
+    _memory: crate::engine::memory::Budget,
+}
 
 impl TestGuard {
     pub fn install(ctx: TestContext) -> TestGuard {
         CURRENT.with(|c| *c.borrow_mut() = Some(Rc::new(ctx)));
-        TestGuard
+        TestGuard {
+            _memory: crate::engine::memory::Budget::enter(),
+        }
     }
 }
 
