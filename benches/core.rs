@@ -160,9 +160,46 @@ async fn main() {
         ms(percentile(&reloads, 0.5)),
         ms(*reloads.last().expect("non-empty"))
     );
+
+    // 4. Growing an array in a script (issue #11: quadratic under Rhai's per-value limits).
+    std::fs::write(
+        playbooks.join("grow.rhai"),
+        "fn run(event) { let a = []; for i in 0..event.params.n { a.push(i); } a.len() }\n",
+    )
+    .expect("write");
+    let grow_url = format!(
+        "http://{}/api/v1/playbooks/grow/runs?wait=true",
+        daemon.addr
+    );
+    for n in [40_000, 200_000, 1_000_000] {
+        let t = loop {
+            // The new playbook may still be loading (debounce).
+            let t = Instant::now();
+            let run: serde_json::Value = client
+                .post(&grow_url)
+                .json(&serde_json::json!({ "params": { "n": n } }))
+                .send()
+                .await
+                .expect("run")
+                .json()
+                .await
+                .expect("json");
+            if run["id"].is_string() {
+                assert_eq!(run["status"], "succeeded", "{n} pushes: {run}");
+                assert_eq!(run["result"], n, "{run}");
+                break t.elapsed();
+            }
+            // Not loaded yet: "no playbook named `grow`".
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!(
+            "array growth: {n} pushes in one run (trigger → finished): {}",
+            ms(t)
+        );
+    }
     drop(daemon);
 
-    // 4. Idle RSS with the shipped playbooks.
+    // 5. Idle RSS with the shipped playbooks.
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
     let idle_dir = tempfile::tempdir().expect("tempdir");
     let idle_db = format!("sqlite://{}", idle_dir.path().join("state.db").display());
@@ -175,7 +212,7 @@ async fn main() {
     );
     drop(idle);
 
-    // 5. Start → /healthz answering, on the existing state file.
+    // 6. Start → /healthz answering, on the existing state file.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").port()

@@ -178,3 +178,33 @@ fn celery_keys_are_checked_and_the_broker_url_is_never_echoed() {
         assert!(load(&[(key, value)]).is_err(), "{key}={value} accepted");
     }
 }
+
+#[test]
+fn the_old_size_limits_still_load_but_are_named_as_no_longer_read() {
+    let c = Config::load(
+        None,
+        env(&[
+            ("RUNBOOKD_PLAYBOOKS__MAX_ARRAY_SIZE", "100000"),
+            ("RUNBOOKD_PLAYBOOKS__MAX_RUN_MEMORY", "16777216"),
+        ]),
+    )
+    .expect("loads");
+    assert_eq!(c.playbooks.max_run_memory, 16 << 20);
+    let ignored = c.playbooks.ignored_keys();
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert!(
+        ignored[0].contains("max_array_size is no longer read")
+            && ignored[0].contains("max_run_memory"),
+        "{ignored:?}"
+    );
+    assert!(Config::load(None, env(&[]))
+        .expect("defaults")
+        .playbooks
+        .ignored_keys()
+        .is_empty());
+    let err = Config::load(None, env(&[("RUNBOOKD_PLAYBOOKS__MAX_RUN_MEMORY", "1000")]))
+        .expect_err("too small")
+        .to_string();
+    assert!(err.contains("playbooks.max_run_memory"), "{err}");
+    Config::load(None, env(&[("RUNBOOKD_PLAYBOOKS__MAX_RUN_MEMORY", "0")])).expect("0 = no limit");
+}
