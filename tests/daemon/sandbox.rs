@@ -100,8 +100,9 @@ async fn huge_data_fails_the_run_not_the_daemon() {
 
 /// Rhai's own size limits re-measured a whole array on every push (issue #11): 40,000
 /// pushes took 1.4 s in a release build and 200,000 met the deadline. With the memory
-/// bounded as a whole, growing is linear: 300,000 pushes, and an array of 50,000 maps (~25 MB of the 64 MiB budget),
-/// finish well inside the 30 s deadline (on the old code: `timed_out`).
+/// bounded as a whole, growing is linear: 300,000 pushes, and an array of 50,000 maps
+/// (~25 MB of the 64 MiB budget), finish well inside the 30 s deadline (on the old code:
+/// `data_too_large` past 100,000 elements, or `timed_out`).
 #[tokio::test]
 async fn growing_an_array_is_linear() {
     let ws = Workspace::new(Db::Sqlite).await;
