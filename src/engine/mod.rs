@@ -39,9 +39,9 @@ pub fn build(config: &PlaybooksConfig, playbook_dir: &Path) -> Engine {
     engine.set_max_modules(64);
     // `eval` would run code that no version hash covers.
     engine.disable_symbol("eval");
-    // Checking the clock on every operation would double the cost of tight loops; every 256
-    // operations is still sub-millisecond.
-    // Memory is checked on every operation: one operation can double a string.
+    // Memory is checked on every operation (two thread-local reads): one operation can
+    // double a string. The clock every 256 operations: reading it on every one would double
+    // the cost of tight loops, and 256 are still sub-millisecond.
     engine.on_progress(move |ops| {
         if memory::exceeded(max_memory) {
             Some(rhai::Dynamic::from(primitives::TERMINATED_MEMORY))
