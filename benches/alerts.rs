@@ -11,8 +11,9 @@
 //! runs, 16 at once, info logs) and under the tuned configuration of docs/performance.md.
 //!
 //! **Alert → first action**: the playbook's first primitive, `webhooks::probe()`, reaching a
-//! local HTTP endpoint the bench runs: p50/p99 over 2,000 sequential alerts (POST sent →
-//! probe received), then actions/s with 16 concurrent senders and how many were lost.
+//! local HTTP endpoint the bench runs, under both configurations: p50/p99 over 2,000
+//! sequential alerts (POST sent → probe received), then actions/s with 16 concurrent senders
+//! and how many were lost.
 //!
 //! Both slow the escalation evaluator to once an hour, so that it does not escalate the
 //! tens of thousands of incidents this opens while ingestion is measured.
@@ -246,9 +247,9 @@ async fn endpoint() -> (String, mpsc::UnboundedReceiver<Instant>) {
     (format!("http://{addr}/webhook"), rx)
 }
 
-async fn first_action(store: &str, db: &str) {
+async fn first_action(store: &str, db: &str, tuning: Tuning) {
     let (url, mut arrivals) = endpoint().await;
-    let bench = Arc::new(Bench::start(db, Tuning::Shipped, &url));
+    let bench = Arc::new(Bench::start(db, tuning, &url));
     let n = 2000;
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
@@ -290,7 +291,8 @@ async fn first_action(store: &str, db: &str) {
         }
     }
     println!(
-        "{store:<10} {:>8.2} {:>8.2} {:>8.2} {:>11.0} {:>6}",
+        "{store:<10} {:<16} {:>8.2} {:>8.2} {:>8.2} {:>11.0} {:>6}",
+        tuning.name(),
         ms(&lat, 0.5),
         ms(&lat, 0.99),
         ms(&lat, 1.0),
@@ -326,14 +328,16 @@ async fn main() {
         }
     }
     println!(
-        "\nrunbookd alert → first action (webhooks::probe reaching a local endpoint), shipped defaults: \
+        "\nrunbookd alert → first action (webhooks::probe reaching a local endpoint): \
          2,000 sequential alerts, then 4,000 from 16 concurrent senders"
     );
     println!(
-        "{:<10} {:>8} {:>8} {:>8} {:>11} {:>6}",
-        "store", "p50 ms", "p99 ms", "max ms", "actions/s", "lost"
+        "{:<10} {:<16} {:>8} {:>8} {:>8} {:>11} {:>6}",
+        "store", "configuration", "p50 ms", "p99 ms", "max ms", "actions/s", "lost"
     );
-    for (store, pg) in &stores {
-        first_action(store, &db(*pg).await).await;
+    for tuning in [Tuning::Shipped, Tuning::Tuned] {
+        for (store, pg) in &stores {
+            first_action(store, &db(*pg).await, tuning).await;
+        }
     }
 }
