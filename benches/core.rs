@@ -172,8 +172,11 @@ async fn main() {
         daemon.addr
     );
     for n in [40_000, 200_000, 1_000_000] {
+        let mut tries = 0;
         let t = loop {
             // The new playbook may still be loading (debounce).
+            tries += 1;
+            assert!(tries < 200, "the grow playbook never loaded");
             let t = Instant::now();
             let run: serde_json::Value = client
                 .post(&grow_url)

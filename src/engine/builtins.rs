@@ -57,8 +57,11 @@ fn footprint(value: &Dynamic) -> usize {
     if let Some(array) = value.read_lock::<Array>() {
         array.iter().map(footprint).sum::<usize>() + slot
     } else if let Some(map) = value.read_lock::<Map>() {
-        // A map entry: its key (shared like a string) and value, plus the tree's share.
-        map.values().map(|v| footprint(v) + 2 * slot).sum::<usize>() + slot
+        // Each entry: its key (an inline string of 24 bytes) and its value; a non-empty map
+        // holds at least one B-tree leaf of eleven entries (~500 bytes: 100,000 one-entry
+        // maps fit a 64 MiB budget, 200,000 did not).
+        let leaf = if map.is_empty() { 0 } else { 512 };
+        map.values().map(|v| footprint(v) + 24).sum::<usize>() + leaf + slot
     } else if let Some(blob) = value.read_lock::<Blob>() {
         blob.len() + slot
     } else {
@@ -187,6 +190,7 @@ mod tests {
             "let b = blob(); b.pad(1 << 40, 0)",
             "let a = []; a.pad(1 << 40, 0)",
             "let a = []; a.pad(10_000, blob(1000))",
+            "let a = []; a.pad(10_000, #{ id: 1 })",
             r#"let t = ""; t.pad(1 << 40, 'x')"#,
             r#"let t = ""; t.pad(1 << 40, "xy")"#,
         ] {

@@ -81,8 +81,13 @@ async fn huge_data_fails_the_run_not_the_daemon() {
         "huge_pad",
         "fn run(event) { let a = []; a.pad(10_000_000_000, [1, 2, 3]); a.len() }\n",
     );
+    // A refused allocation cannot be caught and retried around: the run ends.
+    ws.write_playbook(
+        "catch_blob",
+        "fn run(event) { try { blob(1_000_000_000_000) } catch (e) { \"caught\" } }\n",
+    );
     let d = Daemon::start(&ws, &Options::default());
-    for playbook in ["grow", "huge_blob", "huge_pad"] {
+    for playbook in ["grow", "huge_blob", "huge_pad", "catch_blob"] {
         let (_, run) = d.run_wait(playbook, json!({})).await;
         assert_eq!(run["status"], "failed", "{playbook}: {run}");
         assert_eq!(
@@ -232,6 +237,10 @@ async fn a_runaway_triggers_function_is_a_load_error_not_a_hang() {
     let ws = Workspace::new(Db::Sqlite).await;
     ws.write_playbook("ok", "fn run(event) { 42 }\n");
     ws.write_playbook("spin", "fn triggers() { loop { } }\nfn run(event) { 1 }\n");
+    ws.write_playbook(
+        "hoard",
+        "fn triggers() { let s = \"x\"; loop { s += s; } }\nfn run(event) { 1 }\n",
+    );
     let started = std::time::Instant::now();
     let d = Daemon::start(&ws, &Options::default());
     assert!(
@@ -245,6 +254,13 @@ async fn a_runaway_triggers_function_is_a_load_error_not_a_hang() {
     assert!(
         message.contains("triggers(): ran longer than 2 s")
             || message.contains("triggers(): used more than [playbooks] max_operations"),
+        "{pb}"
+    );
+    // Memory at load is bounded like a run's.
+    let (_, pb) = d.get("/api/v1/playbooks/hoard").await;
+    let message = pb["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("triggers(): held more memory than [playbooks] max_run_memory"),
         "{pb}"
     );
     assert_eq!(d.run_wait("ok", json!({})).await.1["result"], 42);
