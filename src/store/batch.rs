@@ -10,18 +10,20 @@
 //! round trip to the server: a new alert used to cost four in sequence (lock, lookup, insert,
 //! timeline line); now a batch costs about six whatever its size.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use std::collections::{HashMap, HashSet};
 
 use super::{
     incidents::{
-        alerts_insert, incident_from_row, last_incident_run_on, resolve_incident_on, COLUMNS,
+        incident_from_row, last_incident_run_on, record_alerts_on, resolve_incident_on, COLUMNS,
     },
-    json_rows::{self, Col, Insert},
-    runs::runs_insert,
-    AlertRecord, Backend, Incident, IncidentStatus, RunRecord, Store, StoreError,
+    runs::insert_runs_on,
+    AlertRecord, Incident, IncidentStatus, RunRecord, Store, StoreError,
 };
+
+/// Keys (or incident ids) per lookup statement: well under SQLite's 32,766 bound values.
+const KEYS_PER_LOOKUP: usize = 500;
 
 /// A timeline line written at commit.
 struct TimelineLine {
@@ -37,7 +39,7 @@ struct TimelineLine {
 pub struct Batch {
     tx: Transaction<'static, Any>,
     now: i64,
-    backend: Backend,
+    backend: super::Backend,
     /// Runs and alert rows are written at commit, many per statement; until then the
     /// batch answers for them itself.
     runs: Vec<RunRecord>,
@@ -74,6 +76,14 @@ impl Store {
     }
 }
 
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Batch {
     /// Locks every key in `keys` until the batch ends and reads what the batch needs to know
     /// about them: the unresolved incident of each and the latest run of each of those
@@ -97,67 +107,69 @@ impl Batch {
         if keys.is_empty() {
             return Ok(());
         }
-        let key_list = serde_json::json!(keys).to_string();
-        if self.backend == Backend::Postgres {
+        if self.backend == super::Backend::Postgres {
             // The lock calls are evaluated over the sorted rows: `EXPLAIN VERBOSE` shows
-            // `pg_advisory_xact_lock` in the scan above the Sort/Unique of the hashes.
+            // `pg_advisory_xact_lock` in the scan above the Sort/Unique of the hashes. At most
+            // 256 × 100 keys: within PostgreSQL's 65,535 bound values.
             let sql = format!(
                 "SELECT pg_advisory_xact_lock(h) FROM \
-                 (SELECT DISTINCT hashtext(value)::bigint AS h FROM ({}) AS t) AS hashes ORDER BY h",
-                json_rows::texts(self.backend, 1)
+                 (SELECT DISTINCT hashtext(k)::bigint AS h FROM ({}) AS t(k)) AS hashes ORDER BY h",
+                super::insert_values("", 1, keys.len())
             );
-            sqlx::query(&sql)
-                .bind(key_list.as_str())
-                .execute(&mut *self.tx)
-                .await?;
+            let mut q = sqlx::query(&sql);
+            for k in &keys {
+                q = q.bind(*k);
+            }
+            q.execute(&mut *self.tx).await?;
         }
-        let sql = format!(
-            "SELECT {COLUMNS} FROM incidents WHERE status <> 'resolved' AND incident_key IN ({})",
-            json_rows::texts(self.backend, 1)
-        );
-        for k in &keys {
-            self.open.insert((*k).to_string(), None);
-        }
-        for row in sqlx::query(&sql)
-            .bind(key_list)
-            .fetch_all(&mut *self.tx)
-            .await?
-        {
-            let incident = incident_from_row(&row)?;
-            // The newest unresolved one, as `open_incident_by_key` answers.
-            let slot = self.open.entry(incident.key.clone()).or_insert(None);
-            let newer = slot
-                .as_ref()
-                .is_none_or(|held| (incident.opened_at, &incident.id) > (held.opened_at, &held.id));
-            if newer {
-                *slot = Some(incident);
+        for chunk in keys.chunks(KEYS_PER_LOOKUP) {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM incidents WHERE status <> 'resolved' AND incident_key IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for k in chunk {
+                q = q.bind(*k);
+            }
+            for k in chunk {
+                self.open.insert((*k).to_string(), None);
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                let incident = incident_from_row(&row)?;
+                // The newest unresolved one, as `open_incident_by_key` answers.
+                let slot = self.open.entry(incident.key.clone()).or_insert(None);
+                let newer = slot.as_ref().is_none_or(|held| {
+                    (incident.opened_at, &incident.id) > (held.opened_at, &held.id)
+                });
+                if newer {
+                    *slot = Some(incident);
+                }
             }
         }
         let found: Vec<String> = keys
             .iter()
             .filter_map(|k| Some(self.open.get(*k)?.as_ref()?.id.clone()))
             .collect();
-        if found.is_empty() {
-            return Ok(());
-        }
-        let sql = format!(
-            "SELECT incident_id, playbook, status, queued_at FROM (\
-             SELECT incident_id, playbook, status, queued_at, ROW_NUMBER() OVER \
-             (PARTITION BY incident_id, playbook ORDER BY queued_at DESC, id DESC) AS newest \
-             FROM runs WHERE incident_id IN ({})) AS latest WHERE newest = 1",
-            json_rows::texts(self.backend, 1)
-        );
-        for row in sqlx::query(&sql)
-            .bind(serde_json::json!(found).to_string())
-            .fetch_all(&mut *self.tx)
-            .await?
-        {
-            self.last_runs.insert(
-                (row.try_get("incident_id")?, row.try_get("playbook")?),
-                (row.try_get("status")?, row.try_get("queued_at")?),
+        for chunk in found.chunks(KEYS_PER_LOOKUP) {
+            let sql = format!(
+                "SELECT incident_id, playbook, status, queued_at FROM (\
+                 SELECT incident_id, playbook, status, queued_at, ROW_NUMBER() OVER \
+                 (PARTITION BY incident_id, playbook ORDER BY queued_at DESC, id DESC) AS newest \
+                 FROM runs WHERE incident_id IN ({})) AS latest WHERE newest = 1",
+                placeholders(1, chunk.len())
             );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                self.last_runs.insert(
+                    (row.try_get("incident_id")?, row.try_get("playbook")?),
+                    (row.try_get("status")?, row.try_get("queued_at")?),
+                );
+            }
+            self.runs_read.extend(chunk.iter().cloned());
         }
-        self.runs_read.extend(found);
         Ok(())
     }
 
@@ -264,80 +276,72 @@ impl Batch {
     /// Writes the incidents, timeline lines, runs and alert rows, then makes every write of
     /// the batch durable at once.
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        let inserts = vec![
-            incidents_insert(self.now, &self.opened),
-            timeline_insert(self.now, &self.timeline),
-            runs_insert(&self.runs),
-            alerts_insert(self.now, &self.alerts),
-        ];
-        json_rows::insert_all(&mut self.tx, self.backend, inserts).await?;
+        insert_incidents_on(&mut self.tx, self.now, &self.opened).await?;
+        insert_timeline_on(&mut self.tx, self.now, &self.timeline).await?;
+        insert_runs_on(&mut self.tx, &self.runs).await?;
+        record_alerts_on(&mut self.tx, self.now, &self.alerts).await?;
         self.tx.commit().await?;
         Ok(())
     }
 }
 
-const INCIDENT_COLUMNS: &[(&str, Col)] = &[
-    ("id", Col::Text),
-    ("incident_key", Col::Text),
-    ("source", Col::Text),
-    ("title", Col::Text),
-    ("labels", Col::Text),
-    ("status", Col::Text),
-    ("facts", Col::Text),
-    ("opened_at", Col::Int),
-    ("resolved_at", Col::Int),
-    ("resolved_by", Col::Text),
-    ("updated_at", Col::Int),
-];
-
-fn incidents_insert(now: i64, incidents: &[Incident]) -> Insert {
-    let rows = incidents
-        .iter()
-        .map(|i| {
-            serde_json::json!([
-                i.id,
-                i.key,
-                i.source,
-                i.title,
-                i.labels.to_string(),
-                i.status.as_str(),
-                i.facts.to_string(),
-                i.opened_at,
-                i.resolved_at,
-                i.resolved_by,
-                now
-            ])
-        })
-        .collect();
-    Insert::new("incidents", INCIDENT_COLUMNS, rows)
+async fn insert_incidents_on(
+    conn: &mut AnyConnection,
+    now: i64,
+    incidents: &[Incident],
+) -> Result<(), StoreError> {
+    for chunk in incidents.chunks(super::ROWS_PER_INSERT) {
+        let sql = super::insert_values(
+            "INSERT INTO incidents (id, incident_key, source, title, labels, status, facts, opened_at, \
+             resolved_at, resolved_by, updated_at)",
+            11,
+            chunk.len(),
+        );
+        let mut q = sqlx::query(&sql);
+        for i in chunk {
+            q = q
+                .bind(&i.id)
+                .bind(&i.key)
+                .bind(&i.source)
+                .bind(&i.title)
+                .bind(i.labels.to_string())
+                .bind(i.status.as_str())
+                .bind(i.facts.to_string())
+                .bind(i.opened_at)
+                .bind(i.resolved_at)
+                .bind(i.resolved_by.clone())
+                .bind(now);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
-const TIMELINE_COLUMNS: &[(&str, Col)] = &[
-    ("id", Col::Text),
-    ("incident_id", Col::Text),
-    ("at", Col::Int),
-    ("kind", Col::Text),
-    ("actor", Col::Text),
-    ("message", Col::Text),
-    ("details", Col::Text),
-];
-
-fn timeline_insert(now: i64, lines: &[TimelineLine]) -> Insert {
-    let rows = lines
-        .iter()
-        .map(|l| {
-            serde_json::json!([
-                l.id,
-                l.incident_id,
-                now,
-                l.kind,
-                l.actor,
-                l.message,
-                l.details.to_string()
-            ])
-        })
-        .collect();
-    Insert::new("incident_timeline", TIMELINE_COLUMNS, rows)
+async fn insert_timeline_on(
+    conn: &mut AnyConnection,
+    now: i64,
+    lines: &[TimelineLine],
+) -> Result<(), StoreError> {
+    for chunk in lines.chunks(super::ROWS_PER_INSERT) {
+        let sql = super::insert_values(
+            "INSERT INTO incident_timeline (id, incident_id, at, kind, actor, message, details)",
+            7,
+            chunk.len(),
+        );
+        let mut q = sqlx::query(&sql);
+        for l in chunk {
+            q = q
+                .bind(&l.id)
+                .bind(&l.incident_id)
+                .bind(now)
+                .bind(l.kind)
+                .bind(&l.actor)
+                .bind(&l.message)
+                .bind(l.details.to_string());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

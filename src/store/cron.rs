@@ -81,7 +81,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        super::runs::insert_runs_on(&mut tx, self.backend, runs).await?;
+        super::runs::insert_runs_on(&mut tx, runs).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -119,7 +119,7 @@ impl Store {
         }
         super::incidents::raise_level_on(&mut *tx, now, incident_id, level, at_or_above).await?;
         if !runs.is_empty() {
-            super::runs::insert_runs_on(&mut tx, self.backend, runs).await?;
+            super::runs::insert_runs_on(&mut tx, runs).await?;
         }
         sqlx::query(
             "INSERT INTO incident_timeline (id, incident_id, at, kind, actor, message, details) VALUES ($1, $2, $3, 'paged', 'escalation', $4, $5)",

@@ -3,10 +3,7 @@
 use serde::Serialize;
 use sqlx::{any::AnyRow, Any, AnyConnection, Executor, Row};
 
-use super::{
-    json_rows::{Col, Insert},
-    ms_to_rfc3339, ser_ms, ser_ms_opt, Store, StoreError,
-};
+use super::{ms_to_rfc3339, ser_ms, ser_ms_opt, Store, StoreError};
 
 /// Where an incident is. Only forward: open → acknowledged → resolved (or open → resolved).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -441,39 +438,35 @@ pub(super) async fn add_timeline_on<'c, E: Executor<'c, Database = Any>>(
     Ok(())
 }
 
-const ALERT_COLUMNS: &[(&str, Col)] = &[
-    ("id", Col::Text),
-    ("received_at", Col::Int),
-    ("alertname", Col::Text),
-    ("fingerprint", Col::Text),
-    ("status", Col::Text),
-    ("starts_at", Col::Text),
-    ("labels", Col::Text),
-    ("annotations", Col::Text),
-    ("incident_id", Col::Text),
-    ("outcome", Col::Text),
-];
-
-/// The alert rows of received alerts and their outcomes.
-pub(super) fn alerts_insert(now: i64, alerts: &[AlertRecord]) -> Insert {
-    let rows = alerts
-        .iter()
-        .map(|a| {
-            serde_json::json!([
-                uuid::Uuid::now_v7().to_string(),
-                now,
-                a.alertname,
-                a.fingerprint,
-                a.status,
-                a.starts_at,
-                a.labels.to_string(),
-                a.annotations.to_string(),
-                a.incident_id,
-                a.outcome
-            ])
-        })
-        .collect();
-    Insert::new("alerts", ALERT_COLUMNS, rows)
+/// Records received alerts and their outcomes, many rows per statement.
+pub(super) async fn record_alerts_on(
+    conn: &mut AnyConnection,
+    now: i64,
+    alerts: &[AlertRecord],
+) -> Result<(), StoreError> {
+    for chunk in alerts.chunks(super::ROWS_PER_INSERT) {
+        let sql = super::insert_values(
+            "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome)",
+            10,
+            chunk.len(),
+        );
+        let mut q = sqlx::query(&sql);
+        for a in chunk {
+            q = q
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(now)
+                .bind(&a.alertname)
+                .bind(&a.fingerprint)
+                .bind(&a.status)
+                .bind(&a.starts_at)
+                .bind(a.labels.to_string())
+                .bind(a.annotations.to_string())
+                .bind(a.incident_id.clone())
+                .bind(&a.outcome);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 pub(super) async fn last_incident_run_on<'c, E: Executor<'c, Database = Any>>(

@@ -13,7 +13,6 @@ mod budgets;
 mod cron;
 mod escalation;
 mod incidents;
-mod json_rows;
 mod leases;
 mod outbox;
 pub mod retention;
@@ -338,6 +337,30 @@ fn sqlite_pool(size: u32, sync: crate::config::SqliteSynchronous, memory: bool) 
         })
 }
 
+/// `INSERT INTO … VALUES ($1,…,$cols),($cols+1,…),…` for `rows` rows: one statement (one
+/// round trip) for many rows, with placeholders both engines read.
+fn insert_values(head: &str, cols: usize, rows: usize) -> String {
+    let mut sql = String::from(head);
+    sql.push_str(" VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for c in 1..=cols {
+            if c > 1 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", r * cols + c));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Rows per multi-row insert (keeps placeholders well under SQLite's limit).
+const ROWS_PER_INSERT: usize = 100;
+
 /// Milliseconds since the Unix epoch, the store's time unit.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -380,6 +403,14 @@ mod tests {
         assert_eq!(
             super::sqlite_file("sqlite:file:x?mode=memory&cache=shared"),
             None
+        );
+    }
+
+    #[test]
+    fn multi_row_inserts_number_placeholders_row_by_row() {
+        assert_eq!(
+            super::insert_values("INSERT INTO t (a, b)", 2, 3),
+            "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4),($5,$6)"
         );
     }
 }

@@ -3,10 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
-use super::{
-    json_rows::{self, Col, Insert},
-    ms_to_rfc3339, ser_ms, ser_ms_opt, Store, StoreError,
-};
+use super::{ms_to_rfc3339, ser_ms, ser_ms_opt, Store, StoreError};
 
 /// Where a run is in its life. Final: `succeeded`, `failed`, `timed_out`, `skipped`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,126 +275,99 @@ pub enum RunUpdate {
     Finished(Box<RunRecord>),
 }
 
-const RUNNING_COLUMNS: &[(&str, Col)] = &[
-    ("id", Col::Text),
-    ("owner", Col::Text),
-    ("attempt", Col::Int),
-    ("replica", Col::Text),
-    ("started_at", Col::Int),
-    ("version", Col::Text),
-];
-
-const FINISHED_COLUMNS: &[(&str, Col)] = &[
-    ("id", Col::Text),
-    ("owner", Col::Text),
-    ("attempt", Col::Int),
-    ("status", Col::Text),
-    ("started_at", Col::Int),
-    ("finished_at", Col::Int),
-    ("logs", Col::Text),
-    ("actions", Col::Text),
-    ("result", Col::Text),
-    ("error", Col::Text),
-    ("attempts", Col::Text),
-];
+/// Runs' changes per statement: 100 finished runs bind 1,100 values.
+const UPDATES_PER_STATEMENT: usize = 100;
 
 /// The status changes of [`Store::write_run_updates`] in one transaction on `conn`: one
-/// `UPDATE … FROM (rows) RETURNING id` per kind, whatever the number of runs, not one
-/// statement per run. On PostgreSQL, where each statement is a round trip, both kinds are
-/// one statement committed by itself: one round trip in all where a transaction of two
-/// statements took four. The rows travel as JSON parameters, so the statement's text, and
-/// its prepared statement, are the same for every batch (see `json_rows`). A change
-/// applies only while its owner still owns the run at that attempt and the run is still where
-/// the change expects it (`queued` to start, `queued` or `running` to end): false for it
-/// otherwise — another replica took the run over.
+/// `UPDATE … FROM (VALUES …) RETURNING id` per kind and 100 runs, not one statement per
+/// run (on PostgreSQL each statement is a round trip; runs finishing together used to wait
+/// for one another's). A change applies only while its owner still owns the run at that
+/// attempt and the run is still where the change expects it (`queued` to start, `queued` or
+/// `running` to end): false for it otherwise — another replica took the run over.
 async fn write_updates_on(
     conn: &mut sqlx::AnyConnection,
-    backend: super::Backend,
     updates: &[RunUpdate],
 ) -> Result<Vec<bool>, StoreError> {
     use sqlx::{Connection, Row};
-    let running: Vec<serde_json::Value> = updates
+    let mut tx = conn.begin().await?;
+    let mut applied_ids = std::collections::HashSet::new();
+    let running: Vec<&RunUpdate> = updates
+        .iter()
+        .filter(|u| matches!(u, RunUpdate::Running { .. }))
+        .collect();
+    let finished: Vec<&RunRecord> = updates
         .iter()
         .filter_map(|u| match u {
-            RunUpdate::Running {
+            RunUpdate::Finished(run) => Some(&**run),
+            RunUpdate::Running { .. } => None,
+        })
+        .collect();
+    for chunk in running.chunks(UPDATES_PER_STATEMENT) {
+        let sql = format!(
+            "WITH v (id, owner, attempt, replica, started_at, version) AS ({}) \
+             UPDATE runs SET status = 'running', started_at = v.started_at, version = v.version, \
+             replica = v.replica FROM v \
+             WHERE runs.id = v.id AND runs.owner = v.owner AND runs.attempt = v.attempt \
+             AND runs.status = 'queued' RETURNING runs.id",
+            typed_values(chunk.len(), &["", "", "BIGINT", "", "BIGINT", ""])
+        );
+        let mut q = sqlx::query(&sql);
+        for u in chunk {
+            if let RunUpdate::Running {
                 id,
                 owner,
                 attempt,
                 replica,
                 started_at,
                 version,
-            } => Some(serde_json::json!([
-                id, owner, attempt, replica, started_at, version
-            ])),
-            RunUpdate::Finished(_) => None,
-        })
-        .collect();
-    let finished: Vec<serde_json::Value> = updates
-        .iter()
-        .filter_map(|u| match u {
-            RunUpdate::Finished(run) => Some(serde_json::json!([
-                run.id,
-                run.owner.as_deref().unwrap_or(""),
-                run.attempt,
-                run.status.as_str(),
-                run.started_at,
-                run.finished_at,
-                to_json(&run.logs),
-                to_json(&run.actions),
-                run.result.as_ref().map(to_json),
-                run.error.as_ref().map(to_json),
-                to_json(&run.attempts)
-            ])),
-            RunUpdate::Running { .. } => None,
-        })
-        .collect();
-    let start = format!(
-        "UPDATE runs SET status = 'running', started_at = v.started_at, version = v.version, \
-         replica = v.replica FROM {} \
-         WHERE runs.id = v.id AND runs.owner = v.owner AND runs.attempt = v.attempt \
-         AND runs.status = 'queued' RETURNING runs.id",
-        json_rows::rows(backend, 1, RUNNING_COLUMNS)
-    );
-    let end = |param| {
-        format!(
-            "UPDATE runs SET status = v.status, started_at = v.started_at, finished_at = v.finished_at, \
-             logs = v.logs, actions = v.actions, result = v.result, error = v.error, attempts = v.attempts \
-             FROM {} WHERE runs.id = v.id AND runs.owner = v.owner AND runs.attempt = v.attempt \
-             AND runs.status IN ('queued', 'running') RETURNING runs.id",
-            json_rows::rows(backend, param, FINISHED_COLUMNS)
-        )
-    };
-    let mut applied_ids = std::collections::HashSet::new();
-    if backend == super::Backend::Postgres {
-        // One statement, committed on its own: one round trip for the whole batch. A run
-        // never has both changes in one batch (it waits for "running" to be durable before
-        // its script starts), so the two parts never touch the same row.
-        let sql = format!(
-            "WITH started AS ({start}), ended AS ({}) \
-             SELECT id FROM started UNION ALL SELECT id FROM ended",
-            end(2)
-        );
-        for row in sqlx::query(&sql)
-            .bind(serde_json::Value::Array(running).to_string())
-            .bind(serde_json::Value::Array(finished).to_string())
-            .fetch_all(&mut *conn)
-            .await?
-        {
+            } = u
+            {
+                q = q
+                    .bind(id.as_str())
+                    .bind(owner.as_str())
+                    .bind(*attempt)
+                    .bind(replica.as_str())
+                    .bind(*started_at)
+                    .bind(version.as_str());
+            }
+        }
+        for row in q.fetch_all(&mut *tx).await? {
             applied_ids.insert(row.try_get::<String, _>(0)?);
         }
-    } else {
-        let mut tx = conn.begin().await?;
-        for (sql, rows) in [(start, running), (end(1), finished)] {
-            if rows.is_empty() {
-                continue;
-            }
-            let rows = serde_json::Value::Array(rows).to_string();
-            for row in sqlx::query(&sql).bind(rows).fetch_all(&mut *tx).await? {
-                applied_ids.insert(row.try_get::<String, _>(0)?);
-            }
-        }
-        tx.commit().await?;
     }
+    for chunk in finished.chunks(UPDATES_PER_STATEMENT) {
+        let sql = format!(
+            "WITH v (id, owner, attempt, status, started_at, finished_at, logs, actions, result, error, attempts) \
+             AS ({}) \
+             UPDATE runs SET status = v.status, started_at = v.started_at, finished_at = v.finished_at, \
+             logs = v.logs, actions = v.actions, result = v.result, error = v.error, attempts = v.attempts \
+             FROM v WHERE runs.id = v.id AND runs.owner = v.owner AND runs.attempt = v.attempt \
+             AND runs.status IN ('queued', 'running') RETURNING runs.id",
+            typed_values(
+                chunk.len(),
+                &["", "", "BIGINT", "", "BIGINT", "BIGINT", "", "", "TEXT", "TEXT", ""]
+            )
+        );
+        let mut q = sqlx::query(&sql);
+        for run in chunk {
+            q = q
+                .bind(run.id.as_str())
+                .bind(run.owner.as_deref().unwrap_or(""))
+                .bind(run.attempt)
+                .bind(run.status.as_str())
+                .bind(run.started_at)
+                .bind(run.finished_at)
+                .bind(to_json(&run.logs))
+                .bind(to_json(&run.actions))
+                .bind(run.result.as_ref().map(to_json))
+                .bind(run.error.as_ref().map(to_json))
+                .bind(to_json(&run.attempts));
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            applied_ids.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    tx.commit().await?;
     Ok(updates
         .iter()
         .map(|u| {
@@ -410,49 +380,61 @@ async fn write_updates_on(
         .collect())
 }
 
-const RUN_INSERT_COLUMNS: &[(&str, Col)] = &[
-    ("id", Col::Text),
-    ("playbook", Col::Text),
-    ("version", Col::Text),
-    ("trigger", Col::Text),
-    ("event", Col::Text),
-    ("dry_run", Col::Int),
-    ("status", Col::Text),
-    ("queued_at", Col::Int),
-    ("incident_id", Col::Text),
-    ("owner", Col::Text),
-];
-
-/// Queued runs' rows.
-pub(super) fn runs_insert(runs: &[RunRecord]) -> Insert {
-    let rows = runs
-        .iter()
-        .map(|run| {
-            serde_json::json!([
-                run.id,
-                run.playbook,
-                run.version,
-                to_json(&run.trigger),
-                to_json(&run.event),
-                i64::from(run.dry_run),
-                run.status.as_str(),
-                run.queued_at,
-                run.event["incident"].as_str(),
-                run.owner
-            ])
-        })
-        .collect();
-    Insert::new("runs", RUN_INSERT_COLUMNS, rows)
+/// `VALUES ($1, $2, …), (…)` for `rows` rows of `casts.len()` columns; a non-empty cast
+/// types that column in every row (`CAST($n AS BIGINT)`), so that both stores compare and
+/// assign it as the column's type, NULLs included.
+fn typed_values(rows: usize, casts: &[&str]) -> String {
+    let cols = casts.len();
+    let mut sql = String::from("VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for (c, cast) in casts.iter().enumerate() {
+            if c > 0 {
+                sql.push(',');
+            }
+            let n = r * cols + c + 1;
+            if cast.is_empty() {
+                sql.push_str(&format!("${n}"));
+            } else {
+                sql.push_str(&format!("CAST(${n} AS {cast})"));
+            }
+        }
+        sql.push(')');
+    }
+    sql
 }
 
-/// Inserts queued runs, every row in one statement (one round trip instead of one per run,
-/// and one prepared statement whatever their number: see `json_rows`).
+/// Inserts queued runs, many rows per statement (one round trip instead of one per run).
 pub(super) async fn insert_runs_on(
     conn: &mut sqlx::AnyConnection,
-    backend: super::Backend,
     runs: &[RunRecord],
 ) -> Result<(), StoreError> {
-    json_rows::insert_all(conn, backend, vec![runs_insert(runs)]).await
+    for chunk in runs.chunks(super::ROWS_PER_INSERT) {
+        let sql = super::insert_values(
+            "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id, owner)",
+            10,
+            chunk.len(),
+        );
+        let mut q = sqlx::query(&sql);
+        for run in chunk {
+            q = q
+                .bind(&run.id)
+                .bind(&run.playbook)
+                .bind(&run.version)
+                .bind(to_json(&run.trigger))
+                .bind(to_json(&run.event))
+                .bind(i64::from(run.dry_run))
+                .bind(run.status.as_str())
+                .bind(run.queued_at)
+                .bind(run.event["incident"].as_str().map(str::to_string))
+                .bind(run.owner.clone());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -460,7 +442,7 @@ impl Store {
     /// owner runs it, or, if the owner dies, another replica does.
     pub async fn insert_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let mut conn = self.writer.acquire().await?;
-        insert_runs_on(&mut conn, self.backend, std::slice::from_ref(run)).await
+        insert_runs_on(&mut conn, std::slice::from_ref(run)).await
     }
 
     /// Writes several runs' status changes in one transaction (the dispatcher commits the
@@ -481,7 +463,7 @@ impl Store {
                 .execute(&mut *conn)
                 .await?;
         }
-        let result = write_updates_on(&mut conn, self.backend, updates).await;
+        let result = write_updates_on(&mut conn, updates).await;
         if relaxed {
             // Back to FULL whatever happened: the next commit on this connection may be an
             // alert's, whose 200 promises it is on disk. A connection that cannot be set

@@ -99,7 +99,7 @@ impl Store {
         }
         let run = decided.then(|| follow_up(&a));
         if let Some(run) = &run {
-            insert_runs_on(&mut tx, self.backend, std::slice::from_ref(run)).await?;
+            insert_runs_on(&mut tx, std::slice::from_ref(run)).await?;
         }
         let what = if approve { "approve" } else { "deny" };
         audit_on(
@@ -183,7 +183,7 @@ impl Store {
             a.status = ApprovalStatus::Expired;
             a.decided_at = Some(now);
             let run = follow_up(&a);
-            insert_runs_on(&mut tx, self.backend, std::slice::from_ref(&run)).await?;
+            insert_runs_on(&mut tx, std::slice::from_ref(&run)).await?;
             audit_on(
                 &mut *tx,
                 now,
