@@ -84,6 +84,7 @@ async fn reconcile_bench(
         actor: "bench".into(),
     };
     let before = fake.requests().len();
+    let holds_before = fake.holds().len();
     let connections_before = fake.connections_accepted();
     let started = Instant::now();
     let report = reconcile(&services, &opts, &auditor)
@@ -97,9 +98,14 @@ async fn reconcile_bench(
     // Sustained rate: requests over the span from the first to the last one Stripe saw
     // (the call's wall time also includes loading 10,000 rows from PostgreSQL).
     let span = ours.last().expect("requests").1 - ours.first().expect("requests").1;
+    // What the fake actually held each answer for: the ideal rate is concurrency / that.
+    let holds = fake.holds();
+    let holds = &holds[holds_before..];
+    let mean_hold = holds.iter().sum::<Duration>() / holds.len().max(1) as u32;
     println!(
-        "reconcile {n} payments, {label}: {sent} Stripe requests over {} TCP connections; sustained {:.1} req/s; whole call {:.2} s ({:.1} req/s); {} errors",
+        "reconcile {n} payments, {label}: {sent} Stripe requests over {} TCP connections; answers held {:.2} ms on average; sustained {:.1} req/s; whole call {:.2} s ({:.1} req/s); {} errors",
         fake.connections_accepted() - connections_before,
+        mean_hold.as_secs_f64() * 1000.0,
         (sent - 1) as f64 / span.as_secs_f64(),
         took.as_secs_f64(),
         sent as f64 / took.as_secs_f64(),

@@ -84,5 +84,10 @@ pub async fn fresh_postgres() -> Option<String> {
         .await
         .ok()?;
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    Some(format!("{base}/{name}"))
+    // `RUNBOOKD_BENCH_POSTGRES_PARAMS` (say `statement-cache-capacity=100`, sqlx's default)
+    // is added to the daemon's URL, to measure a connection setting.
+    match std::env::var("RUNBOOKD_BENCH_POSTGRES_PARAMS") {
+        Ok(params) if !params.is_empty() => Some(format!("{base}/{name}?{params}")),
+        _ => Some(format!("{base}/{name}")),
+    }
 }

@@ -48,6 +48,8 @@ pub struct World {
     pub behaviour: Behaviour,
     /// (path, time) of every API request.
     pub requests: Vec<(String, Instant)>,
+    /// How long each answer was actually held for `latency` (what the client met).
+    pub holds: Vec<Duration>,
 }
 
 #[derive(Clone)]
@@ -68,17 +70,71 @@ fn stripe_error(status: StatusCode, kind: &str, code: Option<&str>, message: &st
 
 type Shared = Arc<Mutex<World>>;
 
+/// Waits until `deadline` on a dedicated timer thread. tokio's timer wheel rounds each sleep
+/// up to its next millisecond tick, and later still when 32 timers are due at once: a 20 ms
+/// `tokio::time::sleep` held answers 21.2 ms on average, so the fake answered slower than the
+/// latency it was asked for and capped any client at 94 % of the ideal rate. A thread
+/// waiting with a nanosecond timeout (a futex) wakes within tens of microseconds.
+async fn hold_until(deadline: Instant) {
+    type Due = std::sync::mpsc::Sender<(Instant, tokio::sync::oneshot::Sender<()>)>;
+    static TIMER: std::sync::OnceLock<Due> = std::sync::OnceLock::new();
+    let timer = TIMER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<(Instant, tokio::sync::oneshot::Sender<()>)>();
+        std::thread::spawn(move || {
+            let mut due: std::collections::BTreeMap<
+                (Instant, u64),
+                tokio::sync::oneshot::Sender<()>,
+            > = Default::default();
+            let mut seq = 0u64;
+            loop {
+                let now = Instant::now();
+                while let Some(entry) = due.first_entry() {
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    let _ = entry.remove().send(());
+                }
+                let next = match due.first_key_value() {
+                    Some(((at, _), _)) => rx.recv_timeout(at.saturating_duration_since(now)),
+                    None => rx
+                        .recv()
+                        .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+                };
+                match next {
+                    Ok((at, wake)) => {
+                        seq += 1;
+                        due.insert((at, seq), wake);
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        });
+        tx
+    });
+    let (wake, woken) = tokio::sync::oneshot::channel();
+    if timer.send((deadline, wake)).is_err() {
+        tokio::time::sleep_until(deadline.into()).await;
+        return;
+    }
+    let _ = woken.await;
+}
+
 /// Applies latency and injected failures; `Some` is the answer to send instead.
 async fn gate(world: &Shared, headers: &HeaderMap, path: &str) -> Option<Response> {
+    let arrived = Instant::now();
     let behaviour = {
         let mut w = world.lock().expect("world");
-        w.requests.push((path.to_string(), Instant::now()));
+        w.requests.push((path.to_string(), arrived));
         w.behaviour.clone()
     };
     if !behaviour.latency.is_zero() {
-        tokio::time::sleep(behaviour.latency).await;
+        hold_until(arrived + behaviour.latency).await;
     }
     let mut w = world.lock().expect("world");
+    if !behaviour.latency.is_zero() {
+        w.holds.push(arrived.elapsed());
+    }
     if w.behaviour.drop_connections > 0 {
         w.behaviour.drop_connections -= 1;
         // A response the client cannot parse as HTTP ends the connection abruptly.
@@ -336,6 +392,12 @@ impl FakeStripe {
 
     pub fn requests(&self) -> Vec<(String, Instant)> {
         self.world.lock().expect("world").requests.clone()
+    }
+
+    /// How long each answer was held for the configured latency, in order.
+    #[allow(dead_code)] // read by benches/primitives.rs
+    pub fn holds(&self) -> Vec<Duration> {
+        self.world.lock().expect("world").holds.clone()
     }
 
     /// `[stripe]` config pointing at this fake; the key comes from `STRIPE_API_KEY`.
