@@ -98,6 +98,9 @@ pub struct StripeConfig {
     pub timeout: Duration,
     /// Attempts per request when Stripe says retrying is safe (network errors, 429, 5xx).
     pub max_attempts: u32,
+    /// Sockets runbookd keeps to Stripe at most (each a TLS handshake when opened); a
+    /// request past them waits for one to come free, within its `timeout`.
+    pub max_connections: u32,
 }
 
 impl Default for StripeConfig {
@@ -114,6 +117,7 @@ impl Default for StripeConfig {
             max_requests_per_second: 25,
             timeout: Duration::from_secs(10),
             max_attempts: 3,
+            max_connections: 32,
         }
     }
 }
@@ -319,6 +323,9 @@ impl StripeConfig {
         }
         if self.max_attempts == 0 {
             return Err(bad("stripe.max_attempts", "must be at least 1"));
+        }
+        if self.max_connections == 0 {
+            return Err(bad("stripe.max_connections", "must be at least 1"));
         }
         Ok(())
     }

@@ -67,6 +67,7 @@ fn the_example_config_documents_valid_keys() {
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:8765");
     assert_eq!(c.breakers["stripe"].failure_threshold, 5);
     assert_eq!(c.stripe.max_requests_per_second, 25);
+    assert_eq!(c.stripe.max_connections, 32);
     assert_eq!(c.key_metrics.failure_window, Duration::from_secs(300));
     assert_eq!(
         c.playbooks.settings["outage"]["reset_budget"].as_integer(),
@@ -131,6 +132,15 @@ fn token_needs_one_source() {
     .expect("write");
     let err = Config::load(Some(&path), env(&[])).expect_err("must fail");
     assert!(err.to_string().contains("server.tokens[0]"), "{err}");
+}
+
+#[test]
+fn stripe_needs_at_least_one_connection() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.toml");
+    std::fs::write(&path, "[stripe]\nmax_connections = 0\n").expect("write");
+    let e = Config::load(Some(&path), env(&[])).expect_err("no connection is no Stripe");
+    assert!(e.to_string().contains("stripe.max_connections"), "{e}");
 }
 
 #[test]

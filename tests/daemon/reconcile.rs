@@ -260,6 +260,45 @@ async fn holds_the_stripe_request_rate_limit() {
 }
 
 #[tokio::test]
+async fn holds_the_stripe_connection_cap() {
+    let s = setup(
+        &[("reconcile", RECONCILE)],
+        "max_requests_per_second = 0\nmax_connections = 2\n",
+    )
+    .await;
+    // Every answer held 30 ms: twelve workers would each want a connection of their own.
+    s.fake.behave(|b| b.latency = Duration::from_millis(30));
+    for i in 0..24 {
+        let p = s
+            .app
+            .payment("pending", 3600, Some(&format!("pi_{i}")))
+            .await;
+        s.fake.intent(&format!("pi_{i}"), "processing", &p);
+    }
+    let before = s.fake.connections_accepted();
+    let (_, run) =
+        s.d.run_wait(
+            "reconcile",
+            json!({"params": {"concurrency": 12, "check_failed_within": ()}}),
+        )
+        .await;
+    assert_eq!(run["result"]["checked"], 24, "{run}");
+    assert_eq!(run["result"]["errors"], json!([]), "{run}");
+    let opened = s.fake.connections_accepted() - before;
+    assert!(
+        (1..=2).contains(&opened),
+        "{opened} TCP connections to Stripe under max_connections = 2"
+    );
+    // Two connections, 30 ms each, 24 requests: the cap paced them (≥ 12 rounds).
+    let reqs = s.fake.requests();
+    let span = reqs.last().expect("last").1 - reqs.first().expect("first").1;
+    assert!(
+        span >= Duration::from_millis(11 * 30),
+        "24 requests over 2 connections went out in {span:?}"
+    );
+}
+
+#[tokio::test]
 async fn celery_enqueue_puts_a_protocol_2_message_on_the_broker() {
     let s = setup(
         &[

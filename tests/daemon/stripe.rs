@@ -329,3 +329,83 @@ async fn stripe_connections_are_reused_across_requests_and_runs() {
         "{opened} TCP connections for {requests} requests: Stripe's TLS handshake would be paid per request"
     );
 }
+
+/// A minimal HTTP `CONNECT` proxy on loopback: notes each tunnel's target and splices bytes.
+async fn connect_proxy() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let addr = listener.local_addr().expect("proxy addr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let noted = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let noted = noted.clone();
+            tokio::spawn(async move {
+                let mut client = tokio::io::BufReader::new(client);
+                let mut line = String::new();
+                if client.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                loop {
+                    let mut header = String::new();
+                    match client.read_line(&mut header).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) if header == "\r\n" => break,
+                        Ok(_) => {}
+                    }
+                }
+                noted
+                    .lock()
+                    .expect("seen")
+                    .push(line.trim_end().to_string());
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let mut client = client.into_inner();
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn stripe_goes_through_the_proxy_the_environment_names() {
+    let fake = FakeStripe::start().await;
+    let (proxy, seen) = connect_proxy().await;
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("probe", PROBE);
+    let mut vars = env(GOOD_KEY);
+    vars.push(("HTTP_PROXY".into(), format!("http://{proxy}")));
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            bearer: None,
+            serve_args: Vec::new(),
+            extra_config: fake.config(""),
+            env: vars,
+        },
+    );
+    let (_, run) = d.run_wait("probe", json!({})).await;
+    assert_eq!(run["result"]["ping"]["result"], "connected", "{run}");
+    assert_eq!(run["result"]["status"]["operational"], true, "{run}");
+    let tunnels = seen.lock().expect("seen").clone();
+    let to_stripe = format!("CONNECT {} HTTP/1.1", fake.addr);
+    assert!(
+        !tunnels.is_empty() && tunnels.iter().all(|t| *t == to_stripe),
+        "Stripe's requests did not all go through the proxy: {tunnels:?}"
+    );
+}

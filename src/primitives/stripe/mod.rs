@@ -11,6 +11,7 @@
 //! Stripe in simulations. Classification (what a 401 or a refused connection means) lives
 //! here, once, above the wire.
 
+pub mod http;
 mod script;
 pub mod wire;
 
@@ -30,8 +31,9 @@ use stripe_core::{
     PaymentIntent,
 };
 
+use self::http::HttpWire;
 pub use self::script::register;
-use self::wire::{Api, HeldKey, HttpWire, StripeWire, Target, WireRequest};
+use self::wire::{Api, HeldKey, StripeWire, Target, WireRequest};
 use crate::{
     clock::Clock,
     config::{resolve_secret, StripeConfig},
@@ -177,13 +179,14 @@ impl Stripe {
                 error: Some(e.to_string()),
             },
         };
+        // The app's webhook endpoint (`webhooks::probe`) is another host: its own client.
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("runbookd/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        let wire = HttpWire::new(http.clone(), &cfg.api_base, &cfg.status_url, key);
+        let wire = HttpWire::new(&cfg.api_base, &cfg.status_url, key, cfg.max_connections);
         Stripe::with_wire(cfg, Arc::new(wire), http, Clock::Real)
     }
 

@@ -1,17 +1,18 @@
 //! The wire to Stripe: one request out, one answer (status, headers that matter, body) or a
 //! transport error back. Everything above it — Stripe's retry rules, error bodies, the
 //! classification of `ping()` and `key_info()` — is written once in [`super::Stripe`], so the
-//! production wire ([`HttpWire`], a pooled HTTPS client) and the simulated one (the world's
+//! production wire ([`super::http::HttpWire`], a pooled HTTPS client) and the simulated one (the world's
 //! Stripe, in `world/stripe.rs`) cannot classify the same answer differently.
 //!
 //! async-stripe's request types build the requests; [`Api`] is the `StripeClient` they are
 //! sent through. We bring our own client because async-stripe's hyper client keeps no idle
-//! connections (`pool_max_idle_per_host(0)`): a TLS handshake per request.
+//! connections (`pool_max_idle_per_host(0)`): a TLS handshake per request. Ours keeps them,
+//! and caps them (`super::http`).
 
 use std::{fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use stripe_client_core::{
     CustomizedStripeRequest, Outcome, RequestStrategy, StripeClient, StripeClientErr, StripeMethod,
 };
@@ -90,104 +91,6 @@ pub trait StripeWire: Send + Sync {
     async fn send(&self, req: WireRequest) -> Result<WireAnswer, WireError>;
     /// The key requests are sent with (read fresh: a simulation can rotate it).
     fn key(&self) -> HeldKey;
-}
-
-/// Production: Stripe over HTTPS with a pooled client (connections are kept and reused
-/// across runs, reconciliation and key-metric probes).
-pub struct HttpWire {
-    http: reqwest::Client,
-    api_base: String,
-    status_url: String,
-    key: HeldKey,
-    user_agent: String,
-}
-
-impl HttpWire {
-    pub fn new(http: reqwest::Client, api_base: &str, status_url: &str, key: HeldKey) -> HttpWire {
-        HttpWire {
-            http,
-            api_base: api_base.trim_end_matches('/').to_string(),
-            status_url: status_url.to_string(),
-            key,
-            user_agent: format!("runbookd/{}", env!("CARGO_PKG_VERSION")),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl StripeWire for HttpWire {
-    async fn send(&self, req: WireRequest) -> Result<WireAnswer, WireError> {
-        let mut url = match req.target {
-            Target::Api => format!("{}/v1{}", self.api_base, req.path),
-            Target::StatusPage => self.status_url.clone(),
-        };
-        if let Some(q) = &req.query {
-            url.push('?');
-            url.push_str(q);
-        }
-        let method = match req.method {
-            StripeMethod::Get => reqwest::Method::GET,
-            StripeMethod::Post => reqwest::Method::POST,
-            StripeMethod::Delete => reqwest::Method::DELETE,
-        };
-        let mut builder = self
-            .http
-            .request(method, &url)
-            .timeout(req.timeout)
-            .header(reqwest::header::USER_AGENT, &self.user_agent);
-        if req.target == Target::Api {
-            if let Some(k) = &self.key.key {
-                builder = builder
-                    .bearer_auth(k.expose_secret())
-                    .header("Stripe-Version", stripe_client_core::VERSION.as_str());
-            }
-            if let Some(key) = &req.idempotency_key {
-                builder = builder.header("Idempotency-Key", key);
-            }
-            if let Some(body) = req.body {
-                builder = builder
-                    .header(
-                        reqwest::header::CONTENT_TYPE,
-                        "application/x-www-form-urlencoded",
-                    )
-                    .body(body);
-            }
-        }
-        let resp = builder.send().await.map_err(classify)?;
-        let status = resp.status().as_u16();
-        let should_retry = resp
-            .headers()
-            .get("Stripe-Should-Retry")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let body = resp.bytes().await.map_err(classify)?;
-        Ok(WireAnswer {
-            status,
-            should_retry,
-            body,
-            latency: None,
-        })
-    }
-
-    fn key(&self) -> HeldKey {
-        self.key.clone()
-    }
-}
-
-/// A reqwest error as the wire reports it; the URL is left out (it may carry a query).
-fn classify(e: reqwest::Error) -> WireError {
-    if e.is_timeout() {
-        WireError::Timeout
-    } else {
-        let e = e.without_url();
-        let mut msg = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            msg = format!("{msg}: {s}");
-            source = s.source();
-        }
-        WireError::Connection(msg)
-    }
 }
 
 impl StripeClientErr for StripeCallError {
