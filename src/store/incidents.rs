@@ -439,32 +439,45 @@ pub(super) async fn add_timeline_on<'c, E: Executor<'c, Database = Any>>(
 }
 
 /// Records received alerts and their outcomes, many rows per statement.
+/// `INSERT INTO alerts` of a batch's alert rows.
+pub(super) const ALERT_INSERT: (&str, usize) = (
+    "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome)",
+    10,
+);
+
+/// Binds [`ALERT_INSERT`]'s values for `alerts`, received `now`.
+pub(super) fn bind_alerts<'q>(
+    mut q: super::AnyQuery<'q>,
+    now: i64,
+    alerts: &'q [AlertRecord],
+) -> super::AnyQuery<'q> {
+    for a in alerts {
+        q = q
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(now)
+            .bind(&a.alertname)
+            .bind(&a.fingerprint)
+            .bind(&a.status)
+            .bind(&a.starts_at)
+            .bind(a.labels.to_string())
+            .bind(a.annotations.to_string())
+            .bind(a.incident_id.clone())
+            .bind(&a.outcome);
+    }
+    q
+}
+
 pub(super) async fn record_alerts_on(
     conn: &mut AnyConnection,
     now: i64,
     alerts: &[AlertRecord],
 ) -> Result<(), StoreError> {
+    let (head, cols) = ALERT_INSERT;
     for chunk in alerts.chunks(super::ROWS_PER_INSERT) {
-        let sql = super::insert_values(
-            "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome)",
-            10,
-            chunk.len(),
-        );
-        let mut q = sqlx::query(&sql);
-        for a in chunk {
-            q = q
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(now)
-                .bind(&a.alertname)
-                .bind(&a.fingerprint)
-                .bind(&a.status)
-                .bind(&a.starts_at)
-                .bind(a.labels.to_string())
-                .bind(a.annotations.to_string())
-                .bind(a.incident_id.clone())
-                .bind(&a.outcome);
-        }
-        q.execute(&mut *conn).await?;
+        let sql = super::insert_values(head, cols, chunk.len());
+        bind_alerts(sqlx::query(&sql), now, chunk)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

@@ -219,9 +219,24 @@ impl Store {
                 }
             }
             Backend::Postgres => {
+                // sqlx pings every connection it hands out (`test_before_acquire`): a round
+                // trip before each transaction of the ingester and the status writer, which
+                // under an alert storm queued behind the server's other work (measured
+                // 1.0–2.0 ms of a 5–10 ms ingest batch, docs/performance.md). A connection
+                // back in the pool moments ago is known good; one that sat idle (the server
+                // may have restarted or dropped it meanwhile) is still pinged.
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections.max(2))
                     .acquire_timeout(Duration::from_secs(5))
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect(database_url)
                     .await?;
                 Store {
@@ -340,6 +355,11 @@ fn sqlite_pool(size: u32, sync: crate::config::SqliteSynchronous, memory: bool) 
 /// `INSERT INTO … VALUES ($1,…,$cols),($cols+1,…),…` for `rows` rows: one statement (one
 /// round trip) for many rows, with placeholders both engines read.
 fn insert_values(head: &str, cols: usize, rows: usize) -> String {
+    insert_values_from(head, cols, rows, 1)
+}
+
+/// [`insert_values`] whose placeholders start at `$first` (statements that carry several).
+fn insert_values_from(head: &str, cols: usize, rows: usize, first: usize) -> String {
     let mut sql = String::from(head);
     sql.push_str(" VALUES ");
     for r in 0..rows {
@@ -351,12 +371,18 @@ fn insert_values(head: &str, cols: usize, rows: usize) -> String {
             if c > 1 {
                 sql.push(',');
             }
-            sql.push_str(&format!("${}", r * cols + c));
+            sql.push_str(&format!("${}", first - 1 + r * cols + c));
         }
         sql.push(')');
     }
     sql
 }
+
+/// A statement being built with its bound values.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// A PostgreSQL connection idle this long is pinged before it is handed out.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Rows per multi-row insert (keeps placeholders well under SQLite's limit).
 const ROWS_PER_INSERT: usize = 100;

@@ -408,31 +408,43 @@ fn typed_values(rows: usize, casts: &[&str]) -> String {
 }
 
 /// Inserts queued runs, many rows per statement (one round trip instead of one per run).
+/// `INSERT INTO runs` of a batch's queued runs, its placeholders from `$first`.
+pub(super) const RUN_INSERT: (&str, usize) = (
+    "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id, owner)",
+    10,
+);
+
+/// Binds [`RUN_INSERT`]'s values for `runs`.
+pub(super) fn bind_runs<'q>(
+    mut q: super::AnyQuery<'q>,
+    runs: &'q [RunRecord],
+) -> super::AnyQuery<'q> {
+    for run in runs {
+        q = q
+            .bind(&run.id)
+            .bind(&run.playbook)
+            .bind(&run.version)
+            .bind(to_json(&run.trigger))
+            .bind(to_json(&run.event))
+            .bind(i64::from(run.dry_run))
+            .bind(run.status.as_str())
+            .bind(run.queued_at)
+            .bind(run.event["incident"].as_str().map(str::to_string))
+            .bind(run.owner.clone());
+    }
+    q
+}
+
 pub(super) async fn insert_runs_on(
     conn: &mut sqlx::AnyConnection,
     runs: &[RunRecord],
 ) -> Result<(), StoreError> {
+    let (head, cols) = RUN_INSERT;
     for chunk in runs.chunks(super::ROWS_PER_INSERT) {
-        let sql = super::insert_values(
-            "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id, owner)",
-            10,
-            chunk.len(),
-        );
-        let mut q = sqlx::query(&sql);
-        for run in chunk {
-            q = q
-                .bind(&run.id)
-                .bind(&run.playbook)
-                .bind(&run.version)
-                .bind(to_json(&run.trigger))
-                .bind(to_json(&run.event))
-                .bind(i64::from(run.dry_run))
-                .bind(run.status.as_str())
-                .bind(run.queued_at)
-                .bind(run.event["incident"].as_str().map(str::to_string))
-                .bind(run.owner.clone());
-        }
-        q.execute(&mut *conn).await?;
+        let sql = super::insert_values(head, cols, chunk.len());
+        bind_runs(sqlx::query(&sql), chunk)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

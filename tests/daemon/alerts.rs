@@ -344,6 +344,51 @@ async fn bursts_of_alerts_are_all_accounted_for() {
     assert_eq!(all.as_array().map(Vec::len), Some(500), "no run lost");
 }
 
+/// One notification of 250 new alerts: a batch with more rows of each kind than one
+/// statement carries (100) is written whole, on either store.
+#[tokio::test]
+async fn a_notification_of_250_alerts_is_recorded_whole() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("responder", RESPONDER);
+    let d = Daemon::start(&ws, &Options::default());
+    let fps: Vec<String> = (0..250).map(|i| format!("big{i}")).collect();
+    let alerts: Vec<(&str, &str, &str)> = fps
+        .iter()
+        .map(|f| ("PaymentProcessorDown", f.as_str(), "firing"))
+        .collect();
+    let (status, body) = post(&d, &notification(&alerts)).await;
+    assert_eq!(status, 200, "{body}");
+    let answered = body["alerts"].as_array().expect("alerts");
+    assert_eq!(answered.len(), 250);
+    let mut incidents: Vec<&str> = answered
+        .iter()
+        .filter_map(|a| a["incident"].as_str())
+        .collect();
+    incidents.sort_unstable();
+    incidents.dedup();
+    assert_eq!(incidents.len(), 250, "one incident per alert");
+    let (_, stored) = d.get("/api/v1/incidents?limit=1000").await;
+    assert_eq!(stored.as_array().map(Vec::len), Some(250));
+    for id in &incidents {
+        let (_, inc) = d.get(&format!("/api/v1/incidents/{id}")).await;
+        let kinds: Vec<&str> = inc["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .filter_map(|t| t["kind"].as_str())
+            .collect();
+        assert_eq!(kinds.first(), Some(&"opened"), "{inc}");
+    }
+    let all = d
+        .poll(
+            "/api/v1/runs?status=succeeded&limit=1000",
+            Duration::from_secs(30),
+            |v| v.as_array().map(Vec::len) == Some(250),
+        )
+        .await;
+    assert_eq!(all.as_array().map(Vec::len), Some(250), "no run lost");
+}
+
 #[tokio::test]
 async fn incidents_can_be_acknowledged_and_resolved_by_an_operator() {
     let ws = Workspace::new(Db::Sqlite).await;
