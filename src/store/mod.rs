@@ -16,6 +16,7 @@ mod incidents;
 mod leases;
 mod outbox;
 pub mod retention;
+mod run_updates;
 mod runs;
 mod sessions;
 pub mod status_writer;
@@ -36,8 +37,9 @@ pub use escalation::Fire;
 pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
 pub use leases::{Interruption, Lease, Recovered};
 pub use outbox::OutboxItem;
+pub use run_updates::RunUpdate;
 pub use runs::{
-    Attempt, LogLine, RunError, RunErrorReason, RunFilter, RunRecord, RunStatus, RunUpdate, Trigger,
+    Attempt, LogLine, RunError, RunErrorReason, RunFilter, RunRecord, RunStatus, Trigger,
 };
 pub use sessions::Session;
 
