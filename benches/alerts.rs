@@ -309,6 +309,10 @@ async fn main() {
     } else {
         println!("(PostgreSQL does not answer at RUNBOOKD_TEST_POSTGRES_URL: SQLite only)");
     }
+    // `RUNBOOKD_BENCH_STORE=postgresql` (or `sqlite`): that store only, to compare builds.
+    if let Ok(only) = std::env::var("RUNBOOKD_BENCH_STORE") {
+        stores.retain(|(store, _)| *store == only);
+    }
     let db = |pg: Option<()>| async move {
         match pg {
             None => "sqlite".to_string(),
@@ -324,7 +328,9 @@ async fn main() {
     );
     for tuning in [Tuning::Shipped, Tuning::Tuned] {
         for (store, pg) in &stores {
-            ingestion(store, &db(*pg).await, tuning).await;
+            let db = db(*pg).await;
+            ingestion(store, &db, tuning).await;
+            support::drop_postgres(&db).await;
         }
     }
     println!(
@@ -337,7 +343,9 @@ async fn main() {
     );
     for tuning in [Tuning::Shipped, Tuning::Tuned] {
         for (store, pg) in &stores {
-            first_action(store, &db(*pg).await, tuning).await;
+            let db = db(*pg).await;
+            first_action(store, &db, tuning).await;
+            support::drop_postgres(&db).await;
         }
     }
 }

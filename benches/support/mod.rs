@@ -73,6 +73,28 @@ pub async fn postgres_answers() -> bool {
 /// A new, empty PostgreSQL database for one measurement, from the admin URL in
 /// `RUNBOOKD_TEST_POSTGRES_URL` (default: the local server, user `postgres`); `None` when no
 /// server answers there.
+/// Drops a database [`fresh_postgres`] made (`WITH (FORCE)` ends a daemon's sessions still
+/// in it): stores left behind were written out by checkpoints during later measurements,
+/// and the bench read slower run after run until they were dropped.
+pub async fn drop_postgres(url: &str) {
+    use sqlx::Connection;
+    let Some(name) = url
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.split('?').next())
+        .filter(|n| n.starts_with("runbookd_bench_"))
+    else {
+        return;
+    };
+    let admin = std::env::var("RUNBOOKD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
 pub async fn fresh_postgres() -> Option<String> {
     use sqlx::Connection;
     let admin = std::env::var("RUNBOOKD_TEST_POSTGRES_URL")
