@@ -140,33 +140,44 @@ impl Batch {
         if keys.is_empty() {
             return Ok(());
         }
-        if self.backend == super::Backend::Postgres {
-            // The lock calls are evaluated over the sorted rows: `EXPLAIN VERBOSE` shows
-            // `pg_advisory_xact_lock` in the scan above the Sort/Unique of the hashes. At most
-            // 256 × 100 keys: within PostgreSQL's 65,535 bound values.
-            let sql = format!(
-                "SELECT pg_advisory_xact_lock(h) FROM \
-                 (SELECT DISTINCT hashtext(k)::bigint AS h FROM ({}) AS t(k)) AS hashes ORDER BY h",
-                super::insert_values("", 1, keys.len())
-            );
-            let mut q = sqlx::query(&sql);
-            for k in &keys {
-                q = q.bind(*k);
-            }
-            q.execute(&mut *self.tx).await?;
+        for k in &keys {
+            self.open.insert((*k).to_string(), None);
         }
-        for chunk in keys.chunks(self.keys_per_lookup()) {
-            let sql = self.by_key(
-                &format!("SELECT {COLUMNS} FROM incidents WHERE status <> 'resolved' AND"),
-                "incident_key",
-                chunk.len(),
-            );
+        // PostgreSQL: the locks and the lookup in one round trip, through the function of
+        // migration 12. It takes every key's lock in hash order (`EXPLAIN VERBOSE` of the
+        // same statement shows `pg_advisory_xact_lock` evaluated above the Sort/Unique of the
+        // hashes), then reads with a snapshot of its own taken after the locks are granted (a
+        // VOLATILE function's statements each take a fresh one), so it sees what a batch that
+        // held a lock before committed. At most 256 × 100 keys: within PostgreSQL's 65,535
+        // bound values. SQLite has one writer: no locks, and the lookup by chunks.
+        let statements: Vec<(String, &[&str])> = match self.backend {
+            super::Backend::Postgres => vec![(
+                format!(
+                    "SELECT {COLUMNS} FROM runbookd_lock_open_incidents(VARIADIC ARRAY[{}])",
+                    placeholders(1, keys.len())
+                ),
+                &keys[..],
+            )],
+            super::Backend::Sqlite => keys
+                .chunks(KEYS_PER_LOOKUP)
+                .map(|chunk| {
+                    (
+                        self.by_key(
+                            &format!(
+                                "SELECT {COLUMNS} FROM incidents WHERE status <> 'resolved' AND"
+                            ),
+                            "incident_key",
+                            chunk.len(),
+                        ),
+                        chunk,
+                    )
+                })
+                .collect(),
+        };
+        for (sql, chunk) in statements {
             let mut q = sqlx::query(&sql);
             for k in chunk {
                 q = q.bind(*k);
-            }
-            for k in chunk {
-                self.open.insert((*k).to_string(), None);
             }
             for row in q.fetch_all(&mut *self.tx).await? {
                 let incident = incident_from_row(&row)?;

@@ -580,3 +580,70 @@ async fn an_incident_opened_and_resolved_in_one_batch_is_stored_resolved() {
     assert_eq!(again["alerts"][0]["opened"], true, "{again}");
     assert_ne!(again["alerts"][0]["incident"], first, "{again}");
 }
+
+/// PostgreSQL: an ingest batch's lookup (migration 12's function) waits for another batch
+/// holding one of its keys' locks, and then sees the incident that batch committed — its
+/// read is taken after the lock is granted, not when the statement started. Without that,
+/// two replicas receiving the same new alert would both open its incident.
+#[tokio::test]
+async fn the_ingest_lookup_waits_for_the_keys_lock_and_sees_what_its_holder_committed() {
+    use sqlx::{Connection, Executor};
+    let ws = Workspace::new(Db::Postgres).await;
+    let _d = Daemon::start(&ws, &Options::default()); // the store is migrated
+    let url = ws.database_url.clone();
+    let lookup = "SELECT id FROM runbookd_lock_open_incidents('fp-locked')";
+    let mut holder = sqlx::PgConnection::connect(&url).await.expect("holder");
+    holder.execute("BEGIN").await.expect("begin");
+    let seen: Vec<String> = sqlx::query_scalar(lookup)
+        .fetch_all(&mut holder)
+        .await
+        .expect("holder's lookup");
+    assert!(seen.is_empty(), "{seen:?}");
+
+    let mut waiter = sqlx::PgConnection::connect(&url).await.expect("waiter");
+    let waiter_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut waiter)
+        .await
+        .expect("pid");
+    let waiting = tokio::spawn(async move {
+        waiter.execute("BEGIN").await.expect("begin");
+        let seen: Vec<String> = sqlx::query_scalar(lookup)
+            .fetch_all(&mut waiter)
+            .await
+            .expect("waiter's lookup");
+        waiter.execute("COMMIT").await.expect("commit");
+        seen
+    });
+    // Until PostgreSQL shows the waiter blocked on a lock (bounded: 10 s).
+    let mut watcher = sqlx::PgConnection::connect(&url).await.expect("watcher");
+    let mut blocked = false;
+    for _ in 0..1000 {
+        let wait: Option<String> =
+            sqlx::query_scalar("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1")
+                .bind(waiter_pid)
+                .fetch_optional(&mut watcher)
+                .await
+                .expect("pg_stat_activity")
+                .flatten();
+        if wait.as_deref() == Some("Lock") {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(blocked, "the second lookup did not wait for the key's lock");
+    holder
+        .execute(
+            "INSERT INTO incidents (id, incident_key, source, title, labels, status, opened_at, updated_at) \
+             VALUES ('inc-locked', 'fp-locked', 'alert:A', 'A', '{}', 'open', 1, 1)",
+        )
+        .await
+        .expect("insert");
+    holder.execute("COMMIT").await.expect("commit");
+    let seen = waiting.await.expect("join");
+    assert_eq!(
+        seen,
+        ["inc-locked"],
+        "the waiter read before the lock was granted"
+    );
+}
