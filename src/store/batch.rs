@@ -144,9 +144,9 @@ impl Batch {
             self.open.insert((*k).to_string(), None);
         }
         // PostgreSQL: the locks and the lookup in one round trip, through the function of
-        // migration 12. It takes every key's lock in hash order (`EXPLAIN VERBOSE` of the
-        // same statement shows `pg_advisory_xact_lock` evaluated above the Sort/Unique of the
-        // hashes), then reads with a snapshot of its own taken after the locks are granted (a
+        // migration 12. It takes every key's lock in hash order (`EXPLAIN VERBOSE` of its lock
+        // statement over an unnest of literal keys shows `pg_advisory_xact_lock` evaluated
+        // above the Sort/Unique of the hashes), then reads with a snapshot of its own taken after the locks are granted (a
         // VOLATILE function's statements each take a fresh one), so it sees what a batch that
         // held a lock before committed. At most 256 × 100 keys: within PostgreSQL's 65,535
         // bound values. SQLite has one writer: no locks, and the lookup by chunks.
