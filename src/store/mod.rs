@@ -233,24 +233,14 @@ impl Store {
                 }
             }
             Backend::Postgres => {
-                // sqlx pings every connection it hands out (`test_before_acquire`): a round
-                // trip before each transaction of the ingester and the status writer, which
-                // under an alert storm queued behind the server's other work (measured
-                // 1.0–2.0 ms of a 5–10 ms ingest batch, docs/performance.md). A connection
-                // back in the pool moments ago is known good; one that sat idle (the server
-                // may have restarted or dropped it meanwhile) is still pinged.
+                // sqlx pings each connection before handing it out (`test_before_acquire`, its
+                // default). Skipping the ping for connections back in the pool moments ago was
+                // tried in session 13 and undone: a connection the server dropped meanwhile
+                // (failover, `pg_terminate_backend`) then failed an alert with a 500
+                // (`alerts::alerts_are_accepted_after_the_server_drops_the_daemons_connections`).
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections.max(2))
                     .acquire_timeout(Duration::from_secs(5))
-                    .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for >= PING_WHEN_IDLE_FOR {
-                                sqlx::Connection::ping(conn).await?;
-                            }
-                            Ok(true)
-                        })
-                    })
                     .connect(database_url)
                     .await?;
                 Store {
@@ -394,9 +384,6 @@ fn insert_values_from(head: &str, cols: usize, rows: usize, first: usize) -> Str
 
 /// A statement being built with its bound values.
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-
-/// A PostgreSQL connection idle this long is pinged before it is handed out.
-const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Rows per multi-row insert (keeps placeholders well under SQLite's limit).
 const ROWS_PER_INSERT: usize = 100;

@@ -647,3 +647,76 @@ async fn the_ingest_lookup_waits_for_the_keys_lock_and_sees_what_its_holder_comm
         "the waiter read before the lock was granted"
     );
 }
+
+/// PostgreSQL: the server drops every connection of the daemon (a failover, an operator's
+/// `pg_terminate_backend`) right after it used them; the next alert is still answered 200
+/// and its run succeeds — connections are not pinged when back in the pool moments ago, so
+/// a dead one must cost a retry, not the alert.
+#[tokio::test]
+async fn alerts_are_accepted_after_the_server_drops_the_daemons_connections() {
+    use sqlx::Connection;
+    let ws = Workspace::new(Db::Postgres).await;
+    ws.write_playbook("responder", RESPONDER);
+    let d = Daemon::start(&ws, &Options::default());
+    let (status, _) = post(
+        &d,
+        &notification(&[("PaymentProcessorDown", "before-drop", "firing")]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Its run done (a script using the store while its connection is dropped fails, which
+    // is not what this test is about), every connection is back in the pool.
+    d.poll(
+        "/api/v1/runs?status=succeeded&limit=100",
+        Duration::from_secs(30),
+        |v| v.as_array().map(Vec::len) == Some(1),
+    )
+    .await;
+    let db = ws
+        .database_url
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_string();
+    let mut admin = sqlx::PgConnection::connect(&ws.database_url)
+        .await
+        .expect("admin");
+    let dropped: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&db)
+    .fetch_all(&mut admin)
+    .await
+    .expect("terminate");
+    assert!(!dropped.is_empty(), "the daemon had connections to drop");
+    for i in 0..3 {
+        let fp = format!("after-drop-{i}");
+        let (status, body) = post(
+            &d,
+            &notification(&[("PaymentProcessorDown", fp.as_str(), "firing")]),
+        )
+        .await;
+        assert_eq!(status, 200, "alert {i} after the drop: {body}");
+    }
+    let runs = d
+        .poll(
+            "/api/v1/runs?status=succeeded&limit=100",
+            Duration::from_secs(30),
+            |v| v.as_array().map(Vec::len) == Some(4),
+        )
+        .await;
+    let (_, all) = d.get("/api/v1/runs?limit=100").await;
+    let statuses: Vec<(&str, &str)> = all
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap_or(""),
+                r["error"]["message"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(runs.as_array().map(Vec::len), Some(4), "{statuses:?}");
+}
