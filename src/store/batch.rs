@@ -8,9 +8,9 @@
 //! lines, runs, alert rows — waits in memory until [`Batch::commit`], many rows per
 //! statement, and the batch answers for it meanwhile. On PostgreSQL every statement is a
 //! round trip to the server: a new alert used to cost four in sequence (lock, lookup, insert,
-//! timeline line); now a batch of new alerts costs four whatever its size (`BEGIN`, locks and
-//! lookup in one call, the inserts as one statement, `COMMIT`), one more when some of its keys
-//! have open incidents (their latest runs).
+//! timeline line); now a batch of new alerts costs five whatever its size (the pool's ping,
+//! `BEGIN`, locks and lookup in one call, the inserts as one statement, `COMMIT`), one more
+//! when some of its keys have open incidents (their latest runs).
 
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
