@@ -113,11 +113,16 @@ async fn firing_alert_opens_an_incident_and_runs_the_playbook() {
     );
     assert_eq!(inc["title"], "PaymentProcessorDown on payments");
     assert_eq!(inc["level"], "L1");
+    // The playbook's lines. The escalation evaluator's first pass, made when the daemon
+    // starts, may come after the playbook's `escalate` and page L1 ("paged"): that is its
+    // own behaviour, tested in escalation.rs, and how it falls against this run is timing
+    // (it failed a CI run once).
     let kinds: Vec<&str> = inc["timeline"]
         .as_array()
         .expect("timeline")
         .iter()
         .filter_map(|t| t["kind"].as_str())
+        .filter(|k| *k != "paged")
         .collect();
     assert_eq!(kinds, vec!["opened", "note", "escalated"], "{inc}");
 }
