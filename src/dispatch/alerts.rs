@@ -7,7 +7,9 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use tokio::sync::mpsc;
+use std::{collections::HashSet, sync::Arc};
+
+use tokio::sync::{mpsc, watch};
 
 use super::{
     admission::{decide, incident_key, matching, Match, Verdict},
@@ -267,17 +269,37 @@ impl Dispatcher {
 
     /// Records `jobs` in one transaction; on success queues their runs. On failure nothing
     /// of it is recorded and no run is queued (their reserved slots are released).
+    /// `locked` is told once the batch holds its keys' locks.
     async fn ingest_batch(
         &self,
         jobs: &[IngestJob],
+        locked: Option<&watch::Sender<bool>>,
     ) -> Result<Vec<Vec<AlertOutcome>>, DispatchError> {
         let mut batch = self.inner.store.batch().await?;
         // Every key's lock, open incident and latest runs in a few statements for the batch.
-        let keys: Vec<String> = jobs
-            .iter()
-            .flat_map(|job| job.alerts.iter().map(|a| incident_key(a, &job.cfg)))
-            .collect();
-        batch.load_keys(keys.iter().map(String::as_str)).await?;
+        let keys = keys_of(jobs);
+        batch
+            .load_keys(keys.iter().map(String::as_str))
+            .await
+            .map_err(|e| {
+                if e.is_lock_timeout() {
+                    tracing::warn!(
+                        error = %e,
+                        "an ingest batch waited 5 s for its incident keys' locks; its alerts are \
+                         refused (503) for their senders to resend"
+                    );
+                    DispatchError::NotRecorded(
+                        "an incident key of these alerts stayed locked by another transaction \
+                         (another replica's batch?) for 5 s"
+                            .into(),
+                    )
+                } else {
+                    e.into()
+                }
+            })?;
+        if let Some(locked) = locked {
+            locked.send_replace(true);
+        }
         let mut prepared = Vec::new();
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -298,13 +320,38 @@ impl Dispatcher {
     }
 }
 
+/// Ingest batches recorded at once on PostgreSQL. A batch is a chain of round trips to the
+/// server (ping, `BEGIN`, locks and lookup, inserts, `COMMIT`); with one batch at a time
+/// the ingester mostly waits for answers while the server and the cores idle. Batches
+/// in flight together are as safe as two replicas ingesting at once: each holds its keys'
+/// advisory locks until it commits, so a batch sharing keys with another waits for it and
+/// then reads what it committed. SQLite has one writer connection: one batch at a time.
+const PG_BATCHES_IN_FLIGHT: usize = 2;
+
 /// The ingester: takes every notification waiting, records them together, answers each.
 /// When a batch fails, its notifications are retried one by one, so one bad notification
 /// (or a full run queue) is answered on its own and does not fail the others.
+///
+/// On PostgreSQL up to [`PG_BATCHES_IN_FLIGHT`] batches are recorded at once. Notifications
+/// waiting together have no order between them (a sender sends its next one after the
+/// answer to the last, Alertmanager too), so batches need not commit in the order they
+/// were taken; what two batches share, the store's locks order.
 pub(super) async fn ingest_loop(dispatcher: Dispatcher, mut rx: mpsc::Receiver<IngestJob>) {
     // Ends once the replica has retired (alerts are refused from the start of shutdown).
     let retired = dispatcher.inner.retired.clone();
+    let in_flight = match dispatcher.inner.store.backend() {
+        crate::store::Backend::Postgres => PG_BATCHES_IN_FLIGHT,
+        crate::store::Backend::Sqlite => 1,
+    };
+    let batches = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    // Batches started and not yet holding their locks.
+    let mut unlocked: Vec<InFlight> = Vec::new();
     loop {
+        // A free batch first, then the notifications: those arriving while every batch is
+        // in flight wait together for the next one.
+        let Ok(permit) = batches.clone().acquire_owned().await else {
+            return;
+        };
         let first = tokio::select! {
             biased;
             job = rx.recv() => match job { Some(j) => j, None => return },
@@ -317,27 +364,77 @@ pub(super) async fn ingest_loop(dispatcher: Dispatcher, mut rx: mpsc::Receiver<I
                 Err(_) => break,
             }
         }
-        match dispatcher.ingest_batch(&jobs).await {
-            Ok(outcomes) => {
-                for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
-                }
+        // Arrival order between batches sharing a key: this one asks for its locks only
+        // once every earlier batch sharing one holds its own (the server then queues it
+        // behind them until they commit).
+        unlocked.retain(|b| !*b.locked.borrow() && b.locked.has_changed().is_ok());
+        let keys: HashSet<String> = keys_of(&jobs).into_iter().collect();
+        let earlier: Vec<watch::Receiver<bool>> = unlocked
+            .iter()
+            .filter(|b| !b.keys.is_disjoint(&keys))
+            .map(|b| b.locked.clone())
+            .collect();
+        let (locked, locked_rx) = watch::channel(false);
+        if in_flight > 1 {
+            unlocked.push(InFlight {
+                keys,
+                locked: locked_rx,
+            });
+        }
+        let recorder = dispatcher.clone();
+        // Tracked with the dispatcher's loops: shutdown waits for batches in flight.
+        dispatcher.inner.loops.spawn(async move {
+            for mut b in earlier {
+                // Err: that batch ended without its locks (it failed); nothing to wait for.
+                let _ = b.wait_for(|held| *held).await;
             }
-            Err(e) if jobs.len() == 1 => {
-                if let Some(job) = jobs.pop() {
-                    let _ = job.reply.send(Err(e));
-                }
+            record_and_answer(&recorder, jobs, &locked).await;
+            drop(permit);
+        });
+    }
+}
+
+/// A batch in flight, as later batches see it until it holds its keys' locks.
+struct InFlight {
+    keys: HashSet<String>,
+    /// True once it holds them; closed when the batch ended.
+    locked: watch::Receiver<bool>,
+}
+
+/// The incident keys of a batch's alerts.
+fn keys_of(jobs: &[IngestJob]) -> Vec<String> {
+    jobs.iter()
+        .flat_map(|job| job.alerts.iter().map(|a| incident_key(a, &job.cfg)))
+        .collect()
+}
+
+/// Records one batch and answers its senders. When it fails, its notifications are
+/// recorded one by one (each takes its locks anew; arrival order is not kept on this path).
+async fn record_and_answer(
+    dispatcher: &Dispatcher,
+    mut jobs: Vec<IngestJob>,
+    locked: &watch::Sender<bool>,
+) {
+    match dispatcher.ingest_batch(&jobs, Some(locked)).await {
+        Ok(outcomes) => {
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let _ = job.reply.send(Ok(outcome));
             }
-            Err(e) => {
-                tracing::debug!(error = %e, batch = jobs.len(), "alert batch failed; recording its notifications one by one");
-                for job in jobs {
-                    let single = std::slice::from_ref(&job);
-                    let result = dispatcher
-                        .ingest_batch(single)
-                        .await
-                        .map(|mut o| o.pop().unwrap_or_default());
-                    let _ = job.reply.send(result);
-                }
+        }
+        Err(e) if jobs.len() == 1 => {
+            if let Some(job) = jobs.pop() {
+                let _ = job.reply.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, batch = jobs.len(), "alert batch failed; recording its notifications one by one");
+            for job in jobs {
+                let single = std::slice::from_ref(&job);
+                let result = dispatcher
+                    .ingest_batch(single, None)
+                    .await
+                    .map(|mut o| o.pop().unwrap_or_default());
+                let _ = job.reply.send(result);
             }
         }
     }

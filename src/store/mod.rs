@@ -59,6 +59,14 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// PostgreSQL gave up waiting for a lock (`lock_timeout`, SQLSTATE 55P03): another
+    /// transaction held it too long.
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03"))
+    }
+}
+
 /// Which engine the store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -83,8 +91,8 @@ pub struct Store {
     lease_locks: std::sync::Arc<std::sync::Mutex<Vec<std::fs::File>>>,
 }
 
-/// The migrations, in order. Migration 12 exists on PostgreSQL only (a function of the
-/// ingester's); SQLite records it as done with nothing to do.
+/// The migrations, in order. Migrations 12 and 13 exist on PostgreSQL only (a function of
+/// the ingester's and its lock wait); SQLite records them as done with nothing to do.
 fn migrator(backend: Backend) -> Migrator {
     Migrator {
         migrations: Cow::Owned(vec![
@@ -171,6 +179,18 @@ fn migrator(backend: Backend) -> Migrator {
                 MigrationType::Simple,
                 Cow::Borrowed(match backend {
                     Backend::Postgres => include_str!("migrations/0012_ingest_locks.postgres.sql"),
+                    Backend::Sqlite => "SELECT 1;",
+                }),
+                false,
+            ),
+            Migration::new(
+                13,
+                Cow::Borrowed("ingest lock wait bounded"),
+                MigrationType::Simple,
+                Cow::Borrowed(match backend {
+                    Backend::Postgres => {
+                        include_str!("migrations/0013_ingest_lock_timeout.postgres.sql")
+                    }
                     Backend::Sqlite => "SELECT 1;",
                 }),
                 false,

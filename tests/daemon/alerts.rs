@@ -655,8 +655,8 @@ async fn the_ingest_lookup_waits_for_the_keys_lock_and_sees_what_its_holder_comm
 
 /// PostgreSQL: the server drops every connection of the daemon (a failover, an operator's
 /// `pg_terminate_backend`) right after it used them; the next alert is still answered 200
-/// and its run succeeds — connections are not pinged when back in the pool moments ago, so
-/// a dead one must cost a retry, not the alert.
+/// and its run succeeds — a dead connection in the pool must cost a reconnect, not the
+/// alert.
 #[tokio::test]
 async fn alerts_are_accepted_after_the_server_drops_the_daemons_connections() {
     use sqlx::Connection;
@@ -724,4 +724,132 @@ async fn alerts_are_accepted_after_the_server_drops_the_daemons_connections() {
         })
         .collect();
     assert_eq!(runs.as_array().map(Vec::len), Some(4), "{statuses:?}");
+}
+
+/// PostgreSQL: an ingest batch waiting for a key's lock (held here by another "replica")
+/// does not hold up the alerts behind it — a second batch is recorded meanwhile — and, once
+/// the lock is released, the waiting alert joins the incident the holder committed.
+#[tokio::test]
+async fn an_alert_waiting_for_its_keys_lock_does_not_hold_up_other_alerts() {
+    use sqlx::{Connection, Executor};
+    let ws = Workspace::new(Db::Postgres).await;
+    ws.write_playbook("responder", RESPONDER);
+    let d = std::sync::Arc::new(Daemon::start(&ws, &Options::default()));
+    let db = ws
+        .database_url
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_string();
+    let mut holder = sqlx::PgConnection::connect(&ws.database_url)
+        .await
+        .expect("holder");
+    holder.execute("BEGIN").await.expect("begin");
+    let seen: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM runbookd_lock_open_incidents('fingerprint:fp-held')")
+            .fetch_all(&mut holder)
+            .await
+            .expect("holder's lookup");
+    assert!(seen.is_empty(), "{seen:?}");
+    let held = {
+        let d = d.clone();
+        tokio::spawn(async move {
+            post(
+                &d,
+                &notification(&[("PaymentProcessorDown", "fp-held", "firing")]),
+            )
+            .await
+        })
+    };
+    // Until PostgreSQL shows one of the daemon's connections waiting for a lock (10 s).
+    let mut watcher = sqlx::PgConnection::connect(&ws.database_url)
+        .await
+        .expect("watcher");
+    let mut blocked = false;
+    for _ in 0..1000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&db)
+        .fetch_one(&mut watcher)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(blocked, "the daemon's batch did not wait for the held key");
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(10),
+        post(
+            &d,
+            &notification(&[("PaymentProcessorDown", "fp-free", "firing")]),
+        ),
+    )
+    .await
+    .expect("an alert with another key waited for the held lock");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["alerts"][0]["opened"], true, "{body}");
+    assert!(
+        !held.is_finished(),
+        "the held alert was answered under the lock"
+    );
+    holder
+        .execute(
+            "INSERT INTO incidents (id, incident_key, source, title, labels, status, opened_at, updated_at) \
+             VALUES ('inc-held', 'fingerprint:fp-held', 'alert:A', 'A', '{}', 'open', 1, 1)",
+        )
+        .await
+        .expect("insert");
+    holder.execute("COMMIT").await.expect("commit");
+    let (status, body) = held.await.expect("join");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["alerts"][0]["incident"], "inc-held", "{body}");
+    assert_eq!(body["alerts"][0]["opened"], false, "{body}");
+}
+
+/// PostgreSQL: a key's lock held and never released (a replica frozen in the middle of its
+/// batch, an operator's forgotten transaction) costs that key's alert a 503 after 5 s —
+/// Alertmanager resends it — not an answer that never comes; once the holder is gone the
+/// resent alert is recorded.
+#[tokio::test]
+async fn an_alert_whose_key_stays_locked_is_refused_and_recorded_when_resent() {
+    use sqlx::{Connection, Executor};
+    let ws = Workspace::new(Db::Postgres).await;
+    ws.write_playbook("responder", RESPONDER);
+    let d = Daemon::start(&ws, &Options::default());
+    let mut holder = sqlx::PgConnection::connect(&ws.database_url)
+        .await
+        .expect("holder");
+    holder.execute("BEGIN").await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('fingerprint:fp-stuck')::bigint)")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let stuck = notification(&[("PaymentProcessorDown", "fp-stuck", "firing")]);
+    let sent = std::time::Instant::now();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), post(&d, &stuck))
+        .await
+        .expect("the alert was not answered within 30 s");
+    let waited = sent.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.to_string()
+            .contains("stayed locked by another transaction"),
+        "{body}"
+    );
+    assert!(waited >= Duration::from_secs(5), "refused after {waited:?}");
+    let (_, incidents) = d.get("/api/v1/incidents?limit=10").await;
+    assert_eq!(incidents.as_array().map(Vec::len), Some(0), "{incidents}");
+    holder.execute("ROLLBACK").await.expect("rollback");
+    let (status, body) = post(&d, &stuck).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["alerts"][0]["opened"], true, "{body}");
+    assert_eq!(
+        body["alerts"][0]["runs"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
 }
