@@ -677,12 +677,7 @@ async fn alerts_are_accepted_after_the_server_drops_the_daemons_connections() {
         |v| v.as_array().map(Vec::len) == Some(1),
     )
     .await;
-    let db = ws
-        .database_url
-        .rsplit('/')
-        .next()
-        .expect("database name")
-        .to_string();
+    let db = database_name(&ws);
     let mut admin = sqlx::PgConnection::connect(&ws.database_url)
         .await
         .expect("admin");
@@ -735,12 +730,7 @@ async fn an_alert_waiting_for_its_keys_lock_does_not_hold_up_other_alerts() {
     let ws = Workspace::new(Db::Postgres).await;
     ws.write_playbook("responder", RESPONDER);
     let d = std::sync::Arc::new(Daemon::start(&ws, &Options::default()));
-    let db = ws
-        .database_url
-        .rsplit('/')
-        .next()
-        .expect("database name")
-        .to_string();
+    let db = database_name(&ws);
     let mut holder = sqlx::PgConnection::connect(&ws.database_url)
         .await
         .expect("holder");
@@ -852,4 +842,13 @@ async fn an_alert_whose_key_stays_locked_is_refused_and_recorded_when_resent() {
         Some(1),
         "{body}"
     );
+}
+
+/// The PostgreSQL database of a workspace's store (its URL's last segment).
+fn database_name(ws: &Workspace) -> String {
+    ws.database_url
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_string()
 }
