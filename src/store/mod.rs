@@ -67,6 +67,18 @@ impl StoreError {
     }
 }
 
+/// Set on every PostgreSQL session of the daemon when it connects. runbookd's transactions
+/// never wait on anything but the server between their statements (no network call, no
+/// script), so one idle inside a transaction for 10 s belongs to a replica that is frozen
+/// or cut off in its middle: the server ends it, and the advisory locks it holds (incident
+/// keys, budgets) come free for the other replicas — whose lock waits are bounded at 5 s,
+/// so their alerts are refused until then, not forever. A frozen replica's lease (15 s by
+/// default) runs out after that; when it wakes, its connection is gone and its batch was
+/// rolled back whole: its notifications are recorded again one by one on fresh connections
+/// (meeting what the others recorded meanwhile: nothing starts twice), or, alone in the
+/// batch, answered 503 for the sender to resend.
+const PG_SESSION_SETTINGS: &str = "SET idle_in_transaction_session_timeout = '10s'";
+
 /// Which engine the store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -261,6 +273,12 @@ impl Store {
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections.max(2))
                     .acquire_timeout(Duration::from_secs(5))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            conn.execute(PG_SESSION_SETTINGS).await?;
+                            Ok(())
+                        })
+                    })
                     .connect(database_url)
                     .await?;
                 Store {

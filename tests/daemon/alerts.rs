@@ -844,6 +844,114 @@ async fn an_alert_whose_key_stays_locked_is_refused_and_recorded_when_resent() {
     );
 }
 
+/// PostgreSQL, two replicas: one is frozen (SIGSTOP) right after its batch was granted an
+/// incident key's lock, so its transaction stays open holding it. The server ends that
+/// transaction after 10 s idle; the other replica, receiving the same alert (Alertmanager
+/// resends after each 503), then records it: one incident, one run. Without the session
+/// setting the frozen replica would hold the key for as long as it stays frozen.
+#[tokio::test]
+async fn a_replica_frozen_mid_batch_does_not_hold_its_keys_from_the_others() {
+    use sqlx::{Connection, Executor};
+    let ws = Workspace::new(Db::Postgres).await;
+    ws.write_playbook("responder", RESPONDER);
+    let frozen = std::sync::Arc::new(Daemon::start(&ws, &Options::default()));
+    let other = Daemon::start(&ws, &Options::default());
+    let db = database_name(&ws);
+    let alert = notification(&[("PaymentProcessorDown", "fp-frozen", "firing")]);
+    // A lock held from outside makes the replica's batch wait at the right step: granted
+    // the moment the holder lets go, while the replica is stopped.
+    let mut holder = sqlx::PgConnection::connect(&ws.database_url)
+        .await
+        .expect("holder");
+    holder.execute("BEGIN").await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('fingerprint:fp-frozen')::bigint)")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let sent = {
+        let (d, body) = (frozen.clone(), alert.clone());
+        tokio::spawn(async move { post(&d, &body).await })
+    };
+    let mut watcher = sqlx::PgConnection::connect(&ws.database_url)
+        .await
+        .expect("watcher");
+    let sessions_in = |state: &'static str, wait: Option<&'static str>| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = $2 \
+             AND ($3::text IS NULL OR wait_event_type = $3)",
+        )
+        .bind(db.clone())
+        .bind(state)
+        .bind(wait)
+    };
+    let mut waiting = false;
+    for _ in 0..1000 {
+        if sessions_in("active", Some("Lock"))
+            .fetch_one(&mut watcher)
+            .await
+            .expect("activity")
+            > 0
+        {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(waiting, "the replica's batch did not wait for the held key");
+    frozen.signal("STOP");
+    holder.execute("ROLLBACK").await.expect("rollback");
+    // The frozen replica's session: granted the lock, then idle inside its transaction.
+    let mut idle = false;
+    for _ in 0..1000 {
+        if sessions_in("idle in transaction", None)
+            .fetch_one(&mut watcher)
+            .await
+            .expect("activity")
+            > 0
+        {
+            idle = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        idle,
+        "the frozen replica's transaction is not idle holding the lock"
+    );
+    // Alertmanager's side: resend after each 503, for at most 40 s.
+    let started = std::time::Instant::now();
+    let mut answers = Vec::new();
+    let recorded = loop {
+        let (status, body) = post(&other, &alert).await;
+        answers.push(status);
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "the other replica could not record the alert in 40 s: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(recorded["alerts"][0]["opened"], true, "{recorded}");
+    frozen.signal("CONT");
+    // The woken replica's batch lost its transaction; it answers, and starts nothing twice.
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), sent)
+        .await
+        .expect("the woken replica did not answer")
+        .expect("join");
+    assert!(status == 200 || status == 503, "{status}: {body}");
+    let incidents = other.get("/api/v1/incidents?limit=10").await.1;
+    assert_eq!(incidents.as_array().map(Vec::len), Some(1), "{incidents}");
+    let runs = other
+        .get("/api/v1/runs?playbook=responder&limit=10")
+        .await
+        .1;
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+    eprintln!("woken replica answered {status}: {body}; the other replica's answers {answers:?}");
+}
+
 /// The PostgreSQL database of a workspace's store (its URL's last segment).
 fn database_name(ws: &Workspace) -> String {
     ws.database_url
