@@ -289,6 +289,13 @@ impl Dispatcher {
                         "an ingest batch waited 5 s for its incident keys' locks; its alerts are \
                          refused (503) for their senders to resend"
                     );
+                    // A batch of several is recorded again one by one: only a notification
+                    // alone in its batch is refused with this answer.
+                    if let [job] = jobs {
+                        self.inner
+                            .metrics
+                            .alerts_key_locked(job.alerts.len() as u64);
+                    }
                     DispatchError::NotRecorded(
                         "an incident key of these alerts stayed locked by another transaction \
                          (another replica's batch?) for 5 s"

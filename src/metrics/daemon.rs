@@ -141,7 +141,7 @@ impl Metrics {
         let alerts = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "alerts",
-            "Alerts received, by what became of them (received, unmatched, deduplicated, truncated)",
+            "Alerts received, by what became of them (received, unmatched, deduplicated, truncated, key_locked)",
             alerts.clone(),
         );
         let notifications = Family::<ChannelLabels, Counter>::default();
@@ -283,6 +283,12 @@ impl Metrics {
     /// An alert started nothing: a run was active or in cooldown.
     pub fn alert_deduplicated(&self) {
         self.alert("deduplicated", 1);
+    }
+
+    /// Alerts refused (503) because an incident key of theirs stayed locked by another
+    /// transaction (another replica's, stuck) past the ingester's lock wait.
+    pub fn alerts_key_locked(&self, n: u64) {
+        self.alert("key_locked", n);
     }
 
     /// Alertmanager said it left alerts out of a notification.

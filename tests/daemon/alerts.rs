@@ -831,6 +831,11 @@ async fn an_alert_whose_key_stays_locked_is_refused_and_recorded_when_resent() {
         "{body}"
     );
     assert!(waited >= Duration::from_secs(5), "refused after {waited:?}");
+    let metrics = d.metrics().await;
+    assert!(
+        metrics.contains(r#"runbookd_alerts_total{reason="key_locked"} 1"#),
+        "{metrics}"
+    );
     let (_, incidents) = d.get("/api/v1/incidents?limit=10").await;
     assert_eq!(incidents.as_array().map(Vec::len), Some(0), "{incidents}");
     holder.execute("ROLLBACK").await.expect("rollback");
