@@ -70,8 +70,8 @@ impl Dispatcher {
     /// records them in one transaction. Batches sharing an incident key are serialised —
     /// by SQLite's single writer, by the keys' advisory locks on PostgreSQL (where two
     /// batches may be in flight, and other replicas' too) — so the two copies an HA
-    /// Alertmanager pair delivers at the same moment cannot both start a run. A large notification goes in chunks of [`ALERTS_PER_TURN`], one at a time,
-    /// taking turns with every other notification waiting, so a small urgent one is never
+    /// Alertmanager pair delivers at the same moment cannot both start a run. A large
+    /// notification goes in chunks of [`ALERTS_PER_TURN`], one at a time, taking turns with every other notification waiting, so a small urgent one is never
     /// stuck behind ten thousand others. Each chunk is recorded all or nothing; when a later
     /// chunk fails the sender gets the error and resends the notification (Alertmanager
     /// does), and the chunks already recorded meet themselves at the door (deduplicated,
@@ -284,6 +284,7 @@ impl Dispatcher {
             .await
             .map_err(|e| {
                 if e.is_lock_timeout() {
+                    // 5 s: migration 13's `lock_timeout` on the lookup function.
                     tracing::warn!(
                         error = %e,
                         "an ingest batch waited 5 s for its incident keys' locks; its alerts are \
@@ -395,16 +396,17 @@ pub(super) async fn ingest_loop(dispatcher: Dispatcher, mut rx: mpsc::Receiver<I
         }
         // Arrival order between batches sharing a key: this one asks for its locks only
         // once every earlier batch sharing one holds its own (the server then queues it
-        // behind them until they commit).
-        unlocked.retain(|b| !*b.locked.borrow() && b.locked.has_changed().is_ok());
-        let keys: HashSet<String> = keys_of(&jobs).into_iter().collect();
-        let earlier: Vec<watch::Receiver<bool>> = unlocked
-            .iter()
-            .filter(|b| !b.keys.is_disjoint(&keys))
-            .map(|b| b.locked.clone())
-            .collect();
+        // behind them until they commit). With one batch at a time there is none.
         let (locked, locked_rx) = watch::channel(false);
+        let mut earlier: Vec<watch::Receiver<bool>> = Vec::new();
         if in_flight > 1 {
+            unlocked.retain(|b| !*b.locked.borrow() && b.locked.has_changed().is_ok());
+            let keys: HashSet<String> = keys_of(&jobs).into_iter().collect();
+            earlier = unlocked
+                .iter()
+                .filter(|b| !b.keys.is_disjoint(&keys))
+                .map(|b| b.locked.clone())
+                .collect();
             unlocked.push(InFlight {
                 keys,
                 locked: locked_rx,

@@ -726,21 +726,11 @@ async fn alerts_are_accepted_after_the_server_drops_the_daemons_connections() {
 /// the lock is released, the waiting alert joins the incident the holder committed.
 #[tokio::test]
 async fn an_alert_waiting_for_its_keys_lock_does_not_hold_up_other_alerts() {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     let ws = Workspace::new(Db::Postgres).await;
     ws.write_playbook("responder", RESPONDER);
     let d = std::sync::Arc::new(Daemon::start(&ws, &Options::default()));
-    let db = database_name(&ws);
-    let mut holder = sqlx::PgConnection::connect(&ws.database_url)
-        .await
-        .expect("holder");
-    holder.execute("BEGIN").await.expect("begin");
-    let seen: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM runbookd_lock_open_incidents('fingerprint:fp-held')")
-            .fetch_all(&mut holder)
-            .await
-            .expect("holder's lookup");
-    assert!(seen.is_empty(), "{seen:?}");
+    let mut holder = hold_key(&ws, "fingerprint:fp-held").await;
     let held = {
         let d = d.clone();
         tokio::spawn(async move {
@@ -751,26 +741,10 @@ async fn an_alert_waiting_for_its_keys_lock_does_not_hold_up_other_alerts() {
             .await
         })
     };
-    // Until PostgreSQL shows one of the daemon's connections waiting for a lock (10 s).
-    let mut watcher = sqlx::PgConnection::connect(&ws.database_url)
-        .await
-        .expect("watcher");
-    let mut blocked = false;
-    for _ in 0..1000 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
-        )
-        .bind(&db)
-        .fetch_one(&mut watcher)
-        .await
-        .expect("pg_stat_activity");
-        if waiting > 0 {
-            blocked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(blocked, "the daemon's batch did not wait for the held key");
+    assert!(
+        sessions_come_to(&ws, "active", Some("Lock")).await,
+        "the daemon's batch did not wait for the held key"
+    );
     let (status, body) = tokio::time::timeout(
         Duration::from_secs(10),
         post(
@@ -806,18 +780,11 @@ async fn an_alert_waiting_for_its_keys_lock_does_not_hold_up_other_alerts() {
 /// resent alert is recorded.
 #[tokio::test]
 async fn an_alert_whose_key_stays_locked_is_refused_and_recorded_when_resent() {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     let ws = Workspace::new(Db::Postgres).await;
     ws.write_playbook("responder", RESPONDER);
     let d = Daemon::start(&ws, &Options::default());
-    let mut holder = sqlx::PgConnection::connect(&ws.database_url)
-        .await
-        .expect("holder");
-    holder.execute("BEGIN").await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('fingerprint:fp-stuck')::bigint)")
-        .execute(&mut holder)
-        .await
-        .expect("lock");
+    let mut holder = hold_key(&ws, "fingerprint:fp-stuck").await;
     let stuck = notification(&[("PaymentProcessorDown", "fp-stuck", "firing")]);
     let sent = std::time::Instant::now();
     let (status, body) = tokio::time::timeout(Duration::from_secs(30), post(&d, &stuck))
@@ -856,71 +823,28 @@ async fn an_alert_whose_key_stays_locked_is_refused_and_recorded_when_resent() {
 /// setting the frozen replica would hold the key for as long as it stays frozen.
 #[tokio::test]
 async fn a_replica_frozen_mid_batch_does_not_hold_its_keys_from_the_others() {
-    use sqlx::{Connection, Executor};
+    use sqlx::Executor;
     let ws = Workspace::new(Db::Postgres).await;
     ws.write_playbook("responder", RESPONDER);
     let frozen = std::sync::Arc::new(Daemon::start(&ws, &Options::default()));
     let other = Daemon::start(&ws, &Options::default());
-    let db = database_name(&ws);
     let alert = notification(&[("PaymentProcessorDown", "fp-frozen", "firing")]);
     // A lock held from outside makes the replica's batch wait at the right step: granted
     // the moment the holder lets go, while the replica is stopped.
-    let mut holder = sqlx::PgConnection::connect(&ws.database_url)
-        .await
-        .expect("holder");
-    holder.execute("BEGIN").await.expect("begin");
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('fingerprint:fp-frozen')::bigint)")
-        .execute(&mut holder)
-        .await
-        .expect("lock");
+    let mut holder = hold_key(&ws, "fingerprint:fp-frozen").await;
     let sent = {
         let (d, body) = (frozen.clone(), alert.clone());
         tokio::spawn(async move { post(&d, &body).await })
     };
-    let mut watcher = sqlx::PgConnection::connect(&ws.database_url)
-        .await
-        .expect("watcher");
-    let sessions_in = |state: &'static str, wait: Option<&'static str>| {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = $2 \
-             AND ($3::text IS NULL OR wait_event_type = $3)",
-        )
-        .bind(db.clone())
-        .bind(state)
-        .bind(wait)
-    };
-    let mut waiting = false;
-    for _ in 0..1000 {
-        if sessions_in("active", Some("Lock"))
-            .fetch_one(&mut watcher)
-            .await
-            .expect("activity")
-            > 0
-        {
-            waiting = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(waiting, "the replica's batch did not wait for the held key");
+    assert!(
+        sessions_come_to(&ws, "active", Some("Lock")).await,
+        "the replica's batch did not wait for the held key"
+    );
     frozen.signal("STOP");
     holder.execute("ROLLBACK").await.expect("rollback");
     // The frozen replica's session: granted the lock, then idle inside its transaction.
-    let mut idle = false;
-    for _ in 0..1000 {
-        if sessions_in("idle in transaction", None)
-            .fetch_one(&mut watcher)
-            .await
-            .expect("activity")
-            > 0
-        {
-            idle = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     assert!(
-        idle,
+        sessions_come_to(&ws, "idle in transaction", None).await,
         "the frozen replica's transaction is not idle holding the lock"
     );
     // Alertmanager's side: resend after each 503, for at most 40 s.
@@ -964,4 +888,47 @@ fn database_name(ws: &Workspace) -> String {
         .next()
         .expect("database name")
         .to_string()
+}
+
+/// A transaction outside runbookd holding `key`'s ingest lock (as another replica's batch
+/// would) until it commits or rolls back.
+async fn hold_key(ws: &Workspace, key: &str) -> sqlx::PgConnection {
+    use sqlx::{Connection, Executor};
+    let mut holder = sqlx::PgConnection::connect(&ws.database_url)
+        .await
+        .expect("holder");
+    holder.execute("BEGIN").await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1)::bigint)")
+        .bind(key)
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    holder
+}
+
+/// Whether, within 10 s, some session on the workspace's database is in `state` (and
+/// waiting on `wait_event_type`, when given), as `pg_stat_activity` shows it.
+async fn sessions_come_to(ws: &Workspace, state: &str, wait_event_type: Option<&str>) -> bool {
+    use sqlx::Connection;
+    let mut watcher = sqlx::PgConnection::connect(&ws.database_url)
+        .await
+        .expect("watcher");
+    let db = database_name(ws);
+    for _ in 0..1000 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = $2 \
+             AND ($3::text IS NULL OR wait_event_type = $3)",
+        )
+        .bind(&db)
+        .bind(state)
+        .bind(wait_event_type)
+        .fetch_one(&mut watcher)
+        .await
+        .expect("pg_stat_activity");
+        if n > 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
