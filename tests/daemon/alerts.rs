@@ -742,7 +742,7 @@ async fn an_alert_waiting_for_its_keys_lock_does_not_hold_up_other_alerts() {
         })
     };
     assert!(
-        sessions_come_to(&ws, "active", Some("Lock")).await,
+        ingest_lookups_come_to(&ws, "active", Some("Lock")).await,
         "the daemon's batch did not wait for the held key"
     );
     let (status, body) = tokio::time::timeout(
@@ -837,14 +837,14 @@ async fn a_replica_frozen_mid_batch_does_not_hold_its_keys_from_the_others() {
         tokio::spawn(async move { post(&d, &body).await })
     };
     assert!(
-        sessions_come_to(&ws, "active", Some("Lock")).await,
+        ingest_lookups_come_to(&ws, "active", Some("Lock")).await,
         "the replica's batch did not wait for the held key"
     );
-    frozen.signal("STOP");
+    frozen.freeze();
     holder.execute("ROLLBACK").await.expect("rollback");
     // The frozen replica's session: granted the lock, then idle inside its transaction.
     assert!(
-        sessions_come_to(&ws, "idle in transaction", None).await,
+        ingest_lookups_come_to(&ws, "idle in transaction", None).await,
         "the frozen replica's transaction is not idle holding the lock"
     );
     // Alertmanager's side: resend after each 503, for at most 40 s.
@@ -906,18 +906,35 @@ async fn hold_key(ws: &Workspace, key: &str) -> sqlx::PgConnection {
     holder
 }
 
-/// Whether, within 10 s, some session on the workspace's database is in `state` (and
-/// waiting on `wait_event_type`, when given), as `pg_stat_activity` shows it.
-async fn sessions_come_to(ws: &Workspace, state: &str, wait_event_type: Option<&str>) -> bool {
+/// Whether, within 10 s, a session on the workspace's database whose last statement is an
+/// ingest batch's lookup (migration 12's function) is in `state` (and waiting on
+/// `wait_event_type`, when given), as `pg_stat_activity` shows it. Only that statement: a
+/// replica's other work (its lease, its claims) may wait on row locks for a moment.
+async fn ingest_lookups_come_to(
+    ws: &Workspace,
+    state: &str,
+    wait_event_type: Option<&str>,
+) -> bool {
     use sqlx::Connection;
     let mut watcher = sqlx::PgConnection::connect(&ws.database_url)
         .await
         .expect("watcher");
     let db = database_name(ws);
+    let mut seen = std::collections::BTreeSet::new();
     for _ in 0..1000 {
+        let lookups: Vec<(i32, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT pid, state, wait_event_type FROM pg_stat_activity WHERE datname = $1 \
+             AND query LIKE '%runbookd_lock_open_incidents%' AND pid <> pg_backend_pid()",
+        )
+        .bind(&db)
+        .fetch_all(&mut watcher)
+        .await
+        .unwrap_or_default();
+        seen.extend(lookups);
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state = $2 \
-             AND ($3::text IS NULL OR wait_event_type = $3)",
+             AND ($3::text IS NULL OR wait_event_type = $3) \
+             AND query LIKE '%runbookd_lock_open_incidents%' AND pid <> pg_backend_pid()",
         )
         .bind(&db)
         .bind(state)
@@ -930,5 +947,14 @@ async fn sessions_come_to(ws: &Workspace, state: &str, wait_event_type: Option<&
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let sessions: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws(' ', pid, state, wait_event_type, left(query, 80)) \
+         FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&db)
+    .fetch_all(&mut watcher)
+    .await
+    .unwrap_or_default();
+    eprintln!("no ingest lookup came to {state:?}; lookups seen: {seen:?}; the database's sessions: {sessions:?}");
     false
 }

@@ -376,6 +376,31 @@ impl Daemon {
         .await
     }
 
+    /// Stops the process (SIGSTOP) and returns once every thread of it is stopped: `kill`
+    /// returns before a busy thread has taken the signal, and one could still act meanwhile.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+        let tasks = format!("/proc/{}/task", self.child.id());
+        for _ in 0..1000 {
+            let all_stopped = std::fs::read_dir(&tasks)
+                .expect("threads")
+                .filter_map(Result::ok)
+                .all(|t| {
+                    let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                    // The state follows the command name's closing parenthesis.
+                    stat.rsplit(')')
+                        .next()
+                        .map(str::trim_start)
+                        .is_some_and(|rest| rest.starts_with('T') || rest.starts_with('t'))
+                });
+            if all_stopped {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the daemon did not stop within 5 s of SIGSTOP");
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
