@@ -18,10 +18,10 @@ use std::collections::{HashMap, HashSet};
 
 use super::{
     incidents::{
-        bind_alerts, incident_from_row, last_incident_run_on, record_alerts_on,
-        resolve_incident_on, ALERT_INSERT, COLUMNS,
+        incident_from_row, last_incident_run_on, record_alerts_on, resolve_incident_on, COLUMNS,
     },
-    runs::{bind_runs, insert_runs_on, RUN_INSERT},
+    json_rows,
+    runs::insert_runs_on,
     AlertRecord, Incident, IncidentStatus, RunRecord, Store, StoreError,
 };
 
@@ -31,13 +31,13 @@ const KEYS_PER_LOOKUP: usize = 500;
 const PG_KEYS_PER_LOOKUP: usize = 100;
 
 /// A timeline line written at commit.
-struct TimelineLine {
-    id: String,
-    incident_id: String,
-    kind: &'static str,
-    actor: String,
-    message: String,
-    details: serde_json::Value,
+pub(super) struct TimelineLine {
+    pub(super) id: String,
+    pub(super) incident_id: String,
+    pub(super) kind: &'static str,
+    pub(super) actor: String,
+    pub(super) message: String,
+    pub(super) details: serde_json::Value,
 }
 
 /// An open transaction on the writer; nothing is visible to others until [`Batch::commit`].
@@ -364,12 +364,12 @@ impl Batch {
     }
 }
 
-/// On PostgreSQL a batch's four inserts are one statement (`WITH … AS (INSERT …) INSERT …`):
-/// every statement is a round trip to the server, and under an alert storm each waited
-/// about a millisecond for the server's turn on the CPU (docs/performance.md), so the three
-/// saved come off every batch. Foreign keys are checked at the end of the statement, when
-/// the incidents it inserts are there. More than [`super::ROWS_PER_INSERT`] rows of a kind
-/// take one more statement per hundred.
+/// On PostgreSQL a batch's four inserts are one statement (`WITH … AS (INSERT …) INSERT …`,
+/// [`json_rows::BATCH_INSERT`]): every statement is a round trip to the server, and under an
+/// alert storm each waited about a millisecond for the server's turn on the CPU
+/// (docs/performance.md), so the three saved come off every batch. Its rows are JSON
+/// parameters, so its text — and its plan — is the same for every batch. More than
+/// [`json_rows::ROWS_PER_STATEMENT`] rows of a kind take one more statement per thousand.
 async fn write_rows_as_one_on(
     conn: &mut AnyConnection,
     now: i64,
@@ -378,7 +378,7 @@ async fn write_rows_as_one_on(
     runs: &[RunRecord],
     alerts: &[AlertRecord],
 ) -> Result<(), StoreError> {
-    let rows = super::ROWS_PER_INSERT;
+    let rows = json_rows::ROWS_PER_STATEMENT;
     let chunk = |len: usize, i: usize| (i * rows).min(len)..((i + 1) * rows).min(len);
     let rounds = [incidents.len(), timeline.len(), runs.len(), alerts.len()]
         .into_iter()
@@ -386,43 +386,19 @@ async fn write_rows_as_one_on(
         .max()
         .unwrap_or(0);
     for round in 0..rounds {
-        let (incidents, timeline) = (
-            &incidents[chunk(incidents.len(), round)],
-            &timeline[chunk(timeline.len(), round)],
-        );
-        let (runs, alerts) = (
-            &runs[chunk(runs.len(), round)],
-            &alerts[chunk(alerts.len(), round)],
-        );
-        let mut inserts = Vec::new();
-        let mut next = 1;
-        for ((head, cols), n) in [
-            (INCIDENT_INSERT, incidents.len()),
-            (TIMELINE_INSERT, timeline.len()),
-            (RUN_INSERT, runs.len()),
-            (ALERT_INSERT, alerts.len()),
-        ] {
-            if n > 0 {
-                inserts.push(super::insert_values_from(head, cols, n, next));
-                next += cols * n;
-            }
-        }
-        let Some(last) = inserts.pop() else {
-            continue;
-        };
-        let mut sql = String::new();
-        for (i, insert) in inserts.iter().enumerate() {
-            sql.push_str(if i == 0 { "WITH " } else { ", " });
-            sql.push_str(&format!("w{i} AS ({insert})"));
-        }
-        sql.push(' ');
-        sql.push_str(&last);
-        let mut q = sqlx::query(&sql);
-        q = bind_incidents(q, now, incidents);
-        q = bind_timeline(q, now, timeline);
-        q = bind_runs(q, runs);
-        q = bind_alerts(q, now, alerts);
-        q.execute(&mut *conn).await?;
+        sqlx::query(json_rows::BATCH_INSERT.as_str())
+            .bind(json_rows::incidents(
+                now,
+                &incidents[chunk(incidents.len(), round)],
+            ))
+            .bind(json_rows::timeline(
+                now,
+                &timeline[chunk(timeline.len(), round)],
+            ))
+            .bind(json_rows::runs(&runs[chunk(runs.len(), round)]))
+            .bind(json_rows::alerts(now, &alerts[chunk(alerts.len(), round)]))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }

@@ -440,13 +440,13 @@ pub(super) async fn add_timeline_on<'c, E: Executor<'c, Database = Any>>(
 
 /// Records received alerts and their outcomes, many rows per statement.
 /// `INSERT INTO alerts` of a batch's alert rows.
-pub(super) const ALERT_INSERT: (&str, usize) = (
+const ALERT_INSERT: (&str, usize) = (
     "INSERT INTO alerts (id, received_at, alertname, fingerprint, status, starts_at, labels, annotations, incident_id, outcome)",
     10,
 );
 
 /// Binds [`ALERT_INSERT`]'s values for `alerts`, received `now`.
-pub(super) fn bind_alerts<'q>(
+fn bind_alerts<'q>(
     mut q: super::AnyQuery<'q>,
     now: i64,
     alerts: &'q [AlertRecord],

@@ -13,6 +13,7 @@ mod budgets;
 mod cron;
 mod escalation;
 mod incidents;
+mod json_rows;
 mod leases;
 mod outbox;
 pub mod retention;
@@ -207,6 +208,18 @@ fn migrator(backend: Backend) -> Migrator {
                 }),
                 false,
             ),
+            Migration::new(
+                14,
+                Cow::Borrowed("ingest lock function planned once per session"),
+                MigrationType::Simple,
+                Cow::Borrowed(match backend {
+                    Backend::Postgres => {
+                        include_str!("migrations/0014_ingest_lock_generic_plan.postgres.sql")
+                    }
+                    Backend::Sqlite => "SELECT 1;",
+                }),
+                false,
+            ),
         ]),
         ..Migrator::DEFAULT
     }
@@ -395,13 +408,9 @@ fn sqlite_pool(size: u32, sync: crate::config::SqliteSynchronous, memory: bool) 
 }
 
 /// `INSERT INTO … VALUES ($1,…,$cols),($cols+1,…),…` for `rows` rows: one statement (one
-/// round trip) for many rows, with placeholders both engines read.
+/// round trip) for many rows, with placeholders both engines read. (PostgreSQL's ingest
+/// batch takes its rows as JSON instead: `json_rows.rs`.)
 fn insert_values(head: &str, cols: usize, rows: usize) -> String {
-    insert_values_from(head, cols, rows, 1)
-}
-
-/// [`insert_values`] whose placeholders start at `$first` (statements that carry several).
-fn insert_values_from(head: &str, cols: usize, rows: usize, first: usize) -> String {
     let mut sql = String::from(head);
     sql.push_str(" VALUES ");
     for r in 0..rows {
@@ -413,7 +422,7 @@ fn insert_values_from(head: &str, cols: usize, rows: usize, first: usize) -> Str
             if c > 1 {
                 sql.push(',');
             }
-            sql.push_str(&format!("${}", first - 1 + r * cols + c));
+            sql.push_str(&format!("${}", r * cols + c));
         }
         sql.push(')');
     }

@@ -261,16 +261,13 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, StoreError> {
 
 /// Inserts queued runs, many rows per statement (one round trip instead of one per run).
 /// `INSERT INTO runs` of a batch's queued runs, its placeholders from `$first`.
-pub(super) const RUN_INSERT: (&str, usize) = (
+const RUN_INSERT: (&str, usize) = (
     "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id, owner)",
     10,
 );
 
 /// Binds [`RUN_INSERT`]'s values for `runs`.
-pub(super) fn bind_runs<'q>(
-    mut q: super::AnyQuery<'q>,
-    runs: &'q [RunRecord],
-) -> super::AnyQuery<'q> {
+fn bind_runs<'q>(mut q: super::AnyQuery<'q>, runs: &'q [RunRecord]) -> super::AnyQuery<'q> {
     for run in runs {
         q = q
             .bind(&run.id)

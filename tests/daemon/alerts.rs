@@ -586,6 +586,49 @@ async fn an_incident_opened_and_resolved_in_one_batch_is_stored_resolved() {
     assert_ne!(again["alerts"][0]["incident"], first, "{again}");
 }
 
+/// Whatever characters an alert carries — quotes, backslashes, newlines, non-ASCII, text
+/// that looks like JSON — come back from the incident, its timeline and its run exactly as
+/// sent (on PostgreSQL the batch's rows travel as JSON parameters, escaped once more).
+#[tokio::test]
+async fn an_alerts_text_is_stored_exactly_as_sent() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook(
+        "echo",
+        "fn triggers() { [#{ alert: \"Odd\" }] }\nfn run(event) { #{ labels: event.labels, annotations: event.annotations } }\n",
+    );
+    let d = Daemon::start(&ws, &Options::default());
+    let odd = "quote \" backslash \\ slash / tab \t newline \n é ü 日本 🚨 {\"json\": [1]} \\u0041";
+    let mut n = notification(&[("Odd", "fp-\"odd\"-\\-é", "firing")]);
+    n["alerts"][0]["labels"]["detail"] = json!(odd);
+    n["alerts"][0]["annotations"]["summary"] = json!(odd);
+    let (s, body) = post(&d, &n).await;
+    assert_eq!(s, 200, "{body}");
+    let incident = body["alerts"][0]["incident"].as_str().expect("incident");
+    let (_, inc) = d.get(&format!("/api/v1/incidents/{incident}")).await;
+    assert_eq!(inc["labels"]["detail"], odd, "{inc}");
+    assert_eq!(inc["title"], odd, "{inc}");
+    let opened = inc["timeline"]
+        .as_array()
+        .and_then(|t| t.iter().find(|l| l["kind"] == "opened"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(opened["message"], format!("opened: {odd}"), "{inc}");
+    assert_eq!(opened["details"]["labels"]["detail"], odd, "{inc}");
+    let runs = wait_runs(&d, "echo", 1).await;
+    assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
+    assert_eq!(runs[0]["event"]["labels"]["detail"], odd, "{}", runs[0]);
+    assert_eq!(
+        runs[0]["result"]["annotations"]["summary"], odd,
+        "{}",
+        runs[0]
+    );
+    // A resend of the same alert meets it at the door: the fingerprint matched as stored.
+    let (s, again) = post(&d, &n).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["alerts"][0]["incident"], incident, "{again}");
+    assert_eq!(again["alerts"][0]["opened"], false, "{again}");
+}
+
 /// PostgreSQL: an ingest batch's lookup (migration 12's function) waits for another batch
 /// holding one of its keys' locks, and then sees the incident that batch committed — its
 /// read is taken after the lock is granted, not when the statement started. Without that,
