@@ -12,7 +12,7 @@
 //! `BEGIN`, locks and lookup in one call, the inserts as one statement, `COMMIT`), one more
 //! when some of its keys have open incidents (their latest runs).
 
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use std::collections::{HashMap, HashSet};
 
@@ -329,7 +329,7 @@ impl Batch {
     pub async fn commit(mut self) -> Result<(), StoreError> {
         match self.backend {
             super::Backend::Postgres => {
-                write_rows_as_one_on(
+                json_rows::insert_batch_on(
                     &mut self.tx,
                     self.now,
                     &self.opened,
@@ -362,45 +362,6 @@ impl Batch {
         self.tx.commit().await?;
         Ok(())
     }
-}
-
-/// On PostgreSQL a batch's four inserts are one statement (`WITH … AS (INSERT …) INSERT …`,
-/// [`json_rows::BATCH_INSERT`]): every statement is a round trip to the server, and under an
-/// alert storm each waited about a millisecond for the server's turn on the CPU
-/// (docs/performance.md), so the three saved come off every batch. Its rows are JSON
-/// parameters, so its text — and its plan — is the same for every batch. More than
-/// [`json_rows::ROWS_PER_STATEMENT`] rows of a kind take one more statement per thousand.
-async fn write_rows_as_one_on(
-    conn: &mut AnyConnection,
-    now: i64,
-    incidents: &[Incident],
-    timeline: &[TimelineLine],
-    runs: &[RunRecord],
-    alerts: &[AlertRecord],
-) -> Result<(), StoreError> {
-    let rows = json_rows::ROWS_PER_STATEMENT;
-    let chunk = |len: usize, i: usize| (i * rows).min(len)..((i + 1) * rows).min(len);
-    let rounds = [incidents.len(), timeline.len(), runs.len(), alerts.len()]
-        .into_iter()
-        .map(|n| n.div_ceil(rows))
-        .max()
-        .unwrap_or(0);
-    for round in 0..rounds {
-        sqlx::query(json_rows::BATCH_INSERT.as_str())
-            .bind(json_rows::incidents(
-                now,
-                &incidents[chunk(incidents.len(), round)],
-            ))
-            .bind(json_rows::timeline(
-                now,
-                &timeline[chunk(timeline.len(), round)],
-            ))
-            .bind(json_rows::runs(&runs[chunk(runs.len(), round)]))
-            .bind(json_rows::alerts(now, &alerts[chunk(alerts.len(), round)]))
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
 }
 
 const INCIDENT_INSERT: (&str, usize) = (

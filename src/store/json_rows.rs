@@ -13,11 +13,12 @@
 //! statement instead of 0.1); they keep their `VALUES`, planned with their values each time.
 //! SQLite keeps its `VALUES` lists too: it plans a statement in microseconds, in process.
 
-use std::sync::LazyLock;
+use std::{ops::Range, sync::LazyLock};
 
 use serde::Serialize;
+use sqlx::AnyConnection;
 
-use super::{batch::TimelineLine, runs::to_json, AlertRecord, Incident, RunRecord};
+use super::{batch::TimelineLine, runs::to_json, AlertRecord, Incident, RunRecord, StoreError};
 
 /// Rows of one kind per statement: bounds a statement's parameter at a few megabytes.
 pub(super) const ROWS_PER_STATEMENT: usize = 1000;
@@ -37,24 +38,18 @@ impl RecordSet {
             .join(", ")
     }
 
-    /// `json_to_recordset($param::json) AS alias(column type, …)`.
-    fn source(&self, param: usize, alias: &str) -> String {
+    /// `INSERT INTO table (…) SELECT … FROM json_to_recordset($param::json) AS r(…)`.
+    fn insert(&self, param: usize) -> String {
+        let names = self.names();
         let defs = self
             .columns
             .iter()
             .map(|(name, ty)| format!("{name} {ty}"))
             .collect::<Vec<_>>()
             .join(", ");
-        format!("json_to_recordset(${param}::json) AS {alias}({defs})")
-    }
-
-    /// `INSERT INTO table (…) SELECT … FROM json_to_recordset($param::json) AS r(…)`.
-    fn insert(&self, param: usize) -> String {
-        let names = self.names();
         format!(
-            "INSERT INTO {} ({names}) SELECT {names} FROM {}",
-            self.table,
-            self.source(param, "r")
+            "INSERT INTO {} ({names}) SELECT {names} FROM json_to_recordset(${param}::json) AS r({defs})",
+            self.table
         )
     }
 }
@@ -123,8 +118,7 @@ const ALERTS: RecordSet = RecordSet {
 
 /// An ingest batch's rows — `$1` incidents, `$2` their timeline lines, `$3` runs, `$4` alert
 /// rows — in one statement (`WITH … AS (INSERT …) INSERT …`); an empty kind is `[]`.
-/// Foreign keys are checked at the end of the statement, when its incidents are there.
-pub(super) static BATCH_INSERT: LazyLock<String> = LazyLock::new(|| {
+static BATCH_INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH w0 AS ({}), w1 AS ({}), w2 AS ({}) {}",
         INCIDENTS.insert(1),
@@ -133,6 +127,42 @@ pub(super) static BATCH_INSERT: LazyLock<String> = LazyLock::new(|| {
         ALERTS.insert(4)
     )
 });
+
+/// Writes an ingest batch's rows on PostgreSQL: its four inserts as one statement
+/// ([`BATCH_INSERT`]) — every statement is a round trip to the server, and under an alert
+/// storm each waited about a millisecond for the server's turn on the CPU
+/// (docs/performance.md), so the three saved come off every batch. More than
+/// [`ROWS_PER_STATEMENT`] rows of a kind take one more statement per thousand, in the same
+/// transaction.
+pub(super) async fn insert_batch_on(
+    conn: &mut AnyConnection,
+    now: i64,
+    incidents: &[Incident],
+    timeline: &[TimelineLine],
+    runs: &[RunRecord],
+    alerts: &[AlertRecord],
+) -> Result<(), StoreError> {
+    let lens = [incidents.len(), timeline.len(), runs.len(), alerts.len()];
+    for [i, t, r, a] in rounds(lens, ROWS_PER_STATEMENT) {
+        sqlx::query(BATCH_INSERT.as_str())
+            .bind(self::incidents(now, &incidents[i]))
+            .bind(self::timeline(now, &timeline[t]))
+            .bind(self::runs(&runs[r]))
+            .bind(self::alerts(now, &alerts[a]))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The statements that write `lens` rows of four kinds, at most `per` of each kind in one:
+/// for each statement, the range of each kind's rows it carries (empty once a kind is done).
+fn rounds(lens: [usize; 4], per: usize) -> Vec<[Range<usize>; 4]> {
+    let n = lens.iter().map(|len| len.div_ceil(per)).max().unwrap_or(0);
+    (0..n)
+        .map(|round| lens.map(|len| (round * per).min(len)..((round + 1) * per).min(len)))
+        .collect()
+}
 
 /// `rows` as a JSON array (`[]` when there are none).
 fn array<T: Serialize>(rows: impl Iterator<Item = T>) -> String {
@@ -249,4 +279,25 @@ pub(super) fn alerts(now: i64, alerts: &[AlertRecord]) -> String {
         incident_id: a.incident_id.as_deref(),
         outcome: &a.outcome,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rounds;
+
+    /// Every row of every kind is in exactly one statement, in order, and no statement carries
+    /// more than `per` of a kind.
+    #[test]
+    fn a_batch_larger_than_a_statement_is_split_without_losing_a_row() {
+        assert!(rounds([0, 0, 0, 0], 1000).is_empty());
+        assert_eq!(rounds([1, 1, 1, 1], 1000), vec![[0..1, 0..1, 0..1, 0..1]]);
+        let lens = [2500, 0, 1000, 1001];
+        let split = rounds(lens, 1000);
+        assert_eq!(split.len(), 3);
+        for (kind, len) in lens.iter().enumerate() {
+            let rows: Vec<usize> = split.iter().flat_map(|r| r[kind].clone()).collect();
+            assert_eq!(rows, (0..*len).collect::<Vec<_>>(), "kind {kind}");
+            assert!(split.iter().all(|r| r[kind].len() <= 1000));
+        }
+    }
 }

@@ -349,8 +349,9 @@ async fn bursts_of_alerts_are_all_accounted_for() {
     assert_eq!(all.as_array().map(Vec::len), Some(500), "no run lost");
 }
 
-/// One notification of 250 new alerts: a batch with more rows of each kind than one
-/// statement carries (100) is written whole, on either store.
+/// One notification of 250 new alerts, recorded in turns of 100 (`ALERTS_PER_TURN`), is
+/// written whole, on either store. (How a batch past one statement's rows is split is unit
+/// tested: `store::json_rows::tests`.)
 #[tokio::test]
 async fn a_notification_of_250_alerts_is_recorded_whole() {
     let ws = Workspace::new(Db::Sqlite).await;
