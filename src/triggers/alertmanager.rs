@@ -75,6 +75,42 @@ impl Alert {
             .unwrap_or("")
     }
 
+    /// Replaces every NUL character of the alert's text with U+FFFD; how many it replaced.
+    ///
+    /// PostgreSQL's `text` cannot hold NUL: an alert carrying one (JSON allows `\u0000`)
+    /// failed its batch with "invalid byte sequence for encoding UTF8: 0x00", was answered
+    /// 503, and Alertmanager resent it for ever — never recorded. Refusing it with 400 would
+    /// lose it too (Alertmanager does not resend 4xx). Replaced the same way on both stores,
+    /// a resend still meets its incident at the door.
+    fn replace_nul(&mut self) -> usize {
+        fn fix(text: &mut String) -> usize {
+            let n = text.matches('\0').count();
+            if n > 0 {
+                *text = text.replace('\0', "\u{FFFD}");
+            }
+            n
+        }
+        let mut n = fix(&mut self.starts_at)
+            + fix(&mut self.ends_at)
+            + fix(&mut self.generator_url)
+            + fix(&mut self.fingerprint);
+        for map in [&mut self.labels, &mut self.annotations] {
+            if map
+                .iter()
+                .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+            {
+                *map = std::mem::take(map)
+                    .into_iter()
+                    .map(|(mut k, mut v)| {
+                        n += fix(&mut k) + fix(&mut v);
+                        (k, v)
+                    })
+                    .collect();
+            }
+        }
+        n
+    }
+
     /// `startsAt` as unix milliseconds.
     pub fn starts_at_ms(&self) -> Option<i64> {
         chrono::DateTime::parse_from_rfc3339(&self.starts_at)
@@ -91,7 +127,7 @@ pub struct PayloadError(pub String);
 /// Parses and validates a webhook body.
 pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let n: Notification = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let mut n: Notification = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." || path.is_empty() {
@@ -105,6 +141,14 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
             "unsupported Alertmanager payload version `{}` (runbookd reads version 4)",
             n.version
         )));
+    }
+    let replaced: usize = n.alerts.iter_mut().map(Alert::replace_nul).sum();
+    if replaced > 0 {
+        tracing::warn!(
+            replaced,
+            group = %n.group_key.replace('\0', "\u{FFFD}"),
+            "alert text held NUL characters (PostgreSQL text cannot store them): replaced with U+FFFD"
+        );
     }
     for (i, a) in n.alerts.iter().enumerate() {
         if a.name().is_empty() {
@@ -141,6 +185,20 @@ mod tests {
         let n = parse(OK.as_bytes()).expect("valid");
         assert_eq!(n.alerts[0].name(), "PaymentProcessorDown");
         assert_eq!(n.alerts[0].starts_at_ms(), Some(1_795_773_600_123));
+    }
+
+    #[test]
+    fn nul_characters_become_replacement_characters() {
+        let odd = OK
+            .replace("breaker open", r"breaker\u0000open")
+            .replace("abc123", r"abc\u0000123")
+            .replace(r#""severity":"critical""#, r#""sev\u0000":"crit\u0000""#);
+        let n = parse(odd.as_bytes()).expect("valid");
+        let a = &n.alerts[0];
+        assert_eq!(a.annotations["summary"], "breaker\u{FFFD}open");
+        assert_eq!(a.fingerprint, "abc\u{FFFD}123");
+        assert_eq!(a.labels["sev\u{FFFD}"], "crit\u{FFFD}");
+        assert!(!a.labels.contains_key("sev\0"));
     }
 
     #[test]

@@ -630,6 +630,35 @@ async fn an_alerts_text_is_stored_exactly_as_sent() {
     assert_eq!(again["alerts"][0]["opened"], false, "{again}");
 }
 
+/// An alert carrying NUL characters (JSON's `\u0000`, which PostgreSQL's text cannot hold)
+/// is recorded with U+FFFD in their place, on both stores, and its resend meets it at the
+/// door. Before, PostgreSQL refused its batch and the alert got 503 at every resend.
+#[tokio::test]
+async fn an_alert_with_nul_characters_is_recorded_not_refused_for_ever() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook(
+        "echo",
+        "fn triggers() { [#{ alert: \"Odd\" }] }\nfn run(event) { event.labels }\n",
+    );
+    let d = Daemon::start(&ws, &Options::default());
+    let mut n = notification(&[("Odd", "fp\u{0}nul", "firing")]);
+    n["alerts"][0]["labels"]["detail"] = json!("a\u{0}b");
+    n["alerts"][0]["annotations"]["summary"] = json!("breaker\u{0}open");
+    let (s, body) = post(&d, &n).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["alerts"][0]["fingerprint"], "fp\u{FFFD}nul", "{body}");
+    let incident = body["alerts"][0]["incident"].as_str().expect("incident");
+    let (_, inc) = d.get(&format!("/api/v1/incidents/{incident}")).await;
+    assert_eq!(inc["title"], "breaker\u{FFFD}open", "{inc}");
+    assert_eq!(inc["labels"]["detail"], "a\u{FFFD}b", "{inc}");
+    let runs = wait_runs(&d, "echo", 1).await;
+    assert_eq!(runs[0]["result"]["detail"], "a\u{FFFD}b", "{}", runs[0]);
+    let (s, again) = post(&d, &n).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["alerts"][0]["incident"], incident, "{again}");
+    assert_eq!(again["alerts"][0]["opened"], false, "{again}");
+}
+
 /// PostgreSQL: an ingest batch's lookup (migration 12's function) waits for another batch
 /// holding one of its keys' locks, and then sees the incident that batch committed — its
 /// read is taken after the lock is granted, not when the statement started. Without that,
