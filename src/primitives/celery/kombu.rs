@@ -304,7 +304,19 @@ async fn remove(
     if let Err(e) = cleanup {
         tracing::warn!(error = %e, binding = %binding, "could not remove runbookd's Celery reply binding");
     }
+    // kombu looks a reply's bindings up, then pushes: a worker that read this binding just
+    // before it went still pushes its reply, recreating the list after the DEL, and nobody
+    // would ever read it (seen in CI: a worker woken from SIGSTOP answering its backlog under
+    // load). A second DEL a moment later removes such a list.
+    let (mut con, list) = (con.clone(), reply_list.to_string());
+    tokio::spawn(async move {
+        tokio::time::sleep(LATE_REPLY_GRACE).await;
+        let _: redis::RedisResult<i64> = con.del(&list).await;
+    });
 }
+
+/// How long after a broadcast's cleanup a late reply may still recreate its list.
+const LATE_REPLY_GRACE: Duration = Duration::from_secs(1);
 
 impl Drop for Unbind {
     fn drop(&mut self) {
