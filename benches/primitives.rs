@@ -82,6 +82,7 @@ async fn reconcile_bench(
         store: None,
         run_id: None,
         actor: "bench".into(),
+        fence: None,
     };
     let before = fake.requests().len();
     let holds_before = fake.holds().len();

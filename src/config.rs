@@ -152,9 +152,22 @@ pub struct NotifyConfig {
     /// Longest wait between two attempts.
     #[serde(deserialize_with = "duration")]
     pub max_backoff: Duration,
-    /// Time limit of one delivery attempt.
+    /// Time limit of one delivery attempt (a channel's own `timeout` wins).
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
+    /// A channel whose deliveries failed this many times in a row is marked degraded
+    /// (metric, `/readyz` detail, dashboard) and waits between attempts, alone.
+    pub degraded_after: u32,
+    /// At shutdown, how long deliveries may still go out (each channel on its own); a
+    /// delivery still unanswered then is cut off and its notification stays in the outbox
+    /// for another replica or the next start.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_drain: Duration,
+    /// How often each channel looks at the outbox without being woken: for notifications
+    /// other replicas queued and could not send. Enqueues here and due retries wake
+    /// delivery at once.
+    #[serde(deserialize_with = "duration")]
+    pub poll_interval: Duration,
 }
 
 impl Default for NotifyConfig {
@@ -163,6 +176,9 @@ impl Default for NotifyConfig {
             give_up_after: Duration::from_secs(3600),
             max_backoff: Duration::from_secs(300),
             timeout: Duration::from_secs(10),
+            degraded_after: 3,
+            shutdown_drain: Duration::from_secs(3),
+            poll_interval: Duration::from_secs(10),
         }
     }
 }
@@ -484,6 +500,21 @@ impl StateConfig {
                 "state.database_url",
                 "must start with sqlite:// or postgres://",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl NotifyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(bad("notify.timeout", "must be longer than zero"));
+        }
+        if self.degraded_after == 0 {
+            return Err(bad("notify.degraded_after", "must be at least 1"));
+        }
+        if self.poll_interval < Duration::from_millis(100) {
+            return Err(bad("notify.poll_interval", "must be at least 100ms"));
         }
         Ok(())
     }

@@ -58,6 +58,25 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         };
         checks.insert("celery_broker".into(), outcome.into());
     }
+    // A degraded channel is reported, not counted: routing traffic to another replica
+    // would not make Slack answer.
+    let channels: serde_json::Map<String, serde_json::Value> = s
+        .notifier
+        .iter()
+        .flat_map(|n| n.channel_health())
+        .map(|h| {
+            let v = if h.degraded {
+                format!(
+                    "degraded: {} deliveries failed in a row (last: {})",
+                    h.failures_in_a_row,
+                    h.last_error.as_deref().unwrap_or("-")
+                )
+            } else {
+                "ok".into()
+            };
+            (h.channel, v.into())
+        })
+        .collect();
     let failing: Vec<String> = checks
         .iter()
         .filter(|(_, v)| v.as_str() != Some("ok"))
@@ -66,12 +85,14 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if failing.is_empty() {
         (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": checks })),
+            Json(json!({ "status": "ready", "checks": checks, "channels": channels })),
         )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "failing": failing, "checks": checks })),
+            Json(
+                json!({ "status": "not ready", "failing": failing, "checks": checks, "channels": channels }),
+            ),
         )
     }
 }

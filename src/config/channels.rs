@@ -53,6 +53,9 @@ pub struct ChannelConfig {
     pub username_env: Option<String>,
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+    /// Time limit of one delivery attempt on this channel (default `[notify] timeout`).
+    #[serde(default, deserialize_with = "super::opt_duration")]
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl ChannelConfig {

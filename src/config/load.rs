@@ -125,6 +125,7 @@ impl Config {
         self.server.validate()?;
         self.state.validate()?;
         self.cron.validate()?;
+        self.notify.validate()?;
         for (name, b) in &self.breakers {
             b.validate(name)?;
         }

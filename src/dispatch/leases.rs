@@ -2,13 +2,32 @@
 //! nobody owns when slots are free, and recovering the runs of replicas whose lease
 //! expired. The store does each step as a compare-and-set (`store/leases.rs`).
 
-use std::{sync::atomic::Ordering, sync::Arc, time::Duration};
+use std::{sync::atomic::Ordering, sync::Arc};
 
 use super::{Held, Inner, Job};
-use crate::store::{Lease, RunError, RunStatus};
+use crate::store::{Fence, Lease, RunError, RunStatus};
 
-/// How often a replica that is otherwise idle looks for runs other replicas recorded.
-const CLAIM_POLL: Duration = Duration::from_secs(1);
+/// A replica whose wall clock differs from the store's by more than this is warned about.
+/// Leases do not depend on it (they run on the store's clock); timestamps a replica
+/// stamps itself (runs' start and end) do.
+const SKEW_WARNING: f64 = 1.0;
+
+/// Exports this replica's clock skew against the store and warns when it passes a second
+/// (once, and again once it is back in bounds).
+fn observe_skew(inner: &Inner, store_now: i64, warned: &mut bool) {
+    let skew = (inner.store.now() - store_now) as f64 / 1000.0;
+    inner.metrics.clock_skew(skew);
+    if skew.abs() > SKEW_WARNING && !*warned {
+        tracing::warn!(skew_seconds = skew, "this replica's clock differs from the state store's by more than a second; leases use the store's clock, but the times this replica stamps on runs are off by as much");
+        *warned = true;
+    } else if skew.abs() <= SKEW_WARNING && *warned {
+        tracing::info!(
+            skew_seconds = skew,
+            "this replica's clock agrees with the state store's again"
+        );
+        *warned = false;
+    }
+}
 
 /// Renews the lease every third of its ttl. A lease found gone (this process was frozen or
 /// cut off longer than the ttl, and another replica took its runs) is replaced by a new
@@ -16,22 +35,31 @@ const CLAIM_POLL: Duration = Duration::from_secs(1);
 /// replica's now, and their outcome would be discarded anyway.
 pub(super) async fn keep_lease(inner: Arc<Inner>) {
     let every = inner.replica.lease_ttl / 3;
+    let mut skewed = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = inner.retired.cancelled() => return,
         }
-        let lease = inner.lease();
+        let (lease, _, fence) = inner.held();
+        let sent = std::time::Instant::now();
         match inner
             .store
             .renew_lease(&lease, inner.replica.lease_ttl)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Some(store_now)) => {
+                fence.extend(sent, inner.replica.lease_ttl);
+                observe_skew(&inner, store_now, &mut skewed);
+            }
+            Ok(None) => {
+                // Nothing acts under the old lease from now on, even before its runs see
+                // their cancellation.
+                fence.revoke();
                 let fresh = Lease::new(&inner.replica.name);
                 tracing::error!(old = %lease.id, new = %fresh.id, "this replica's lease expired and its runs were taken over; cancelling the runs still executing under it and taking a new lease");
                 inner.metrics.run_lost("lease_lost");
+                let sent = std::time::Instant::now();
                 if let Err(e) = inner
                     .store
                     .register_lease(&fresh, inner.replica.lease_ttl)
@@ -45,6 +73,7 @@ pub(super) async fn keep_lease(inner: Arc<Inner>) {
                     Held {
                         lease: fresh,
                         runs: inner.stop_runs.child_token(),
+                        fence: Fence::new(sent, inner.replica.lease_ttl),
                     },
                 );
                 old.runs.cancel();
@@ -110,7 +139,10 @@ pub(super) async fn claim_loop(inner: Arc<Inner>) {
         }
         tokio::select! {
             _ = inner.claim_wake.notified() => {}
-            _ = tokio::time::sleep(CLAIM_POLL.min(recover_every)) => {}
+            // Runs recorded here, slots freeing with a backlog and recoveries wake the
+            // claimer; this wait only finds runs other replicas recorded and could not
+            // start (a third of the lease ttl, with the recovery pass): idle means idle.
+            _ = tokio::time::sleep(recover_every) => {}
             _ = inner.draining.cancelled() => return,
         }
     }

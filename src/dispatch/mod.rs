@@ -30,7 +30,7 @@ use crate::{
     engine::{Catalog, Playbook},
     metrics::Metrics,
     primitives::Services,
-    store::{Lease, RunRecord, RunUpdate, Store, StoreError, Trigger},
+    store::{Fence, Lease, RunRecord, RunUpdate, Store, StoreError, Trigger},
     triggers::Event,
 };
 
@@ -85,11 +85,13 @@ pub struct ReplicaSettings {
     pub lease_ttl: Duration,
 }
 
-/// The lease in force, and the token that ends the runs executing under it.
+/// The lease in force, the token that ends the runs executing under it, and its fence.
 struct Held {
     lease: Lease,
     /// Cancelled when the lease is lost: its runs belong to other replicas by then.
     runs: CancellationToken,
+    /// Until when, by this process's monotonic clock, its runs may act.
+    fence: Arc<Fence>,
 }
 
 struct Inner {
@@ -184,7 +186,9 @@ impl Dispatcher {
         inline: bool,
     ) -> Result<Dispatcher, StoreError> {
         let lease = Lease::new(&replica.name);
+        let sent = std::time::Instant::now();
         store.register_lease(&lease, replica.lease_ttl).await?;
+        let fence = Fence::new(sent, replica.lease_ttl);
         let (queue, rx) = mpsc::channel(limits.queue_capacity);
         let (claimed, claimed_rx) = mpsc::unbounded_channel();
         let slots = Arc::new(Semaphore::new(limits.max_concurrent_runs));
@@ -218,6 +222,7 @@ impl Dispatcher {
             held: std::sync::RwLock::new(Held {
                 lease,
                 runs: stop_runs.child_token(),
+                fence,
             }),
             queue,
             claimed,
@@ -425,10 +430,10 @@ impl Inner {
             .clone()
     }
 
-    /// The current lease and the token that ends runs started under it.
-    fn held(&self) -> (Lease, CancellationToken) {
+    /// The current lease, the token that ends runs started under it, and its fence.
+    fn held(&self) -> (Lease, CancellationToken, Arc<Fence>) {
         let held = self.held.read().unwrap_or_else(|p| p.into_inner());
-        (held.lease.clone(), held.runs.clone())
+        (held.lease.clone(), held.runs.clone(), held.fence.clone())
     }
 
     /// Writes a run's status change and waits until it is committed. Ok(false): the run is

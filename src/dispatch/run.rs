@@ -36,7 +36,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
         .turns
         .take(record.event["incident"].as_str(), &record.playbook)
         .await;
-    let (lease, lease_runs) = inner.held();
+    let (lease, lease_runs, fence) = inner.held();
     let owner = record.owner.clone().unwrap_or_default();
     if owner != lease.id {
         // Claimed under a lease this process has lost since: another replica has it.
@@ -74,6 +74,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
                 dry_run,
                 timeout,
                 limits,
+                fence: Some(fence),
             },
             services,
             cancel,
@@ -82,10 +83,21 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
     .await;
     inner.metrics.running().dec();
     drop(slot);
-    if matches!(&outcome, Ok(o) if o.error.as_ref().is_some_and(|e| e.reason == crate::store::RunErrorReason::Shutdown))
-    {
-        // Cancelled: by the shutdown grace period, or because the lease was lost. Either
-        // way this attempt has no outcome; the run goes the retry path.
+    let cut_off = |reason: &crate::store::RunErrorReason| {
+        matches!(
+            reason,
+            crate::store::RunErrorReason::Shutdown | crate::store::RunErrorReason::LeaseLapsed
+        )
+    };
+    if matches!(&outcome, Ok(o) if o.error.as_ref().is_some_and(|e| cut_off(&e.reason))) {
+        if matches!(&outcome, Ok(o) if o.error.as_ref().is_some_and(|e| e.reason == crate::store::RunErrorReason::LeaseLapsed))
+        {
+            tracing::warn!(run = %record.id, playbook = %record.playbook, attempt = record.attempt, "this replica's lease may have lapsed: the attempt stopped before acting (fenced)");
+            inner.metrics.run_lost("lease_lapsed");
+        }
+        // Cancelled: by the shutdown grace period, because the lease was lost, or fenced
+        // because it may have lapsed. This attempt has no outcome; the run goes the retry
+        // path (a compare-and-set on this lease: a run taken over meanwhile is left alone).
         interrupted(&inner, &record, &lease).await;
         return None;
     }

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::catalog::{innermost, strip_position, Playbook};
 use crate::{
     primitives::{
-        RunContext, RunGuard, Services, TERMINATED_MEMORY, TERMINATED_SHUTDOWN, TERMINATED_TIMEOUT,
+        RunContext, RunGuard, Services, TERMINATED_LEASE, TERMINATED_MEMORY, TERMINATED_SHUTDOWN,
+        TERMINATED_TIMEOUT,
     },
     store::{LogLine, RunError, RunStatus},
 };
@@ -23,6 +24,8 @@ pub struct RunSpec<'a> {
     pub dry_run: bool,
     pub timeout: Duration,
     pub limits: RecordLimits,
+    /// The lease the run executes under: past it, nothing acts ([`crate::store::Fence`]).
+    pub fence: Option<std::sync::Arc<crate::store::Fence>>,
 }
 
 /// How much of a run its record keeps (`[playbooks] max_log_*`, `max_actions`,
@@ -98,6 +101,7 @@ pub fn execute(
         started_ms: services.clock.now_ms(),
         timeout: spec.timeout,
         cancel,
+        fence: spec.fence.clone(),
         services,
         limits: spec.limits,
         logs: Default::default(),
@@ -223,6 +227,14 @@ fn classify(err: &EvalAltResult, timeout: Duration, max_memory: usize) -> (RunSt
                             "the script held more memory than [playbooks] max_run_memory ({})",
                             super::memory::human(max_memory)
                         ),
+                    ),
+                )
+            } else if token == TERMINATED_LEASE {
+                (
+                    RunStatus::Failed,
+                    make(
+                        crate::store::RunErrorReason::LeaseLapsed,
+                        "this replica's lease may have lapsed (it was frozen or cut off from the state store); the attempt stopped before acting".into(),
                     ),
                 )
             } else if token == TERMINATED_SHUTDOWN {

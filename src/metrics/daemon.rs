@@ -31,6 +31,11 @@ struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -62,6 +67,8 @@ pub struct Metrics {
     reload_seconds: Histogram,
     alerts: Family<ReasonLabel, Counter>,
     notifications: Family<ChannelLabels, Counter>,
+    channel_degraded: Family<ChannelLabel, Gauge>,
+    clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
     pruned: Family<TableLabel, Counter>,
     key: crate::metrics::key_metrics::KeyMetrics,
 }
@@ -150,6 +157,18 @@ impl Metrics {
             "Notification delivery attempts by channel and outcome (sent, retry, failed)",
             notifications.clone(),
         );
+        let channel_degraded = Family::<ChannelLabel, Gauge>::default();
+        registry.register(
+            "notification_channel_degraded",
+            "1 while a channel's deliveries keep failing ([notify] degraded_after in a row); its retries back off, the other channels are not held up",
+            channel_degraded.clone(),
+        );
+        let clock_skew = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "clock_skew_seconds",
+            "This replica's wall clock minus the state store's, at the last lease renewal (leases use the store's clock)",
+            clock_skew.clone(),
+        );
         let pruned = Family::<TableLabel, Counter>::default();
         registry.register(
             "pruned_rows",
@@ -161,6 +180,8 @@ impl Metrics {
             key,
             pruned,
             notifications,
+            channel_degraded,
+            clock_skew,
             alerts,
             registry,
             runs,
@@ -294,6 +315,20 @@ impl Metrics {
     /// Alertmanager said it left alerts out of a notification.
     pub fn alerts_truncated(&self, n: u64) {
         self.alert("truncated", n);
+    }
+
+    /// A channel became degraded (its deliveries keep failing) or healthy again.
+    pub fn channel_degraded(&self, channel: &str, degraded: bool) {
+        self.channel_degraded
+            .get_or_create(&ChannelLabel {
+                channel: channel.into(),
+            })
+            .set(i64::from(degraded));
+    }
+
+    /// This replica's wall clock minus the state store's.
+    pub fn clock_skew(&self, seconds: f64) {
+        self.clock_skew.set(seconds);
     }
 
     /// A notification delivery attempt ended.

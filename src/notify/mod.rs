@@ -1,10 +1,12 @@
 //! Notifications: a persistent outbox and its delivery to channels (`log`, `slack`,
-//! `pagerduty`, `webhook`, `email`). Queued notifications survive restarts; delivery retries with
-//! exponential backoff and jitter, honours `Retry-After`, and gives up after
-//! `[notify] give_up_after`, recording why. Channel secrets are resolved at start and never
-//! logged. This module knows nothing of Rhai.
+//! `pagerduty`, `webhook`, `email`). Queued notifications survive restarts; each channel is
+//! delivered by its own worker (`delivery.rs`), so one that hangs delays only itself;
+//! delivery retries with exponential backoff and jitter, honours `Retry-After`, and gives up
+//! after `[notify] give_up_after`, recording why. Channel secrets are resolved at start and
+//! never logged. This module knows nothing of Rhai.
 
 mod channels;
+mod delivery;
 mod email;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -17,7 +19,7 @@ pub use channels::Channel;
 use crate::{
     config::{ChannelConfig, ConfigError, NotifyConfig},
     metrics::Metrics,
-    store::{now_ms, OutboxItem, Store, StoreError},
+    store::{Store, StoreError},
 };
 
 /// What a notification says.
@@ -53,12 +55,23 @@ pub struct DeliveryError {
 
 /// The configured channels and the outbox they drain.
 pub struct Notifier {
-    channels: BTreeMap<String, Channel>,
+    /// Each channel with its attempt time limit and delivery health.
+    lanes: BTreeMap<String, delivery::Lane>,
     store: Store,
     cfg: NotifyConfig,
     http: reqwest::Client,
-    wake: tokio::sync::Notify,
     metrics: Option<Arc<Metrics>>,
+}
+
+/// One channel's delivery health, as `/readyz` and the dashboard show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelHealth {
+    pub channel: String,
+    /// Its last `[notify] degraded_after` deliveries or more failed.
+    pub degraded: bool,
+    /// Failed deliveries since the last one that went out.
+    pub failures_in_a_row: u32,
+    pub last_error: Option<String>,
 }
 
 impl Notifier {
@@ -69,35 +82,49 @@ impl Notifier {
         store: Store,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Notifier, ConfigError> {
-        let mut channels: BTreeMap<String, Channel> = channels
+        let mut lanes: BTreeMap<String, delivery::Lane> = channels
             .iter()
-            .map(|(name, c)| Ok((name.clone(), Channel::from_config(name, c)?)))
+            .map(|(name, c)| {
+                let channel = Channel::from_config(name, c)?;
+                let timeout = c.timeout.unwrap_or(cfg.timeout);
+                Ok((name.clone(), delivery::Lane::new(channel, timeout)))
+            })
             .collect::<Result<_, ConfigError>>()?;
         // `log` always exists: a page never has nowhere to go.
-        channels.entry("log".into()).or_insert(Channel::Log);
+        lanes
+            .entry("log".into())
+            .or_insert_with(|| delivery::Lane::new(Channel::Log, cfg.timeout));
+        // No client-wide timeout: each channel bounds its own attempts.
         let http = reqwest::Client::builder()
-            .timeout(cfg.timeout)
             .user_agent(concat!("runbookd/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
         Ok(Notifier {
-            channels,
+            lanes,
             store,
             cfg: cfg.clone(),
             http,
-            wake: tokio::sync::Notify::new(),
             metrics,
         })
     }
 
     /// Names of the configured channels.
     pub fn channel_names(&self) -> Vec<String> {
-        self.channels.keys().cloned().collect()
+        self.lanes.keys().cloned().collect()
     }
 
-    /// Puts a message in the outbox for `channel`; delivery happens in the background.
+    /// Every channel's delivery health.
+    pub fn channel_health(&self) -> Vec<ChannelHealth> {
+        self.lanes
+            .iter()
+            .map(|(name, lane)| lane.health.report(name, self.cfg.degraded_after))
+            .collect()
+    }
+
+    /// Puts a message in the outbox for `channel`; delivery happens in the background (the
+    /// commit wakes it).
     pub async fn enqueue(&self, channel: &str, message: &Message) -> Result<String, NotifyError> {
-        if !self.channels.contains_key(channel) {
+        if !self.lanes.contains_key(channel) {
             return Err(NotifyError::UnknownChannel(
                 channel.into(),
                 self.channel_names().join(", "),
@@ -113,95 +140,28 @@ impl Notifier {
                 &payload,
             )
             .await?;
-        self.wake.notify_one();
         Ok(id)
     }
 
-    /// Delivers due notifications until `stop`.
+    /// Delivers due notifications until `stop`, each channel on its own task: a channel
+    /// that hangs or fails delays only itself. After `stop`, deliveries may go on for
+    /// `[notify] shutdown_drain`; what is still unanswered then stays in the outbox.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
-        loop {
-            match self.store.due_notifications(50).await {
-                Ok(items) => {
-                    for item in items {
-                        self.deliver(item).await;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read the notification outbox"),
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                _ = stop.cancelled() => return,
-            }
+        let workers = tokio_util::task::TaskTracker::new();
+        for name in self.lanes.keys() {
+            workers.spawn(delivery::deliver_channel(
+                self.clone(),
+                name.clone(),
+                stop.clone(),
+            ));
         }
+        workers.close();
+        workers.wait().await;
     }
 
     fn count(&self, channel: &str, outcome: &str) {
         if let Some(m) = &self.metrics {
             m.notification(channel, outcome);
-        }
-    }
-
-    async fn deliver(&self, item: OutboxItem) {
-        // Replicas sharing the store poll the same outbox: only the one that claims the
-        // notification sends it (the lease outlasts one attempt).
-        let lease = now_ms() + (self.cfg.timeout + Duration::from_secs(30)).as_millis() as i64;
-        match self.store.claim_notification(&item, lease).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                tracing::warn!(notification = %item.id, error = %e, "cannot claim notification; will retry");
-                return;
-            }
-        }
-        let Some(channel) = self.channels.get(&item.channel) else {
-            let _ = self
-                .store
-                .mark_notification_failed(&item.id, "channel no longer configured", None)
-                .await;
-            return;
-        };
-        let message: Message = match serde_json::from_value(item.payload.clone()) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = self
-                    .store
-                    .mark_notification_failed(&item.id, &format!("unreadable payload: {e}"), None)
-                    .await;
-                return;
-            }
-        };
-        let result = channel.send(&self.http, &message, &item.id).await;
-        let outcome = match result {
-            Ok(()) => {
-                self.count(&item.channel, "sent");
-                self.store.mark_notification_sent(&item.id).await
-            }
-            Err(e) => {
-                let age = Duration::from_millis((now_ms() - item.created_at_ms).max(0) as u64);
-                let next = if e.retryable && age < self.cfg.give_up_after {
-                    Some(
-                        now_ms()
-                            + backoff(item.attempts, e.retry_after, self.cfg.max_backoff)
-                                .as_millis() as i64,
-                    )
-                } else {
-                    None
-                };
-                if next.is_some() {
-                    self.count(&item.channel, "retry");
-                    tracing::warn!(channel = %item.channel, attempt = item.attempts + 1, error = %e.message, "notification not delivered; will retry");
-                } else {
-                    self.count(&item.channel, "failed");
-                    tracing::error!(channel = %item.channel, attempts = item.attempts + 1, error = %e.message, "notification given up");
-                }
-                self.store
-                    .mark_notification_failed(&item.id, &e.message, next)
-                    .await
-            }
-        };
-        if let Err(e) = outcome {
-            tracing::error!(notification = %item.id, error = %e, "cannot record delivery outcome");
         }
     }
 }

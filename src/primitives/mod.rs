@@ -121,6 +121,8 @@ pub const TERMINATED_TIMEOUT: &str = "timeout";
 pub const TERMINATED_SHUTDOWN: &str = "shutdown";
 /// The script held more than `[playbooks] max_run_memory`.
 pub const TERMINATED_MEMORY: &str = "memory";
+/// The replica's lease may have lapsed: the attempt stops before it acts again.
+pub const TERMINATED_LEASE: &str = "lease";
 
 /// Everything a primitive needs to know about the run it serves.
 pub struct RunContext {
@@ -141,6 +143,9 @@ pub struct RunContext {
     pub started_ms: i64,
     pub timeout: Duration,
     pub cancel: CancellationToken,
+    /// The lease the run executes under (none in `runbookd run` and playbook tests that
+    /// hold none): once it may have lapsed, primitives refuse to act.
+    pub fence: Option<Arc<crate::store::Fence>>,
     pub services: Services,
     /// What the run's record may hold.
     pub limits: crate::engine::runner::RecordLimits,
@@ -233,14 +238,23 @@ pub fn check_interrupt() -> Option<Dynamic> {
                 .is_some_and(|d| Instant::now() >= d);
             return late.then(|| Dynamic::from(TERMINATED_TIMEOUT));
         };
-        if ctx.cancel.is_cancelled() {
+        let now = Instant::now();
+        if ctx.fence.as_ref().is_some_and(|f| f.lapsed_at(now)) {
+            Some(Dynamic::from(TERMINATED_LEASE))
+        } else if ctx.cancel.is_cancelled() {
             Some(Dynamic::from(TERMINATED_SHUTDOWN))
-        } else if Instant::now() >= ctx.deadline {
+        } else if now >= ctx.deadline {
             Some(Dynamic::from(TERMINATED_TIMEOUT))
         } else {
             None
         }
     })
+}
+
+/// The current run's fence, for primitives that write many times inside one async call
+/// (`reconcile`): they check it before each write.
+pub fn current_fence() -> Option<Arc<crate::store::Fence>> {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|ctx| ctx.fence.clone()))
 }
 
 /// A catchable script error (runtime errors from primitives can be handled with try/catch).
@@ -361,7 +375,9 @@ pub fn push_action(action: &str, record: serde_json::Value) -> Result<(), Box<Ev
 }
 
 /// Performs — or in a dry run, only plans — an action, and records it twice: on the run
-/// (`actions`, and a log line) and in the audit trail. `perform` runs only for real runs.
+/// (`actions`, and a log line) and in the audit trail. `perform` runs only for real runs,
+/// and only while the run's lease holds (see [`crate::store::Fence`]); an attempt whose
+/// lease may have lapsed ends as interrupted instead.
 /// Returns what `perform` returned, or `None` in a dry run.
 pub fn act(
     action: &str,
@@ -370,6 +386,11 @@ pub fn act(
     perform: impl FnOnce() -> Result<serde_json::Value, Box<EvalAltResult>>,
 ) -> Result<Option<serde_json::Value>, Box<EvalAltResult>> {
     let (now, dry_run, run_id, playbook, store, runtime) = with_run(action, |ctx| {
+        // Fenced: an attempt whose lease may have lapsed neither acts nor records an
+        // action — another replica may be running it already.
+        if !ctx.dry_run && ctx.fence.as_ref().is_some_and(|f| f.lapsed()) {
+            return Err(terminated(TERMINATED_LEASE));
+        }
         Ok((
             ctx.services.clock.now_ms(),
             ctx.dry_run,

@@ -121,6 +121,23 @@ pub struct Auditor {
     pub store: Option<Store>,
     pub run_id: Option<String>,
     pub actor: String,
+    /// The run's lease: once it may have lapsed, no payment is changed any more.
+    pub fence: Option<std::sync::Arc<crate::store::Fence>>,
+}
+
+impl Auditor {
+    /// The changes stop here: the run's lease may have lapsed (another replica may be
+    /// reconciling the same payments under the run's next attempt).
+    fn fenced(&self, payment_id: &str) -> Option<Finding> {
+        self.fence
+            .as_ref()
+            .is_some_and(|f| f.lapsed())
+            .then(|| Finding {
+                payment_id: payment_id.to_string(),
+                kind: "lease_lapsed".into(),
+                detail: "not changed: this replica's lease may have lapsed".into(),
+            })
+    }
 }
 
 enum Decision {
@@ -216,6 +233,9 @@ async fn settle(
     let applied = if opts.dry_run || opts.plan {
         false
     } else {
+        if let Some(fenced) = auditor.fenced(&p.id) {
+            return Outcome::Error(fenced);
+        }
         let set = async {
             services
                 .payments
@@ -262,6 +282,11 @@ pub async fn apply_plan(
         report.checked += 1;
         if dry_run {
             audit_change(auditor, &change, true).await;
+            report.changes.push(change);
+            continue;
+        }
+        if let Some(fenced) = auditor.fenced(&change.payment_id) {
+            report.errors.push(fenced);
             report.changes.push(change);
             continue;
         }
@@ -499,6 +524,7 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
         store: services.store.clone(),
         run_id: Some(run_id),
         actor: format!("playbook:{playbook}"),
+        fence: super::current_fence(),
     };
     // Bounded by the run's deadline: thousands of payments at 25 req/s take minutes.
     let report = block_on("reconcile()", Duration::from_secs(24 * 3600), async move {
@@ -527,6 +553,7 @@ fn apply(changes: rhai::Array) -> Result<Dynamic, Box<EvalAltResult>> {
         store: services.store.clone(),
         run_id: Some(run_id),
         actor: format!("playbook:{playbook}"),
+        fence: super::current_fence(),
     };
     let report = block_on(
         "reconcile_apply()",

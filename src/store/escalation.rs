@@ -133,6 +133,7 @@ impl Store {
         .await?;
         enqueue_in(&mut tx, incident_id, "trigger", channels, payload, now).await?;
         tx.commit().await?;
+        self.outbox_touched();
         Ok(true)
     }
 
@@ -162,6 +163,7 @@ impl Store {
         }
         enqueue_in(&mut tx, incident_id, "repeat", channels, payload, now).await?;
         tx.commit().await?;
+        self.outbox_touched();
         Ok(true)
     }
 
@@ -196,6 +198,7 @@ impl Store {
         }
         enqueue_in(&mut tx, incident_id, "resolve", &channels, payload, now).await?;
         tx.commit().await?;
+        self.outbox_touched();
         Ok(true)
     }
 }

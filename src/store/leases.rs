@@ -40,6 +40,60 @@ impl Lease {
     }
 }
 
+/// How long this process may still act under its lease, by its own monotonic clock.
+///
+/// Set from the instant a registration or renewal was *sent* (the store's lease runs from
+/// a later moment, so this end always comes first) plus the lease's ttl, less a safety
+/// margin of a fifth of it. A process frozen past its lease (SIGSTOP, a GC-like pause, a VM
+/// migration) finds its fence lapsed the moment it resumes, before its lease keeper runs:
+/// primitives refuse to act and the attempt ends as interrupted, so the replica that took
+/// the run over is the only one that acts. The monotonic clock keeps counting while a
+/// process is stopped and is untouched by wall-clock steps.
+#[derive(Debug)]
+pub struct Fence {
+    base: std::time::Instant,
+    /// Microseconds after `base` at which acting stops; 0: revoked.
+    deadline_us: std::sync::atomic::AtomicU64,
+}
+
+impl Fence {
+    /// A fence for a lease whose registration was sent at `sent`.
+    pub fn new(sent: std::time::Instant, ttl: Duration) -> std::sync::Arc<Fence> {
+        let fence = Fence {
+            base: sent,
+            deadline_us: std::sync::atomic::AtomicU64::new(0),
+        };
+        fence.extend(sent, ttl);
+        std::sync::Arc::new(fence)
+    }
+
+    /// A renewal sent at `sent` succeeded: acting may go on until `sent + ttl − margin`.
+    pub fn extend(&self, sent: std::time::Instant, ttl: Duration) {
+        let until = sent.saturating_duration_since(self.base) + ttl.saturating_sub(ttl / 5);
+        let us = u64::try_from(until.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.deadline_us
+            .fetch_max(us, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The lease is gone: nothing acts under it any more.
+    pub fn revoke(&self) {
+        self.deadline_us
+            .store(0, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The lease may have lapsed: refuse to act.
+    pub fn lapsed(&self) -> bool {
+        self.lapsed_at(std::time::Instant::now())
+    }
+
+    /// [`Fence::lapsed`] at `now` (the engine's progress check reads the clock once).
+    pub fn lapsed_at(&self, now: std::time::Instant) -> bool {
+        let deadline = self.deadline_us.load(std::sync::atomic::Ordering::Acquire);
+        let at = now.saturating_duration_since(self.base).as_micros();
+        u64::try_from(at).unwrap_or(u64::MAX) >= deadline
+    }
+}
+
 /// What one recovery pass did.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -110,7 +164,7 @@ impl Store {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(file);
         }
-        let now = super::now_ms();
+        let now = self.lease_now().await?;
         sqlx::query(
             "INSERT INTO replicas (id, name, started_at, renewed_at, expires_at) VALUES ($1, $2, $3, $3, $4)",
         )
@@ -123,10 +177,30 @@ impl Store {
         Ok(())
     }
 
-    /// Renews `lease` for another `ttl`. False: the lease is gone — another replica found it
-    /// expired and took its runs over; the caller must stop acting on them.
-    pub async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool, StoreError> {
-        let now = super::now_ms();
+    /// Now by the clock leases are kept on. On PostgreSQL that is the server's: replicas on
+    /// several machines agree on when a lease expires whatever their own clocks say (a
+    /// replica 20 s behind would otherwise write leases that look expired to the others,
+    /// one 20 s ahead would see every other lease expired). SQLite is one machine.
+    pub async fn lease_now(&self) -> Result<i64, StoreError> {
+        match self.backend {
+            super::Backend::Postgres => Ok(sqlx::query_scalar::<_, i64>(
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            )
+            .fetch_one(&self.writer)
+            .await?),
+            super::Backend::Sqlite => Ok(super::now_ms()),
+        }
+    }
+
+    /// Renews `lease` for another `ttl`; returns the store's time of the renewal. None: the
+    /// lease is gone — another replica found it expired and took its runs over; the caller
+    /// must stop acting on them.
+    pub async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let now = self.lease_now().await?;
         let done = sqlx::query(
             "UPDATE replicas SET renewed_at = $1, expires_at = $2 WHERE id = $3 AND expires_at >= $1",
         )
@@ -135,7 +209,7 @@ impl Store {
         .bind(&lease.id)
         .execute(&self.writer)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok((done.rows_affected() == 1).then_some(now))
     }
 
     /// Leases (other than `me`) whose process is gone: on SQLite, those whose lock file no
@@ -146,7 +220,7 @@ impl Store {
         };
         let rows = sqlx::query("SELECT id FROM replicas WHERE id <> $1 AND expires_at >= $2")
             .bind(&me.id)
-            .bind(super::now_ms())
+            .bind(self.lease_now().await?)
             .fetch_all(&self.writer)
             .await?;
         let mut dead = Vec::new();
@@ -182,7 +256,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT name, id, expires_at FROM replicas WHERE expires_at >= $1 ORDER BY name, id",
         )
-        .bind(super::now_ms())
+        .bind(self.lease_now().await?)
         .fetch_all(&self.reader)
         .await?;
         rows.iter()
@@ -195,7 +269,7 @@ impl Store {
     /// replica at once: each change is a compare-and-set on the run's owner, status and
     /// attempt, so one replica wins each run.
     pub async fn recover_runs(&self, me: &Lease, retries: u32) -> Result<Recovered, StoreError> {
-        let now = super::now_ms();
+        let now = self.lease_now().await?;
         for id in self.dead_by_lock(me).await? {
             sqlx::query("UPDATE replicas SET expires_at = 0 WHERE id = $1")
                 .bind(&id)

@@ -36,7 +36,7 @@ pub use batch::Batch;
 pub use budgets::BudgetCheck;
 pub use escalation::Fire;
 pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
-pub use leases::{Interruption, Lease, Recovered};
+pub use leases::{Fence, Interruption, Lease, Recovered};
 pub use outbox::OutboxItem;
 pub use run_updates::RunUpdate;
 pub use runs::{
@@ -102,6 +102,9 @@ pub struct Store {
     sqlite_full_sync: bool,
     /// The lease lock files this process holds (released when it exits, however it exits).
     lease_locks: std::sync::Arc<std::sync::Mutex<Vec<std::fs::File>>>,
+    /// Bumped after every commit that queued a notification, so delivery wakes on enqueue
+    /// instead of polling the outbox.
+    outbox_changed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// The migrations, in order. Migrations 12 and 13 exist on PostgreSQL only (a function of
@@ -220,6 +223,13 @@ fn migrator(backend: Backend) -> Migrator {
                 }),
                 false,
             ),
+            Migration::new(
+                15,
+                Cow::Borrowed("approvals by the run that used them"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0015_approvals_by_using_run.sql")),
+                false,
+            ),
         ]),
         ..Migrator::DEFAULT
     }
@@ -275,6 +285,7 @@ impl Store {
                         .map(|f| std::path::PathBuf::from(format!("{}-leases", f.display()))),
                     lease_locks: Default::default(),
                     sqlite_full_sync: sync == crate::config::SqliteSynchronous::Full,
+                    outbox_changed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
                 }
             }
             Backend::Postgres => {
@@ -302,6 +313,7 @@ impl Store {
                     lease_dir: None,
                     lease_locks: Default::default(),
                     sqlite_full_sync: false,
+                    outbox_changed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
                 }
             }
         };

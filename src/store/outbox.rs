@@ -59,7 +59,7 @@ impl Store {
         kind: &str,
         payload: &serde_json::Value,
     ) -> Result<String, StoreError> {
-        enqueue_on(
+        let id = enqueue_on(
             &self.writer,
             self.now(),
             channel,
@@ -67,21 +67,77 @@ impl Store {
             kind,
             payload,
         )
-        .await
+        .await?;
+        self.outbox_touched();
+        Ok(id)
     }
 
-    /// Pending notifications whose next attempt is due.
-    pub async fn due_notifications(&self, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+    /// Tells delivery that a commit queued notifications (see [`Store::outbox_watch`]).
+    pub(super) fn outbox_touched(&self) {
+        self.outbox_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes each time this process commits a queued notification: delivery waits on it
+    /// instead of polling the outbox.
+    pub fn outbox_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outbox_changed.subscribe()
+    }
+
+    /// `channel`'s pending notifications whose next attempt is due, oldest first, leaving
+    /// out any that has an older pending one for the same incident on the same channel
+    /// (waiting for its retry, or held by another replica): order within one channel and
+    /// incident is kept whatever fails or who delivers.
+    pub async fn due_notifications(
+        &self,
+        channel: &str,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 \
-             ORDER BY next_attempt_at, id LIMIT $2"
+            "SELECT {COLUMNS} FROM outbox o WHERE o.status = 'pending' AND o.channel = $1 \
+             AND o.next_attempt_at <= $2 AND NOT EXISTS (SELECT 1 FROM outbox p \
+               WHERE p.incident_id = o.incident_id AND p.status = 'pending' \
+               AND p.channel = o.channel AND (p.created_at < o.created_at \
+                 OR (p.created_at = o.created_at AND p.id < o.id))) \
+             ORDER BY o.next_attempt_at, o.id LIMIT $3"
         ))
+        .bind(channel)
         .bind(self.now())
         .bind(i64::from(limit))
-        // A poll every 250 ms: on the readers, so it never waits behind run writes.
+        // On the readers, so it never waits behind run writes.
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(item).collect()
+    }
+
+    /// When `channel`'s next pending notification falls due (a retry, or a claim of a
+    /// replica that may have died), if one is waiting for a later time: delivery sleeps
+    /// until then.
+    pub async fn next_notification_due(&self, channel: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending' AND channel = $1 \
+             AND next_attempt_at > $2",
+        )
+        .bind(channel)
+        .bind(self.now())
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>(0)?)
+    }
+
+    /// Gives back a claim taken with [`Store::claim_notification`] without an attempt (the
+    /// delivery was cut off by shutdown): due again now, for another replica or the next
+    /// start. A compare-and-set on the claim, so a claim taken over meanwhile is left alone.
+    pub async fn release_notification(&self, id: &str, lease_until: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending' \
+             AND next_attempt_at = $3",
+        )
+        .bind(self.now())
+        .bind(id)
+        .bind(lease_until)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 
     /// Takes a due notification for delivery until `lease_until` (ms): a compare-and-set on

@@ -88,6 +88,9 @@ pub enum RunErrorReason {
     CallDepth,
     /// runbookd shut down before the run finished.
     Shutdown,
+    /// The attempt stopped before acting because its replica's lease may have lapsed
+    /// (never a run's final reason: the run goes the retry path).
+    LeaseLapsed,
     /// Its replica went away mid-run and no attempt was left.
     Interrupted,
     /// The playbook did not load (or no longer exists).

@@ -86,6 +86,8 @@ struct OverviewPage {
     playbooks: Vec<PlaybookRow>,
     load_errors: usize,
     notifications: Vec<NotificationRow>,
+    /// Channels whose deliveries keep failing.
+    degraded_channels: Vec<crate::notify::ChannelHealth>,
 }
 
 /// Notifications read to find the ones in trouble.
@@ -176,6 +178,13 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
             last_error: n.last_error,
         })
         .collect();
+    let degraded_channels = state
+        .services
+        .notifier
+        .iter()
+        .flat_map(|n| n.channel_health())
+        .filter(|h| h.degraded)
+        .collect();
     viewer.render(&OverviewPage {
         chrome: Chrome::new(&state, &viewer, "Overview", "overview"),
         incidents,
@@ -185,5 +194,6 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
         playbooks,
         load_errors,
         notifications,
+        degraded_channels,
     })
 }

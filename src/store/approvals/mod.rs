@@ -267,6 +267,33 @@ impl Store {
     pub async fn ask_approval(&self, new: &NewApproval) -> Result<Asked, StoreError> {
         let now = self.now();
         let mut tx = self.writer.begin().await?;
+        // A grant belongs to the run that used it, not to one attempt: an attempt cut off
+        // between the use and the action (a crash, a lost lease) is retried, and the retry
+        // is granted again — no new request, no second notification.
+        let used = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM approvals WHERE used_by_run = $1 AND request_hash = $2 \
+             AND status = 'used'"
+        ))
+        .bind(&new.run_id)
+        .bind(&new.request_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = used {
+            let a = approval(&row)?;
+            audit_on(
+                &mut *tx,
+                now,
+                &audit_entry(
+                    &format!("playbook:{}", a.playbook),
+                    "use_again",
+                    &a,
+                    Some(&new.run_id),
+                ),
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Asked::Granted(a));
+        }
         let open = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM approvals WHERE request_hash = $1 \
              AND status IN ('pending', 'approved')"
@@ -428,6 +455,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.outbox_touched();
         Ok(Asked::Requested(a))
     }
 }
