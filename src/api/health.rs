@@ -33,7 +33,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }
     }
     let mut checks = serde_json::Map::new();
-    checks.insert("state".into(), check(state.store.ping()).await.into());
+    let store = match (check(state.store.ping()).await, state.store.write_error()) {
+        // Reads answer, writes do not (a full disk, a server refusing writes): alerts get
+        // 503 and Alertmanager resends them until writes go through again.
+        (ok, Some(e)) if ok == "ok" => format!("error: cannot write: {e}"),
+        (outcome, _) => outcome,
+    };
+    checks.insert("state".into(), store.into());
     let s = &state.services;
     if s.payments.configured() {
         checks.insert(

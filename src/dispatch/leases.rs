@@ -39,6 +39,7 @@ pub(super) async fn keep_lease(inner: Arc<Inner>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = inner.lease_wake.notified() => {}
             _ = inner.retired.cancelled() => return,
         }
         let (lease, _, fence) = inner.held();

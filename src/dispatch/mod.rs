@@ -115,6 +115,9 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Wakes the claimer: a slot freed or an internal run was recorded.
     claim_wake: Notify,
+    /// Wakes the lease keeper: a run found the lease's fence lapsed, so the lease is
+    /// renewed (or replaced) now rather than at the next third of its ttl.
+    lease_wake: Notify,
     accepting: AtomicBool,
     /// Stops the dispatch loop from starting more runs.
     draining: CancellationToken,
@@ -230,6 +233,7 @@ impl Dispatcher {
             backlog: AtomicBool::new(false),
             slots,
             claim_wake: Notify::new(),
+            lease_wake: Notify::new(),
             accepting: AtomicBool::new(true),
             draining: CancellationToken::new(),
             stop_runs,

@@ -94,6 +94,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
         {
             tracing::warn!(run = %record.id, playbook = %record.playbook, attempt = record.attempt, "this replica's lease may have lapsed: the attempt stopped before acting (fenced)");
             inner.metrics.run_lost("lease_lapsed");
+            inner.lease_wake.notify_one();
         }
         // Cancelled: by the shutdown grace period, because the lease was lost, or fenced
         // because it may have lapsed. This attempt has no outcome; the run goes the retry

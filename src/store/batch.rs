@@ -43,6 +43,8 @@ pub(super) struct TimelineLine {
 /// An open transaction on the writer; nothing is visible to others until [`Batch::commit`].
 pub struct Batch {
     tx: Transaction<'static, Any>,
+    /// Told whether the commit went through (`/readyz` shows a failing one).
+    store: Store,
     now: i64,
     backend: super::Backend,
     /// Runs and alert rows are written at commit, many per statement; until then the
@@ -67,6 +69,7 @@ impl Store {
     pub async fn batch(&self) -> Result<Batch, StoreError> {
         Ok(Batch {
             tx: self.writer.begin().await?,
+            store: self.clone(),
             now: self.now(),
             backend: self.backend,
             runs: Vec::new(),
@@ -326,7 +329,14 @@ impl Batch {
 
     /// Writes the incidents, timeline lines, runs and alert rows, then makes every write of
     /// the batch durable at once.
-    pub async fn commit(mut self) -> Result<(), StoreError> {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let result = self.commit_once().await;
+        store.observe_write(&result);
+        result
+    }
+
+    async fn commit_once(mut self) -> Result<(), StoreError> {
         match self.backend {
             super::Backend::Postgres => {
                 json_rows::insert_batch_on(

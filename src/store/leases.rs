@@ -200,6 +200,16 @@ impl Store {
         lease: &Lease,
         ttl: Duration,
     ) -> Result<Option<i64>, StoreError> {
+        let result = self.renew_lease_once(lease, ttl).await;
+        self.observe_write(&result);
+        result
+    }
+
+    async fn renew_lease_once(
+        &self,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
         let now = self.lease_now().await?;
         let done = sqlx::query(
             "UPDATE replicas SET renewed_at = $1, expires_at = $2 WHERE id = $3 AND expires_at >= $1",

@@ -105,6 +105,10 @@ pub struct Store {
     /// Bumped after every commit that queued a notification, so delivery wakes on enqueue
     /// instead of polling the outbox.
     outbox_changed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Why the last write that counts (an alert batch, run status changes, the lease's
+    /// renewal) failed, until one succeeds again: `/readyz` says so (a full disk, a server
+    /// refusing writes).
+    write_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// The migrations, in order. Migrations 12 and 13 exist on PostgreSQL only (a function of
@@ -271,6 +275,9 @@ impl Store {
                 let opts: AnyConnectOptions = url.parse()?;
                 let memory = url.contains("mode=memory") || url.contains(":memory:");
                 let writer = sqlite_pool(1, sync, memory)
+                    .before_acquire(move |conn, _meta| {
+                        Box::pin(async move { Ok(writer_is_clean(conn, sync, memory).await) })
+                    })
                     .connect_with(opts.clone())
                     .await?;
                 // The writer creates the file and switches it to WAL before readers open it.
@@ -286,6 +293,7 @@ impl Store {
                     lease_locks: Default::default(),
                     sqlite_full_sync: sync == crate::config::SqliteSynchronous::Full,
                     outbox_changed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+                    write_error: Default::default(),
                 }
             }
             Backend::Postgres => {
@@ -314,6 +322,7 @@ impl Store {
                     lease_locks: Default::default(),
                     sqlite_full_sync: false,
                     outbox_changed: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+                    write_error: Default::default(),
                 }
             }
         };
@@ -330,6 +339,24 @@ impl Store {
     /// Now, by the store's clock (ms since the epoch).
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Remembers whether a write went through: a failure is shown by `/readyz` until the
+    /// next write succeeds.
+    pub(crate) fn observe_write<T>(&self, result: &Result<T, StoreError>) {
+        let mut last = self.write_error.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(_) => *last = None,
+            Err(e) => *last = Some(e.to_string()),
+        }
+    }
+
+    /// Why writes fail now (the last one failed), if they do.
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Which engine this store uses.
@@ -389,6 +416,35 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     Some(std::path::PathBuf::from(
         path.strip_prefix("file:").unwrap_or(path),
     ))
+}
+
+/// Whether the SQLite writer connection may be handed out: not left inside a transaction.
+///
+/// A commit that fails — the disk is full — can leave SQLite's transaction open on the
+/// connection while sqlx believes it closed, and every later "transaction" would then be a
+/// savepoint inside it: answered, visible, and never durable (alerts answered 200 and lost
+/// at the next restart). Setting `synchronous` is refused inside a transaction, so it is
+/// the test — and it re-asserts the durability every alert's 200 promises. A connection
+/// that fails it is closed (which rolls its transaction back) and a fresh one opened.
+async fn writer_is_clean(
+    conn: &mut sqlx::AnyConnection,
+    sync: crate::config::SqliteSynchronous,
+    memory: bool,
+) -> bool {
+    if memory {
+        return true;
+    }
+    let pragma = match sync {
+        crate::config::SqliteSynchronous::Full => "PRAGMA synchronous = FULL",
+        crate::config::SqliteSynchronous::Normal => "PRAGMA synchronous = NORMAL",
+    };
+    match conn.execute(pragma).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "the SQLite writer connection was left inside a failed transaction; closing it and opening a fresh one");
+            false
+        }
+    }
 }
 
 fn sqlite_pool(size: u32, sync: crate::config::SqliteSynchronous, memory: bool) -> AnyPoolOptions {

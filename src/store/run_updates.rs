@@ -59,15 +59,31 @@ impl Store {
     /// lost "running" leaves the run queued, a lost outcome makes a run that finished run
     /// again as a new attempt (primitives are idempotent).
     pub async fn write_run_updates(&self, updates: &[RunUpdate]) -> Result<Vec<bool>, StoreError> {
+        let result = self.write_run_updates_once(updates).await;
+        self.observe_write(&result);
+        result
+    }
+
+    async fn write_run_updates_once(&self, updates: &[RunUpdate]) -> Result<Vec<bool>, StoreError> {
         let mut conn = self.writer.acquire().await?;
         let relaxed = self.backend == super::Backend::Sqlite && self.sqlite_full_sync;
         if relaxed {
-            sqlx::query("PRAGMA synchronous = NORMAL")
+            if let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL")
                 .execute(&mut *conn)
-                .await?;
+                .await
+            {
+                // Left inside a transaction: never reused (see `writer_is_clean`).
+                conn.close_on_drop();
+                return Err(e.into());
+            }
         }
         let one_statement = self.backend == super::Backend::Postgres;
         let result = write_updates_on(&mut conn, updates, one_statement).await;
+        if result.is_err() && self.backend == super::Backend::Sqlite {
+            // A failed write may leave SQLite's transaction open on the connection.
+            conn.close_on_drop();
+            return result;
+        }
         if relaxed {
             // Back to FULL whatever happened: the next commit on this connection may be an
             // alert's, whose 200 promises it is on disk. A connection that cannot be set

@@ -465,3 +465,63 @@ async fn the_cli_lists_and_decides_the_approvals_of_a_running_daemon() {
     let out = cli("dave-secret", &["deny", &id]).expect("cli");
     assert_eq!(out.status.code(), Some(1), "decided already");
 }
+
+/// Acts only when approved, after a pause in which a crash can land; the action is a
+/// Celery message on Redis, counted outside runbookd.
+const GATE_THEN_ACT: &str = r#"
+fn run(event) {
+    if event.kind == "approval" && event.approval.decision != "approved" { return "denied"; }
+    if !approved(#{ action: "breaker.reset", target: "stripe", reason: "drill" }) { return "asked"; }
+    sleep(3.0);
+    celery_enqueue("drill.mark", ["act", "gate", event.attempt]);
+    "acted"
+}
+"#;
+
+#[tokio::test]
+async fn a_crash_between_an_approvals_use_and_its_action_neither_loses_the_action_nor_asks_again() {
+    let queue = format!("approval-crash-{}", uuid::Uuid::now_v7().simple());
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("gate", GATE_THEN_ACT);
+    let opts = with_tokens(&format!("\n{}", crate::faults::celery_config(&queue)));
+    let mut d = Daemon::start(&ws, &opts);
+    let (_, run) = d.run_wait("gate", json!({})).await;
+    assert_eq!(run["status"], "awaiting_approval", "{run}");
+    let asked = pending(&d).await;
+    let id = asked[0]["id"].as_str().expect("id").to_string();
+    let (s, decided) = decide(&d, "bob", &id, "approve", json!({})).await;
+    assert_eq!(s, 200, "{decided}");
+    let follow_up = decided["follow_up_run"].as_str().expect("run").to_string();
+    // The follow-up run used the grant and is in its pause: kill -9.
+    let used = d
+        .poll(
+            &format!("/api/v1/approvals/{id}"),
+            Duration::from_secs(10),
+            |v| v["status"] == "used",
+        )
+        .await;
+    assert_eq!(used["used_by_run"], follow_up.as_str(), "{used}");
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5));
+    drop(d);
+    let d = Daemon::start(&ws, &opts);
+    let done = finished(&d, &follow_up).await;
+    assert_eq!(done["status"], "succeeded", "{done}\n{}", d.logs());
+    assert_eq!(done["result"], "acted", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    let acted = crate::faults::marks(&queue).await;
+    assert_eq!(
+        acted,
+        vec![("act".to_string(), "gate".to_string(), 2)],
+        "one action"
+    );
+    // No new request, no second notification.
+    let (_, all) = d.get("/api/v1/approvals?limit=100").await;
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    assert_eq!(all[0]["status"], "used", "{all}");
+    let (_, notes) = d.get("/api/v1/notifications").await;
+    let asks = notes
+        .as_array()
+        .map(|n| n.iter().filter(|n| n["kind"] == "approval").count());
+    assert_eq!(asks, Some(1), "{notes}");
+}

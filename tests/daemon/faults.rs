@@ -27,7 +27,7 @@ fn run(event) {
 "#;
 
 /// A broker queue of this test's own.
-fn celery_config(queue: &str) -> String {
+pub fn celery_config(queue: &str) -> String {
     format!(
         "[celery]\nbroker_url = \"{}\"\nqueue = \"{queue}\"\ntasks = [\"drill.mark\"]\n",
         redis_url()
@@ -35,7 +35,7 @@ fn celery_config(queue: &str) -> String {
 }
 
 /// (phase, incident, attempt) of every mark, oldest first.
-async fn marks(queue: &str) -> Vec<(String, String, i64)> {
+pub async fn marks(queue: &str) -> Vec<(String, String, i64)> {
     let mut r = redis().await;
     let raw: Vec<String> = r.lrange(queue, 0, -1).await.expect("lrange");
     raw.iter()
@@ -54,7 +54,7 @@ async fn marks(queue: &str) -> Vec<(String, String, i64)> {
         .collect()
 }
 
-fn replica(name: &str, extra: &str, env: &[(&str, &str)]) -> Options {
+pub fn replica(name: &str, extra: &str, env: &[(&str, &str)]) -> Options {
     let mut e: Vec<(String, String)> = vec![
         ("RUNBOOKD_SERVER__REPLICA_ID".into(), name.into()),
         ("RUNBOOKD_SERVER__LEASE_TTL".into(), "2s".into()),
