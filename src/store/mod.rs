@@ -282,7 +282,9 @@ impl Store {
                     .await?;
                 // The writer creates the file and switches it to WAL before readers open it.
                 let reader = sqlite_pool(4, sync, memory).connect_with(opts).await?;
-                spawn_checkpointer(reader.clone());
+                let wal = sqlite_file(database_url)
+                    .map(|f| std::path::PathBuf::from(format!("{}-wal", f.display())));
+                spawn_checkpointer(reader.clone(), wal);
                 Store {
                     writer,
                     reader,
@@ -383,15 +385,27 @@ impl Store {
 /// task instead, once a second, PASSIVE (it never waits for writers). What is in the WAL is
 /// already durable (with `synchronous=FULL` each commit's WAL frames are fsynced): a crash
 /// between checkpoints loses nothing.
-fn spawn_checkpointer(pool: AnyPool) {
+///
+/// A WAL that did not change since the last checkpoint (same length and modification time)
+/// is not checkpointed again: an idle daemon makes no query a second for nothing.
+fn spawn_checkpointer(pool: AnyPool, wal: Option<std::path::PathBuf>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checkpointed = None;
         loop {
             tick.tick().await;
             if pool.is_closed() {
                 return;
             }
+            let seen = wal
+                .as_ref()
+                .and_then(|w| std::fs::metadata(w).ok())
+                .map(|m| (m.len(), m.modified().ok()));
+            if seen.is_some() && seen == checkpointed {
+                continue;
+            }
+            checkpointed = seen;
             if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
                 .execute(&pool)
                 .await
@@ -400,6 +414,7 @@ fn spawn_checkpointer(pool: AnyPool) {
                     return;
                 }
                 tracing::warn!(error = %e, "SQLite checkpoint failed; retrying in 1 s");
+                checkpointed = None;
             }
         }
     });
