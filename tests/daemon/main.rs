@@ -14,6 +14,7 @@ mod closed_loop;
 mod cron;
 mod dashboard;
 mod escalation;
+mod examples;
 mod fake_loki;
 mod fake_statuspage;
 mod fake_stripe;
