@@ -101,7 +101,9 @@ enum Command {
 /// `runbookd approve` / `runbookd deny`.
 #[derive(clap::Args)]
 struct Decision {
+    /// The approval's id (the first column of `runbookd approvals`).
     id: String,
+    /// Why: recorded with the decision, shown in the audit trail and on the incident.
     #[arg(long)]
     comment: Option<String>,
     /// Who decides, for a daemon without tokens (with tokens: the token's name).
