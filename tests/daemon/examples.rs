@@ -315,8 +315,8 @@ const NO_LONGER_READ: &[&str] = &[
     "playbooks.max_map_size",
 ];
 
-#[test]
-fn the_example_configuration_documents_exactly_the_keys_the_structs_read() {
+/// The keys the structs read (less the retired ones), checked to be found by the probe.
+fn schema() -> BTreeSet<String> {
     let mut schema = BTreeSet::new();
     struct_keys(&Vec::new(), &mut schema);
     // The probe itself: known sections and shapes are found.
@@ -333,7 +333,26 @@ fn the_example_configuration_documents_exactly_the_keys_the_structs_read() {
     for k in NO_LONGER_READ {
         assert!(schema.remove(*k), "{k} is no longer accepted: drop it here");
     }
+    schema
+}
 
+/// What the shipped playbooks read with `setting("a.b", …)`.
+fn playbook_settings() -> BTreeSet<String> {
+    let mut read_by_playbooks = BTreeSet::new();
+    for file in rhai_files(&repo().join("playbooks")) {
+        let text = std::fs::read_to_string(&file).expect("playbook");
+        for piece in text.split("setting(\"").skip(1) {
+            if let Some(end) = piece.find('"') {
+                read_by_playbooks.insert(piece[..end].to_string());
+            }
+        }
+    }
+    read_by_playbooks
+}
+
+#[test]
+fn the_example_configuration_documents_exactly_the_keys_the_structs_read() {
+    let schema = schema();
     let text = read("examples/runbookd.toml");
     let (documented, settings) = example_keys(&text, &schema);
     let missing: Vec<_> = schema.difference(&documented).collect();
@@ -345,15 +364,7 @@ fn the_example_configuration_documents_exactly_the_keys_the_structs_read() {
     );
 
     // [playbooks.settings.*]: what the shipped playbooks read with setting("a.b", …).
-    let mut read_by_playbooks = BTreeSet::new();
-    for file in rhai_files(&repo().join("playbooks")) {
-        let text = std::fs::read_to_string(&file).expect("playbook");
-        for piece in text.split("setting(\"").skip(1) {
-            if let Some(end) = piece.find('"') {
-                read_by_playbooks.insert(piece[..end].to_string());
-            }
-        }
-    }
+    let read_by_playbooks = playbook_settings();
     let missing: Vec<_> = read_by_playbooks.difference(&settings).collect();
     let unknown: Vec<_> = settings.difference(&read_by_playbooks).collect();
     assert!(
@@ -375,4 +386,45 @@ fn rhai_files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn the_configuration_reference_documents_exactly_the_keys_the_structs_read() {
+    let schema = schema();
+    let doc = read("docs/configuration.md");
+    let (mut keys, mut settings) = (BTreeSet::new(), BTreeSet::new());
+    let mut section: Option<String> = None;
+    for line in doc.lines() {
+        if let Some(h) = line.strip_prefix("## `") {
+            let name = h.trim_end_matches('`');
+            let array = name.starts_with("[[");
+            let name = name.trim_matches(|c| c == '[' || c == ']');
+            let name = name.replace(".NAME", ".*");
+            section = Some(name + if array { "[]" } else { "" });
+            continue;
+        }
+        let (Some(s), Some(row)) = (&section, line.strip_prefix("| `")) else {
+            continue;
+        };
+        let Some(key) = row.split('`').next() else {
+            continue;
+        };
+        if s == "playbooks.settings" {
+            settings.insert(key.to_string());
+        } else {
+            keys.insert(format!("{s}.{key}"));
+        }
+    }
+    let missing: Vec<_> = schema.difference(&keys).collect();
+    let unknown: Vec<_> = keys.difference(&schema).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "docs/configuration.md lacks keys the configuration reads: {missing:?}\n\
+         and documents keys it does not read: {unknown:?}"
+    );
+    let read_by_playbooks = playbook_settings();
+    assert_eq!(
+        settings, read_by_playbooks,
+        "docs/configuration.md's [playbooks.settings] against what the playbooks read"
+    );
 }

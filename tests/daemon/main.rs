@@ -13,6 +13,7 @@ mod cli;
 mod closed_loop;
 mod cron;
 mod dashboard;
+mod docs;
 mod escalation;
 mod examples;
 mod fake_loki;
