@@ -188,7 +188,9 @@ fn the_readme_states_the_playbook_test_count_runbookd_test_prints() {
             let end = l[i..].find(" failed").map(|e| i + e + " failed".len())?;
             let stated = &l[start..end];
             // `N passed, N failed` describes the line; a count starts with a digit.
-            stated.starts_with(|c: char| c.is_ascii_digit()).then_some(stated)
+            stated
+                .starts_with(|c: char| c.is_ascii_digit())
+                .then_some(stated)
         })
         .collect();
     assert!(!stated.is_empty(), "the README states the count");
