@@ -449,3 +449,66 @@ fn the_configuration_reference_documents_exactly_the_keys_the_structs_read() {
         "docs/configuration.md's [playbooks.settings] against what the playbooks read"
     );
 }
+
+/// `runbookd --config FILE serve` from an empty directory on a free port: true once
+/// `/healthz` answers 200 (within 20 s); the daemon is stopped after.
+fn serves(config: &Path, env: &BTreeMap<String, String>) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())?;
+    let cwd = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .arg("--playbooks")
+        .arg(repo().join("playbooks"))
+        .current_dir(cwd.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .env("RUNBOOKD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUNBOOKD_KEY_METRICS__INTERVAL", "0s")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut answer = String::new();
+    let result = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Err(format!("serve exited: {status}"));
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            answer.clear();
+            let asked = s.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            if asked.is_ok() && s.read_to_string(&mut answer).is_ok() && answer.contains(" 200 ") {
+                break Ok(());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            break Err(format!("no 200 from /healthz in 20 s: {answer}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+#[test]
+fn the_example_configurations_that_need_no_backends_serve() {
+    serves(&repo().join("examples/runbookd.toml"), &BTreeMap::new())
+        .unwrap_or_else(|e| panic!("examples/runbookd.toml: {e}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let block = toml_block(&read("docs/approvals.md"), "## Configuration");
+    let path = dir.path().join("approvals.toml");
+    std::fs::write(&path, &block).expect("write");
+    let env: BTreeMap<String, String> = env_names(&block)
+        .into_iter()
+        .map(|v| (v, "https://hooks.slack.com/services/x".to_string()))
+        .collect();
+    serves(&path, &env).unwrap_or_else(|e| panic!("docs/approvals.md's block: {e}"));
+}
