@@ -233,3 +233,58 @@ fn the_test_world_api_is_documented_in_full() {
         "docs/testing.md does not show these world functions: {undocumented:?}"
     );
 }
+
+#[test]
+fn every_name_docs_runbook_md_cites_exists() {
+    let doc = std::fs::read_to_string(repo().join("docs/runbook.md")).expect("runbook.md");
+    let read = |rel: &str| std::fs::read_to_string(repo().join(rel)).unwrap_or_default();
+    let playbook_tests: String = [
+        "playbooks/tests/payment_processor_outage.rhai",
+        "playbooks/tests/status_page.rhai",
+    ]
+    .iter()
+    .map(|f| read(f))
+    .collect();
+    let playbooks: String = [
+        "playbooks/payment_processor_outage.rhai",
+        "playbooks/reconcile_payments.rhai",
+        "playbooks/lib/runbook.rhai",
+    ]
+    .iter()
+    .map(|f| read(f))
+    .collect();
+    let mut missing = Vec::new();
+    let mut cited = 0;
+    for name in doc.split('`').skip(1).step_by(2) {
+        let name = name.trim_end_matches("()");
+        if name.contains('…') {
+            continue; // a pattern (`test_…`), not a name
+        }
+        let found = if name.starts_with("test_") {
+            playbook_tests.contains(&format!("fn {name}("))
+        } else if let Some(f) = name.strip_prefix("runbook::") {
+            read("playbooks/lib/runbook.rhai").contains(&format!("fn {f}("))
+        } else if let Some((module, f)) = name.split_once("::") {
+            // A daemon test (`outage::…`) or a primitive (`stripe::ping`, in primitives.md).
+            let f = f.split('(').next().unwrap_or(f);
+            read(&format!("tests/daemon/{module}.rs")).contains(&format!("fn {f}("))
+                || read("docs/primitives.md").contains(&format!("`{module}::{f}"))
+        } else if name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            && name.contains('_')
+            && playbooks.contains(&format!("fn {name}("))
+        {
+            true // a playbook function
+        } else {
+            continue;
+        };
+        cited += 1;
+        if !found {
+            missing.push(name.to_string());
+        }
+    }
+    assert!(cited > 40, "the names are found in the text ({cited})");
+    assert!(
+        missing.is_empty(),
+        "docs/runbook.md cites names the code lacks: {missing:?}"
+    );
+}
