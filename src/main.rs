@@ -197,7 +197,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match command {
-            Command::Serve { world, .. } => serve(config, world).await,
+            Command::Serve { world, .. } => {
+                playbook_dir(&config, dir_origin)?;
+                serve(config, world).await
+            }
             Command::Run {
                 playbook,
                 params,

@@ -369,7 +369,12 @@ async fn every_subcommand_that_loads_playbooks_takes_playbooks_dir() {
             && out.contains("--playbooks DIR"),
         "{out}"
     );
-    let (code, out) = runbookd(cwd.path(), &["run", "hello", "--playbooks", "nowhere"], &[]);
-    assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("(named by --playbooks)"), "{out}");
+    for args in [
+        vec!["run", "hello", "--playbooks", "nowhere"],
+        vec!["serve", "--playbooks", "nowhere"],
+    ] {
+        let (code, out) = runbookd(cwd.path(), &args, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+        assert!(out.contains("(named by --playbooks)"), "{args:?}: {out}");
+    }
 }
