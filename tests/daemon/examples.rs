@@ -512,3 +512,41 @@ fn the_example_configurations_that_need_no_backends_serve() {
         .collect();
     serves(&path, &env).unwrap_or_else(|e| panic!("docs/approvals.md's block: {e}"));
 }
+
+#[test]
+fn one_ingest_token_file_everywhere() {
+    let config: toml::Table = read("examples/debtflow/runbookd.toml")
+        .parse()
+        .expect("toml");
+    let ingest: Vec<&str> = config["server"]["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .filter(|t| t["role"].as_str() == Some("ingest"))
+        .filter_map(|t| t.get("token_file").and_then(|f| f.as_str()))
+        .collect();
+    assert_eq!(
+        ingest.len(),
+        1,
+        "one ingest token file in the DebtFlow config"
+    );
+    let mut places = 0;
+    for rel in [
+        "examples/alertmanager/alertmanager.yml",
+        "docs/install.md",
+        "docs/alerts.md",
+    ] {
+        for line in read(rel)
+            .lines()
+            .filter(|l| l.contains("credentials_file:"))
+        {
+            places += 1;
+            let path = line.split("credentials_file:").nth(1).unwrap_or("").trim();
+            assert_eq!(path, ingest[0], "{rel}: {line}");
+        }
+    }
+    assert!(
+        places >= 3,
+        "Alertmanager's credentials_file is shown ({places})"
+    );
+}
