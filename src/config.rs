@@ -35,10 +35,12 @@ pub use statuspage::StatusPageConfig;
 /// Everything that can go wrong while reading configuration; each message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The cause is in the message only (not a `source`), so a report that prints the
+    /// chain does not say it twice.
+    #[error("cannot read config file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: String, message: String },

@@ -29,6 +29,14 @@ struct Cli {
     command: Command,
 }
 
+/// The playbook directory, named the same way by every subcommand that loads playbooks.
+#[derive(clap::Args, Clone, Default)]
+struct PlaybooksDir {
+    /// Playbook directory (default: [playbooks] dir).
+    #[arg(long = "playbooks", value_name = "DIR")]
+    playbooks: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: HTTP API, hot-reloaded playbooks, run history.
@@ -38,11 +46,19 @@ enum Command {
         /// line marked as simulated.
         #[arg(long, value_name = "SCENARIO")]
         world: Option<PathBuf>,
+        #[command(flatten)]
+        dir: PlaybooksDir,
     },
-    /// Compile every playbook; print `path:line:col: message` per error; exit 1 on any.
+    /// Check what `serve` would refuse at start (the configuration, its token files and
+    /// secret variables, its channels, the escalation table and the playbooks it names) and
+    /// compile every playbook: `path:line:col: message` per playbook error, exit 1 on any;
+    /// configuration problems exit 2.
     Check {
-        /// Playbook directory (default: [playbooks] dir).
-        dir: Option<PathBuf>,
+        /// The same as --playbooks DIR.
+        #[arg(value_name = "DIR", conflicts_with = "playbooks")]
+        positional: Option<PathBuf>,
+        #[command(flatten)]
+        dir: PlaybooksDir,
         /// Also run the playbook tests in DIR/tests (as `runbookd test`).
         #[arg(long)]
         with_tests: bool,
@@ -51,17 +67,20 @@ enum Command {
     Simulate {
         /// Scenario file (see examples/scenarios/).
         scenario: PathBuf,
-        /// Playbook directory (default: [playbooks] dir).
-        #[arg(long)]
-        dir: Option<PathBuf>,
+        /// Playbook directory (default: [playbooks] dir); `--dir` is the same.
+        #[arg(long = "playbooks", alias = "dir", value_name = "DIR")]
+        playbooks: Option<PathBuf>,
         /// Print the timeline as JSON lines instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Run the playbook tests in DIR/tests against simulated worlds; exit 1 on a failure.
     Test {
-        /// Playbook directory (default: [playbooks] dir).
-        dir: Option<PathBuf>,
+        /// The same as --playbooks DIR.
+        #[arg(value_name = "DIR", conflicts_with = "playbooks")]
+        positional: Option<PathBuf>,
+        #[command(flatten)]
+        dir: PlaybooksDir,
         /// Only tests whose `file::test_name` contains this text.
         #[arg(long)]
         filter: Option<String>,
@@ -73,6 +92,8 @@ enum Command {
     Run {
         /// Playbook name (file name without `.rhai`).
         playbook: String,
+        #[command(flatten)]
+        dir: PlaybooksDir,
         /// A parameter `key=value`; the value is read as JSON when it parses, else a string.
         #[arg(long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
@@ -101,7 +122,9 @@ enum Command {
 /// `runbookd approve` / `runbookd deny`.
 #[derive(clap::Args)]
 struct Decision {
+    /// The approval's id (the first column of `runbookd approvals`).
     id: String,
+    /// Why: recorded with the decision, shown in the audit trail and on the incident.
     #[arg(long)]
     comment: Option<String>,
     /// Who decides, for a daemon without tokens (with tokens: the token's name).
@@ -135,19 +158,31 @@ fn main() -> ExitCode {
         config.log.level = "error,runbookd::primitives=off,runbookd::escalation=off".into();
     }
     let simulated = match &cli.command {
-        Command::Serve { world: Some(path) } => Some(format!("simulated world {}", path.display())),
+        Command::Serve {
+            world: Some(path), ..
+        } => Some(format!("simulated world {}", path.display())),
         _ => None,
     };
     init_tracing(&config, simulated.as_deref());
+    // `--playbooks DIR` (or a positional DIR) replaces [playbooks] dir for this command.
+    let dir_origin = match cli.command.playbooks_dir() {
+        Some(dir) => {
+            config.playbooks.dir = dir;
+            DirOrigin::Flag
+        }
+        None => DirOrigin::Config,
+    };
     // Checks and tests need no daemon runtime (tests build their own).
     let command = match cli.command {
-        Command::Check { dir, with_tests } => return report(check(config, dir, with_tests)),
-        Command::Test { dir, filter, jobs } => return report(test(config, dir, filter, jobs)),
-        Command::Simulate {
-            scenario,
-            dir,
-            json,
-        } => return report(simulate(config, scenario, dir, json)),
+        Command::Check { with_tests, .. } => {
+            return report(check(config, cli.config.as_deref(), dir_origin, with_tests))
+        }
+        Command::Test { filter, jobs, .. } => {
+            return report(test(config, dir_origin, filter, jobs))
+        }
+        Command::Simulate { scenario, json, .. } => {
+            return report(simulate(config, scenario, dir_origin, json))
+        }
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -162,12 +197,19 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match command {
-            Command::Serve { world } => serve(config, world).await,
+            Command::Serve { world, .. } => {
+                playbook_dir(&config, dir_origin)?;
+                serve(config, world).await
+            }
             Command::Run {
                 playbook,
                 params,
                 dry_run,
-            } => run_once(config, playbook, params, dry_run).await,
+                ..
+            } => {
+                playbook_dir(&config, dir_origin)?;
+                run_once(config, playbook, params, dry_run).await
+            }
             Command::Approvals { status, url, json } => {
                 cli::approvals::list(&config, url, status, json).await
             }
@@ -183,6 +225,65 @@ fn main() -> ExitCode {
         }
     });
     report(result)
+}
+
+impl Command {
+    /// The playbook directory given on the command line, if any.
+    fn playbooks_dir(&self) -> Option<PathBuf> {
+        match self {
+            Command::Serve { dir, .. } | Command::Run { dir, .. } => dir.playbooks.clone(),
+            Command::Check {
+                positional, dir, ..
+            }
+            | Command::Test {
+                positional, dir, ..
+            } => dir.playbooks.clone().or_else(|| positional.clone()),
+            Command::Simulate { playbooks, .. } => playbooks.clone(),
+            _ => None,
+        }
+    }
+}
+
+/// Who named the playbook directory: the command line, or the configuration.
+#[derive(Clone, Copy)]
+enum DirOrigin {
+    Flag,
+    Config,
+}
+
+/// The playbook directory, or an error saying which setting named it and how to name
+/// another.
+fn playbook_dir(config: &Config, origin: DirOrigin) -> anyhow::Result<PathBuf> {
+    let dir = config.playbooks.dir.clone();
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let named_by = match origin {
+        DirOrigin::Flag => "named by --playbooks".to_string(),
+        DirOrigin::Config if std::env::var_os("RUNBOOKD_PLAYBOOKS__DIR").is_some() => {
+            "named by RUNBOOKD_PLAYBOOKS__DIR ([playbooks] dir)".to_string()
+        }
+        DirOrigin::Config => format!(
+            "[playbooks] dir{}",
+            if dir == runbookd::config::PlaybooksConfig::default().dir {
+                ", the default"
+            } else {
+                " in the configuration"
+            }
+        ),
+    };
+    anyhow::bail!(
+        "playbook directory {} ({named_by}) is not a directory{}: give another with --playbooks DIR or set [playbooks] dir",
+        dir.display(),
+        if dir.is_relative() {
+            format!(
+                " under {}",
+                std::env::current_dir().unwrap_or_default().display()
+            )
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// The exit code, or 2 with the error for failures that are not the playbooks' own.
@@ -271,11 +372,11 @@ async fn serve(config: Config, world: Option<PathBuf>) -> anyhow::Result<ExitCod
 
 fn test(
     config: Config,
-    dir: Option<PathBuf>,
+    origin: DirOrigin,
     filter: Option<String>,
     jobs: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
-    let dir = dir.unwrap_or(config.playbooks.dir.clone());
+    let dir = playbook_dir(&config, origin)?;
     let jobs = jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -299,12 +400,12 @@ fn test(
 fn simulate(
     config: Config,
     scenario: PathBuf,
-    dir: Option<PathBuf>,
+    origin: DirOrigin,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     use runbookd::sim::{driver::Sim, scenario::Scenario};
     let scenario = Scenario::load(&scenario).map_err(anyhow::Error::msg)?;
-    let dir = dir.unwrap_or(config.playbooks.dir.clone());
+    let dir = playbook_dir(&config, origin)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -343,8 +444,13 @@ fn emit(text: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(config: Config, dir: Option<PathBuf>, with_tests: bool) -> anyhow::Result<ExitCode> {
-    let dir = dir.unwrap_or(config.playbooks.dir.clone());
+fn check(
+    config: Config,
+    file: Option<&std::path::Path>,
+    origin: DirOrigin,
+    with_tests: bool,
+) -> anyhow::Result<ExitCode> {
+    let dir = playbook_dir(&config, origin)?;
     let engine = engine::build(&config.playbooks, &dir);
     let (ok, errors) = engine::catalog::check_dir(&engine, &dir)
         .with_context(|| format!("reading playbook directory {}", dir.display()))?;
@@ -358,13 +464,94 @@ fn check(config: Config, dir: Option<PathBuf>, with_tests: bool) -> anyhow::Resu
         ok.len(),
         errors.len()
     );
+    // Broken playbooks exist too (their errors are above).
+    let mut names = ok.clone();
+    names.extend(errors.iter().filter_map(|e| {
+        std::path::Path::new(&e.path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+    }));
+    let (problems, warnings) = preflight(&config, &names);
+    for w in &warnings {
+        eprintln!("runbookd: warning: {w}");
+    }
+    for p in &problems {
+        eprintln!("runbookd: {p}");
+    }
+    let what = file.map_or("the defaults".to_string(), |f| f.display().to_string());
+    if !problems.is_empty() {
+        eprintln!(
+            "{what}: {} problem(s) `runbookd serve` would refuse at start",
+            problems.len()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    eprintln!("{what}: nothing `runbookd serve` would refuse at start");
     if !errors.is_empty() {
         return Ok(ExitCode::FAILURE);
     }
     if with_tests {
-        return test(config, Some(dir), None, None);
+        return test(config, DirOrigin::Flag, None, None);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `serve` would refuse at start, checked with the daemon's own constructors and
+/// without touching any backend: token files and variables, the loopback rule, every
+/// channel's secrets, Slack's signing secret, the escalation table with its channels and
+/// the playbooks its levels run. Returns (problems, warnings), each naming its key once.
+fn preflight(config: &Config, playbooks: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    match runbookd::api::Auth::from_config(&config.server.tokens) {
+        // The rule `serve` applies (src/app/daemon.rs).
+        Ok(auth) if auth.is_open() && !config.server.listen.ip().is_loopback() => {
+            problems.push(format!(
+                "config key `server.listen`: {} is not a loopback address and no [[server.tokens]] are configured: add tokens or listen on 127.0.0.1",
+                config.server.listen
+            ))
+        }
+        Ok(_) => {}
+        Err(e) => problems.push(e.to_string()),
+    }
+    for (name, channel) in &config.channels {
+        if let Err(e) = runbookd::notify::Channel::from_config(name, channel) {
+            problems.push(e.to_string());
+        }
+    }
+    if let Err(e) = runbookd::api::slack::SlackApprovals::from_config(&config.approvals) {
+        problems.push(e.to_string());
+    }
+    let file = &config.escalation.file;
+    let own_table = file.exists();
+    if !own_table && *file != runbookd::config::EscalationConfig::default().file {
+        warnings.push(format!(
+            "[escalation] file {} does not exist: the shipped table (examples/escalation.toml) is used",
+            file.display()
+        ));
+    }
+    let channels: Vec<String> = config.channels.keys().cloned().collect();
+    match runbookd::escalation::Escalation::load(file.clone(), channels) {
+        Err(e) => problems.push(format!("config key `escalation.file`: {e}")),
+        Ok(table) => {
+            for level in &table.table().levels {
+                for p in level.playbooks.iter().filter(|p| !playbooks.contains(p)) {
+                    let text = format!(
+                        "escalation level {} runs playbook `{p}`, which is not in the playbook directory",
+                        level.name
+                    );
+                    // The shipped table names the shipped playbooks; another directory
+                    // may do without them.
+                    if own_table {
+                        problems.push(text);
+                    } else {
+                        warnings.push(format!("{text} (the shipped table)"));
+                    }
+                }
+            }
+        }
+    }
+    (problems, warnings)
 }
 
 fn parse_params(raw: &[String]) -> anyhow::Result<Map<String, Value>> {

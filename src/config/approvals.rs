@@ -67,12 +67,16 @@ impl ApprovalsConfig {
             ));
         }
         if let Some(c) = &self.channel {
-            if !channels.contains_key(c) {
+            // `log` always exists, as in the escalation table.
+            if c != "log" && !channels.contains_key(c) {
+                let known: Vec<&str> = std::iter::once("log")
+                    .chain(channels.keys().map(String::as_str).filter(|k| *k != "log"))
+                    .collect();
                 return Err(bad(
                     "approvals.channel",
                     format!(
                         "no channel named `{c}` (configured: {}); add [channels.{c}]",
-                        channels.keys().cloned().collect::<Vec<_>>().join(", ")
+                        known.join(", ")
                     ),
                 ));
             }

@@ -122,7 +122,7 @@ impl Default for StripeConfig {
     }
 }
 
-/// `[payments]`: the app's PostgreSQL tables (DOMAIN.md). Names are configurable for
+/// `[payments]`: the app's PostgreSQL tables (docs/runbook.md). Names are configurable for
 /// deployments that renamed them; they are validated as SQL identifiers at start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -220,7 +220,7 @@ pub struct RedisConfig {
     pub url_file: Option<PathBuf>,
 }
 
-/// How a breaker's state is laid out in Redis (see DOMAIN.md).
+/// How a breaker's state is laid out in Redis (see docs/runbook.md, "The app, as it really is").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BreakerPreset {

@@ -18,9 +18,9 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let (mut table, origin) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(p).map_err(|error| ConfigError::Read {
                     path: p.to_path_buf(),
-                    source,
+                    error,
                 })?;
                 let table: toml::Table =
                     text.parse()
@@ -211,9 +211,9 @@ pub fn resolve_secret(
         };
     }
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Key {
+            key: what.into(),
+            message: format!("cannot read {}: {e}", path.display()),
         })?;
         let text = text.trim();
         if text.is_empty() {

@@ -78,7 +78,22 @@ fn the_example_config_documents_valid_keys() {
 #[test]
 fn the_debtflow_example_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/debtflow/runbookd.toml");
+    // Its database URLs hold passwords: they come from the environment (docs/install.md's
+    // /etc/runbookd/env). No other test reads these two variables.
+    std::env::set_var(
+        "RUNBOOKD_STATE_DATABASE_URL",
+        "postgres://runbookd:pw@db.internal/runbookd",
+    );
+    std::env::set_var(
+        "RUNBOOKD_PAYMENTS_DATABASE_URL",
+        "postgres://runbookd_payments:pw@db.internal/debtflow",
+    );
     let c = Config::load(Some(&path), env(&[])).expect("examples/debtflow/runbookd.toml loads");
+    assert_eq!(
+        c.state.database_url,
+        "postgres://runbookd:pw@db.internal/runbookd"
+    );
+    assert!(c.statuspage.page_id.is_some() && c.logs.loki_url.is_some());
     assert_eq!(c.breakers["stripe"].preset, BreakerPreset::Django);
     assert_eq!(c.server.tokens.len(), 3);
     assert!(c.channels.contains_key("oncall"));

@@ -258,3 +258,123 @@ async fn test_files_import_only_inside_the_playbook_directory() {
         "an absolute import is refused with the reason: {stdout}{stderr}"
     );
 }
+
+/// `runbookd ARGS` from `cwd` with only PATH and `env` set: (exit code, stdout + stderr).
+fn runbookd(cwd: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("runbookd");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[tokio::test]
+async fn check_refuses_what_serve_would_refuse_naming_each_key_once() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("good", "fn run(event) { 1 }\n");
+    let dir = ws.dir.path();
+    std::fs::write(
+        dir.join("escalation.toml"),
+        "[[levels]]\nname = \"L1\"\ncondition = 'age > 1.0'\nchannels = [\"pay\"]\nplaybook = \"missing_playbook\"\n",
+    )
+    .expect("table");
+    std::fs::write(
+        dir.join("runbookd.toml"),
+        "[playbooks]\ndir = \"playbooks\"\n\n\
+         [[server.tokens]]\nname = \"am\"\ntoken_file = \"tokens/missing\"\nrole = \"ingest\"\n\n\
+         [channels.pay]\ntype = \"slack\"\nurl_env = \"RUNBOOKD_TEST_UNSET_SLACK_URL\"\n\n\
+         [escalation]\nfile = \"escalation.toml\"\n",
+    )
+    .expect("config");
+    let (code, out) = runbookd(dir, &["--config", "runbookd.toml", "check"], &[]);
+    assert_eq!(code, Some(2), "{out}");
+    for expected in [
+        "config key `server.tokens[0] (am)`: cannot read tokens/missing",
+        "environment variable RUNBOOKD_TEST_UNSET_SLACK_URL: channels.pay.url",
+        "escalation level L1 runs playbook `missing_playbook`",
+        "3 problem(s)",
+    ] {
+        assert!(out.contains(expected), "`{expected}` in:\n{out}");
+    }
+    assert_eq!(
+        out.matches("server.tokens[0]").count(),
+        1,
+        "key once: {out}"
+    );
+    assert_eq!(out.matches("os error 2").count(), 1, "cause once: {out}");
+
+    // Fixed, it passes; serve's loopback rule is checked too.
+    std::fs::create_dir(dir.join("tokens")).expect("mkdir");
+    std::fs::write(dir.join("tokens/missing"), "t0ken\n").expect("token");
+    std::fs::write(
+        dir.join("escalation.toml"),
+        "[[levels]]\nname = \"L1\"\ncondition = 'age > 1.0'\nchannels = [\"pay\"]\nplaybook = \"good\"\n",
+    )
+    .expect("table");
+    let env = [("RUNBOOKD_TEST_UNSET_SLACK_URL", "https://hooks.slack.com/x")];
+    let (code, out) = runbookd(dir, &["--config", "runbookd.toml", "check"], &env);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = runbookd(
+        dir,
+        &["check"],
+        &[("RUNBOOKD_SERVER__LISTEN", "0.0.0.0:8765")],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("config key `server.listen`"), "{out}");
+}
+
+#[tokio::test]
+async fn every_subcommand_that_loads_playbooks_takes_playbooks_dir() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("hello", "fn run(event) { 42 }\n");
+    std::fs::create_dir(ws.playbooks().join("tests")).expect("mkdir");
+    std::fs::write(
+        ws.playbooks().join("tests/hello.rhai"),
+        "fn test_it_answers() { let w = world(); assert_eq(w.run(\"hello\").result, 42); }\n",
+    )
+    .expect("test file");
+    let cwd = tempfile::tempdir().expect("cwd");
+    let pb = ws.playbooks().display().to_string();
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/scenarios/demo.toml");
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/playbooks");
+    for args in [
+        vec!["check", "--playbooks", &pb],
+        vec!["check", &pb],
+        vec!["test", "--playbooks", &pb],
+        vec!["test", &pb],
+        vec!["run", "hello", "--playbooks", &pb],
+        vec!["simulate", demo, "--playbooks", shipped],
+        vec!["simulate", demo, "--dir", shipped],
+    ] {
+        let (code, out) = runbookd(cwd.path(), &args, &[]);
+        assert_eq!(code, Some(0), "{args:?}: {out}");
+    }
+    let (code, out) = runbookd(cwd.path(), &["check", &pb, "--playbooks", &pb], &[]);
+    assert_eq!(code, Some(2), "one or the other: {out}");
+
+    // No directory: the message says which setting named it and how to name another.
+    let (code, out) = runbookd(cwd.path(), &["check"], &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("playbook directory playbooks ([playbooks] dir, the default)")
+            && out.contains("--playbooks DIR"),
+        "{out}"
+    );
+    for args in [
+        vec!["run", "hello", "--playbooks", "nowhere"],
+        vec!["serve", "--playbooks", "nowhere"],
+    ] {
+        let (code, out) = runbookd(cwd.path(), &args, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {out}");
+        assert!(out.contains("(named by --playbooks)"), "{args:?}: {out}");
+    }
+}

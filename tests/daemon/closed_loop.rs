@@ -62,7 +62,7 @@ fn start_stack(dir: &Path, runbookd: &str) -> Stack {
     );
     let am = substitute(
         am,
-        "/etc/prometheus/runbookd-ingest-token",
+        "/etc/runbookd/tokens/alertmanager",
         &dir.join("ingest-token").display().to_string(),
     );
     let am = substitute(am, "group_wait: 10s", "group_wait: 0s");
