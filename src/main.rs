@@ -522,6 +522,23 @@ fn preflight(config: &Config, playbooks: &[String]) -> (Vec<String>, Vec<String>
     if let Err(e) = runbookd::api::slack::SlackApprovals::from_config(&config.approvals) {
         problems.push(e.to_string());
     }
+    // A status page without its key does not stop `serve` (it says so on first use), but
+    // users would not be told: say it now.
+    let sp = &config.statuspage;
+    if sp.page_id.is_some() {
+        let env = if sp.api_key_file.is_some() {
+            None
+        } else {
+            sp.api_key_env.as_deref()
+        };
+        if let Err(e) =
+            runbookd::config::resolve_secret("statuspage.api_key", env, sp.api_key_file.as_deref())
+        {
+            warnings.push(format!(
+                "{e} (serve starts; the status page cannot be updated)"
+            ));
+        }
+    }
     let file = &config.escalation.file;
     let own_table = file.exists();
     if !own_table && *file != runbookd::config::EscalationConfig::default().file {

@@ -330,6 +330,18 @@ async fn check_refuses_what_serve_would_refuse_naming_each_key_once() {
     );
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("config key `server.listen`"), "{out}");
+
+    // What serve starts without but cannot do: a warning, exit 0.
+    let (code, out) = runbookd(
+        dir,
+        &["--config", "runbookd.toml", "check"],
+        &[env[0], ("RUNBOOKD_STATUSPAGE__PAGE_ID", "kctbh9vrtdwd")],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("warning: environment variable STATUSPAGE_API_KEY: statuspage.api_key"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
