@@ -246,6 +246,18 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Connections served at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// An answer the client does not read for this long (a write that makes no progress:
+    /// a slow or stalled reader, a pipelining client that never reads) closes the
+    /// connection, so readers that do not read cannot hold connections.
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
+    /// Connections one client address may hold at once, well below `max_connections`, so
+    /// one client cannot take every connection (the address is the socket's peer;
+    /// connections from `trusted_proxies` are not capped: a proxy carries many clients).
+    pub max_connections_per_client: usize,
+    /// Addresses or CIDR blocks of reverse proxies (`"10.0.0.0/8"`, `"192.0.2.7"`): only
+    /// from them is `X-Forwarded-For` believed as the client's address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -261,11 +273,22 @@ impl Default for ServerConfig {
             request_body_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            write_timeout: Duration::from_secs(10),
+            max_connections_per_client: 64,
+            trusted_proxies: Vec::new(),
         }
     }
 }
 
 impl ServerConfig {
+    /// `trusted_proxies` parsed (validated at load, so nothing is dropped here).
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|p| parse_net(p).ok())
+            .collect()
+    }
+
     /// `replica_id`, or `HOSTNAME-PID` when it is not set.
     pub fn replica_name(&self) -> String {
         if !self.replica_id.is_empty() {
@@ -453,10 +476,30 @@ pub(crate) fn bad(key: impl Into<String>, message: impl Into<String>) -> ConfigE
     }
 }
 
+/// An address (`192.0.2.7`, a /32 or /128) or a CIDR block (`10.0.0.0/8`).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is neither an address nor a CIDR block like 10.0.0.0/8"))
+}
+
 impl ServerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.max_connections == 0 {
             return Err(bad("server.max_connections", "must be at least 1"));
+        }
+        if self.max_connections_per_client == 0 {
+            return Err(bad(
+                "server.max_connections_per_client",
+                "must be at least 1",
+            ));
+        }
+        if self.write_timeout.is_zero() {
+            return Err(bad("server.write_timeout", "must be longer than zero"));
+        }
+        for p in &self.trusted_proxies {
+            parse_net(p).map_err(|e| bad("server.trusted_proxies", e))?;
         }
         for (key, d) in [
             ("server.header_read_timeout", self.header_read_timeout),

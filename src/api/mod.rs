@@ -17,6 +17,7 @@ mod replicas;
 pub(crate) mod runs;
 pub mod serve;
 pub mod slack;
+mod stalled;
 
 use std::sync::Arc;
 

@@ -1,10 +1,20 @@
 //! The HTTP server loop: HTTP/1.1 over hyper with the limits a daemon that must stay up
 //! during an outage needs — a client that never finishes its headers is cut off after
-//! `[server] header_read_timeout`, at most `max_connections` are open at once (past that,
-//! connections wait in the kernel's accept queue), and a stop lets open requests finish.
-//! Body and whole-request time limits are layers of the router ([`super::router`]).
+//! `[server] header_read_timeout`; one that does not read its answers (a write that makes
+//! no progress for `write_timeout`) is cut off too, which also bounds pipelining: hyper
+//! answers one request of a connection at a time, so a client that sends a thousand and
+//! reads none holds one blocked answer until then; one client address holds at most
+//! `max_connections_per_client` connections (past that it is answered 429 and closed); at
+//! most `max_connections` are open at once (past that, connections wait in the kernel's
+//! accept queue), and a stop lets open requests finish. Body and whole-request time limits
+//! are layers of the router ([`super::router`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::Router;
 use hyper_util::{
@@ -15,11 +25,54 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// Connection-level limits (`[server]`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerLimits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    pub write_timeout: Duration,
+    pub max_connections_per_client: usize,
+    /// Peers not capped per address (reverse proxies carry many clients).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
+
+/// Connections open per client address; a slot is given back when its guard drops.
+#[derive(Default)]
+struct PerClient(Mutex<HashMap<IpAddr, usize>>);
+
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl PerClient {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            clients: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a client over its connection cap is told before the connection closes.
+const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 88\r\n\r\n{\"error\":\"too many connections from this address ([server] max_connections_per_client)\"}";
 
 /// Serves `app` on `listener` until `stop`, then waits up to `drain` for open
 /// connections to finish their requests.
@@ -31,13 +84,14 @@ pub async fn serve(
     drain: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let clients = Arc::new(PerClient::default());
     let connections = TaskTracker::new();
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => break,
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -49,11 +103,28 @@ pub async fn serve(
                 }
             },
         };
+        let ip = peer.ip().to_canonical();
+        let client = if limits.trusted_proxies.iter().any(|n| n.contains(&ip)) {
+            None
+        } else {
+            match clients.take(ip, limits.max_connections_per_client) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(client = %ip, "connection refused: too many from this address");
+                    // Best effort, never waiting: the client is told why, then closed.
+                    let _ = stream.try_write(TOO_MANY);
+                    drop(stream);
+                    continue;
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
+        let stream = super::stalled::StallLimit::new(stream, limits.write_timeout);
         let service = TowerToHyperService::new(app.clone());
         let stop = stop.clone();
         let header_timeout = limits.header_read_timeout;
         connections.spawn(async move {
+            let _client = client;
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())

@@ -200,6 +200,9 @@ impl Daemon {
             let limits = api::serve::ServerLimits {
                 header_read_timeout: config.server.header_read_timeout,
                 max_connections: config.server.max_connections,
+                write_timeout: config.server.write_timeout,
+                max_connections_per_client: config.server.max_connections_per_client,
+                trusted_proxies: Arc::new(config.server.trusted_proxy_nets()),
             };
             tasks.spawn(api::serve::serve(
                 listener,

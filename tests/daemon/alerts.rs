@@ -955,7 +955,7 @@ async fn a_replica_frozen_mid_batch_does_not_hold_its_keys_from_the_others() {
 }
 
 /// The PostgreSQL database of a workspace's store (its URL's last segment).
-fn database_name(ws: &Workspace) -> String {
+pub fn database_name(ws: &Workspace) -> String {
     ws.database_url
         .rsplit('/')
         .next()

@@ -176,3 +176,94 @@ async fn a_full_disk_answers_503_loses_no_200_and_recovers_without_a_restart() {
         refused.len()
     );
 }
+
+/// Makes every new session of `db` read-only (or writable again) and ends the daemon's
+/// sessions, so the next ones pick the setting up: a server that refuses writes.
+async fn set_read_only(db: &str, on: bool) {
+    use sqlx::{Connection, Executor};
+    let admin_url = std::env::var("RUNBOOKD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("admin");
+    admin
+        .execute(
+            format!(
+                "ALTER DATABASE {db} SET default_transaction_read_only = {}",
+                if on { "on" } else { "off" }
+            )
+            .as_str(),
+        )
+        .await
+        .expect("alter database");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(db)
+    .execute(&mut admin)
+    .await
+    .expect("terminate");
+}
+
+#[tokio::test]
+async fn a_postgres_server_refusing_writes_answers_503_loses_no_200_and_recovers() {
+    let ws = Workspace::new(Db::Postgres).await;
+    let db = crate::alerts::database_name(&ws);
+    ws.write_playbook("drill", DRILL);
+    let opts = Options::default();
+    let d = Daemon::start(&ws, &opts);
+    let mut answered = Vec::new();
+    for i in 0..3 {
+        let fp = format!("before-{i}");
+        let (s, v) = post(&d, &alert(&fp)).await;
+        assert_eq!(s, 200, "{v}");
+        answered.push(fp);
+    }
+    set_read_only(&db, true).await;
+    let mut refused = Vec::new();
+    for i in 0..5 {
+        let fp = format!("refused-{i}");
+        let (s, v) = post(&d, &alert(&fp)).await;
+        match s {
+            200 => answered.push(fp),
+            503 => refused.push(fp),
+            other => panic!("alert answered {other}: {v}"),
+        }
+    }
+    assert_eq!(refused.len(), 5, "a read-only server accepted alerts");
+    let (status, ready) = d.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["checks"]["state"]
+            .as_str()
+            .is_some_and(|s| s.contains("cannot write") && s.contains("read-only")),
+        "{ready}"
+    );
+    set_read_only(&db, false).await;
+    let start = Instant::now();
+    for fp in &refused {
+        loop {
+            let (s, v) = post(&d, &alert(fp)).await;
+            if s == 200 {
+                answered.push(fp.clone());
+                break;
+            }
+            assert_eq!(s, 503, "{v}");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no recovery after the server took writes again:\n{}",
+                d.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    answered.sort();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while succeeded(&d).await != answered && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(succeeded(&d).await, answered, "{}", d.logs());
+    let (status, ready) = d.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+}

@@ -38,6 +38,7 @@ mod sim_runs;
 mod simulate;
 mod slack_approvals;
 mod slots;
+mod slow_clients;
 mod statuspage;
 mod stripe;
 mod webhook_probe;
