@@ -337,7 +337,17 @@ impl std::io::Write for MarkedStderr {
     /// The formatter hands over one whole event per call.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut err = std::io::stderr().lock();
-        match &self.mark {
+        // Lines of the playbook tests' worlds (`[playbooks] require_tests` runs them in the
+        // daemon) are simulated too, and never read like real resets.
+        let playtest = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with(runbookd::sim::playtest::THREAD_NAME));
+        let mark = match (&self.mark, playtest) {
+            (Some(mark), _) => Some(mark.clone()),
+            (None, true) => Some(Arc::from("playbook tests")),
+            (None, false) => None,
+        };
+        match &mark {
             None => err.write_all(buf)?,
             Some(mark) if self.json && buf.first() == Some(&b'{') => {
                 let field = serde_json::to_string(&**mark).unwrap_or_default();

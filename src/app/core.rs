@@ -138,7 +138,11 @@ fn tests_gate(config: Config) -> crate::engine::catalog::Gate {
     Box::new(move || {
         let config = config.clone();
         let dir = config.playbooks.dir.clone();
-        let report = std::thread::spawn(move || crate::sim::playtest::run(&config, &dir, None, 2))
+        // Named like the tests' own threads: what the test worlds log is marked simulated.
+        let report = std::thread::Builder::new()
+            .name(crate::sim::playtest::THREAD_NAME.into())
+            .spawn(move || crate::sim::playtest::run(&config, &dir, None, 2))
+            .map_err(|e| format!("cannot start the playbook tests: {e}"))?
             .join()
             .map_err(|_| "the playbook tests panicked".to_string())?
             .map_err(|e| e.to_string())?;

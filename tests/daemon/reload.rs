@@ -293,3 +293,45 @@ async fn a_symlink_loop_and_a_fifo_are_load_errors_not_hangs() {
     assert_eq!(s, 200);
     assert_eq!(run["result"], 7);
 }
+
+/// `[playbooks] require_tests` runs the shipped playbooks' tests inside the daemon: what
+/// their simulated worlds log (breaker resets among it) is marked simulated, never read
+/// like a real reset by someone searching the log.
+#[tokio::test]
+async fn the_test_worlds_of_require_tests_log_as_simulated() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.install_shipped_playbooks();
+    let d = Daemon::start(
+        &ws,
+        &Options {
+            env: vec![("RUNBOOKD_PLAYBOOKS__REQUIRE_TESTS".into(), "true".into())],
+            ..Default::default()
+        },
+    );
+    let lines: Vec<serde_json::Value> = d
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let resets: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("breaker.reset breaker:stripe: done"))
+        })
+        .collect();
+    assert!(
+        !resets.is_empty(),
+        "the tests reset breakers in their worlds"
+    );
+    for r in &resets {
+        assert_eq!(r["simulated"], "playbook tests", "unmarked: {r}");
+    }
+    // The daemon's own lines stay unmarked.
+    let listening = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "listening")
+        .expect("listening line");
+    assert!(listening.get("simulated").is_none(), "{listening}");
+}

@@ -141,6 +141,11 @@ struct Case {
     function: String,
 }
 
+/// The name of every thread a playbook test runs on: the daemon's log marks their lines as
+/// simulated (`[SIMULATED]`, a `"simulated"` field), so a test world's breaker reset never
+/// reads like a real one.
+pub const THREAD_NAME: &str = "runbookd-playtest";
+
 /// Runs every test under `dir/tests` against the playbooks in `dir`, on `threads` threads.
 /// `filter` keeps tests whose `file::name` contains it.
 pub fn run(
@@ -152,6 +157,7 @@ pub fn run(
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name(THREAD_NAME)
         .enable_all()
         .build()
         .map_err(|e| TestError::Runtime(e.to_string()))?;
@@ -219,7 +225,8 @@ pub fn run(
     let handle = runtime.handle().clone();
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1).min(cases.len().max(1)) {
-            scope.spawn(|| loop {
+            let worker = std::thread::Builder::new().name(THREAD_NAME.into());
+            let spawned = worker.spawn_scoped(scope, || loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(case) = cases.get(i) else {
                     return;
@@ -234,6 +241,9 @@ pub fn run(
                 );
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
             });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a playbook test thread");
+            }
         }
     });
     report.results = results
