@@ -11,6 +11,12 @@ use std::{
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_runbookd");
 
+/// The binary to measure: `RUNBOOKD_BENCH_BIN` when set (another build, to compare two in
+/// one run), else the one cargo built for this bench.
+pub fn bin() -> String {
+    std::env::var("RUNBOOKD_BENCH_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// A running daemon; stopped with SIGTERM when dropped.
 pub struct Daemon {
     pub child: Child,
@@ -28,7 +34,7 @@ impl Drop for Daemon {
 
 /// Starts `runbookd --config CONFIG serve` (JSON logs) and waits for its address.
 pub fn start(config: &Path) -> Daemon {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .arg("--config")
         .arg(config)
         .arg("serve")
