@@ -121,6 +121,11 @@ impl Core {
         )
         .await
         .context("registering this replica's lease in the state store")?;
+        if let Some(notifier) = &services.notifier {
+            // Delivery claims name the lease, so a dead replica's are given back.
+            let d = dispatcher.clone();
+            notifier.set_claimant(move || d.lease().id);
+        }
         Ok(Core {
             store,
             services,

@@ -95,6 +95,12 @@ pub(super) async fn recover(inner: &Inner) {
         .await
     {
         Ok(r) => {
+            if r.notifications_released > 0 {
+                tracing::warn!(
+                    notifications = r.notifications_released,
+                    "gave back the delivery claims of replicas that are gone; their notifications go out now"
+                );
+            }
             if r.released > 0 || !r.retried.is_empty() || !r.interrupted.is_empty() {
                 tracing::warn!(
                     released = r.released,

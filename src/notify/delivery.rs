@@ -132,7 +132,9 @@ pub(super) async fn deliver_channel(n: Arc<Notifier>, name: String, stop: Cancel
                 continue;
             }
         };
-        let full = items.len() == BATCH as usize;
+        // Another pass follows one that handled something: notifications held back behind
+        // one of the same incident (the channel's order) may be due now that it went.
+        let more = !items.is_empty();
         let mut pause = None;
         for item in items {
             match deliver(&n, lane, &name, item, cutoff.as_mut()).await {
@@ -153,7 +155,7 @@ pub(super) async fn deliver_channel(n: Arc<Notifier>, name: String, stop: Cancel
         if stop.is_cancelled() {
             // Draining: what is due goes out while the drain lasts; a failing channel, or
             // one with nothing left, lets the shutdown go on.
-            if full && pause.is_none() {
+            if more && pause.is_none() {
                 continue;
             }
             return;
@@ -166,7 +168,7 @@ pub(super) async fn deliver_channel(n: Arc<Notifier>, name: String, stop: Cancel
             }
             continue;
         }
-        if full {
+        if more {
             continue;
         }
         let poll = n.cfg.poll_interval;
@@ -202,12 +204,14 @@ async fn deliver(
     // Replicas sharing the store read the same outbox: only the one that claims the
     // notification sends it (the claim outlasts one attempt).
     let lease = n.store.now() + (lane.timeout + Duration::from_secs(30)).as_millis() as i64;
-    match n.store.claim_notification(&item, lease).await {
+    let claimant = n.claimant();
+    match n.store.claim_notification(&item, lease, &claimant).await {
         Ok(true) => {}
         Ok(false) => return Delivered::Done,
         Err(e) => {
+            // The store is failing: wait a moment rather than ask again at once.
             tracing::warn!(notification = %item.id, error = %e, "cannot claim notification; will retry");
-            return Delivered::Done;
+            return Delivered::Failed(Duration::from_secs(1));
         }
     }
     let message: Message = match serde_json::from_value(item.payload.clone()) {

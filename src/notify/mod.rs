@@ -61,7 +61,12 @@ pub struct Notifier {
     cfg: NotifyConfig,
     http: reqwest::Client,
     metrics: Option<Arc<Metrics>>,
+    /// The lease a delivery claim is taken for (the replica's current one): recovery gives
+    /// back the claims of dead leases.
+    claimant: std::sync::RwLock<Option<Claimant>>,
 }
+
+type Claimant = Box<dyn Fn() -> String + Send + Sync>;
 
 /// One channel's delivery health, as `/readyz` and the dashboard show it.
 #[derive(Debug, Clone, Serialize)]
@@ -105,7 +110,24 @@ impl Notifier {
             cfg: cfg.clone(),
             http,
             metrics,
+            claimant: Default::default(),
         })
+    }
+
+    /// Names the lease this process's delivery claims are taken for (the dispatcher's
+    /// current one); without it claims carry a placeholder and run out by themselves.
+    pub fn set_claimant(&self, claimant: impl Fn() -> String + Send + Sync + 'static) {
+        *self.claimant.write().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(claimant));
+    }
+
+    /// The lease a claim taken now is for.
+    fn claimant(&self) -> String {
+        self.claimant
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|f| f())
+            .unwrap_or_else(|| "runbookd".into())
     }
 
     /// Names of the configured channels.

@@ -105,6 +105,8 @@ pub struct Recovered {
     pub interrupted: Vec<(String, String)>,
     /// Leases found dead and removed.
     pub dead_leases: u64,
+    /// Delivery claims of dead replicas given back (their notifications are due again).
+    pub notifications_released: u64,
 }
 
 /// What ended an attempt that did not finish.
@@ -328,6 +330,7 @@ impl Store {
             }
             tx.commit().await?;
         }
+        out.notifications_released = self.release_dead_claims(&me.id, now).await?;
         let gone = sqlx::query("DELETE FROM replicas WHERE id <> $1 AND expires_at < $2")
             .bind(&me.id)
             .bind(now)

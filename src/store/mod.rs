@@ -234,6 +234,15 @@ fn migrator(backend: Backend) -> Migrator {
                 Cow::Borrowed(include_str!("migrations/0015_approvals_by_using_run.sql")),
                 false,
             ),
+            Migration::new(
+                16,
+                Cow::Borrowed("outbox claims name their replica"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!(
+                    "migrations/0016_outbox_claims_name_their_replica.sql"
+                )),
+                false,
+            ),
         ]),
         ..Migrator::DEFAULT
     }

@@ -129,8 +129,8 @@ impl Store {
     /// start. A compare-and-set on the claim, so a claim taken over meanwhile is left alone.
     pub async fn release_notification(&self, id: &str, lease_until: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending' \
-             AND next_attempt_at = $3",
+            "UPDATE outbox SET next_attempt_at = $1, claimed_by = NULL WHERE id = $2 \
+             AND status = 'pending' AND next_attempt_at = $3",
         )
         .bind(self.now())
         .bind(id)
@@ -140,29 +140,32 @@ impl Store {
         Ok(())
     }
 
-    /// Takes a due notification for delivery until `lease_until` (ms): a compare-and-set on
-    /// its due time, so when several replicas share the store exactly one sends it. False:
-    /// another one took it first. A replica that dies while sending leaves the lease to
-    /// expire, and the notification is tried again then.
+    /// Takes a due notification for delivery until `lease_until` (ms) for the replica lease
+    /// `claimant`: a compare-and-set on its due time, so when several replicas share the
+    /// store exactly one sends it. False: another one took it first. A replica that dies
+    /// while sending leaves its claim behind; recovery gives it back once the replica's
+    /// lease is found dead ([`Store::recover_runs`]), or it runs out at `lease_until`.
     pub async fn claim_notification(
         &self,
         item: &OutboxItem,
         lease_until: i64,
+        claimant: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending' \
-             AND next_attempt_at = $3",
+            "UPDATE outbox SET next_attempt_at = $1, claimed_by = $4 WHERE id = $2 \
+             AND status = 'pending' AND next_attempt_at = $3",
         )
         .bind(lease_until)
         .bind(&item.id)
         .bind(item.next_attempt_at)
+        .bind(claimant)
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn mark_notification_sent(&self, id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL WHERE id = $2")
+        sqlx::query("UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = $1, last_error = NULL, claimed_by = NULL WHERE id = $2")
             .bind(self.now())
             .bind(id)
             .execute(&self.writer)
@@ -179,13 +182,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         match next_attempt_at {
             Some(at) => sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE id = $3",
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, claimed_by = NULL WHERE id = $3",
             )
             .bind(error)
             .bind(at)
             .bind(id),
             None => sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $1, status = 'failed' WHERE id = $2",
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $1, status = 'failed', claimed_by = NULL WHERE id = $2",
             )
             .bind(error)
             .bind(id),
@@ -226,6 +229,31 @@ impl Store {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+}
+
+impl Store {
+    /// Gives back the delivery claims of replicas whose lease is dead (not `me`): due at
+    /// once, for whichever replica delivers next. Returns how many.
+    pub(super) async fn release_dead_claims(
+        &self,
+        me: &str,
+        lease_now: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1, claimed_by = NULL WHERE status = 'pending' \
+             AND claimed_by IS NOT NULL AND claimed_by <> $2 \
+             AND claimed_by NOT IN (SELECT id FROM replicas WHERE expires_at >= $3)",
+        )
+        .bind(self.now())
+        .bind(me)
+        .bind(lease_now)
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() > 0 {
+            self.outbox_touched();
+        }
+        Ok(done.rows_affected())
     }
 }
 
