@@ -75,15 +75,15 @@ fn comparable(s: &Snapshot) -> serde_json::Value {
 
 async fn drive(breakers: &Breakers, clock: &Clock, step: &Step) -> Snapshot {
     match step {
-        Step::Failure => breakers.record_failure("b").await,
-        Step::Success => breakers.record_success("b").await,
-        Step::Reset => breakers.reset("b").await,
+        Step::Failure => breakers.record_failure("b", None).await,
+        Step::Success => breakers.record_success("b", None).await,
+        Step::Reset => breakers.reset("b", None).await,
         Step::Wait(s) => {
             clock.advance((s * 1000.0) as i64);
             breakers.read("b").await
         }
         Step::Concurrent(n) => {
-            let all = (0..*n).map(|_| breakers.record_failure("b"));
+            let all = (0..*n).map(|_| breakers.record_failure("b", None));
             for r in futures_util::future::join_all(all).await {
                 r.expect("concurrent failure");
             }
@@ -176,8 +176,8 @@ async fn memory_breakers_expire_as_redis_ttls_say() {
     );
     let mut con = redis().await;
     for _ in 0..5 {
-        redis_b.record_failure("b").await.expect("failure");
-        memory_b.record_failure("b").await.expect("failure");
+        redis_b.record_failure("b", None).await.expect("failure");
+        memory_b.record_failure("b", None).await.expect("failure");
     }
     let keys = redis_b.read("b").await.expect("read").keys;
     let ttl: i64 = con.ttl(&keys.state).await.expect("ttl");
