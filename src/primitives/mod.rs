@@ -256,8 +256,8 @@ pub fn check_interrupt() -> Option<Dynamic> {
 
 /// What a write carries so its target can refuse it once a later attempt of the same run
 /// wrote: the run and this attempt's number. The attempt grows with every takeover of the
-/// run (each is a compare-and-set in the state store), and only one attempt of a run is
-/// live at a time, so "a later attempt wrote" means exactly "this attempt is stale".
+/// run (each is a compare-and-set in the state store), and the store gives a run to one
+/// attempt at a time, so "a later attempt wrote" means exactly "this attempt is stale".
 /// A token per lease would not do: replicas' leases are all live at once, and the one
 /// registered last would lock every other replica out of a breaker it wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -45,7 +45,7 @@ pub struct FailureWrite {
 /// Every write takes the run's [`FenceToken`] when it has one: in the same step as the
 /// change, the store compares it with the highest attempt of that run seen on this breaker
 /// (`Keys::fence`), refuses the write with [`BreakerError::Fenced`] — changing nothing —
-/// when an a later attempt wrote already, and otherwise remembers it. Writes without a
+/// when a later attempt wrote already, and otherwise remembers it. Writes without a
 /// token (the app's own workers, the API's manual reset, `runbookd run`) are never refused.
 #[async_trait::async_trait]
 pub trait BreakerStore: Send + Sync {
