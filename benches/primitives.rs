@@ -155,7 +155,10 @@ async fn main() {
         .key_prefix = format!("bench{}", uuid::Uuid::now_v7().simple());
     let services = Services::from_config(&config, None).expect("services");
     let breakers = services.breakers.clone();
-    breakers.record_failure("stripe").await.expect("warm up");
+    breakers
+        .record_failure("stripe", None)
+        .await
+        .expect("warm up");
     let reads = 20_000;
     let started = Instant::now();
     for _ in 0..reads {
@@ -167,5 +170,5 @@ async fn main() {
         took.as_secs_f64(),
         reads as f64 / took.as_secs_f64()
     );
-    breakers.reset("stripe").await.expect("clean up");
+    breakers.reset("stripe", None).await.expect("clean up");
 }

@@ -25,6 +25,8 @@ fn breaker_error(e: BreakerError) -> ApiError {
         BreakerError::Redis(_) | BreakerError::Decode(_) => {
             ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())
         }
+        // The API's reset carries no token and is never refused; kept for completeness.
+        BreakerError::Fenced { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
     }
 }
 
@@ -69,7 +71,7 @@ pub async fn reset(
     let after = if body.dry_run {
         before.clone()
     } else {
-        breakers.reset(&name).await.map_err(breaker_error)?
+        breakers.reset(&name, None).await.map_err(breaker_error)?
     };
     state
         .store

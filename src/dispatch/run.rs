@@ -60,6 +60,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
     let mut event = record.event.clone();
     event["attempt"] = record.attempt.into();
     let dry_run = record.dry_run;
+    let attempt = record.attempt;
     let requested_by = record.trigger.actor.clone();
     let pb = playbook.clone();
     let cancel = lease_runs.clone();
@@ -75,6 +76,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
                 timeout,
                 limits,
                 fence: Some(fence),
+                attempt,
             },
             services,
             cancel,

@@ -26,6 +26,8 @@ pub struct RunSpec<'a> {
     pub limits: RecordLimits,
     /// The lease the run executes under: past it, nothing acts ([`crate::store::Fence`]).
     pub fence: Option<std::sync::Arc<crate::store::Fence>>,
+    /// Which attempt of the run this is: its fencing token under a lease.
+    pub attempt: i64,
 }
 
 /// How much of a run its record keeps (`[playbooks] max_log_*`, `max_actions`,
@@ -102,6 +104,10 @@ pub fn execute(
         timeout: spec.timeout,
         cancel,
         fence: spec.fence.clone(),
+        fence_token: spec.fence.as_ref().map(|_| crate::primitives::FenceToken {
+            run: spec.run_id.to_string(),
+            attempt: spec.attempt,
+        }),
         services,
         limits: spec.limits,
         logs: Default::default(),

@@ -146,6 +146,9 @@ pub struct RunContext {
     /// The lease the run executes under (none in `runbookd run` and playbook tests that
     /// hold none): once it may have lapsed, primitives refuse to act.
     pub fence: Option<Arc<crate::store::Fence>>,
+    /// This attempt's fencing token, for targets that can refuse a stale write themselves
+    /// (the breaker's Redis scripts); present exactly when `fence` is.
+    pub fence_token: Option<FenceToken>,
     pub services: Services,
     /// What the run's record may hold.
     pub limits: crate::engine::runner::RecordLimits,
@@ -251,6 +254,25 @@ pub fn check_interrupt() -> Option<Dynamic> {
     })
 }
 
+/// What a write carries so its target can refuse it once a later attempt of the same run
+/// wrote: the run and this attempt's number. The attempt grows with every takeover of the
+/// run (each is a compare-and-set in the state store), and the store gives a run to one
+/// attempt at a time, so "a later attempt wrote" means exactly "this attempt is stale".
+/// A token per lease would not do: replicas' leases are all live at once, and the one
+/// registered last would lock every other replica out of a breaker it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FenceToken {
+    /// The run's id: the scope of the token (the fence key is per run).
+    pub run: String,
+    /// The attempt writing.
+    pub attempt: i64,
+}
+
+/// The current run's fencing token (None outside a lease: nothing to fence).
+pub fn current_fence_token() -> Option<FenceToken> {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|ctx| ctx.fence_token.clone()))
+}
+
 /// The current run's fence, for primitives that write many times inside one async call
 /// (`reconcile`): they check it before each write.
 pub fn current_fence() -> Option<Arc<crate::store::Fence>> {
@@ -263,6 +285,11 @@ pub fn script_error(message: impl Into<String>) -> Box<EvalAltResult> {
         Dynamic::from(message.into()),
         Position::NONE,
     ))
+}
+
+/// `e` ends the run with termination `token`.
+fn is_terminated(e: &EvalAltResult, token: &str) -> bool {
+    matches!(e, EvalAltResult::ErrorTerminated(t, _) if t.clone().into_string().is_ok_and(|t| t == token))
 }
 
 pub(crate) fn terminated(token: &str) -> Box<EvalAltResult> {
@@ -405,6 +432,9 @@ pub fn act(
     } else {
         match perform() {
             Ok(v) => (ActionOutcome::Done, Some(v), None),
+            // The target refused a stale attempt's write (fenced): nothing happened, and
+            // nothing is recorded, as when the lease's own fence stops it above.
+            Err(e) if is_terminated(&e, TERMINATED_LEASE) => return Err(e),
             Err(e) => (ActionOutcome::Failed, None, Some(e)),
         }
     };

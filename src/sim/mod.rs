@@ -270,7 +270,7 @@ impl World {
             .map(|c| c.failure_threshold)
             .ok_or_else(|| BreakerError::Unknown(name.into(), self.breakers.names().join(", ")))?;
         for _ in 0..threshold {
-            in_memory(past.record_failure(name))?;
+            in_memory(past.record_failure(name, None))?;
         }
         Ok(())
     }
@@ -392,7 +392,7 @@ impl World {
                     let _ = self.open_breaker(&name, 0.0);
                 }
                 Ok("half_open") if !stuck => {
-                    let _ = self.breakers.record_success(&name).now_or_never();
+                    let _ = self.breakers.record_success(&name, None).now_or_never();
                 }
                 Ok(_) => {}
             }

@@ -5,11 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use redis::AsyncCommands;
 use serde_json::{json, Value};
+use sqlx::Connection;
 
 use crate::{
     faults::{celery_config, marks, replica},
-    helpers::{Daemon, Db, Workspace},
+    helpers::{redis, redis_url, Daemon, Db, Workspace},
 };
 
 /// Sleeps (a pause can land there), then acts once: one Celery message per attempt that
@@ -106,6 +108,116 @@ async fn a_replica_frozen_past_its_lease_does_not_act_when_it_resumes() {
         .filter(|(_, k, _)| k == "after")
         .count();
     assert_eq!(after, 1);
+}
+
+/// Attempt 1 pauses before it writes the breaker; later attempts write at once.
+const FAIL_AFTER_A_PAUSE: &str = r#"
+fn run(event) {
+    if event.attempt == 1 { sleep(event.params.pause); }
+    breaker("stripe").record_failure();
+    event.attempt
+}
+"#;
+
+#[tokio::test]
+async fn a_stale_attempts_breaker_write_is_refused_by_redis() {
+    // The hole the monotonic fence leaves: an attempt that passed its own check and whose
+    // write arrives after a later attempt's. Injected through the store's tables: A's
+    // lease is ended there (as a replica cut off from the store for longer than the lease
+    // would find it) while A's own monotonic clock — lease_ttl 60 s — still says it holds,
+    // so A's attempt 1 goes on to write after B's attempt 2 did.
+    let base = format!("t{}:circuit_breaker:stripe", uuid::Uuid::now_v7().simple());
+    let ws = Workspace::new(Db::Postgres).await;
+    ws.write_playbook("stale", FAIL_AFTER_A_PAUSE);
+    let config = format!(
+        "[redis]\nurl = \"{}\"\n[breakers.stripe]\npreset = \"plain\"\nkey_base = \"{base}\"\n",
+        redis_url()
+    );
+    // One slot on A, held by attempt 1: A cannot claim attempt 2 itself.
+    let a = Daemon::start(
+        &ws,
+        &replica(
+            "a",
+            &config,
+            &[
+                ("RUNBOOKD_SERVER__LEASE_TTL", "60s"),
+                ("RUNBOOKD_PLAYBOOKS__MAX_CONCURRENT_RUNS", "1"),
+            ],
+        ),
+    );
+    let b = Daemon::start(&ws, &replica("b", &config, &[]));
+    let id = a.start_run("stale", json!({ "pause": 5.0 })).await;
+    let running = a.run_reaching(&id, "running", Duration::from_secs(5)).await;
+    assert_eq!(running["replica"], "a", "{running}");
+    let mut db = sqlx::PgConnection::connect(&ws.database_url)
+        .await
+        .expect("state store");
+    let ended = sqlx::query(
+        "UPDATE replicas SET expires_at = 0 WHERE id = (SELECT owner FROM runs WHERE id = $1)",
+    )
+    .bind(&id)
+    .execute(&mut db)
+    .await
+    .expect("end A's lease in the store");
+    assert_eq!(ended.rows_affected(), 1);
+    // B (lease_ttl 2 s: a recovery pass every 0.7 s) starts attempt 2, which writes first.
+    let done = b
+        .run_reaching(&id, "succeeded", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        (done["attempt"].clone(), done["replica"].clone()),
+        (json!(2), json!("b")),
+        "{done}"
+    );
+    let mut con = redis().await;
+    let failures = |con: &redis::aio::MultiplexedConnection| {
+        let key = format!("{base}:failures");
+        let mut con = con.clone();
+        async move { con.get::<_, Option<String>>(key).await.expect("get") }
+    };
+    assert_eq!(
+        failures(&con).await.as_deref(),
+        Some("1"),
+        "attempt 2's failure"
+    );
+    // A's attempt 1 wakes from its pause and writes with its token: refused by the script.
+    assert!(
+        logged(&a, Duration::from_secs(10), |l| l
+            .contains("breaker write refused"))
+        .await,
+        "A's stale write was not refused:\n{}",
+        a.logs()
+    );
+    assert_eq!(
+        failures(&con).await.as_deref(),
+        Some("1"),
+        "exactly one failure counted, by the attempt that owned the run\nA:\n{}",
+        a.logs()
+    );
+    let fence: Option<String> = con
+        .get(format!("{base}:state:runbookd_fence:{id}"))
+        .await
+        .expect("get");
+    assert_eq!(fence.as_deref(), Some("2"), "the highest attempt seen");
+    // Neither the refused write nor its attempt left a trace in the run or the audit trail.
+    let (_, audit) = b.get("/api/v1/audit?limit=1000").await;
+    let writes = audit.as_array().map(|a| {
+        a.iter()
+            .filter(|e| e["run_id"] == id.as_str() && e["action"] == "breaker.record_failure")
+            .count()
+    });
+    assert_eq!(writes, Some(1), "{audit}");
+    let (_, run) = b.get(&format!("/api/v1/runs/{id}")).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let _: () = con
+        .del(&[
+            format!("{base}:failures"),
+            format!("{base}:state"),
+            format!("{base}:last_failure"),
+            format!("{base}:state:runbookd_fence:{id}"),
+        ])
+        .await
+        .expect("cleanup");
 }
 
 /// libfaketime's offset for one replica (its monotonic clock left alone).

@@ -16,10 +16,11 @@ use runbookd::{
     clock::Clock,
     config::{BreakerConfig, BreakerPreset, BreakerStoreKind, Config, StripeConfig},
     primitives::{
-        breaker::{layout::Snapshot, Breakers},
+        breaker::{layout::Snapshot, BreakerError, Breakers},
         payments::Payments,
         redis_conn::RedisConnections,
         stripe::Stripe,
+        FenceToken,
     },
     sim::{backends::stripe::SimStripeWire, World},
 };
@@ -75,15 +76,15 @@ fn comparable(s: &Snapshot) -> serde_json::Value {
 
 async fn drive(breakers: &Breakers, clock: &Clock, step: &Step) -> Snapshot {
     match step {
-        Step::Failure => breakers.record_failure("b").await,
-        Step::Success => breakers.record_success("b").await,
-        Step::Reset => breakers.reset("b").await,
+        Step::Failure => breakers.record_failure("b", None).await,
+        Step::Success => breakers.record_success("b", None).await,
+        Step::Reset => breakers.reset("b", None).await,
         Step::Wait(s) => {
             clock.advance((s * 1000.0) as i64);
             breakers.read("b").await
         }
         Step::Concurrent(n) => {
-            let all = (0..*n).map(|_| breakers.record_failure("b"));
+            let all = (0..*n).map(|_| breakers.record_failure("b", None));
             for r in futures_util::future::join_all(all).await {
                 r.expect("concurrent failure");
             }
@@ -157,6 +158,103 @@ async fn breaker_stores_agree_step_by_step_and_byte_for_byte() {
     }
 }
 
+/// A fenced write: `attempt` of the parity run.
+fn token(run: &str, attempt: i64) -> FenceToken {
+    FenceToken {
+        run: run.to_string(),
+        attempt,
+    }
+}
+
+#[tokio::test]
+async fn a_breaker_write_older_than_the_runs_latest_attempt_is_refused_by_both_stores() {
+    let mut con = redis().await;
+    let run = format!("run-{}", uuid::Uuid::now_v7());
+    for (kind, label) in [
+        (BreakerStoreKind::Redis, "Redis"),
+        (BreakerStoreKind::Memory, "memory"),
+    ] {
+        let stem = format!("circuit_breaker:parity-{}", uuid::Uuid::now_v7());
+        let clock = Clock::virtual_at(1_764_000_000_000);
+        let b = breakers_for(BreakerPreset::Django, kind, &stem, &clock);
+        let after_5 = b
+            .record_failure("b", Some(&token(&run, 5)))
+            .await
+            .expect("attempt 5 writes");
+        assert_eq!(after_5.failures, 1, "{label}");
+        let raw = b.raw_values("b").await.expect("raw");
+        // Attempt 4 is stale: every kind of write is refused and nothing changes.
+        for (what, refused) in [
+            (
+                "record_failure",
+                b.record_failure("b", Some(&token(&run, 4))).await.err(),
+            ),
+            (
+                "record_success",
+                b.record_success("b", Some(&token(&run, 4))).await.err(),
+            ),
+            ("reset", b.reset("b", Some(&token(&run, 4))).await.err()),
+        ] {
+            assert!(
+                matches!(refused, Some(BreakerError::Fenced { attempt: 4, .. })),
+                "{label}: attempt 4's {what} after attempt 5 is refused, got {refused:?}"
+            );
+            assert_eq!(
+                b.raw_values("b").await.expect("raw"),
+                raw,
+                "{label}: a refused {what} changes nothing"
+            );
+        }
+        // The same attempt again, and a later one, pass.
+        let again = b.record_failure("b", Some(&token(&run, 5))).await;
+        assert_eq!(again.expect("attempt 5 again").failures, 2, "{label}");
+        let after_6 = b.record_failure("b", Some(&token(&run, 6))).await;
+        assert_eq!(after_6.expect("attempt 6").failures, 3, "{label}");
+        // Another run's attempt 1 is not this run's business; the app's workers and the
+        // API's reset carry no token and are never refused.
+        let other = b
+            .record_failure("b", Some(&token(&format!("{run}-other"), 1)))
+            .await;
+        assert_eq!(other.expect("another run").failures, 4, "{label}");
+        assert_eq!(
+            b.record_failure("b", None)
+                .await
+                .expect("no token")
+                .failures,
+            5,
+            "{label}"
+        );
+        assert!(
+            matches!(
+                b.record_success("b", Some(&token(&run, 5))).await,
+                Err(BreakerError::Fenced { attempt: 5, .. })
+            ),
+            "{label}: attempt 5 after attempt 6 is refused"
+        );
+        let reset = b.reset("b", None).await.expect("reset without a token");
+        assert_eq!(
+            (reset.state.as_str(), reset.failures),
+            ("closed", 0),
+            "{label}"
+        );
+        if kind == BreakerStoreKind::Redis {
+            // Where the token lives: runbookd's own key beside the state key, with a TTL.
+            let fence = format!("{}:runbookd_fence:{run}", after_5.keys.state);
+            let seen: Option<String> = con.get(&fence).await.expect("get");
+            assert_eq!(seen.as_deref(), Some("6"), "the highest attempt seen");
+            let ttl: i64 = con.ttl(&fence).await.expect("ttl");
+            assert!(ttl > 0, "the fence key expires (TTL {ttl})");
+            let _: () = con
+                .del(&[
+                    fence,
+                    format!("{}:runbookd_fence:{run}-other", after_5.keys.state),
+                ])
+                .await
+                .expect("cleanup");
+        }
+    }
+}
+
 #[tokio::test]
 async fn memory_breakers_expire_as_redis_ttls_say() {
     // Redis applies `open_ttl`/`closed_ttl`; memory must expire at the same moments.
@@ -176,8 +274,8 @@ async fn memory_breakers_expire_as_redis_ttls_say() {
     );
     let mut con = redis().await;
     for _ in 0..5 {
-        redis_b.record_failure("b").await.expect("failure");
-        memory_b.record_failure("b").await.expect("failure");
+        redis_b.record_failure("b", None).await.expect("failure");
+        memory_b.record_failure("b", None).await.expect("failure");
     }
     let keys = redis_b.read("b").await.expect("read").keys;
     let ttl: i64 = con.ttl(&keys.state).await.expect("ttl");

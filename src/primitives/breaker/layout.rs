@@ -20,6 +20,14 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// runbookd's own key beside the breaker's, holding the highest attempt of `run` that
+    /// wrote this breaker (fenced writes, see `store::BreakerStore`). Derived from the state
+    /// key, whose whole name the app owns, plus a suffix the app never uses: it cannot clash
+    /// with the app's keys, and lives in the same Redis as the keys it guards.
+    pub fn fence(&self, run: &str) -> String {
+        format!("{}:runbookd_fence:{run}", self.state)
+    }
+
     pub fn for_breaker(name: &str, cfg: &BreakerConfig) -> Keys {
         let base = cfg
             .key_base

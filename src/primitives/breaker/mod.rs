@@ -16,7 +16,10 @@ use self::{
     layout::{snapshot, Codec, Keys, Snapshot},
     store::{BreakerStore, FailureWrite, MemoryStore, RedisStore},
 };
-use super::{act, block_on, redis_conn::RedisConnections, script_error, with_run};
+use super::{
+    act, block_on, redis_conn::RedisConnections, script_error, terminated, with_run, FenceToken,
+    TERMINATED_LEASE,
+};
 use crate::config::{BreakerConfig, BreakerPreset, BreakerStoreKind};
 
 /// Why a breaker operation failed.
@@ -30,6 +33,12 @@ pub enum BreakerError {
     Redis(String),
     #[error(transparent)]
     Decode(#[from] layout::DecodeError),
+    /// A later attempt of the run wrote this breaker already: this attempt is stale (its
+    /// replica lost the run), and the write was refused with nothing changed.
+    #[error(
+        "refused: a later attempt than {attempt} of this run wrote the breaker already ({key})"
+    )]
+    Fenced { key: String, attempt: i64 },
 }
 
 impl From<redis::RedisError> for BreakerError {
@@ -130,7 +139,12 @@ impl Breakers {
     }
 
     /// Counts a failure; opens the breaker at the threshold. Returns the new state.
-    pub async fn record_failure(&self, name: &str) -> Result<Snapshot, BreakerError> {
+    /// `fence`: the run's attempt, when it runs under a lease (see [`BreakerStore`]).
+    pub async fn record_failure(
+        &self,
+        name: &str,
+        fence: Option<&FenceToken>,
+    ) -> Result<Snapshot, BreakerError> {
         let (cfg, keys, store) = self.config(name)?;
         let codec = Codec(cfg.preset);
         let now = self.clock.now_seconds();
@@ -142,25 +156,33 @@ impl Breakers {
             now: codec.encode_time(now),
             every: cfg.preset != BreakerPreset::Django,
         };
-        store.record_failure(&keys, &write, now).await?;
+        store.record_failure(&keys, &write, fence, now).await?;
         self.read(name).await
     }
 
     /// Records a success: stores `closed`, forgets failures.
-    pub async fn record_success(&self, name: &str) -> Result<Snapshot, BreakerError> {
+    pub async fn record_success(
+        &self,
+        name: &str,
+        fence: Option<&FenceToken>,
+    ) -> Result<Snapshot, BreakerError> {
         let (cfg, keys, store) = self.config(name)?;
         let closed = Codec(cfg.preset).encode_state("closed");
         let now = self.clock.now_seconds();
         store
-            .record_success(&keys, &closed, ttl_secs(cfg.closed_ttl), now)
+            .record_success(&keys, &closed, ttl_secs(cfg.closed_ttl), fence, now)
             .await?;
         self.read(name).await
     }
 
     /// Deletes the layout's three keys: closed, no failures — the runbook's manual reset.
-    pub async fn reset(&self, name: &str) -> Result<Snapshot, BreakerError> {
+    pub async fn reset(
+        &self,
+        name: &str,
+        fence: Option<&FenceToken>,
+    ) -> Result<Snapshot, BreakerError> {
         let (_, keys, store) = self.config(name)?;
-        store.delete(&keys).await?;
+        store.delete(&keys, fence, self.clock.now_seconds()).await?;
         self.read(name).await
     }
 }
@@ -208,14 +230,27 @@ fn change(map: &mut Map, action: &'static str) -> Result<Dynamic, Box<EvalAltRes
     let target = format!("breaker:{name}");
     let details = serde_json::json!({ "state_before": before });
     let n = name.clone();
+    let fence = super::current_fence_token();
     let outcome = act(&format!("breaker.{action}"), &target, details, move || {
-        let snap = block_on(&format!("breaker(\"{n}\").{action}()"), LIMIT, async move {
-            match action {
-                "reset" => b.reset(&n).await,
-                "record_failure" => b.record_failure(&n).await,
-                _ => b.record_success(&n).await,
-            }
+        let what = format!("breaker(\"{n}\").{action}()");
+        let written = block_on(&what, LIMIT, async move {
+            let fence = fence.as_ref();
+            Ok::<_, std::convert::Infallible>(match action {
+                "reset" => b.reset(&n, fence).await,
+                "record_failure" => b.record_failure(&n, fence).await,
+                _ => b.record_success(&n, fence).await,
+            })
         })?;
+        let snap = match written {
+            Ok(snap) => snap,
+            // A later attempt of this run acted on the breaker: this one is stale and ends
+            // the way a lapsed lease ends it (interrupted, the retry path).
+            Err(BreakerError::Fenced { key, attempt }) => {
+                tracing::warn!(%key, attempt, "breaker write refused: a later attempt of this run wrote already");
+                return Err(terminated(TERMINATED_LEASE));
+            }
+            Err(e) => return Err(script_error(format!("{what}: {e}"))),
+        };
         serde_json::to_value(&snap).map_err(|e| script_error(e.to_string()))
     })?;
     match outcome {

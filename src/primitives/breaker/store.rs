@@ -13,7 +13,13 @@ use std::{
 use redis::AsyncCommands;
 
 use super::{layout::Keys, BreakerError};
-use crate::primitives::redis_conn::RedisConnections;
+use crate::primitives::{redis_conn::RedisConnections, FenceToken};
+
+/// How long Redis keeps a run's fence key after its last write. A stale attempt is refused
+/// only while the key lives; a day covers any freeze worth fencing (the monotonic fence
+/// stops a replica that resumes before it acts; this one catches a write sent after the
+/// check), and bounds the keys runbookd leaves in the app's Redis to one per recent run.
+pub const FENCE_TTL_S: u64 = 24 * 60 * 60;
 
 /// The three stored values (state, failures, time) as Redis would return them.
 pub type RawValues = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
@@ -35,6 +41,12 @@ pub struct FailureWrite {
 
 /// A store of breaker values. `now` (unix seconds, the breakers' clock) is when the change
 /// happens: Redis keeps time itself, memory expires by it.
+///
+/// Every write takes the run's [`FenceToken`] when it has one: in the same step as the
+/// change, the store compares it with the highest attempt of that run seen on this breaker
+/// (`Keys::fence`), refuses the write with [`BreakerError::Fenced`] — changing nothing —
+/// when a later attempt wrote already, and otherwise remembers it. Writes without a
+/// token (the app's own workers, the API's manual reset, `runbookd run`) are never refused.
 #[async_trait::async_trait]
 pub trait BreakerStore: Send + Sync {
     async fn values(&self, keys: &Keys, now: f64) -> Result<RawValues, BreakerError>;
@@ -43,6 +55,7 @@ pub trait BreakerStore: Send + Sync {
         &self,
         keys: &Keys,
         w: &FailureWrite,
+        fence: Option<&FenceToken>,
         now: f64,
     ) -> Result<(), BreakerError>;
     /// Stores `closed` (with TTL, 0: none) and forgets failures, in one step.
@@ -51,42 +64,93 @@ pub trait BreakerStore: Send + Sync {
         keys: &Keys,
         closed: &[u8],
         closed_ttl_s: u64,
+        fence: Option<&FenceToken>,
         now: f64,
     ) -> Result<(), BreakerError>;
-    /// Deletes the three keys.
-    async fn delete(&self, keys: &Keys) -> Result<(), BreakerError>;
+    /// Deletes the three keys, in one step.
+    async fn delete(
+        &self,
+        keys: &Keys,
+        fence: Option<&FenceToken>,
+        now: f64,
+    ) -> Result<(), BreakerError>;
 }
 
-/// KEYS: state, failures, time. ARGV: window s, threshold, open TTL s (0 = none),
-/// encoded "open", encoded now, "1" if the time key records every failure (plain).
+/// The fence check every script starts with. ARGV[1]: the attempt ('' for a write without
+/// a token), ARGV[2]: the fence key's TTL s; the fence key is the script's last KEY (only
+/// passed with a token). True: a later attempt of the run wrote already — refuse.
+const FENCE_CHECK: &str = r"
+local function fenced()
+  if ARGV[1] == '' then return false end
+  local key = KEYS[#KEYS]
+  local token = tonumber(ARGV[1])
+  local seen = tonumber(redis.call('GET', key) or '0') or 0
+  if token < seen then return true end
+  redis.call('SET', key, ARGV[1], 'EX', tonumber(ARGV[2]))
+  return false
+end
+";
+
+/// KEYS: state, failures, time[, fence]. ARGV: the fence's two, window s, threshold, open
+/// TTL s (0 = none), encoded "open", encoded now, "1" if the time key records every
+/// failure (plain). Returns {failures, opened}; {-1, 0}: refused by the fence.
 const RECORD_FAILURE: &str = r"
+if fenced() then return {-1, 0} end
 local f = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 f = f + 1
-redis.call('SET', KEYS[2], tostring(f), 'EX', tonumber(ARGV[1]))
-local every = ARGV[6] == '1'
-if every then redis.call('SET', KEYS[3], ARGV[5]) end
+redis.call('SET', KEYS[2], tostring(f), 'EX', tonumber(ARGV[3]))
+local every = ARGV[8] == '1'
+if every then redis.call('SET', KEYS[3], ARGV[7]) end
 local opened = 0
-if f >= tonumber(ARGV[2]) then
-  local ttl = tonumber(ARGV[3])
+if f >= tonumber(ARGV[4]) then
+  local ttl = tonumber(ARGV[5])
   if ttl > 0 then
-    redis.call('SET', KEYS[1], ARGV[4], 'EX', ttl)
-    if not every then redis.call('SET', KEYS[3], ARGV[5], 'EX', ttl) end
+    redis.call('SET', KEYS[1], ARGV[6], 'EX', ttl)
+    if not every then redis.call('SET', KEYS[3], ARGV[7], 'EX', ttl) end
   else
-    redis.call('SET', KEYS[1], ARGV[4])
-    if not every then redis.call('SET', KEYS[3], ARGV[5]) end
+    redis.call('SET', KEYS[1], ARGV[6])
+    if not every then redis.call('SET', KEYS[3], ARGV[7]) end
   end
   opened = 1
 end
 return {f, opened}
 ";
 
-/// KEYS: state, failures. ARGV: encoded "closed", closed TTL s (0 = none).
+/// KEYS: state, failures[, fence]. ARGV: the fence's two, encoded "closed", closed TTL s
+/// (0 = none). Returns 1; -1: refused by the fence.
 const RECORD_SUCCESS: &str = r"
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl) else redis.call('SET', KEYS[1], ARGV[1]) end
+if fenced() then return -1 end
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then redis.call('SET', KEYS[1], ARGV[3], 'EX', ttl) else redis.call('SET', KEYS[1], ARGV[3]) end
 redis.call('DEL', KEYS[2])
 return 1
 ";
+
+/// KEYS: state, failures, time[, fence]. ARGV: the fence's two. Returns 1; -1: refused by
+/// the fence. A script, not a DEL, so the check and the delete are one step.
+const DELETE: &str = r"
+if fenced() then return -1 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 1
+";
+
+/// A script with the fence check in front of it.
+fn fenced_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{FENCE_CHECK}{body}"))
+}
+
+/// Adds the fence's key (last, after the breaker's) and its two arguments (first, before
+/// the script's own) to a call; a write without a token passes no key and an empty token.
+fn with_fence(call: &mut redis::ScriptInvocation<'_>, keys: &Keys, fence: Option<&FenceToken>) {
+    match fence {
+        Some(t) => {
+            call.key(keys.fence(&t.run)).arg(t.attempt).arg(FENCE_TTL_S);
+        }
+        None => {
+            call.arg("").arg(0);
+        }
+    }
+}
 
 /// The app's Redis.
 pub struct RedisStore {
@@ -95,6 +159,7 @@ pub struct RedisStore {
     redis: Arc<RedisConnections>,
     failure: redis::Script,
     success: redis::Script,
+    delete: redis::Script,
 }
 
 impl RedisStore {
@@ -104,8 +169,9 @@ impl RedisStore {
             breaker: breaker.into(),
             url,
             redis,
-            failure: redis::Script::new(RECORD_FAILURE),
-            success: redis::Script::new(RECORD_SUCCESS),
+            failure: fenced_script(RECORD_FAILURE),
+            success: fenced_script(RECORD_SUCCESS),
+            delete: fenced_script(DELETE),
         }
     }
 
@@ -134,23 +200,21 @@ impl BreakerStore for RedisStore {
         &self,
         keys: &Keys,
         w: &FailureWrite,
+        fence: Option<&FenceToken>,
         _now: f64,
     ) -> Result<(), BreakerError> {
         let mut con = self.connection()?;
-        let _: (i64, i64) = self
-            .failure
-            .key(&keys.state)
-            .key(&keys.failures)
-            .key(&keys.time)
-            .arg(w.window_s.max(1))
+        let mut call = self.failure.prepare_invoke();
+        call.key(&keys.state).key(&keys.failures).key(&keys.time);
+        with_fence(&mut call, keys, fence);
+        call.arg(w.window_s.max(1))
             .arg(w.threshold)
             .arg(w.open_ttl_s)
             .arg(&w.open)
             .arg(&w.now)
-            .arg(if w.every { "1" } else { "0" })
-            .invoke_async(&mut con)
-            .await?;
-        Ok(())
+            .arg(if w.every { "1" } else { "0" });
+        let (failures, _): (i64, i64) = call.invoke_async(&mut con).await?;
+        refused_if(failures < 0, keys, fence)
     }
 
     async fn record_success(
@@ -158,24 +222,41 @@ impl BreakerStore for RedisStore {
         keys: &Keys,
         closed: &[u8],
         closed_ttl_s: u64,
+        fence: Option<&FenceToken>,
         _now: f64,
     ) -> Result<(), BreakerError> {
         let mut con = self.connection()?;
-        let _: i64 = self
-            .success
-            .key(&keys.state)
-            .key(&keys.failures)
-            .arg(closed)
-            .arg(closed_ttl_s)
-            .invoke_async(&mut con)
-            .await?;
-        Ok(())
+        let mut call = self.success.prepare_invoke();
+        call.key(&keys.state).key(&keys.failures);
+        with_fence(&mut call, keys, fence);
+        call.arg(closed).arg(closed_ttl_s);
+        let done: i64 = call.invoke_async(&mut con).await?;
+        refused_if(done < 0, keys, fence)
     }
 
-    async fn delete(&self, keys: &Keys) -> Result<(), BreakerError> {
+    async fn delete(
+        &self,
+        keys: &Keys,
+        fence: Option<&FenceToken>,
+        _now: f64,
+    ) -> Result<(), BreakerError> {
         let mut con = self.connection()?;
-        let _: i64 = con.del(&[&keys.state, &keys.failures, &keys.time]).await?;
-        Ok(())
+        let mut call = self.delete.prepare_invoke();
+        call.key(&keys.state).key(&keys.failures).key(&keys.time);
+        with_fence(&mut call, keys, fence);
+        let done: i64 = call.invoke_async(&mut con).await?;
+        refused_if(done < 0, keys, fence)
+    }
+}
+
+/// The store's answer to a write it `refused` (or not).
+fn refused_if(refused: bool, keys: &Keys, fence: Option<&FenceToken>) -> Result<(), BreakerError> {
+    match fence {
+        Some(t) if refused => Err(BreakerError::Fenced {
+            key: keys.fence(&t.run),
+            attempt: t.attempt,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -211,6 +292,32 @@ impl MemoryStore {
     }
 }
 
+/// FENCE_CHECK, step for step, under the caller's lock: Err when a later attempt of the
+/// run wrote already (nothing changed), else the attempt is remembered.
+fn check_fence(
+    kv: &mut Kv,
+    keys: &Keys,
+    fence: Option<&FenceToken>,
+    now: f64,
+) -> Result<(), BreakerError> {
+    let Some(t) = fence else {
+        return Ok(());
+    };
+    let key = keys.fence(&t.run);
+    let seen = get(kv, &key, now)
+        .and_then(|v| String::from_utf8_lossy(&v).trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    refused_if(t.attempt < seen, keys, fence)?;
+    set(
+        kv,
+        &key,
+        t.attempt.to_string().into_bytes(),
+        FENCE_TTL_S,
+        now,
+    );
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl BreakerStore for MemoryStore {
     async fn values(&self, keys: &Keys, now: f64) -> Result<RawValues, BreakerError> {
@@ -227,9 +334,11 @@ impl BreakerStore for MemoryStore {
         &self,
         keys: &Keys,
         w: &FailureWrite,
+        fence: Option<&FenceToken>,
         now: f64,
     ) -> Result<(), BreakerError> {
         let mut kv = self.kv();
+        check_fence(&mut kv, keys, fence, now)?;
         let f = get(&mut kv, &keys.failures, now)
             .and_then(|v| String::from_utf8_lossy(&v).trim().parse::<i64>().ok())
             .unwrap_or(0)
@@ -258,16 +367,24 @@ impl BreakerStore for MemoryStore {
         keys: &Keys,
         closed: &[u8],
         closed_ttl_s: u64,
+        fence: Option<&FenceToken>,
         now: f64,
     ) -> Result<(), BreakerError> {
         let mut kv = self.kv();
+        check_fence(&mut kv, keys, fence, now)?;
         set(&mut kv, &keys.state, closed.to_vec(), closed_ttl_s, now);
         kv.remove(&keys.failures);
         Ok(())
     }
 
-    async fn delete(&self, keys: &Keys) -> Result<(), BreakerError> {
+    async fn delete(
+        &self,
+        keys: &Keys,
+        fence: Option<&FenceToken>,
+        now: f64,
+    ) -> Result<(), BreakerError> {
         let mut kv = self.kv();
+        check_fence(&mut kv, keys, fence, now)?;
         for k in [&keys.state, &keys.failures, &keys.time] {
             kv.remove(k);
         }
