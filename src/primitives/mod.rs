@@ -131,9 +131,12 @@ pub struct RunContext {
     pub dry_run: bool,
     /// The incident the run belongs to (alert-triggered runs).
     pub incident: Option<String>,
-    /// Who triggered the run (a token's name, `alertmanager`, `runbookd`): the one person
-    /// who may not approve what it asks for.
+    /// Who the run asks on behalf of: who triggered it (a token's name, `alertmanager`,
+    /// `runbookd`), or for a follow-up run the requester of the approval that started it —
+    /// the one person who may not approve what it asks for.
     pub requested_by: String,
+    /// The decision a follow-up run was started by (`event.approval`).
+    pub answer: Option<crate::approvals::Answer>,
     /// `approved()` asked for, or found pending, an approval: the run ends
     /// `awaiting_approval`.
     pub awaiting_approval: std::cell::Cell<bool>,

@@ -4,6 +4,7 @@
 mod alertmanager_e2e;
 mod alerts;
 mod api;
+mod approval_chain;
 mod approvals;
 mod breaker;
 mod browser;

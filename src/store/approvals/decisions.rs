@@ -66,10 +66,12 @@ impl Store {
             at: crate::store::ms_to_rfc3339(now),
             comment: comment.to_string(),
         });
+        // Distinct people other than the requester (who is refused above; counted out here
+        // too, so no older record can make the requester one of two).
         let approvers = a
             .decisions
             .iter()
-            .filter(|d| d.decision == "approve")
+            .filter(|d| d.decision == "approve" && d.by != a.requested_by)
             .map(|d| d.by.as_str())
             .collect::<std::collections::BTreeSet<_>>()
             .len() as i64;
