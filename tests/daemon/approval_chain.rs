@@ -180,3 +180,84 @@ async fn the_requester_is_carried_through_the_chain_and_never_counts_as_an_appro
     let (s, one) = decide(&d, "bob", &page_id, "approve").await;
     assert_eq!((s, one["status"].as_str()), (200, Some("pending")), "{one}");
 }
+
+#[tokio::test]
+async fn resolving_an_incident_withdraws_its_pending_approvals() {
+    let ws = Workspace::new(crate::helpers::Db::Sqlite).await;
+    ws.write_playbook(
+        "gate",
+        &format!(
+            "fn triggers() {{ [#{{ alert: \"PaymentProcessorDown\" }}] }}\n{}",
+            crate::approvals::GATE
+        ),
+    );
+    let d = Daemon::start(&ws, &with_tokens(""));
+    let body = crate::alerts::notification(&[("PaymentProcessorDown", "fp-withdraw", "firing")]);
+    let (s, outcome) = crate::alerts::post(&d, &body).await;
+    assert_eq!(s, 200, "{outcome}");
+    let incident = outcome["alerts"][0]["incident"]
+        .as_str()
+        .expect("incident")
+        .to_string();
+    let asked = d
+        .poll(
+            "/api/v1/approvals?status=pending",
+            Duration::from_secs(10),
+            |v| v.as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+    let id = asked[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(asked[0]["incident"], incident.as_str());
+
+    let r = reqwest::Client::new()
+        .post(d.url(&format!("/api/v1/incidents/{incident}/resolve")))
+        .bearer_auth("dave-secret")
+        .send()
+        .await
+        .expect("resolve");
+    assert_eq!(r.status().as_u16(), 200);
+
+    let (_, a) = d.get(&format!("/api/v1/approvals/{id}")).await;
+    assert_eq!(a["status"], "withdrawn", "{a}");
+    let (s, e) = decide(&d, "bob", &id, "approve").await;
+    assert_eq!(s, 409, "a withdrawn request was decided: {e}");
+    assert!(pending(&d).await.is_empty());
+    // Nothing ran because of it.
+    let (_, runs) = d.get("/api/v1/runs?playbook=gate").await;
+    assert!(
+        runs.as_array()
+            .is_some_and(|r| r.iter().all(|r| r["trigger"]["kind"] != "approval")),
+        "{runs}"
+    );
+    // Audited by who resolved, on the timeline, and told where it was asked.
+    let (_, audit) = d.get("/api/v1/audit?limit=100").await;
+    assert!(
+        audit
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["action"] == "approval.withdraw"
+                && e["actor"] == "dave"
+                && e["target"] == format!("approval:{id}").as_str())),
+        "{audit}"
+    );
+    let (_, inc) = d.get(&format!("/api/v1/incidents/{incident}")).await;
+    assert!(
+        inc["timeline"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("withdrawn")))),
+        "{inc}"
+    );
+    let notes = d
+        .poll("/api/v1/notifications", Duration::from_secs(10), |v| {
+            v.as_array()
+                .is_some_and(|n| n.iter().any(|n| n["kind"] == "approval_withdrawn"))
+        })
+        .await;
+    let told = notes
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["kind"] == "approval_withdrawn"))
+        .expect("withdrawal message");
+    assert_eq!(told["channel"], "approvers", "{told}");
+    assert_eq!(told["payload"]["approval"], id.as_str(), "{told}");
+}
