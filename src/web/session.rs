@@ -173,12 +173,39 @@ fn local_path(next: Option<&str>) -> String {
 }
 
 /// `path` if it is a path of this site, else `default` (a form's `back` field cannot send
-/// the browser elsewhere).
+/// the browser elsewhere). Browsers drop tabs and newlines from a `Location` and read `\\`
+/// as `/`, so `/\t/evil.example` or `/\\evil.example` is another site to them: a path is
+/// taken only with no control character or whitespace at all, and only if, parsed against
+/// this site and normalised (dot segments, backslashes), it is still a path of this site
+/// that does not start with `//`. What is returned is the normalised path.
 pub fn local_back(path: Option<&str>, default: &str) -> String {
-    match path {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.into(),
-        _ => default.into(),
+    local_path_of(path).unwrap_or_else(|| default.into())
+}
+
+fn local_path_of(path: Option<&str>) -> Option<String> {
+    let p = path?;
+    if !p.starts_with('/') || p.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return None;
     }
+    let p = p.replace('\\', "/");
+    if p.starts_with("//") {
+        return None;
+    }
+    let base = url::Url::parse("http://runbookd.invalid/").ok()?;
+    let parsed = base.join(&p).ok()?;
+    if parsed.origin() != base.origin() {
+        return None;
+    }
+    let mut out = parsed.path().to_string();
+    if let Some(q) = parsed.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = parsed.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    (out.starts_with('/') && !out.starts_with("//") && !out.contains('\\')).then_some(out)
 }
 
 #[derive(Deserialize)]

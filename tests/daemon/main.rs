@@ -41,6 +41,7 @@ mod slack_approvals;
 mod slots;
 mod statuspage;
 mod stripe;
+mod web_hardening;
 mod webhook_probe;
 mod worker_logs;
 mod world;
