@@ -95,6 +95,11 @@ impl Auth {
             .map(|t| (t.name.clone(), t.digest.clone(), t.role))
     }
 
+    /// True while the token `session` was opened with exists with the same secret.
+    pub(crate) fn session_token_holds(&self, session: &Session) -> bool {
+        self.by_session(session).is_some()
+    }
+
     /// The token a session was opened with, if it still exists with the same secret.
     fn by_session(&self, session: &Session) -> Option<&Token> {
         self.tokens.iter().find(|t| {

@@ -120,6 +120,8 @@ pub struct Viewer {
     pub csrf: String,
     /// A `runbookd_csrf` cookie to set (daemon without tokens, first visit).
     pub set_cookie: Option<String>,
+    /// `[dashboard] public_origin`: a form's `Origin` that is this site's.
+    pub public_origin: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Viewer {
@@ -152,6 +154,7 @@ impl FromRequestParts<AppState> for Viewer {
             caller,
             csrf,
             set_cookie,
+            public_origin: state.dashboard.public_origin.clone(),
         })
     }
 }
@@ -170,7 +173,12 @@ impl Viewer {
 
     /// Checks a form's CSRF token and origin.
     fn check(&self, headers: &HeaderMap, csrf: &str) -> Result<(), WebError> {
-        Ok(session::check_form(&self.caller, headers, csrf)?)
+        Ok(session::check_form(
+            &self.caller,
+            headers,
+            csrf,
+            self.public_origin.as_deref(),
+        )?)
     }
 }
 

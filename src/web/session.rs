@@ -124,10 +124,17 @@ pub fn page_csrf(
     }
 }
 
-/// Refuses a post whose `Origin` is another site's.
-pub fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    if let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) {
+/// Refuses a post whose `Origin` is another site's: this site is the request's `Host`, or
+/// `[dashboard] public_origin` (behind a proxy that rewrites `Host`).
+pub fn check_origin(headers: &HeaderMap, public_origin: Option<&str>) -> Result<(), ApiError> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("null");
+        if public_origin.is_some_and(|p| p.eq_ignore_ascii_case(origin)) {
+            return Ok(());
+        }
+        let Some(host) = headers.get(header::HOST) else {
+            return Ok(());
+        };
         let authority = origin.split("://").nth(1).unwrap_or("");
         if authority.as_bytes() != host.as_bytes() {
             return Err(ApiError::new(
@@ -157,8 +164,13 @@ fn check_token(expected: Option<&str>, presented: &str) -> Result<(), ApiError> 
 }
 
 /// Refuses a form post that another site could have made.
-pub fn check_form(caller: &Caller, headers: &HeaderMap, presented: &str) -> Result<(), ApiError> {
-    check_origin(headers)?;
+pub fn check_form(
+    caller: &Caller,
+    headers: &HeaderMap,
+    presented: &str,
+    public_origin: Option<&str>,
+) -> Result<(), ApiError> {
+    check_origin(headers, public_origin)?;
     match &caller.session_csrf {
         Some(token) => check_token(Some(token), presented),
         // A bearer token is no ambient authority: no page can send it.
@@ -257,7 +269,7 @@ pub async fn login(
     }
     let next = local_path(form.next.as_deref());
     // A login from another site is refused (login CSRF).
-    check_origin(&headers)?;
+    check_origin(&headers, state.dashboard.public_origin.as_deref())?;
     let refused = |message: &str| {
         tracing::warn!(reason = message, "dashboard login refused");
         render(
@@ -306,7 +318,7 @@ pub async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
     if let Some(secret) = cookie_secret(&headers) {
-        check_origin(&headers)?;
+        check_origin(&headers, state.dashboard.public_origin.as_deref())?;
         check_token(Some(&csrf_for(&secret)), &form.csrf)?;
         state
             .store

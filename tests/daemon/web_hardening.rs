@@ -1,5 +1,7 @@
 //! The dashboard's second hardening pass, from outside: where a login and a decision send
-//! the browser back to.
+//! the browser back to; how many event streams may be open, and how long one lasts.
+
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -91,4 +93,184 @@ async fn login_and_decisions_redirect_only_to_a_path_of_this_site() {
         };
         assert_eq!(r.headers()["location"], want, "deny with back = {back:?}");
     }
+}
+
+fn with_env(mut opts: crate::helpers::Options, env: &[(&str, &str)]) -> crate::helpers::Options {
+    for (k, v) in env {
+        opts.env.push((k.to_string(), v.to_string()));
+    }
+    opts
+}
+
+/// `who` opens an event stream: the answer, its body unread.
+async fn stream(d: &Daemon, who: &str) -> reqwest::Response {
+    raw()
+        .get(d.url("/api/v1/events"))
+        .bearer_auth(format!("{who}-secret"))
+        .send()
+        .await
+        .expect("events")
+}
+
+/// Reads a stream until it ends (or `limit`): how long that took.
+async fn lasts(r: reqwest::Response, limit: Duration) -> Duration {
+    use futures_util::StreamExt;
+    let start = Instant::now();
+    let mut body = r.bytes_stream();
+    let _ = tokio::time::timeout(limit, async { while body.next().await.is_some() {} }).await;
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn event_streams_are_capped_in_all_and_per_caller() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    let d = Daemon::start(
+        &ws,
+        &with_env(
+            with_tokens(""),
+            &[
+                ("RUNBOOKD_DASHBOARD__MAX_STREAMS", "3"),
+                ("RUNBOOKD_DASHBOARD__MAX_STREAMS_PER_CALLER", "2"),
+            ],
+        ),
+    );
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let r = stream(&d, "alice").await;
+        assert_eq!(r.status().as_u16(), 200);
+        open.push(r);
+    }
+    let r = stream(&d, "alice").await;
+    assert_eq!(r.status().as_u16(), 429, "alice's third stream");
+    assert!(r.headers().contains_key("retry-after"));
+    let e: serde_json::Value = r.json().await.expect("json");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_streams_per_caller")),
+        "{e}"
+    );
+    let r = stream(&d, "carol").await;
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "another caller (a viewer) may watch"
+    );
+    open.push(r);
+    let r = stream(&d, "bob").await;
+    assert_eq!(r.status().as_u16(), 429, "a fourth stream in all");
+    // Everything else still answers.
+    let (s, _) = d.get("/healthz").await;
+    assert_eq!(s, 200);
+    let (s, _) = d.get("/api/v1/playbooks").await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn an_event_stream_ends_at_its_lifetime_and_with_its_session() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    let d = Daemon::start(
+        &ws,
+        &with_env(
+            with_tokens(""),
+            &[("RUNBOOKD_DASHBOARD__MAX_STREAM_LIFETIME", "2s")],
+        ),
+    );
+    let r = stream(&d, "bob").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let took = lasts(r, Duration::from_secs(20)).await;
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+        "a 2 s stream lasted {took:?}"
+    );
+    drop(d);
+
+    // A session's stream ends soon after the logout (the lifetime is long here).
+    let d = Daemon::start(&ws, &with_tokens(""));
+    let (_, cookie) = login(&d, "bob-secret").await;
+    let r = raw()
+        .get(d.url("/api/v1/events"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(r.status().as_u16(), 200);
+    let csrf = csrf_of(&d, &cookie, "/").await;
+    let out = raw()
+        .post(d.url("/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(out.status().as_u16(), 303);
+    let took = lasts(r, Duration::from_secs(30)).await;
+    assert!(
+        took < Duration::from_secs(8),
+        "the stream outlived its session by {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn behind_a_host_rewriting_proxy_the_public_origin_is_this_site() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("gate", GATE);
+    let public = "https://runbookd.example.com";
+    let post_login = |d: &Daemon, origin: &'static str| {
+        raw()
+            .post(d.url("/login"))
+            .header("origin", origin)
+            .form(&[("token", "bob-secret"), ("next", "/approvals")])
+            .send()
+    };
+    // Without the key, the proxy's origin is another site.
+    let d = Daemon::start(&ws, &with_tokens(""));
+    let r = post_login(&d, "https://runbookd.example.com")
+        .await
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 403);
+    drop(d);
+
+    let d = Daemon::start(
+        &ws,
+        &with_env(
+            with_tokens(""),
+            &[("RUNBOOKD_DASHBOARD__PUBLIC_ORIGIN", public)],
+        ),
+    );
+    let r = post_login(&d, "https://runbookd.example.com")
+        .await
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 303, "the public origin logs in");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    for other in [
+        "https://evil.example",
+        "http://runbookd.example.com",
+        "null",
+    ] {
+        let r = post_login(&d, other).await.expect("login");
+        assert_eq!(r.status().as_u16(), 403, "{other}");
+    }
+    // A decision's form from the public origin is taken too.
+    let (_, run) = d.run_wait("gate", json!({})).await;
+    assert_eq!(run["status"], "awaiting_approval", "{run}");
+    let id = pending(&d).await[0]["id"].as_str().expect("id").to_string();
+    let csrf = csrf_of(&d, &cookie, "/approvals").await;
+    let r = raw()
+        .post(d.url(&format!("/approvals/{id}/deny")))
+        .header("cookie", &cookie)
+        .header("origin", public)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("deny");
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, a) = d.get(&format!("/api/v1/approvals/{id}")).await;
+    assert_eq!(a["status"], "denied", "{a}");
 }
