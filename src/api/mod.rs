@@ -17,6 +17,7 @@ mod replicas;
 pub(crate) mod runs;
 pub mod serve;
 pub mod slack;
+pub(crate) mod throttle;
 
 use std::sync::Arc;
 

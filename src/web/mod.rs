@@ -76,16 +76,22 @@ struct ErrorPage {
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let status = self.0.status;
+        let retry_after = self.0.retry_after;
         let page = ErrorPage {
             chrome: pages::Chrome::bare("Error"),
             status: status.as_u16(),
             reason: status.canonical_reason().unwrap_or("Error").to_string(),
             message: self.0.message,
         };
-        match askama::Template::render(&page) {
+        let mut res = match askama::Template::render(&page) {
             Ok(html) => (status, Html(html)).into_response(),
             Err(_) => (status, page.message).into_response(),
+        };
+        if let Some(secs) = retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
+        res
     }
 }
 

@@ -261,6 +261,7 @@ pub struct LoginForm {
 /// `POST /login`: a token in, a session cookie out.
 pub async fn login(
     State(state): State<AppState>,
+    crate::api::throttle::Peer(peer): crate::api::throttle::Peer,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, WebError> {
@@ -270,8 +271,13 @@ pub async fn login(
     let next = local_path(form.next.as_deref());
     // A login from another site is refused (login CSRF).
     check_origin(&headers, state.dashboard.public_origin.as_deref())?;
+    // An address guessing tokens waits, whatever it presents now.
+    if let Some(wait) = state.auth.throttle.waiting(peer) {
+        tracing::warn!(peer = %crate::api::throttle::peer_text(peer), wait_s = wait.as_secs(), "dashboard login refused: too many wrong tokens from this address");
+        return Err(ApiError::throttled(wait).into());
+    }
     let refused = |message: &str| {
-        tracing::warn!(reason = message, "dashboard login refused");
+        tracing::warn!(peer = %crate::api::throttle::peer_text(peer), reason = message, "dashboard login refused");
         render(
             StatusCode::UNAUTHORIZED,
             &LoginPage {
@@ -282,8 +288,21 @@ pub async fn login(
         )
     };
     let Some((name, digest, role)) = state.auth.login(form.token.trim()) else {
+        if let Some(wait) = state.auth.throttle.failed(peer) {
+            let page = refused("unknown token");
+            // The page says what was wrong; the status and Retry-After, how long to wait.
+            return page.map(|mut res| {
+                *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                res.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    crate::api::throttle::retry_after_secs(wait).into(),
+                );
+                res
+            });
+        }
         return refused("unknown token");
     };
+    state.auth.throttle.succeeded(peer);
     if role == Role::Ingest {
         return refused(
             "an ingest token only posts alerts; log in with a viewer or operator token",
@@ -296,7 +315,7 @@ pub async fn login(
         .create_session(&id_hash(&secret), &name, &digest, ttl)
         .await
         .map_err(ApiError::from)?;
-    tracing::info!(token = %name, "dashboard login");
+    tracing::info!(token = %name, peer = %crate::api::throttle::peer_text(peer), "dashboard login");
     let cookie = set_cookie(&state, &headers, SESSION_COOKIE, secret, Some(ttl));
     Ok((
         StatusCode::SEE_OTHER,

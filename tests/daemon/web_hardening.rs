@@ -274,3 +274,69 @@ async fn behind_a_host_rewriting_proxy_the_public_origin_is_this_site() {
     let (_, a) = d.get(&format!("/api/v1/approvals/{id}")).await;
     assert_eq!(a["status"], "denied", "{a}");
 }
+
+#[tokio::test]
+async fn wrong_tokens_make_their_address_wait_on_the_api_and_the_login() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    let d = Daemon::start(&ws, &with_tokens(""));
+    let get = |token: &'static str| {
+        raw()
+            .get(d.url("/api/v1/playbooks"))
+            .bearer_auth(token)
+            .send()
+    };
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    for _ in 0..300 {
+        statuses.push(get("guess").await.expect("get").status().as_u16());
+    }
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    let tried = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        tried <= 8 && refused >= 290,
+        "300 wrong tokens in {:?}: {tried} tried, {refused} refused",
+        started.elapsed()
+    );
+    // While it waits, even the right token is refused, and told how long.
+    let r = get("bob-secret").await.expect("get");
+    assert_eq!(r.status().as_u16(), 429);
+    let after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&after), "Retry-After {after}");
+    // The refusal's log line names the address.
+    let logs = d.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("bearer token refused"))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{logs}"));
+    // (`-` until the server loop hands requests their `ConnectInfo`; then 127.0.0.1.)
+    assert!(line.contains("\"peer\":\""), "{line}");
+    drop(d);
+
+    // The login form: the same per address.
+    let d = Daemon::start(&ws, &with_tokens(""));
+    let mut last = 0;
+    for _ in 0..20 {
+        last = raw()
+            .post(d.url("/login"))
+            .form(&[("token", "guess"), ("next", "/")])
+            .send()
+            .await
+            .expect("login")
+            .status()
+            .as_u16();
+    }
+    assert_eq!(last, 429, "the twentieth wrong login");
+    let r = raw()
+        .post(d.url("/login"))
+        .form(&[("token", "bob-secret"), ("next", "/")])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 429, "waiting, whatever the token");
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(d.logs().contains("dashboard login refused"));
+}
