@@ -139,7 +139,10 @@ pub fn execute(
         Ok(value) => match rhai::serde::from_dynamic::<serde_json::Value>(&value) {
             Ok(json) => (
                 RunStatus::Succeeded,
-                Some(bounded_result(json, spec.limits.max_result_bytes)),
+                Some(bounded_result(
+                    crate::redact::mask_cards_json(&json),
+                    spec.limits.max_result_bytes,
+                )),
                 None,
             ),
             Err(e) => (
@@ -154,7 +157,9 @@ pub fn execute(
             ),
         },
         Err(err) => {
-            let (status, error) = classify(&err, spec.timeout, spec.limits.max_run_memory);
+            let (status, mut error) = classify(&err, spec.timeout, spec.limits.max_run_memory);
+            // A script's thrown text or a primitive's error may quote what it read.
+            error.message = crate::redact::mask_cards(&error.message).into_owned();
             (status, None, Some(error))
         }
     };

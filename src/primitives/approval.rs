@@ -81,11 +81,13 @@ fn parse(request: &Map, default: Duration, max: Duration) -> Result<Request, Box
             d
         }
     };
+    // What humans are asked is stored, announced and audited: card numbers masked.
+    let mask = |s: String| crate::redact::mask_cards(&s).into_owned();
     Ok(Request {
-        action: text(request, "action", true)?,
-        target: text(request, "target", true)?,
-        params,
-        reason: text(request, "reason", false)?,
+        action: mask(text(request, "action", true)?),
+        target: mask(text(request, "target", true)?),
+        params: crate::redact::mask_cards_json(&params),
+        reason: mask(text(request, "reason", false)?),
         expires,
     })
 }

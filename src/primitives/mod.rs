@@ -340,8 +340,9 @@ pub struct ActionRecord<'a> {
 
 impl ActionRecord<'_> {
     /// The record's JSON, stamped `at_ms` (the run's clock).
+    /// The record as the run and the audit trail keep it, card numbers masked.
     pub fn at(self, at_ms: i64) -> serde_json::Value {
-        serde_json::json!({
+        crate::redact::mask_cards_json(&serde_json::json!({
             "at": crate::store::ms_to_rfc3339(at_ms),
             "action": self.action,
             "target": self.target,
@@ -350,13 +351,14 @@ impl ActionRecord<'_> {
             "details": self.details,
             "result": self.result,
             "error": self.error,
-        })
+        }))
     }
 }
 
 /// Adds an action's record to the run (within `[playbooks] max_actions`; one record is
 /// bounded like a log line, as its details can be large).
 pub fn push_action(action: &str, record: serde_json::Value) -> Result<(), Box<EvalAltResult>> {
+    let record = crate::redact::mask_cards_json(&record);
     with_run(action, |ctx| {
         let mut actions = ctx.actions.borrow_mut();
         if actions.len() < ctx.limits.max_actions {

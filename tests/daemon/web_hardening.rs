@@ -340,3 +340,109 @@ async fn wrong_tokens_make_their_address_wait_on_the_api_and_the_login() {
     assert!(r.headers().contains_key("retry-after"));
     assert!(d.logs().contains("dashboard login refused"));
 }
+
+/// Writes card numbers everywhere a playbook can: its log, its result, a notification, an
+/// incident's facts and timeline, an approval's reason, its error.
+const CARDS: &str = r#"
+fn triggers() { [#{ alert: "PaymentProcessorDown" }] }
+fn run(event) {
+    if event.params.fail == true { throw "cannot charge 4222222222222"; }
+    log("card 4242 4242 4242 4242 declined; order 4242424242424241 kept");
+    log("amex 378282246310005, mastercard 5555-5555-5555-4444, unionpay 6205500000000000004");
+    notify("approvers", "payment of 4000056655665556 failed");
+    set_fact("last_card", "3566002020360505");
+    note("retried 6011111111111117");
+    approved(#{ action: "payments.retry", target: "card 5105105105105100",
+                reason: "charge 36227206271667 again" });
+    #{ card: "2223003122003222", note: "order 4242424242424241" }
+}
+"#;
+
+#[tokio::test]
+async fn card_numbers_are_masked_in_everything_a_run_writes() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("cards", CARDS);
+    let d = Daemon::start(&ws, &with_tokens(""));
+    let body = crate::alerts::notification(&[("PaymentProcessorDown", "fp-cards", "firing")]);
+    let (s, outcome) = crate::alerts::post(&d, &body).await;
+    assert_eq!(s, 200, "{outcome}");
+    let incident = outcome["alerts"][0]["incident"]
+        .as_str()
+        .expect("incident")
+        .to_string();
+    let runs = d
+        .poll(
+            "/api/v1/runs?playbook=cards",
+            Duration::from_secs(10),
+            |v| {
+                v.as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|r| !matches!(r["status"].as_str(), Some("queued" | "running")))
+                })
+            },
+        )
+        .await;
+    let id = runs[0]["id"].as_str().expect("id").to_string();
+    let (_, failed) = d.run_wait("cards", json!({"params": {"fail": true}})).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+
+    let mut seen = String::new();
+    for path in [
+        format!("/api/v1/runs/{id}"),
+        format!("/api/v1/runs/{}", failed["id"].as_str().unwrap_or("")),
+        format!("/api/v1/incidents/{incident}"),
+        "/api/v1/notifications".to_string(),
+        "/api/v1/audit?limit=100".to_string(),
+        "/api/v1/approvals".to_string(),
+    ] {
+        let (s, v) = d.get(&path).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        seen.push_str(&v.to_string());
+    }
+    let (_, cookie) = login(&d, "bob-secret").await;
+    for path in [format!("/runs/{id}"), format!("/incidents/{incident}")] {
+        let html = raw()
+            .get(d.url(&path))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html");
+        seen.push_str(&html);
+    }
+    seen.push_str(&d.logs());
+    for card in [
+        "4242 4242 4242 4242",
+        "378282246310005",
+        "5555-5555-5555-4444",
+        "6205500000000000004",
+        "4000056655665556",
+        "3566002020360505",
+        "6011111111111117",
+        "5105105105105100",
+        "36227206271667",
+        "4222222222222",
+        "2223003122003222",
+    ] {
+        assert!(!seen.contains(card), "{card} left a run");
+    }
+    for shown in [
+        "4242 42** **** 4242",
+        "378282*****0005",
+        "5555-55**-****-4444",
+        "620550*********0004",
+        "400005******5556",
+        "356600******0505",
+        "601111******1117",
+        "510510******5100",
+        "362272****1667",
+        "422222***2222",
+        "222300******3222",
+    ] {
+        assert!(seen.contains(shown), "{shown} not shown masked");
+    }
+    // A number that fails the Luhn check is no card number: left as it was.
+    assert!(seen.contains("order 4242424242424241"));
+}
