@@ -446,3 +446,18 @@ async fn card_numbers_are_masked_in_everything_a_run_writes() {
     // A number that fails the Luhn check is no card number: left as it was.
     assert!(seen.contains("order 4242424242424241"));
 }
+
+#[tokio::test]
+async fn serve_warns_at_start_of_an_escalation_level_whose_playbook_is_missing() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("gate", GATE);
+    let d = Daemon::start(&ws, &crate::helpers::Options::default());
+    let logs = d.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("escalation level L2 runs playbook")
+                && l.contains("reconcile_payments")
+                && l.contains("WARN")),
+        "{logs}"
+    );
+}
