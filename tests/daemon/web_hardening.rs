@@ -461,3 +461,45 @@ async fn serve_warns_at_start_of_an_escalation_level_whose_playbook_is_missing()
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn the_approvals_page_lists_every_pending_request_however_many_were_decided_since() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("gate", GATE);
+    ws.write_playbook("old_gate", GATE);
+    let d = Daemon::start(&ws, &with_tokens(""));
+    let (_, run) = d.run_wait("old_gate", json!({})).await;
+    assert_eq!(run["status"], "awaiting_approval", "{run}");
+    let old = pending(&d).await[0]["id"].as_str().expect("id").to_string();
+    // 101 newer requests, each denied.
+    for _ in 0..101 {
+        let (_, run) = d.run_wait("gate", json!({})).await;
+        assert_eq!(run["status"], "awaiting_approval", "{run}");
+        let id = pending(&d)
+            .await
+            .into_iter()
+            .find(|a| a["playbook"] == "gate")
+            .expect("request")["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let r = raw()
+            .post(d.url(&format!("/api/v1/approvals/{id}/deny")))
+            .bearer_auth("bob-secret")
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("deny");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let html = raw()
+        .get(d.url("/approvals"))
+        .bearer_auth("bob-secret")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains(&old), "the old pending request is hidden");
+}

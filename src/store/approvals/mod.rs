@@ -255,6 +255,19 @@ impl Store {
         rows.iter().map(approval).collect()
     }
 
+    /// Every pending approval, oldest first: what humans must decide is never hidden behind
+    /// a page of newer, decided ones (bounded only against a runaway: pending requests are
+    /// one per distinct request).
+    pub async fn pending_approvals(&self) -> Result<Vec<Approval>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' \
+             ORDER BY requested_at, id LIMIT 10000"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(approval).collect()
+    }
+
     /// One incident's approvals, oldest first (the dashboard's incident page).
     pub async fn approvals_of(&self, incident_id: &str) -> Result<Vec<Approval>, StoreError> {
         let rows = sqlx::query(&format!(
