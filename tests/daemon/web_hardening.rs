@@ -503,3 +503,56 @@ async fn the_approvals_page_lists_every_pending_request_however_many_were_decide
         .expect("html");
     assert!(html.contains(&old), "the old pending request is hidden");
 }
+
+#[tokio::test]
+async fn what_runbookd_answers_slack_is_escaped() {
+    use crate::slack_approvals::{press, signed_press, SECRET};
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook(
+        "gate",
+        r#"
+fn run(event) {
+    if event.kind == "approval" { return "done"; }
+    if !approved(#{ action: "breaker.reset", target: "<!channel> & <https://evil.example|Approve here>",
+                    reason: "<!here>" }) { return "asked"; }
+    "done"
+}
+"#,
+    );
+    let mut opts = crate::approvals::tokens_with(
+        "[channels.approvers]\ntype = \"log\"\n",
+        "signing_secret_env = \"SLACK_SIGNING_SECRET\"\nslack_response_prefix = \"http://127.0.0.1:9/\"\n\
+         [approvals.slack_users]\nU_BOB = \"bob\"\n",
+    );
+    opts.env
+        .push(("SLACK_SIGNING_SECRET".into(), SECRET.into()));
+    let d = Daemon::start(&ws, &opts);
+    let (_, run) = d.run_wait("gate", json!({})).await;
+    assert_eq!(run["status"], "awaiting_approval", "{run}");
+    let id = pending(&d).await[0]["id"].as_str().expect("id").to_string();
+    let now = chrono::Utc::now().timestamp();
+    let url = "http://127.0.0.1:9/r";
+    // An unmapped user whose id is markup.
+    let (body, sig) = signed_press(SECRET, now, "<!channel>", "approve", &id, url);
+    let (s, answer) = press(&d, now, &body, &sig).await;
+    assert_eq!(s, 200);
+    let text = answer["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("&lt;!channel&gt;") && !text.contains("<!"),
+        "{answer}"
+    );
+    let (body, sig) = signed_press(SECRET, now, "U_BOB", "approve", &id, url);
+    let (s, answer) = press(&d, now, &body, &sig).await;
+    assert_eq!(s, 200, "{answer}");
+    let text = answer["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("&lt;!channel&gt; &amp; &lt;https://evil.example|Approve here&gt;"),
+        "{answer}"
+    );
+    assert!(!text.contains('<') && !text.contains('>'), "{answer}");
+    // A refusal quoting the approval is escaped too.
+    let (body, sig) = signed_press(SECRET, now, "U_BOB", "approve", &id, url);
+    let (_, answer) = press(&d, now, &body, &sig).await;
+    let text = answer["text"].as_str().unwrap_or("");
+    assert!(!text.contains('<'), "{answer}");
+}
