@@ -556,3 +556,37 @@ fn run(event) {
     let text = answer["text"].as_str().unwrap_or("");
     assert!(!text.contains('<'), "{answer}");
 }
+
+#[tokio::test]
+async fn the_cli_takes_only_an_approval_id_for_an_approval() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook(
+        "gate",
+        &format!("fn triggers() {{ [#{{ alert: \"PaymentProcessorDown\" }}] }}\n{GATE}"),
+    );
+    let d = Daemon::start(&ws, &with_tokens(""));
+    let body = crate::alerts::notification(&[("PaymentProcessorDown", "fp-cli", "firing")]);
+    let (_, outcome) = crate::alerts::post(&d, &body).await;
+    let incident = outcome["alerts"][0]["incident"]
+        .as_str()
+        .expect("incident")
+        .to_string();
+    for id in [
+        format!("../incidents/{incident}/resolve?"),
+        format!("../incidents/{incident}/resolve#"),
+        format!("%2e%2e/incidents/{incident}/resolve?"),
+        "nope".to_string(),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+            .args(["approve", &id, "--url", &d.url("")])
+            .env("RUNBOOKD_TOKEN", "bob-secret")
+            .env_remove("RUNBOOKD_CONFIG")
+            .output()
+            .expect("cli");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{id}: {stderr}");
+        assert!(stderr.contains("not an approval id"), "{stderr}");
+    }
+    let (_, inc) = d.get(&format!("/api/v1/incidents/{incident}")).await;
+    assert_eq!(inc["status"], "open", "{inc}");
+}
