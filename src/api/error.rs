@@ -98,6 +98,16 @@ impl From<QueryRejection> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        // Text PostgreSQL cannot hold (a NUL in a JSON string, SQLSTATE 22021; a character
+        // the encoding lacks, 22P05): the request's fault, nothing to retry or page about.
+        if let StoreError::Database(sqlx::Error::Database(db)) = &e {
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
+                tracing::debug!(error = %e, "request text the state store cannot hold");
+                return ApiError::bad_request(
+                    "the request holds a character the state store cannot keep (NUL)",
+                );
+            }
+        }
         tracing::error!(error = %e, "state store error while answering a request");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }

@@ -590,3 +590,76 @@ async fn the_cli_takes_only_an_approval_id_for_an_approval() {
     let (_, inc) = d.get(&format!("/api/v1/incidents/{incident}")).await;
     assert_eq!(inc["status"], "open", "{inc}");
 }
+
+async fn nul_answers(db: Db) {
+    let ws = Workspace::new(db).await;
+    ws.write_playbook("gate", GATE);
+    let d = Daemon::start(&ws, &with_tokens(""));
+    let (_, run) = d.run_wait("gate", json!({})).await;
+    assert_eq!(run["status"], "awaiting_approval", "{run}");
+    let id = pending(&d).await[0]["id"].as_str().expect("id").to_string();
+    let http = raw();
+    let gets = [
+        "/api/v1/runs/%00",
+        "/api/v1/runs/a%00b",
+        "/api/v1/incidents/%00",
+        "/api/v1/approvals/%00",
+        "/api/v1/runs?before=%00",
+        "/api/v1/runs?playbook=%00",
+        "/incidents/%00",
+        "/runs/%00",
+    ];
+    for path in gets {
+        let r = http
+            .get(d.url(path))
+            .bearer_auth("bob-secret")
+            .send()
+            .await
+            .expect("get");
+        let s = r.status().as_u16();
+        assert!(s == 400 || s == 404, "{db:?} GET {path}: {s}");
+    }
+    for path in [
+        "/api/v1/approvals/%00/approve",
+        "/api/v1/approvals/%00/deny",
+        "/api/v1/incidents/%00/ack",
+        "/api/v1/incidents/%00/resolve",
+    ] {
+        let r = http
+            .post(d.url(path))
+            .bearer_auth("bob-secret")
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("post");
+        let s = r.status().as_u16();
+        assert!(s == 400 || s == 404, "{db:?} POST {path}: {s}");
+    }
+    // A NUL inside a JSON body (a decision's comment).
+    let r = http
+        .post(d.url(&format!("/api/v1/approvals/{id}/deny")))
+        .bearer_auth("bob-secret")
+        .json(&json!({"comment": "a\u{0}b"}))
+        .send()
+        .await
+        .expect("post");
+    let s = r.status().as_u16();
+    assert!(s == 400 || s == 200, "{db:?} a NUL comment: {s}");
+    let text = r.text().await.unwrap_or_default();
+    assert!(!text.contains("invalid byte sequence"), "{text}");
+    let logs = d.logs();
+    assert!(
+        !logs.contains("invalid byte sequence") && !logs.contains("\"level\":\"ERROR\""),
+        "{db:?}: {logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_nul_in_an_id_is_bad_input_on_postgres() {
+    nul_answers(Db::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_nul_in_an_id_is_bad_input_on_sqlite() {
+    nul_answers(Db::Sqlite).await;
+}
