@@ -41,6 +41,9 @@ pub fn request_hash(
 
 /// The run a decision starts: the same playbook, for the same incident, told what was
 /// decided and by whom. Recorded for nobody; whichever replica has a free slot runs it.
+/// The trigger's actor is the approver (who started it), but the run asks on behalf of the
+/// original requester (`event.approval.requested_by`, see [`requester_of`]): whatever the
+/// chain of follow-ups, the one who asked first never approves.
 fn follow_up(a: &Approval, decision: &str, approver: &str, comment: &str, now: i64) -> RunRecord {
     let approvers: Vec<&str> = a
         .decisions
@@ -60,7 +63,7 @@ fn follow_up(a: &Approval, decision: &str, approver: &str, comment: &str, now: i
         approval: Some(json!({
             "id": a.id, "action": a.action, "target": a.target, "params": a.params,
             "reason": a.reason, "decision": decision, "approver": approver,
-            "approvers": approvers, "comment": comment,
+            "approvers": approvers, "comment": comment, "requested_by": a.requested_by,
         })),
     };
     Dispatcher::internal_record(
@@ -75,6 +78,51 @@ fn follow_up(a: &Approval, decision: &str, approver: &str, comment: &str, now: i
         },
         now,
     )
+}
+
+/// Who a run asks on behalf of: for a follow-up run, the requester of the approval that
+/// started it (carried from the first run of the chain); for any other run, its trigger's
+/// actor (a token's name, `alertmanager`'s token, `runbookd` for cron and escalation).
+pub fn requester_of(event: &Value, actor: &str) -> String {
+    match (
+        event["kind"].as_str(),
+        event["approval"]["requested_by"].as_str(),
+    ) {
+        (Some("approval"), Some(by)) if !by.is_empty() => by.to_string(),
+        _ => actor.to_string(),
+    }
+}
+
+/// The decision a follow-up run was started by, and the request it answered: `approved()`
+/// asking for that same request again after a denial or an expiry asks nothing (a denial
+/// is an answer, not an invitation to ask until someone says yes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub id: String,
+    /// `approved`, `denied` or `expired`.
+    pub decision: String,
+    pub request_hash: String,
+}
+
+impl Answer {
+    /// The answer `event` carries, for a follow-up run of `playbook`.
+    pub fn of(event: &Value, playbook: &str) -> Option<Answer> {
+        if event["kind"].as_str() != Some("approval") {
+            return None;
+        }
+        let a = &event["approval"];
+        Some(Answer {
+            id: a["id"].as_str()?.to_string(),
+            decision: a["decision"].as_str()?.to_string(),
+            request_hash: request_hash(
+                playbook,
+                event["incident"].as_str(),
+                a["action"].as_str()?,
+                a["target"].as_str()?,
+                a.get("params").unwrap_or(&Value::Null),
+            ),
+        })
+    }
 }
 
 /// `by` approves or denies approval `id`. The decision that settles it (a denial, or the

@@ -91,6 +91,43 @@ pub struct Feed {
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Cancelled when the HTTP server stops: every stream ends, so connections drain.
     stop: CancellationToken,
+    /// Open streams, in all and by caller (`[dashboard] max_streams`).
+    streams: Arc<Mutex<StreamCounts>>,
+}
+
+#[derive(Default)]
+struct StreamCounts {
+    total: usize,
+    by_caller: std::collections::HashMap<String, usize>,
+}
+
+/// Why a stream was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRefused {
+    /// `[dashboard] max_streams` streams are open.
+    Full,
+    /// This caller has `[dashboard] max_streams_per_caller` open.
+    CallerFull,
+}
+
+/// One open stream's place in the counts; given back when dropped (the stream ended, or
+/// its client went away).
+pub struct StreamSlot {
+    counts: Arc<Mutex<StreamCounts>>,
+    caller: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.by_caller.get_mut(&self.caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.by_caller.remove(&self.caller);
+            }
+        }
+    }
 }
 
 /// A subscription: changes, and whether the baseline they are relative to exists yet.
@@ -115,7 +152,38 @@ impl Feed {
             ready: watch::channel(false).0,
             poller: Mutex::new(None),
             stop,
+            streams: Default::default(),
         })
+    }
+
+    /// A place for one more stream of `caller`, unless `max` streams are open in all or
+    /// `per_caller` of theirs: streams are long-lived connections, and without a cap a few
+    /// browsers (or one script) hold every connection the server has.
+    pub fn open_stream(
+        &self,
+        caller: &str,
+        max: usize,
+        per_caller: usize,
+    ) -> Result<StreamSlot, StreamRefused> {
+        let mut c = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if c.total >= max {
+            return Err(StreamRefused::Full);
+        }
+        let mine = c.by_caller.get(caller).copied().unwrap_or(0);
+        if mine >= per_caller {
+            return Err(StreamRefused::CallerFull);
+        }
+        c.total += 1;
+        c.by_caller.insert(caller.to_string(), mine + 1);
+        Ok(StreamSlot {
+            counts: self.streams.clone(),
+            caller: caller.to_string(),
+        })
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner()).total
     }
 
     /// Subscribes, starting the poller if nobody was watching.

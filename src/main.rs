@@ -368,6 +368,7 @@ impl std::io::Write for MarkedStderr {
 }
 
 async fn serve(config: Config, world: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let missing = escalation_playbooks_missing(&config);
     let daemon = match world {
         None => Daemon::build(config).await?,
         Some(path) => {
@@ -376,8 +377,47 @@ async fn serve(config: Config, world: Option<PathBuf>) -> anyhow::Result<ExitCod
             Daemon::build_world(config, scenario).await?
         }
     };
+    // `check` refuses these with a table of one's own; at start, a warning is enough (the
+    // playbook may be on its way: the directory is hot-reloaded).
+    for (level, playbook) in missing {
+        tracing::warn!(level = %level, playbook = %playbook, "escalation level {level} runs playbook `{playbook}`, which is not in the playbook directory: the level's run will fail until it is");
+    }
     daemon.run(CancellationToken::new()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The (level, playbook) pairs of the escalation table whose playbook is not a file of the
+/// playbook directory (by name, without compiling anything).
+fn escalation_playbooks_missing(config: &Config) -> Vec<(String, String)> {
+    let names: Vec<String> = std::fs::read_dir(&config.playbooks.dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let channels: Vec<String> = config.channels.keys().cloned().collect();
+    let Ok(table) =
+        runbookd::escalation::Escalation::load(config.escalation.file.clone(), channels)
+    else {
+        // A table that does not load is the daemon's to refuse.
+        return Vec::new();
+    };
+    let table = table.table();
+    table
+        .levels
+        .iter()
+        .flat_map(|l| {
+            l.playbooks
+                .iter()
+                .filter(|p| !names.contains(p))
+                .map(|p| (l.name.clone(), p.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 fn test(

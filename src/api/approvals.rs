@@ -27,7 +27,7 @@ pub struct ListQuery {
     limit: Option<u32>,
 }
 
-/// `GET /api/v1/approvals?status=pending|approved|denied|expired|used&limit=`
+/// `GET /api/v1/approvals?status=pending|approved|denied|expired|used|withdrawn&limit=`
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,

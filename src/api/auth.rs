@@ -40,9 +40,11 @@ struct Token {
     role: Role,
 }
 
-/// The configured tokens.
+/// The configured tokens, and the failures of each client address.
 pub struct Auth {
     tokens: Vec<Token>,
+    /// Wrong tokens per address (`/login` and bearer headers): see [`super::throttle`].
+    pub(crate) throttle: super::throttle::Throttle,
 }
 
 impl Auth {
@@ -65,7 +67,10 @@ impl Auth {
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
-        Ok(Auth { tokens })
+        Ok(Auth {
+            tokens,
+            throttle: Default::default(),
+        })
     }
 
     /// True when no tokens are configured (loopback-only mode).
@@ -93,6 +98,11 @@ impl Auth {
     pub(crate) fn login(&self, presented: &str) -> Option<(String, String, Role)> {
         self.identify(presented)
             .map(|t| (t.name.clone(), t.digest.clone(), t.role))
+    }
+
+    /// True while the token `session` was opened with exists with the same secret.
+    pub(crate) fn session_token_holds(&self, session: &Session) -> bool {
+        self.by_session(session).is_some()
     }
 
     /// The token a session was opened with, if it still exists with the same secret.
@@ -221,10 +231,21 @@ pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Call
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| unauthorized("Authorization header must be `Bearer <token>`"))?
         .trim();
-    let token = state
-        .auth
-        .identify(presented)
-        .ok_or_else(|| unauthorized("unknown token"))?;
+    let peer = super::throttle::peer(parts);
+    if let Some(wait) = state.auth.throttle.waiting(peer) {
+        return Err(ApiError::throttled(wait));
+    }
+    let Some(token) = state.auth.identify(presented) else {
+        let wait = state.auth.throttle.failed(peer);
+        tracing::warn!(
+            peer = %super::throttle::peer_text(peer),
+            path = %parts.uri.path(),
+            wait_s = wait.map(|w| w.as_secs()),
+            "bearer token refused: unknown token"
+        );
+        return Err(unauthorized("unknown token"));
+    };
+    state.auth.throttle.succeeded(peer);
     Ok(Caller {
         name: token.name.clone(),
         role: Some(token.role),

@@ -15,6 +15,8 @@ use crate::{dispatch::DispatchError, store::StoreError};
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// `Retry-After` (seconds), for a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -22,6 +24,16 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// 429: `peer` must wait `wait` before it presents a token again.
+    pub fn throttled(wait: std::time::Duration) -> ApiError {
+        let secs = super::throttle::retry_after_secs(wait);
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("too many wrong tokens from this address; try again in {secs} s"),
+            retry_after: Some(secs),
         }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -34,11 +46,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut res = (
             self.status,
             Json(serde_json::json!({ "error": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
     }
 }
 
@@ -81,6 +98,16 @@ impl From<QueryRejection> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
+        // Text PostgreSQL cannot hold (a NUL in a JSON string, SQLSTATE 22021; a character
+        // the encoding lacks, 22P05): the request's fault, nothing to retry or page about.
+        if let StoreError::Database(sqlx::Error::Database(db)) = &e {
+            if matches!(db.code().as_deref(), Some("22021" | "22P05")) {
+                tracing::debug!(error = %e, "request text the state store cannot hold");
+                return ApiError::bad_request(
+                    "the request holds a character the state store cannot keep (NUL)",
+                );
+            }
+        }
         tracing::error!(error = %e, "state store error while answering a request");
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }

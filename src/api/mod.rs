@@ -18,6 +18,7 @@ pub(crate) mod runs;
 pub mod serve;
 pub mod slack;
 mod stalled;
+pub(crate) mod throttle;
 
 use std::sync::Arc;
 
@@ -142,6 +143,7 @@ pub fn router(state: AppState, limits: RequestLimits) -> Router {
             limits.request_timeout,
             request_deadline,
         ))
+        .layer(axum::middleware::from_fn(refuse_nul))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req
                 .extensions()
@@ -175,6 +177,20 @@ pub fn router(state: AppState, limits: RequestLimits) -> Router {
         )),
         None => router,
     }
+}
+
+/// A NUL (`%00`) in a path or query is no id, name or cursor of runbookd's: refused with
+/// 400 before any handler (PostgreSQL's text cannot hold one and would answer with an
+/// error of its own, which is no state store trouble to retry or to log as one).
+async fn refuse_nul(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let uri = req.uri();
+    let nul = |s: &str| s.contains("%00");
+    if nul(uri.path()) || uri.query().is_some_and(nul) {
+        return axum::response::IntoResponse::into_response(ApiError::bad_request(
+            "the path or query holds a NUL character (%00)",
+        ));
+    }
+    next.run(req).await
 }
 
 /// `serve --world`: a `Runbookd-Simulated` header on every answer, and a `simulated` field

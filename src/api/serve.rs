@@ -36,6 +36,35 @@ pub struct ServerLimits {
 }
 
 /// Connections open per client address; a slot is given back when its guard drops.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7, 10.1.2.3".parse().expect("h"),
+        );
+        let proxy: std::net::SocketAddr = "10.0.0.5:4000".parse().expect("addr");
+        let stranger: std::net::SocketAddr = "192.0.2.1:4000".parse().expect("addr");
+        // From a trusted proxy: the last address that is not a proxy of ours.
+        assert_eq!(
+            client_address(proxy, &h, &trusted).ip().to_string(),
+            "198.51.100.7"
+        );
+        // From anyone else: the socket's peer, whatever the header says.
+        assert_eq!(client_address(stranger, &h, &trusted), stranger);
+        // A trusted proxy without the header: itself.
+        assert_eq!(
+            client_address(proxy, &axum::http::HeaderMap::new(), &trusted),
+            proxy
+        );
+    }
+}
+
 #[derive(Default)]
 struct PerClient(Mutex<HashMap<IpAddr, usize>>);
 
@@ -69,6 +98,34 @@ impl Drop for ClientSlot {
             }
         }
     }
+}
+
+/// The client's address: the socket's peer, unless the peer is a trusted proxy — then the
+/// last address in `X-Forwarded-For` that is not a trusted proxy itself (each proxy appends
+/// the address it heard from, so addresses left of an untrusted one may be forged).
+fn client_address(
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::SocketAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer.ip().to_canonical()) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
+        .collect::<Vec<_>>();
+    forwarded
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .map(|ip| std::net::SocketAddr::new(*ip, peer.port()))
+        .unwrap_or(peer)
 }
 
 /// What a client over its connection cap is told before the connection closes.
@@ -120,7 +177,18 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let stream = super::stalled::StallLimit::new(stream, limits.write_timeout);
-        let service = TowerToHyperService::new(app.clone());
+        // Every request carries its client's address (`ConnectInfo`): the socket's peer, or
+        // behind a trusted proxy the address its `X-Forwarded-For` names.
+        let trusted = limits.trusted_proxies.clone();
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let client = client_address(peer, req.headers(), &trusted);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(client));
+                req
+            },
+        ));
         let stop = stop.clone();
         let header_timeout = limits.header_read_timeout;
         connections.spawn(async move {

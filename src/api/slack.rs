@@ -105,6 +105,8 @@ impl SlackApprovals {
     }
 }
 
+pub use crate::notify::slack_escape;
+
 /// One button press, from Slack's `block_actions` payload.
 struct Press {
     user: String,
@@ -155,7 +157,7 @@ pub async fn interactions(
         tracing::warn!(slack_user = %p.user, approval = %p.approval, "Slack user not mapped to an approver; refused");
         let text = format!(
             "You (Slack user {}) are not an approver: ask for your user id to be added to [approvals.slack_users].",
-            p.user
+            slack_escape(&p.user)
         );
         slack
             .reply(
@@ -175,28 +177,31 @@ pub async fn interactions(
             }
             let a = &d.approval;
             let what = if p.approve { "approved" } else { "denied" };
+            let (action, target, by) = (
+                slack_escape(&a.action),
+                slack_escape(&a.target),
+                slack_escape(&by),
+            );
             let text = match (&d.follow_up, a.status) {
                 (Some(run), _) => format!(
-                    "{} {what} by {by}: {} {} (run {})",
+                    "{} {what} by {by}: {action} {target} (run {})",
                     if p.approve {
                         ":white_check_mark:"
                     } else {
                         ":no_entry:"
                     },
-                    a.action,
-                    a.target,
                     run.id
                 ),
                 (None, _) => format!(
-                    ":hourglass: {by} approved {} {}; {} approver(s) needed",
-                    a.action, a.target, a.required
+                    ":hourglass: {by} approved {action} {target}; {} approver(s) needed",
+                    a.required
                 ),
             };
             json!({ "replace_original": true, "text": text })
         }
         Err(e) => {
             tracing::warn!(approval = %p.approval, by = %by, error = %e, "approval from Slack refused");
-            json!({ "response_type": "ephemeral", "replace_original": false, "text": e.to_string() })
+            json!({ "response_type": "ephemeral", "replace_original": false, "text": slack_escape(&e.to_string()) })
         }
     };
     slack.reply(&p.response_url, message.clone()).await;

@@ -120,6 +120,15 @@ pub async fn decide(
     comment: Option<String>,
     by: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    // An id is a UUID, nothing else: `../incidents/ID/resolve?` is not an approval, and
+    // must not become another route of the daemon's.
+    let Ok(id) = uuid::Uuid::parse_str(id.trim()) else {
+        eprintln!(
+            "runbookd: `{id}` is not an approval id (a UUID, as `runbookd approvals` lists them)"
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let id = id.hyphenated().to_string();
     let base = base_url(config, url);
     let (http, token) = client()?;
     let what = if approve { "approve" } else { "deny" };

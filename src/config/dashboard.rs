@@ -32,6 +32,19 @@ pub struct DashboardConfig {
     /// every replica sharing the state store.
     #[serde(deserialize_with = "duration")]
     pub live_interval: Duration,
+    /// Event streams (`GET /api/v1/events`) open at once, in all: each holds a connection
+    /// for as long as a page is open, so keep this well below `[server] max_connections`.
+    pub max_streams: usize,
+    /// Event streams one caller (a token, or on a daemon without tokens everyone) may hold.
+    pub max_streams_per_caller: usize,
+    /// A stream ends after this long, and the browser opens a new one (`EventSource`
+    /// reconnects by itself): no stream outlives a changed configuration or a
+    /// forgotten tab forever.
+    #[serde(deserialize_with = "duration")]
+    pub max_stream_lifetime: Duration,
+    /// The form origin behind a proxy that rewrites `Host` (`https://runbookd.example.com`):
+    /// a form whose `Origin` is this is this site's. Unset: `Origin` must match `Host`.
+    pub public_origin: Option<String>,
 }
 
 impl Default for DashboardConfig {
@@ -40,6 +53,10 @@ impl Default for DashboardConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: SecureCookies::Auto,
             live_interval: Duration::from_secs(1),
+            max_streams: 64,
+            max_streams_per_caller: 8,
+            max_stream_lifetime: Duration::from_secs(30 * 60),
+            public_origin: None,
         }
     }
 }
@@ -56,6 +73,34 @@ impl DashboardConfig {
                 "dashboard.live_interval",
                 "must be between 100ms and 60s",
             ));
+        }
+        if self.max_streams == 0 {
+            return Err(bad("dashboard.max_streams", "must be at least 1"));
+        }
+        if self.max_streams_per_caller == 0 || self.max_streams_per_caller > self.max_streams {
+            return Err(bad(
+                "dashboard.max_streams_per_caller",
+                "must be between 1 and dashboard.max_streams",
+            ));
+        }
+        if self.max_stream_lifetime < Duration::from_secs(1) {
+            return Err(bad("dashboard.max_stream_lifetime", "must be at least 1s"));
+        }
+        if let Some(origin) = &self.public_origin {
+            let ok = url::Url::parse(origin).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.path() == "/"
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && !origin.ends_with('/')
+            });
+            if !ok {
+                return Err(bad(
+                    "dashboard.public_origin",
+                    "must be an origin: scheme and host (and port), no path, e.g. `https://runbookd.example.com`",
+                ));
+            }
         }
         Ok(())
     }

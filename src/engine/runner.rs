@@ -97,7 +97,8 @@ pub fn execute(
         playbook: playbook.name.clone(),
         dry_run: spec.dry_run,
         incident: spec.event["incident"].as_str().map(str::to_string),
-        requested_by: spec.requested_by.to_string(),
+        requested_by: crate::approvals::requester_of(spec.event, spec.requested_by),
+        answer: crate::approvals::Answer::of(spec.event, &playbook.name),
         awaiting_approval: Default::default(),
         deadline: Instant::now() + spec.timeout,
         started_ms: services.clock.now_ms(),
@@ -144,7 +145,10 @@ pub fn execute(
         Ok(value) => match rhai::serde::from_dynamic::<serde_json::Value>(&value) {
             Ok(json) => (
                 RunStatus::Succeeded,
-                Some(bounded_result(json, spec.limits.max_result_bytes)),
+                Some(bounded_result(
+                    crate::redact::mask_cards_json(&json),
+                    spec.limits.max_result_bytes,
+                )),
                 None,
             ),
             Err(e) => (
@@ -159,7 +163,9 @@ pub fn execute(
             ),
         },
         Err(err) => {
-            let (status, error) = classify(&err, spec.timeout, spec.limits.max_run_memory);
+            let (status, mut error) = classify(&err, spec.timeout, spec.limits.max_run_memory);
+            // A script's thrown text or a primitive's error may quote what it read.
+            error.message = crate::redact::mask_cards(&error.message).into_owned();
             (status, None, Some(error))
         }
     };

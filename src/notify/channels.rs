@@ -104,7 +104,13 @@ impl Channel {
                     .as_deref()
                     .map(|l| format!(" [{l}]"))
                     .unwrap_or_default();
-                let text = format!("{prefix}{level} *{}*\n{}", m.title, m.text);
+                // Slack reads `<…>` as mentions and links: a playbook's reason must not
+                // become `<!channel>` or a link with a text of its choosing.
+                let text = format!(
+                    "{prefix}{level} *{}*\n{}",
+                    slack_escape(&m.title),
+                    slack_escape(&m.text)
+                );
                 let body = match &m.approval {
                     // Block Kit: the request and its two buttons (their value is the
                     // approval id; Slack posts presses to /api/v1/slack/interactions).
@@ -198,4 +204,21 @@ async fn post(req: reqwest::RequestBuilder) -> Result<(), DeliveryError> {
             })
         }
     }
+}
+
+/// `text` as Slack's `mrkdwn` reads it literally: `&`, `<` and `>` escaped (Slack's rule;
+/// nothing else is). Without it, text a playbook or an alert wrote — `<!channel>`,
+/// `<https://evil.example|Approve here>` — would be a mention or a link in Slack. For every
+/// text runbookd sends to Slack.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }

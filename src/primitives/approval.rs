@@ -2,7 +2,9 @@
 //! this exact request and the grant was not used yet — and then it is used up. Otherwise
 //! the request is recorded (once; asking again while it waits asks nothing new), the
 //! `[approvals] channel` is told, the run ends `awaiting_approval` and a decision starts a
-//! new run (see `crate::approvals`). A dry run says what it would ask and returns false.
+//! new run (see `crate::approvals`). That run asks on behalf of the original requester, and
+//! when it was started by a denial or an expiry, asking for that same request again is
+//! false without asking. A dry run says what it would ask and returns false.
 
 use std::time::Duration;
 
@@ -79,11 +81,13 @@ fn parse(request: &Map, default: Duration, max: Duration) -> Result<Request, Box
             d
         }
     };
+    // What humans are asked is stored, announced and audited: card numbers masked.
+    let mask = |s: String| crate::redact::mask_cards(&s).into_owned();
     Ok(Request {
-        action: text(request, "action", true)?,
-        target: text(request, "target", true)?,
-        params,
-        reason: text(request, "reason", false)?,
+        action: mask(text(request, "action", true)?),
+        target: mask(text(request, "target", true)?),
+        params: crate::redact::mask_cards_json(&params),
+        reason: mask(text(request, "reason", false)?),
         expires,
     })
 }
@@ -121,7 +125,7 @@ fn announcement(a: &NewApproval) -> serde_json::Value {
 }
 
 fn approved(request: Map) -> Result<bool, Box<EvalAltResult>> {
-    let (ctx_now, dry_run, run_id, playbook, incident, requested_by, store, cfg, channels) =
+    let (ctx_now, dry_run, run_id, playbook, incident, requested_by, answer, store, cfg, channels) =
         with_run("approved", |ctx| {
             Ok((
                 ctx.services.clock.now_ms(),
@@ -130,6 +134,7 @@ fn approved(request: Map) -> Result<bool, Box<EvalAltResult>> {
                 ctx.playbook.clone(),
                 ctx.incident.clone(),
                 ctx.requested_by.clone(),
+                ctx.answer.clone(),
                 ctx.services.store.clone(),
                 ctx.services.approvals.clone(),
                 ctx.services
@@ -162,16 +167,44 @@ fn approved(request: Map) -> Result<bool, Box<EvalAltResult>> {
         );
         return Ok(false);
     }
+    let request_hash = crate::approvals::request_hash(
+        &playbook,
+        incident.as_deref(),
+        &req.action,
+        &req.target,
+        &req.params,
+    );
+    // The run a denial or an expiry started asks for that same request again: the answer
+    // stands. Not approved, nothing asked, nobody notified; the run is not awaiting.
+    if let Some(answer) = answer
+        .as_ref()
+        .filter(|a| a.decision != "approved" && a.request_hash == request_hash)
+    {
+        let result = serde_json::json!({ "approval": answer.id, "status": answer.decision });
+        let record = ActionRecord {
+            action: "approval.answered",
+            target: &req.target,
+            dry_run: false,
+            outcome: ActionOutcome::Done,
+            details,
+            result: Some(&result),
+            error: None,
+        }
+        .at(ctx_now);
+        push_action("approved", record)?;
+        append_log(
+            "info",
+            &format!(
+                "approval of {what} was {} (approval {}); not asked again",
+                answer.decision, answer.id
+            ),
+        );
+        return Ok(false);
+    }
     let store = store.ok_or_else(|| script_error("approved: approvals need the state store"))?;
     let mut new = NewApproval {
         id: uuid::Uuid::now_v7().to_string(),
-        request_hash: crate::approvals::request_hash(
-            &playbook,
-            incident.as_deref(),
-            &req.action,
-            &req.target,
-            &req.params,
-        ),
+        request_hash,
         playbook: playbook.clone(),
         incident,
         run_id: run_id.clone(),

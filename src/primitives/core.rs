@@ -15,7 +15,9 @@ const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
 pub fn append_log(level: &str, message: &str) {
     let _ = with_run("log", |ctx| {
         let limits = ctx.limits;
-        let message = crate::engine::runner::truncate(message, limits.max_log_line_bytes);
+        // Card numbers never reach a run's log (nor the daemon's).
+        let message = crate::redact::mask_cards(message);
+        let message = crate::engine::runner::truncate(&message, limits.max_log_line_bytes);
         let mut logs = ctx.logs.borrow_mut();
         let mut bytes = ctx.log_bytes.borrow_mut();
         if logs.len() >= limits.max_log_lines || *bytes + message.len() > limits.max_log_bytes {

@@ -69,7 +69,8 @@ fn set_fact(key: &str, value: Dynamic) -> Result<bool, Box<EvalAltResult>> {
         )));
     }
     let (store, id) = current()?;
-    let value: serde_json::Value = rhai::serde::from_dynamic(&value)?;
+    let value: serde_json::Value =
+        crate::redact::mask_cards_json(&rhai::serde::from_dynamic(&value)?);
     let key = key.to_string();
     let details = serde_json::json!({ "fact": key, "value": value });
     let out = act(
@@ -97,6 +98,7 @@ fn set_fact(key: &str, value: Dynamic) -> Result<bool, Box<EvalAltResult>> {
 fn note(text: &str) -> Result<(), Box<EvalAltResult>> {
     let (store, id) = current()?;
     let (playbook, dry_run) = with_run("note", |ctx| Ok((ctx.playbook.clone(), ctx.dry_run)))?;
+    let text = crate::redact::mask_cards(text);
     let text = if dry_run {
         format!("[dry run] {text}")
     } else {
@@ -132,7 +134,7 @@ fn escalate(level: &str, reason: &str) -> Result<bool, Box<EvalAltResult>> {
     })?;
     let (store, id) = current()?;
     let playbook = with_run("escalate", |ctx| Ok(ctx.playbook.clone()))?;
-    let reason = reason.to_string();
+    let reason = crate::redact::mask_cards(reason).into_owned();
     let details = serde_json::json!({ "level": level, "reason": reason });
     let out = act(
         "incident.escalate",

@@ -131,9 +131,12 @@ pub struct RunContext {
     pub dry_run: bool,
     /// The incident the run belongs to (alert-triggered runs).
     pub incident: Option<String>,
-    /// Who triggered the run (a token's name, `alertmanager`, `runbookd`): the one person
-    /// who may not approve what it asks for.
+    /// Who the run asks on behalf of: who triggered it (a token's name, `alertmanager`,
+    /// `runbookd`), or for a follow-up run the requester of the approval that started it —
+    /// the one person who may not approve what it asks for.
     pub requested_by: String,
+    /// The decision a follow-up run was started by (`event.approval`).
+    pub answer: Option<crate::approvals::Answer>,
     /// `approved()` asked for, or found pending, an approval: the run ends
     /// `awaiting_approval`.
     pub awaiting_approval: std::cell::Cell<bool>,
@@ -364,8 +367,9 @@ pub struct ActionRecord<'a> {
 
 impl ActionRecord<'_> {
     /// The record's JSON, stamped `at_ms` (the run's clock).
+    /// The record as the run and the audit trail keep it, card numbers masked.
     pub fn at(self, at_ms: i64) -> serde_json::Value {
-        serde_json::json!({
+        crate::redact::mask_cards_json(&serde_json::json!({
             "at": crate::store::ms_to_rfc3339(at_ms),
             "action": self.action,
             "target": self.target,
@@ -374,13 +378,14 @@ impl ActionRecord<'_> {
             "details": self.details,
             "result": self.result,
             "error": self.error,
-        })
+        }))
     }
 }
 
 /// Adds an action's record to the run (within `[playbooks] max_actions`; one record is
 /// bounded like a log line, as its details can be large).
 pub fn push_action(action: &str, record: serde_json::Value) -> Result<(), Box<EvalAltResult>> {
+    let record = crate::redact::mask_cards_json(&record);
     with_run(action, |ctx| {
         let mut actions = ctx.actions.borrow_mut();
         if actions.len() < ctx.limits.max_actions {

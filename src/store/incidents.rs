@@ -241,15 +241,22 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Resolves an incident that is not resolved yet. Returns false if it already was.
+    /// Resolves an incident that is not resolved yet, withdrawing its pending approvals in
+    /// the same transaction. Returns false if it already was.
     pub async fn resolve_incident(
         &self,
         id: &str,
         by: &str,
         why: &str,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        resolve_incident_on(&mut conn, self.now(), id, by, why).await
+        let mut tx = self.writer.begin().await?;
+        let resolved = resolve_incident_on(&mut tx, self.now(), id, by, why).await?;
+        tx.commit().await?;
+        if resolved {
+            // Its withdrawn approvals may have queued a message.
+            self.outbox_touched();
+        }
+        Ok(resolved)
     }
 
     /// Raises the incident to `level` unless it already is at one of `at_or_above` (the
@@ -409,6 +416,7 @@ pub(super) async fn resolve_incident_on(
             &serde_json::json!({}),
         )
         .await?;
+        super::approvals::withdraw_approvals_on(&mut *conn, now, id, by).await?;
     }
     Ok(done.rows_affected() == 1)
 }

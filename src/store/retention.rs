@@ -37,7 +37,7 @@ const APPROVALS: Rule = Rule {
     steps: &[(
         "approvals",
         "DELETE FROM approvals WHERE id IN (SELECT id FROM approvals WHERE requested_at < $1 \
-         AND status IN ('denied', 'expired', 'used') ORDER BY requested_at LIMIT $2)",
+         AND status IN ('denied', 'expired', 'used', 'withdrawn') ORDER BY requested_at LIMIT $2)",
     )],
 };
 

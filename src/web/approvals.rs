@@ -88,11 +88,22 @@ struct ApprovalsPage {
 pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Response, WebError> {
     viewer.caller.require(Access::Read)?;
     let now = crate::store::now_ms();
-    let all = state.store.list_approvals(None, 100).await?;
-    let (pending, decided): (Vec<_>, Vec<_>) = all
+    // Pending requests on their own, all of them; the newest 100 decided ones beside.
+    let pending = state
+        .store
+        .pending_approvals()
+        .await?
         .iter()
         .map(|a| approval_row(a, now))
-        .partition(|a| a.pending);
+        .collect();
+    let decided = state
+        .store
+        .list_approvals(None, 100)
+        .await?
+        .iter()
+        .map(|a| approval_row(a, now))
+        .filter(|a| !a.pending)
+        .collect();
     viewer.render(&ApprovalsPage {
         chrome: Chrome::new(&state, &viewer, "Approvals", "approvals"),
         pending,

@@ -76,16 +76,22 @@ struct ErrorPage {
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let status = self.0.status;
+        let retry_after = self.0.retry_after;
         let page = ErrorPage {
             chrome: pages::Chrome::bare("Error"),
             status: status.as_u16(),
             reason: status.canonical_reason().unwrap_or("Error").to_string(),
             message: self.0.message,
         };
-        match askama::Template::render(&page) {
+        let mut res = match askama::Template::render(&page) {
             Ok(html) => (status, Html(html)).into_response(),
             Err(_) => (status, page.message).into_response(),
+        };
+        if let Some(secs) = retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
+        res
     }
 }
 
@@ -120,6 +126,8 @@ pub struct Viewer {
     pub csrf: String,
     /// A `runbookd_csrf` cookie to set (daemon without tokens, first visit).
     pub set_cookie: Option<String>,
+    /// `[dashboard] public_origin`: a form's `Origin` that is this site's.
+    pub public_origin: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Viewer {
@@ -152,6 +160,7 @@ impl FromRequestParts<AppState> for Viewer {
             caller,
             csrf,
             set_cookie,
+            public_origin: state.dashboard.public_origin.clone(),
         })
     }
 }
@@ -170,7 +179,12 @@ impl Viewer {
 
     /// Checks a form's CSRF token and origin.
     fn check(&self, headers: &HeaderMap, csrf: &str) -> Result<(), WebError> {
-        Ok(session::check_form(&self.caller, headers, csrf)?)
+        Ok(session::check_form(
+            &self.caller,
+            headers,
+            csrf,
+            self.public_origin.as_deref(),
+        )?)
     }
 }
 

@@ -124,10 +124,17 @@ pub fn page_csrf(
     }
 }
 
-/// Refuses a post whose `Origin` is another site's.
-pub fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
-    if let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) {
+/// Refuses a post whose `Origin` is another site's: this site is the request's `Host`, or
+/// `[dashboard] public_origin` (behind a proxy that rewrites `Host`).
+pub fn check_origin(headers: &HeaderMap, public_origin: Option<&str>) -> Result<(), ApiError> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("null");
+        if public_origin.is_some_and(|p| p.eq_ignore_ascii_case(origin)) {
+            return Ok(());
+        }
+        let Some(host) = headers.get(header::HOST) else {
+            return Ok(());
+        };
         let authority = origin.split("://").nth(1).unwrap_or("");
         if authority.as_bytes() != host.as_bytes() {
             return Err(ApiError::new(
@@ -157,8 +164,13 @@ fn check_token(expected: Option<&str>, presented: &str) -> Result<(), ApiError> 
 }
 
 /// Refuses a form post that another site could have made.
-pub fn check_form(caller: &Caller, headers: &HeaderMap, presented: &str) -> Result<(), ApiError> {
-    check_origin(headers)?;
+pub fn check_form(
+    caller: &Caller,
+    headers: &HeaderMap,
+    presented: &str,
+    public_origin: Option<&str>,
+) -> Result<(), ApiError> {
+    check_origin(headers, public_origin)?;
     match &caller.session_csrf {
         Some(token) => check_token(Some(token), presented),
         // A bearer token is no ambient authority: no page can send it.
@@ -173,12 +185,39 @@ fn local_path(next: Option<&str>) -> String {
 }
 
 /// `path` if it is a path of this site, else `default` (a form's `back` field cannot send
-/// the browser elsewhere).
+/// the browser elsewhere). Browsers drop tabs and newlines from a `Location` and read `\\`
+/// as `/`, so `/\t/evil.example` or `/\\evil.example` is another site to them: a path is
+/// taken only with no control character or whitespace at all, and only if, parsed against
+/// this site and normalised (dot segments, backslashes), it is still a path of this site
+/// that does not start with `//`. What is returned is the normalised path.
 pub fn local_back(path: Option<&str>, default: &str) -> String {
-    match path {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.into(),
-        _ => default.into(),
+    local_path_of(path).unwrap_or_else(|| default.into())
+}
+
+fn local_path_of(path: Option<&str>) -> Option<String> {
+    let p = path?;
+    if !p.starts_with('/') || p.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return None;
     }
+    let p = p.replace('\\', "/");
+    if p.starts_with("//") {
+        return None;
+    }
+    let base = url::Url::parse("http://runbookd.invalid/").ok()?;
+    let parsed = base.join(&p).ok()?;
+    if parsed.origin() != base.origin() {
+        return None;
+    }
+    let mut out = parsed.path().to_string();
+    if let Some(q) = parsed.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    if let Some(f) = parsed.fragment() {
+        out.push('#');
+        out.push_str(f);
+    }
+    (out.starts_with('/') && !out.starts_with("//") && !out.contains('\\')).then_some(out)
 }
 
 #[derive(Deserialize)]
@@ -222,6 +261,7 @@ pub struct LoginForm {
 /// `POST /login`: a token in, a session cookie out.
 pub async fn login(
     State(state): State<AppState>,
+    crate::api::throttle::Peer(peer): crate::api::throttle::Peer,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, WebError> {
@@ -230,9 +270,14 @@ pub async fn login(
     }
     let next = local_path(form.next.as_deref());
     // A login from another site is refused (login CSRF).
-    check_origin(&headers)?;
+    check_origin(&headers, state.dashboard.public_origin.as_deref())?;
+    // An address guessing tokens waits, whatever it presents now.
+    if let Some(wait) = state.auth.throttle.waiting(peer) {
+        tracing::warn!(peer = %crate::api::throttle::peer_text(peer), wait_s = wait.as_secs(), "dashboard login refused: too many wrong tokens from this address");
+        return Err(ApiError::throttled(wait).into());
+    }
     let refused = |message: &str| {
-        tracing::warn!(reason = message, "dashboard login refused");
+        tracing::warn!(peer = %crate::api::throttle::peer_text(peer), reason = message, "dashboard login refused");
         render(
             StatusCode::UNAUTHORIZED,
             &LoginPage {
@@ -243,8 +288,21 @@ pub async fn login(
         )
     };
     let Some((name, digest, role)) = state.auth.login(form.token.trim()) else {
+        if let Some(wait) = state.auth.throttle.failed(peer) {
+            let page = refused("unknown token");
+            // The page says what was wrong; the status and Retry-After, how long to wait.
+            return page.map(|mut res| {
+                *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                res.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    crate::api::throttle::retry_after_secs(wait).into(),
+                );
+                res
+            });
+        }
         return refused("unknown token");
     };
+    state.auth.throttle.succeeded(peer);
     if role == Role::Ingest {
         return refused(
             "an ingest token only posts alerts; log in with a viewer or operator token",
@@ -257,7 +315,7 @@ pub async fn login(
         .create_session(&id_hash(&secret), &name, &digest, ttl)
         .await
         .map_err(ApiError::from)?;
-    tracing::info!(token = %name, "dashboard login");
+    tracing::info!(token = %name, peer = %crate::api::throttle::peer_text(peer), "dashboard login");
     let cookie = set_cookie(&state, &headers, SESSION_COOKIE, secret, Some(ttl));
     Ok((
         StatusCode::SEE_OTHER,
@@ -279,7 +337,7 @@ pub async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
     if let Some(secret) = cookie_secret(&headers) {
-        check_origin(&headers)?;
+        check_origin(&headers, state.dashboard.public_origin.as_deref())?;
         check_token(Some(&csrf_for(&secret)), &form.csrf)?;
         state
             .store

@@ -19,7 +19,7 @@ fn run(event) { log("hello"); #{ ok: true } }
 "#;
 
 /// A client that keeps no cookies and follows no redirects: every header is the test's.
-fn raw() -> reqwest::Client {
+pub fn raw() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -27,7 +27,7 @@ fn raw() -> reqwest::Client {
 }
 
 /// Logs in with `token`: the `Set-Cookie` header and the cookie pair to send back.
-async fn login(d: &Daemon, token: &str) -> (String, String) {
+pub async fn login(d: &Daemon, token: &str) -> (String, String) {
     let r = raw()
         .post(d.url("/login"))
         .form(&[("token", token), ("next", "/playbooks")])
@@ -45,7 +45,7 @@ async fn login(d: &Daemon, token: &str) -> (String, String) {
 }
 
 /// The CSRF token of the page at `path` (from its logout form or any form).
-async fn csrf_of(d: &Daemon, cookie: &str, path: &str) -> String {
+pub async fn csrf_of(d: &Daemon, cookie: &str, path: &str) -> String {
     let html = raw()
         .get(d.url(path))
         .header("cookie", cookie)

@@ -4,6 +4,7 @@
 mod alertmanager_e2e;
 mod alerts;
 mod api;
+mod approval_chain;
 mod approvals;
 mod breaker;
 mod browser;
@@ -41,6 +42,7 @@ mod slots;
 mod slow_clients;
 mod statuspage;
 mod stripe;
+mod web_hardening;
 mod webhook_probe;
 mod worker_logs;
 mod world;

@@ -12,11 +12,11 @@ use crate::{
     notify::Sink,
 };
 
-const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 
 /// The form body Slack posts for a button press, and its signature (`v0=…`) with `secret`
 /// at `ts`.
-fn signed_press(
+pub fn signed_press(
     secret: &str,
     ts: i64,
     user: &str,
@@ -47,7 +47,7 @@ fn signed_press(
     )
 }
 
-async fn press(d: &Daemon, ts: i64, body: &str, sig: &str) -> (u16, Value) {
+pub async fn press(d: &Daemon, ts: i64, body: &str, sig: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(d.url("/api/v1/slack/interactions"))
         .header("content-type", "application/x-www-form-urlencoded")

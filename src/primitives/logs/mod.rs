@@ -90,7 +90,8 @@ const SECRET_NAMES: [&str; 6] = [
 ];
 
 /// `line` with anything that looks like a key replaced by `[redacted]`: Stripe keys by their
-/// prefixes, `Bearer X`, and the values of `password=`, `token=`, `secret=`… pairs.
+/// prefixes, `Bearer X`, and the values of `password=`, `token=`, `secret=`… pairs; and card
+/// numbers masked ([`crate::redact::mask_cards`]).
 pub fn redact(line: &str) -> String {
     let mut out = Vec::new();
     let mut after_bearer = false;
@@ -115,7 +116,8 @@ pub fn redact(line: &str) -> String {
         after_bearer = lower == "bearer";
         out.push(red);
     }
-    out.join(" ")
+    // Card numbers too (first 6 and last 4 shown): excerpts of the app's logs carry them.
+    crate::redact::mask_cards(&out.join(" ")).into_owned()
 }
 
 const LIMIT: Duration = Duration::from_secs(20);

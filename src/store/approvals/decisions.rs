@@ -2,6 +2,8 @@
 //! recorded in one transaction with the follow-up run it starts, the audit entry and the
 //! incident's timeline.
 
+use sqlx::Row;
+
 use super::{
     approval, audit_entry, Approval, ApprovalStatus, DecideError, Decided, Decision, COLUMNS,
     GRANT_USE_WINDOW_MS,
@@ -9,9 +11,101 @@ use super::{
 use crate::store::{
     audit::audit_on,
     incidents::{add_timeline_on, set_fact_on},
+    outbox::enqueue_on,
     runs::{insert_runs_on, to_json},
     RunRecord, Store, StoreError,
 };
+
+/// Resolving an incident withdraws its pending approvals (in the resolution's transaction):
+/// each a compare-and-set to `withdrawn`, audited (`approval.withdraw`, by who resolved),
+/// on the timeline, and — where the request was announced — a message on the same channel
+/// saying it is withdrawn (a press on the old buttons then answers 409). No follow-up run:
+/// the incident is over. Returns how many were withdrawn.
+pub(in crate::store) async fn withdraw_approvals_on(
+    conn: &mut sqlx::AnyConnection,
+    now: i64,
+    incident: &str,
+    by: &str,
+) -> Result<usize, StoreError> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM approvals WHERE incident_id = $1 AND status = 'pending'"
+    ))
+    .bind(incident)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut withdrawn = 0;
+    for row in &rows {
+        let mut a = approval(row)?;
+        let done = sqlx::query(
+            "UPDATE approvals SET status = 'withdrawn', decided_at = $1 \
+             WHERE id = $2 AND status = 'pending'",
+        )
+        .bind(now)
+        .bind(&a.id)
+        .execute(&mut *conn)
+        .await?;
+        if done.rows_affected() != 1 {
+            continue;
+        }
+        withdrawn += 1;
+        a.status = ApprovalStatus::Withdrawn;
+        a.decided_at = Some(now);
+        audit_on(&mut *conn, now, &audit_entry(by, "withdraw", &a, None)).await?;
+        add_timeline_on(
+            &mut *conn,
+            now,
+            incident,
+            "approval",
+            by,
+            &format!(
+                "approval of {} {} withdrawn: the incident is resolved",
+                a.action, a.target
+            ),
+            &serde_json::json!({ "approval": a.id }),
+        )
+        .await?;
+        // Where it was announced (the outbox keeps the channel of each message).
+        let asked = sqlx::query(
+            "SELECT channel, payload FROM outbox WHERE incident_id = $1 AND kind = 'approval'",
+        )
+        .bind(incident)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut channels = std::collections::BTreeSet::new();
+        for row in &asked {
+            let payload: String = row.try_get("payload")?;
+            let names_it = serde_json::from_str::<serde_json::Value>(&payload)
+                .is_ok_and(|p| p["approval"].as_str() == Some(a.id.as_str()));
+            if names_it {
+                channels.insert(row.try_get::<String, _>("channel")?);
+            }
+        }
+        for channel in channels {
+            let message = serde_json::json!({
+                "kind": "approval_withdrawn",
+                "title": format!("runbookd: approval of {} {} withdrawn", a.action, a.target),
+                "text": format!(
+                    "{} no longer asks to {} {}: incident {incident} was resolved by {by}. \
+                     Nothing to decide (approval {}).",
+                    a.playbook, a.action, a.target, a.id
+                ),
+                "incident": incident,
+                "level": null,
+                "approval": a.id,
+            });
+            enqueue_on(
+                &mut *conn,
+                now,
+                &channel,
+                Some(incident),
+                "approval_withdrawn",
+                &message,
+            )
+            .await?;
+        }
+    }
+    Ok(withdrawn)
+}
 
 impl Store {
     /// Records `by`'s decision on a pending approval (a compare-and-set on its status and
@@ -66,10 +160,12 @@ impl Store {
             at: crate::store::ms_to_rfc3339(now),
             comment: comment.to_string(),
         });
+        // Distinct people other than the requester (who is refused above; counted out here
+        // too, so no older record can make the requester one of two).
         let approvers = a
             .decisions
             .iter()
-            .filter(|d| d.decision == "approve")
+            .filter(|d| d.decision == "approve" && d.by != a.requested_by)
             .map(|d| d.by.as_str())
             .collect::<std::collections::BTreeSet<_>>()
             .len() as i64;

@@ -9,6 +9,8 @@ use sqlx::{any::AnyRow, Row};
 
 mod decisions;
 
+pub(super) use decisions::withdraw_approvals_on;
+
 use super::{
     audit::audit_on, incidents::add_timeline_on, outbox::enqueue_on, runs::from_json, ser_ms,
     ser_ms_opt, NewAudit, RunRecord, Store, StoreError,
@@ -31,6 +33,8 @@ pub enum ApprovalStatus {
     Expired,
     /// Granted and used by a run: it allows nothing more.
     Used,
+    /// Its incident was resolved before anyone decided: nothing left to approve.
+    Withdrawn,
 }
 
 impl ApprovalStatus {
@@ -41,6 +45,7 @@ impl ApprovalStatus {
             ApprovalStatus::Denied => "denied",
             ApprovalStatus::Expired => "expired",
             ApprovalStatus::Used => "used",
+            ApprovalStatus::Withdrawn => "withdrawn",
         }
     }
 
@@ -51,6 +56,7 @@ impl ApprovalStatus {
             "denied" => ApprovalStatus::Denied,
             "expired" => ApprovalStatus::Expired,
             "used" => ApprovalStatus::Used,
+            "withdrawn" => ApprovalStatus::Withdrawn,
             _ => return None,
         })
     }
@@ -246,6 +252,19 @@ impl Store {
                 .await?
             }
         };
+        rows.iter().map(approval).collect()
+    }
+
+    /// Every pending approval, oldest first: what humans must decide is never hidden behind
+    /// a page of newer, decided ones (bounded only against a runaway: pending requests are
+    /// one per distinct request).
+    pub async fn pending_approvals(&self) -> Result<Vec<Approval>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM approvals WHERE status = 'pending' \
+             ORDER BY requested_at, id LIMIT 10000"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
         rows.iter().map(approval).collect()
     }
 
