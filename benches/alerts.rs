@@ -109,7 +109,10 @@ impl Bench {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndatabase_url = \"{db}\"\n[playbooks]\ndir = \"{}\"\n{}\
+                // The bench's 64 senders all come from 127.0.0.1: the per-address connection
+                // cap (64 by default) would refuse a sender's new connection while an old
+                // one closes. One Alertmanager holds a few.
+                "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_client = 1024\n[state]\ndatabase_url = \"{db}\"\n[playbooks]\ndir = \"{}\"\n{}\
                  [stripe]\nwebhook_url = \"{probe_url}\"\n[escalation]\ninterval = \"1h\"\n[log]\nformat = \"json\"\n",
                 playbooks.display(),
                 tuning.settings(),

@@ -21,7 +21,8 @@ fn write_config(dir: &Path, playbooks: &Path, db: &str, listen: &str) -> std::pa
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"{listen}\"\n[state]\ndatabase_url = \"{db}\"\n\
+            // 64 concurrent clients from 127.0.0.1: above the per-address connection cap.
+            "[server]\nlisten = \"{listen}\"\nmax_connections_per_client = 1024\n[state]\ndatabase_url = \"{db}\"\n\
              [playbooks]\ndir = \"{}\"\nmax_concurrent_runs = 16\nqueue_capacity = 4096\n\
              reload_debounce = \"50ms\"\n[log]\nformat = \"json\"\nlevel = \"warn,runbookd::app=info\"\n",
             playbooks.display()
