@@ -82,6 +82,38 @@ async fn succeeded(d: &Daemon) -> Vec<String> {
     fps
 }
 
+/// Resends each refused alert, as Alertmanager does after a 503, until it is accepted
+/// (at most 30 s in all: the daemon must recover by itself); adds them to `answered`.
+async fn resend_until_accepted(d: &Daemon, refused: &[String], answered: &mut Vec<String>) {
+    let start = Instant::now();
+    for fp in refused {
+        loop {
+            let (s, v) = post(d, &alert(fp)).await;
+            if s == 200 {
+                answered.push(fp.clone());
+                break;
+            }
+            assert_eq!(s, 503, "{v}");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no recovery once writes could go through again:\n{}",
+                d.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    answered.sort();
+}
+
+/// Every alert answered 200 has its run succeeded, once (waiting up to 30 s for the runs).
+async fn every_answered_alert_ran(d: &Daemon, answered: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while succeeded(d).await != answered && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(succeeded(d).await, answered, "{}", d.logs());
+}
+
 #[tokio::test]
 async fn a_full_disk_answers_503_loses_no_200_and_recovers_without_a_restart() {
     let mut ws = Workspace::new(Db::Sqlite).await;
@@ -126,30 +158,9 @@ async fn a_full_disk_answers_503_loses_no_200_and_recovers_without_a_restart() {
     );
     // Space returns: the daemon recovers by itself; Alertmanager's resends get through.
     std::fs::remove_file(filler).expect("free the disk");
-    let start = Instant::now();
-    for fp in &refused {
-        loop {
-            let (s, v) = post(&d, &alert(fp)).await;
-            if s == 200 {
-                answered.push(fp.clone());
-                break;
-            }
-            assert_eq!(s, 503, "{v}");
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "no recovery after the disk was freed:\n{}",
-                d.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    answered.sort();
+    resend_until_accepted(&d, &refused, &mut answered).await;
     // Every alert answered 200 has run, once.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while succeeded(&d).await != answered && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(succeeded(&d).await, answered, "{}", d.logs());
+    every_answered_alert_ran(&d, &answered).await;
     let (status, ready) = d.get("/readyz").await;
     assert_eq!(status, 200, "{ready}");
     // And all of it is on disk: a restart finds every answered alert with its run and its
@@ -241,29 +252,8 @@ async fn a_postgres_server_refusing_writes_answers_503_loses_no_200_and_recovers
         "{ready}"
     );
     set_read_only(&db, false).await;
-    let start = Instant::now();
-    for fp in &refused {
-        loop {
-            let (s, v) = post(&d, &alert(fp)).await;
-            if s == 200 {
-                answered.push(fp.clone());
-                break;
-            }
-            assert_eq!(s, 503, "{v}");
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "no recovery after the server took writes again:\n{}",
-                d.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    answered.sort();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while succeeded(&d).await != answered && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(succeeded(&d).await, answered, "{}", d.logs());
+    resend_until_accepted(&d, &refused, &mut answered).await;
+    every_answered_alert_ran(&d, &answered).await;
     let (status, ready) = d.get("/readyz").await;
     assert_eq!(status, 200, "{ready}");
 }
