@@ -1,12 +1,12 @@
 //! The `runbookd` binary: a thin CLI over the library.
 
-use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use runbookd::{
     app::{Core, Daemon},
-    config::{Config, LogFormat},
+    config::Config,
     dispatch::RunRequest,
     engine,
     store::{RunStatus, Trigger},
@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 mod cli {
     pub mod approvals;
+    pub mod logging;
+    pub mod preflight;
 }
 
 #[derive(Parser)]
@@ -163,7 +165,7 @@ fn main() -> ExitCode {
         } => Some(format!("simulated world {}", path.display())),
         _ => None,
     };
-    init_tracing(&config, simulated.as_deref());
+    cli::logging::init_tracing(&config, simulated.as_deref());
     // `--playbooks DIR` (or a positional DIR) replaces [playbooks] dir for this command.
     let dir_origin = match cli.command.playbooks_dir() {
         Some(dir) => {
@@ -297,78 +299,8 @@ fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     }
 }
 
-fn init_tracing(config: &Config, simulated: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = config.log.format == LogFormat::Json;
-    let writer = MarkedStderr {
-        mark: simulated.map(Arc::from),
-        json,
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(writer);
-    if json {
-        builder.json().init()
-    } else {
-        builder.init()
-    }
-}
-
-/// Standard error, with every line of a `serve --world` daemon marked as simulated:
-/// `[SIMULATED] …` in text, a `"simulated"` field in JSON.
-#[derive(Clone)]
-struct MarkedStderr {
-    mark: Option<Arc<str>>,
-    json: bool,
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for MarkedStderr {
-    type Writer = MarkedStderr;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl std::io::Write for MarkedStderr {
-    /// The formatter hands over one whole event per call.
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let mut err = std::io::stderr().lock();
-        // Lines of the playbook tests' worlds (`[playbooks] require_tests` runs them in the
-        // daemon) are simulated too, and never read like real resets.
-        let playtest = std::thread::current()
-            .name()
-            .is_some_and(|n| n.starts_with(runbookd::sim::playtest::THREAD_NAME));
-        let mark = match (&self.mark, playtest) {
-            (Some(mark), _) => Some(mark.clone()),
-            (None, true) => Some(Arc::from("playbook tests")),
-            (None, false) => None,
-        };
-        match &mark {
-            None => err.write_all(buf)?,
-            Some(mark) if self.json && buf.first() == Some(&b'{') => {
-                let field = serde_json::to_string(&**mark).unwrap_or_default();
-                err.write_all(format!("{{\"simulated\":{field},").as_bytes())?;
-                err.write_all(&buf[1..])?;
-            }
-            Some(_) => {
-                err.write_all(b"[SIMULATED] ")?;
-                err.write_all(buf)?;
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
-    }
-}
-
 async fn serve(config: Config, world: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let missing = escalation_playbooks_missing(&config);
+    let missing = cli::preflight::escalation_playbooks_missing(&config);
     let daemon = match world {
         None => Daemon::build(config).await?,
         Some(path) => {
@@ -384,40 +316,6 @@ async fn serve(config: Config, world: Option<PathBuf>) -> anyhow::Result<ExitCod
     }
     daemon.run(CancellationToken::new()).await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The (level, playbook) pairs of the escalation table whose playbook is not a file of the
-/// playbook directory (by name, without compiling anything).
-fn escalation_playbooks_missing(config: &Config) -> Vec<(String, String)> {
-    let names: Vec<String> = std::fs::read_dir(&config.playbooks.dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
-                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let channels: Vec<String> = config.channels.keys().cloned().collect();
-    let Ok(table) =
-        runbookd::escalation::Escalation::load(config.escalation.file.clone(), channels)
-    else {
-        // A table that does not load is the daemon's to refuse.
-        return Vec::new();
-    };
-    let table = table.table();
-    table
-        .levels
-        .iter()
-        .flat_map(|l| {
-            l.playbooks
-                .iter()
-                .filter(|p| !names.contains(p))
-                .map(|p| (l.name.clone(), p.clone()))
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 fn test(
@@ -521,7 +419,7 @@ fn check(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
     }));
-    let (problems, warnings) = preflight(&config, &names);
+    let (problems, warnings) = cli::preflight::preflight(&config, &names);
     for w in &warnings {
         eprintln!("runbookd: warning: {w}");
     }
@@ -544,81 +442,6 @@ fn check(
         return test(config, DirOrigin::Flag, None, None);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What `serve` would refuse at start, checked with the daemon's own constructors and
-/// without touching any backend: token files and variables, the loopback rule, every
-/// channel's secrets, Slack's signing secret, the escalation table with its channels and
-/// the playbooks its levels run. Returns (problems, warnings), each naming its key once.
-fn preflight(config: &Config, playbooks: &[String]) -> (Vec<String>, Vec<String>) {
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
-    match runbookd::api::Auth::from_config(&config.server.tokens) {
-        // The rule `serve` applies (src/app/daemon.rs).
-        Ok(auth) if auth.is_open() && !config.server.listen.ip().is_loopback() => {
-            problems.push(format!(
-                "config key `server.listen`: {} is not a loopback address and no [[server.tokens]] are configured: add tokens or listen on 127.0.0.1",
-                config.server.listen
-            ))
-        }
-        Ok(_) => {}
-        Err(e) => problems.push(e.to_string()),
-    }
-    for (name, channel) in &config.channels {
-        if let Err(e) = runbookd::notify::Channel::from_config(name, channel) {
-            problems.push(e.to_string());
-        }
-    }
-    if let Err(e) = runbookd::api::slack::SlackApprovals::from_config(&config.approvals) {
-        problems.push(e.to_string());
-    }
-    // A status page without its key does not stop `serve` (it says so on first use), but
-    // users would not be told: say it now.
-    let sp = &config.statuspage;
-    if sp.page_id.is_some() {
-        let env = if sp.api_key_file.is_some() {
-            None
-        } else {
-            sp.api_key_env.as_deref()
-        };
-        if let Err(e) =
-            runbookd::config::resolve_secret("statuspage.api_key", env, sp.api_key_file.as_deref())
-        {
-            warnings.push(format!(
-                "{e} (serve starts; the status page cannot be updated)"
-            ));
-        }
-    }
-    let file = &config.escalation.file;
-    let own_table = file.exists();
-    if !own_table && *file != runbookd::config::EscalationConfig::default().file {
-        warnings.push(format!(
-            "[escalation] file {} does not exist: the shipped table (examples/escalation.toml) is used",
-            file.display()
-        ));
-    }
-    let channels: Vec<String> = config.channels.keys().cloned().collect();
-    match runbookd::escalation::Escalation::load(file.clone(), channels) {
-        Err(e) => problems.push(format!("config key `escalation.file`: {e}")),
-        Ok(table) => {
-            for level in &table.table().levels {
-                for p in level.playbooks.iter().filter(|p| !playbooks.contains(p)) {
-                    let text = format!(
-                        "escalation level {} runs playbook `{p}`, which is not in the playbook directory",
-                        level.name
-                    );
-                    // The shipped table names the shipped playbooks; another directory
-                    // may do without them.
-                    if own_table {
-                        problems.push(text);
-                    } else {
-                        warnings.push(format!("{text} (the shipped table)"));
-                    }
-                }
-            }
-        }
-    }
-    (problems, warnings)
 }
 
 fn parse_params(raw: &[String]) -> anyhow::Result<Map<String, Value>> {
