@@ -19,8 +19,7 @@ use super::{
 };
 use crate::{
     dispatch::RunRequest,
-    store::{RunFilter, RunStatus, Trigger},
-    triggers::Event,
+    store::{RunFilter, RunStatus},
 };
 
 #[derive(Deserialize, Default)]
@@ -91,15 +90,7 @@ pub(crate) async fn start(
     Ok(state
         .dispatcher
         .submit(
-            RunRequest {
-                event: Event::manual(&playbook, params, dry_run),
-                playbook,
-                trigger: Trigger {
-                    kind: crate::triggers::EventKind::Manual,
-                    name: "api".into(),
-                    actor: caller.name.clone(),
-                },
-            },
+            RunRequest::manual(&playbook, params, dry_run, "api", &caller.name),
             wait,
         )
         .await?)

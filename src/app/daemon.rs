@@ -129,7 +129,7 @@ impl Daemon {
         let scheduler_stop = stop.child_token();
         let mut escalation = escalation;
         let table = escalation.share();
-        let escalator = tasks.spawn(crate::escalation::run(
+        let escalator = tasks.spawn(crate::schedulers::escalation::run(
             escalation,
             core.store.clone(),
             core.dispatcher.clone(),
@@ -143,7 +143,7 @@ impl Daemon {
             .notifier
             .clone()
             .map(|n| tasks.spawn(n.run(delivery_stop.clone())));
-        let scheduler = tasks.spawn(crate::triggers::cron::run(
+        let scheduler = tasks.spawn(crate::schedulers::cron::run(
             core.catalog.clone(),
             core.dispatcher.clone(),
             core.store.clone(),

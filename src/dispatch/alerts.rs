@@ -17,11 +17,9 @@ use super::{
 };
 use crate::{
     config::AlertsConfig,
-    store::{AlertRecord, Batch, Incident, RunStatus, Trigger},
-    triggers::{
-        alertmanager::{Alert, AlertStatus},
-        Event,
-    },
+    event::AlertFacts,
+    store::{AlertRecord, Batch, Incident, RunStatus},
+    triggers::alertmanager::{Alert, AlertStatus},
 };
 
 /// What happened to one alert.
@@ -212,26 +210,14 @@ impl Dispatcher {
                         continue;
                     }
                     let playbook = m.playbook;
-                    let event = Event {
-                        kind: crate::triggers::EventKind::Alert,
+                    let facts = AlertFacts {
                         name: alert.name().to_string(),
                         status: alert.status.to_string(),
                         labels: to_map(&alert.labels),
                         annotations: to_map(&alert.annotations),
-                        params: Map::new(),
-                        incident: Some(incident.id.clone()),
-                        dry_run: false,
-                        approval: None,
                     };
-                    let run = self.prepare(RunRequest {
-                        playbook: playbook.clone(),
-                        event,
-                        trigger: Trigger {
-                            kind: crate::triggers::EventKind::Alert,
-                            name: alert.name().to_string(),
-                            actor: actor.to_string(),
-                        },
-                    })?;
+                    let run =
+                        self.prepare(RunRequest::alert(&playbook, facts, &incident.id, actor))?;
                     batch.insert_run(&run.record);
                     if !firing {
                         // The run resolves the incident when it finishes.

@@ -34,7 +34,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
     // Runs of one playbook for one incident take turns.
     let _turn = inner
         .turns
-        .take(record.event["incident"].as_str(), &record.playbook)
+        .take(record.event.incident.as_deref(), &record.playbook)
         .await;
     let (lease, lease_runs, fence) = inner.held();
     let owner = record.owner.clone().unwrap_or_default();
@@ -54,13 +54,12 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
     let engine = inner.catalog.engine().clone();
     let services = inner.services();
     let timeout = inner.limits.timeout;
-    let limits = runner::RecordLimits::of(&inner.limits);
+    let limits = crate::primitives::RecordLimits::of(&inner.limits);
     let run_id = record.id.clone();
     // The script sees which attempt this is, so a retried run can look before it acts.
-    let mut event = record.event.clone();
-    event["attempt"] = record.attempt.into();
+    record.event.attempt = record.attempt;
+    let event = record.event.clone();
     let dry_run = record.dry_run;
-    let attempt = record.attempt;
     let requested_by = record.trigger.actor.clone();
     let pb = playbook.clone();
     let cancel = lease_runs.clone();
@@ -76,7 +75,6 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
                 timeout,
                 limits,
                 fence: Some(fence),
-                attempt,
             },
             services,
             cancel,
@@ -199,15 +197,15 @@ async fn interrupted(inner: &Inner, record: &RunRecord, lease: &Lease) {
 /// a restart does the same.
 async fn resolve_after_resolved_alert(inner: &Inner, record: &RunRecord) {
     let e = &record.event;
-    if e["kind"] != "alert" || e["status"] != "resolved" {
+    if e.kind != crate::event::EventKind::Alert || e.status != "resolved" {
         return;
     }
-    let Some(incident) = e["incident"].as_str() else {
+    let Some(incident) = e.incident.as_deref() else {
         return;
     };
     let why = format!(
         "alert {} resolved; {} run {} {}",
-        e["name"].as_str().unwrap_or(""),
+        e.name,
         record.playbook,
         record.id,
         record.status.as_str()

@@ -315,7 +315,7 @@ impl Batch {
 
     /// Records a queued run (written at commit).
     pub fn insert_run(&mut self, run: &RunRecord) {
-        if let Some(incident) = run.event["incident"].as_str() {
+        if let Some(incident) = run.event.incident.as_deref() {
             self.queued
                 .insert((incident.to_string(), run.playbook.clone()), run.queued_at);
         }
@@ -428,21 +428,18 @@ fn bind_timeline<'q>(
 #[cfg(test)]
 mod tests {
     use crate::{
-        store::{IncidentStatus, RunRecord, Store, Trigger},
-        triggers::EventKind,
+        event::{AlertFacts, RunRequest},
+        store::{IncidentStatus, RunRecord, Store},
     };
 
     fn run_for(incident: &str, queued_at: i64) -> RunRecord {
-        let trigger = Trigger {
-            kind: EventKind::Alert,
+        let alert = AlertFacts {
             name: "A".into(),
-            actor: "test".into(),
+            ..Default::default()
         };
         RunRecord::queued(
-            "pb",
+            RunRequest::alert("pb", alert, incident, "test"),
             "v1",
-            trigger,
-            serde_json::json!({ "incident": incident }),
             queued_at,
         )
     }

@@ -247,7 +247,7 @@ pub(super) fn runs(runs: &[RunRecord]) -> String {
         dry_run: i64::from(run.dry_run),
         status: run.status.as_str(),
         queued_at: run.queued_at,
-        incident_id: run.event["incident"].as_str(),
+        incident_id: run.event.incident.as_deref(),
         owner: run.owner.as_deref(),
     }))
 }

@@ -39,9 +39,7 @@ pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
 pub use leases::{Fence, Interruption, Lease, Recovered};
 pub use outbox::OutboxItem;
 pub use run_updates::RunUpdate;
-pub use runs::{
-    Attempt, LogLine, RunError, RunErrorReason, RunFilter, RunRecord, RunStatus, Trigger,
-};
+pub use runs::{Attempt, LogLine, RunError, RunErrorReason, RunFilter, RunRecord, RunStatus};
 pub use sessions::Session;
 
 /// Errors from the state store.

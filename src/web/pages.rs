@@ -156,8 +156,8 @@ pub fn span(seconds: f64) -> String {
 }
 
 /// Indented JSON for reading.
-pub fn pretty(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+pub fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
 /// A scalar as text, anything else as compact JSON.
@@ -202,9 +202,9 @@ pub fn run_row(r: &RunRecord, now: i64) -> RunRow {
     }
 }
 
-pub fn trigger_text(t: &crate::store::Trigger) -> String {
+pub fn trigger_text(t: &crate::event::Trigger) -> String {
     match t.kind {
-        crate::triggers::EventKind::Manual => format!("manual by {}", t.actor),
+        crate::event::EventKind::Manual => format!("manual by {}", t.actor),
         k => format!("{} {}", k.as_str(), t.name),
     }
 }

@@ -96,11 +96,7 @@ pub async fn page(
         .get_run(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no run with id `{id}`")))?;
-    let incident = r
-        .event
-        .get("incident")
-        .and_then(|v| v.as_str())
-        .map(String::from);
+    let incident = r.event.incident.clone();
     viewer.render(&RunPage {
         chrome: Chrome::new(&state, &viewer, format!("Run {}", r.playbook), "runs"),
         r: run_row(&r, now),

@@ -46,7 +46,7 @@ impl Loki {
             .await
             .map_err(|e| LogsError::Unavailable(e.without_url().to_string()))?;
         if !(200..300).contains(&status) {
-            let message = crate::engine::runner::truncate(text.trim(), 200).into_owned();
+            let message = crate::text::truncate(text.trim(), 200).into_owned();
             return Err(if status >= 500 || status == 429 {
                 LogsError::Unavailable(format!("{path} answered {status}: {message}"))
             } else {
