@@ -33,7 +33,7 @@ use prometheus_client::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{config::KeyMetricsConfig, primitives::Services, store::now_ms};
+use crate::{clock::Clock, config::KeyMetricsConfig, primitives::Services};
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -217,7 +217,8 @@ impl KeyMetrics {
         m
     }
 
-    fn measured(&self, metric: &str, outcome: Result<(), String>) {
+    /// Counts a failed measurement, or stamps a good one by `clock` (the services' own).
+    fn measured(&self, clock: &Clock, metric: &str, outcome: Result<(), String>) {
         let label = MetricLabel {
             metric: metric.into(),
         };
@@ -225,7 +226,7 @@ impl KeyMetrics {
             Ok(()) => {
                 self.last_success
                     .get_or_create(&label)
-                    .set(now_ms() as f64 / 1000.0);
+                    .set(clock.now_seconds());
             }
             Err(e) => {
                 self.errors.get_or_create(&label).inc();
@@ -264,6 +265,7 @@ impl KeyMetrics {
                 self.breaker_open_seconds.get_or_create(&label).set(open);
             }
             self.measured(
+                &services.clock,
                 &format!("breaker:{name}"),
                 outcome.map(|_| ()).map_err(|e| e.to_string()),
             );
@@ -296,6 +298,7 @@ impl KeyMetrics {
             }
         }
         self.measured(
+            &services.clock,
             "payments_failure_ratio",
             counts.map(|_| ()).map_err(|e| e.to_string()),
         );
@@ -309,6 +312,7 @@ impl KeyMetrics {
                 .set(age.unwrap_or(0.0));
         }
         self.measured(
+            &services.clock,
             "payments_oldest_pending_age",
             oldest.map(|_| ()).map_err(|e| e.to_string()),
         );
@@ -330,6 +334,7 @@ impl KeyMetrics {
             Err(_) => {}
         }
         self.measured(
+            &services.clock,
             "payments_app_reconciled",
             reconciled.map(|_| ()).map_err(|e| e.to_string()),
         );
@@ -339,7 +344,7 @@ impl KeyMetrics {
         if !services.payments.configured() || !services.stripe.key_info().set {
             return;
         }
-        let now = now_ms() / 1000;
+        let now = services.clock.now_ms() / 1000;
         let window = cfg.webhook_window.as_secs() as i64;
         let grace = cfg.webhook_grace.as_secs() as i64;
         let outcome = async {
@@ -380,7 +385,11 @@ impl KeyMetrics {
             };
             self.webhook_ratio.get_or_create(&unlabelled()).set(ratio);
         }
-        self.measured("webhook_delivery_ratio", outcome.map(|_| ()));
+        self.measured(
+            &services.clock,
+            "webhook_delivery_ratio",
+            outcome.map(|_| ()),
+        );
     }
 
     async fn stripe(&self, services: &Services, cfg: &KeyMetricsConfig) {
@@ -399,7 +408,7 @@ impl KeyMetrics {
         } else {
             Err(format!("{}: {}", ping.result, ping.message))
         };
-        self.measured("stripe_api", outcome);
+        self.measured(&services.clock, "stripe_api", outcome);
     }
 
     async fn celery(&self, services: &Services) {
@@ -417,6 +426,7 @@ impl KeyMetrics {
             }
         }
         self.measured(
+            &services.clock,
             "celery_queue_length",
             queues.map(|_| ()).map_err(|e| e.to_string()),
         );
@@ -428,6 +438,7 @@ impl KeyMetrics {
                 .set(*unanswered);
         }
         self.measured(
+            &services.clock,
             "celery_workers",
             alive.map(|_| ()).map_err(|e| e.to_string()),
         );

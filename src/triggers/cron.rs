@@ -37,7 +37,7 @@ pub fn due(
     (passed.split_off(passed.len() - keep), new_mark)
 }
 
-/// Runs the scheduler until `stop`.
+/// Runs the scheduler until `stop`, on the store's clock.
 pub async fn run(
     catalog: Arc<Catalog>,
     dispatcher: Dispatcher,
@@ -48,7 +48,7 @@ pub async fn run(
     let tz = cfg.zone().unwrap_or(Zone::Fixed(Utc.fix()));
     let mut changes = catalog.subscribe();
     loop {
-        let now = Utc::now().timestamp_millis();
+        let now = store.now();
         let mut wake = now + 60_000;
         for pb in catalog.playbooks() {
             for t in &pb.triggers {
@@ -82,7 +82,7 @@ pub async fn run(
                 }
             }
         }
-        let sleep = Duration::from_millis((wake - Utc::now().timestamp_millis()).max(1) as u64);
+        let sleep = Duration::from_millis((wake - store.now()).max(1) as u64);
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             r = changes.changed() => if r.is_err() { return },
