@@ -27,7 +27,8 @@
 //! - [`clock`]: the real clock, or a simulation's virtual one, for every time-based decision.
 //! - [`web`]: the dashboard at `/`; [`live`]: the change feed behind its live pages.
 //! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics, the daemon's
-//!   own and the runbook's "Key Metrics to Monitor".
+//!   own and the runbook's "Key Metrics to Monitor" (a registry that imports nothing above
+//!   it); [`probes`]: what measures those key metrics through the primitives' backends.
 
 pub mod api;
 pub mod app;
@@ -41,6 +42,7 @@ pub mod live;
 pub mod metrics;
 pub mod notify;
 pub mod primitives;
+pub mod probes;
 pub mod redact;
 pub mod sim;
 pub mod store;
