@@ -33,7 +33,8 @@
 //!   [`text`]: cutting text to what a record holds.
 //! - [`web`]: the dashboard at `/`; [`live`]: the change feed behind its live pages.
 //! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics, the daemon's
-//!   own and the runbook's "Key Metrics to Monitor".
+//!   own and the runbook's "Key Metrics to Monitor" (a registry that imports nothing above
+//!   it); [`probes`]: what measures those key metrics through the primitives' backends.
 
 pub mod api;
 pub mod app;
@@ -48,6 +49,7 @@ pub mod live;
 pub mod metrics;
 pub mod notify;
 pub mod primitives;
+pub mod probes;
 pub mod redact;
 pub mod schedulers;
 pub mod sim;

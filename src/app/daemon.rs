@@ -150,7 +150,7 @@ impl Daemon {
             config.cron.clone(),
             scheduler_stop.clone(),
         ));
-        let exporter = tasks.spawn(crate::metrics::key_metrics::run(
+        let exporter = tasks.spawn(crate::probes::run(
             core.metrics.clone(),
             core.services.clone(),
             config.key_metrics.clone(),

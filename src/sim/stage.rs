@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    driver::SimError,
+    error::SimError,
     scenario::{apply, Monitor, Scenario},
     World,
 };

@@ -17,10 +17,9 @@ use sqlx::{Any, Row, Transaction};
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    incidents::{
-        incident_from_row, last_incident_run_on, record_alerts_on, resolve_incident_on, COLUMNS,
-    },
+    incidents::{incident_from_row, last_incident_run_on, record_alerts_on, TimelineLine, COLUMNS},
     json_rows,
+    resolution::resolve_incident_on,
     runs::insert_runs_on,
     AlertRecord, Incident, IncidentStatus, RunRecord, Store, StoreError,
 };
@@ -29,16 +28,6 @@ use super::{
 const KEYS_PER_LOOKUP: usize = 500;
 /// On PostgreSQL: a `VALUES` row per key (planning time grows with them).
 const PG_KEYS_PER_LOOKUP: usize = 100;
-
-/// A timeline line written at commit.
-pub(super) struct TimelineLine {
-    pub(super) id: String,
-    pub(super) incident_id: String,
-    pub(super) kind: &'static str,
-    pub(super) actor: String,
-    pub(super) message: String,
-    pub(super) details: serde_json::Value,
-}
 
 /// An open transaction on the writer; nothing is visible to others until [`Batch::commit`].
 pub struct Batch {

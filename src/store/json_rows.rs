@@ -18,7 +18,7 @@ use std::{ops::Range, sync::LazyLock};
 use serde::Serialize;
 use sqlx::AnyConnection;
 
-use super::{batch::TimelineLine, runs::to_json, AlertRecord, Incident, RunRecord, StoreError};
+use super::{incidents::TimelineLine, runs::to_json, AlertRecord, Incident, RunRecord, StoreError};
 
 /// Rows of one kind per statement: bounds a statement's parameter at a few megabytes.
 pub(super) const ROWS_PER_STATEMENT: usize = 1000;

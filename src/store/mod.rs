@@ -16,6 +16,7 @@ mod incidents;
 mod json_rows;
 mod leases;
 mod outbox;
+mod resolution;
 pub mod retention;
 mod run_updates;
 mod runs;

@@ -27,7 +27,7 @@ use super::{
 use crate::{
     clock::Clock,
     config::{ChannelConfig, Config},
-    dispatch::{DispatchError, Dispatcher, ReplicaSettings, RunRequest},
+    dispatch::{Dispatcher, ReplicaSettings, RunRequest},
     engine::Catalog,
     escalation::Escalation,
     metrics::Metrics,
@@ -65,16 +65,7 @@ pub struct Happening {
     pub text: String,
 }
 
-/// Errors setting up a simulation.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    #[error("simulation store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("simulation: {0}")]
-    Setup(String),
-    #[error("simulation: {0}")]
-    Dispatch(#[from] DispatchError),
-}
+pub use super::error::SimError;
 
 /// A simulated world with runbookd's playbooks, store, dispatcher and escalation table
 /// around it.
