@@ -129,7 +129,7 @@ async fn the_image_builds_and_its_binary_answers_readyz_on_postgres() {
         cmd
     };
     // The image's configuration and the shipped playbooks pass the preflight.
-    let out = run(&mut chroot(&["/usr/local/bin/runbookd", "check"])
+    let out = run(chroot(&["/usr/local/bin/runbookd", "check"])
         .env("RUNBOOKD_CONFIG", "/etc/runbookd/runbookd.toml"));
     assert!(
         out.status.success(),
@@ -196,16 +196,14 @@ async fn the_image_builds_and_its_binary_answers_readyz_on_postgres() {
         panic!("/readyz from the image: {ready:?}\n{}", logs(serving));
     }
     // The image's HEALTHCHECK, run inside it: passes on the daemon's port, fails on another.
-    let out =
-        run(&mut chroot(&["/bin/bash", "-c", &check]).env("RUNBOOKD_SERVER__LISTEN", &listen));
+    let out = run(chroot(&["/bin/bash", "-c", &check]).env("RUNBOOKD_SERVER__LISTEN", &listen));
     assert!(
         out.status.success(),
         "HEALTHCHECK against the daemon: {}",
         text(&out)
     );
     let elsewhere = format!("127.0.0.1:{}", free_port());
-    let out =
-        run(&mut chroot(&["/bin/bash", "-c", &check]).env("RUNBOOKD_SERVER__LISTEN", &elsewhere));
+    let out = run(chroot(&["/bin/bash", "-c", &check]).env("RUNBOOKD_SERVER__LISTEN", &elsewhere));
     assert!(
         !out.status.success(),
         "HEALTHCHECK passed with nothing listening"
