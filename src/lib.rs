@@ -6,8 +6,10 @@
 //! triggers/ ──► dispatch ──► engine/ (catalog, reload, runner) ──► primitives/ ──► store/
 //!  (Event)      (queue,       (Rhai sandbox on a blocking        (the only way a
 //!                slots)        thread, deadline, limits)          script acts)
-//! api/ (axum) sits beside: it turns HTTP into triggers and reads the store;
-//! web/ (the dashboard) renders the same reads as HTML and calls the same actions;
+//! http/ (axum) sits beside: one shell — state, auth, sessions, errors, guard, router —
+//!   with two faces on it: api/ turns HTTP into triggers and reads the store as JSON,
+//!   web/ (the dashboard) renders the same reads as HTML; both do what they do through
+//!   http::actions, and neither imports the other.
 //! live watches the store for changes and streams them (/api/v1/events).
 //! ```
 //!
@@ -25,9 +27,13 @@
 //!   implementation of the primitives' backend traits — for playbook tests
 //!   (`sim::playtest`, `runbookd test`), outage simulations and the demo daemon.
 //! - [`clock`]: the real clock, or a simulation's virtual one, for every time-based decision.
-//! - [`web`]: the dashboard at `/`; [`live`]: the change feed behind its live pages.
-//! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics, the daemon's
-//!   own and the runbook's "Key Metrics to Monitor".
+//! - [`http`]: the HTTP shell — `AppState` and the parts handlers take of it, auth and
+//!   sessions, errors, the browser guard, the actions both faces share, `/healthz`
+//!   `/readyz` `/metrics`, the server loop and the router that merges the faces.
+//! - [`api`]: the JSON API under `/api/v1`; [`web`]: the dashboard at `/`; [`live`]: the
+//!   change feed behind `/api/v1/events` and the dashboard's live pages.
+//! - [`app`]: wiring; [`metrics`]: Prometheus metrics, the daemon's own and the runbook's
+//!   "Key Metrics to Monitor".
 
 pub mod api;
 pub mod app;
@@ -37,6 +43,7 @@ pub mod config;
 pub mod dispatch;
 pub mod engine;
 pub mod escalation;
+pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod notify;
