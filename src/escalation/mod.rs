@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// The table shipped with runbookd: the runbook's own.
-pub const DEFAULT_TABLE: &str = include_str!("../examples/escalation.toml");
+pub const DEFAULT_TABLE: &str = include_str!("../../examples/escalation.toml");
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
