@@ -8,8 +8,10 @@
 //!  (cron,        slots)        thread, deadline)                  script acts)
 //!   escalation)
 //! event, clock, config, text, redact: leaves every layer speaks, importing nothing above.
-//! api/ (axum) sits beside: it turns HTTP into triggers and reads the store;
-//! web/ (the dashboard) renders the same reads as HTML and calls the same actions;
+//! http/ (axum) sits beside: one shell — state, auth, sessions, errors, guard, router —
+//!   with two faces on it: api/ turns HTTP into triggers and reads the store as JSON,
+//!   web/ (the dashboard) renders the same reads as HTML; both do what they do through
+//!   http::actions, and neither imports the other.
 //! live watches the store for changes and streams them (/api/v1/events).
 //! ```
 //!
@@ -31,10 +33,14 @@
 //!   (`sim::playtest`, `runbookd test`), outage simulations and the demo daemon.
 //! - [`clock`]: the real clock, or a simulation's virtual one, for every time-based decision;
 //!   [`text`]: cutting text to what a record holds.
-//! - [`web`]: the dashboard at `/`; [`live`]: the change feed behind its live pages.
-//! - [`api`]: the HTTP API; [`app`]: wiring; [`metrics`]: Prometheus metrics, the daemon's
-//!   own and the runbook's "Key Metrics to Monitor" (a registry that imports nothing above
-//!   it); [`probes`]: what measures those key metrics through the primitives' backends.
+//! - [`http`]: the HTTP shell — `AppState` and the parts handlers take of it, auth and
+//!   sessions, errors, the browser guard, the actions both faces share, `/healthz`
+//!   `/readyz` `/metrics`, the server loop and the router that merges the faces.
+//! - [`api`]: the JSON API under `/api/v1`; [`web`]: the dashboard at `/`; [`live`]: the
+//!   change feed behind `/api/v1/events` and the dashboard's live pages.
+//! - [`app`]: wiring; [`metrics`]: Prometheus metrics, the daemon's own and the runbook's
+//!   "Key Metrics to Monitor" (a registry that imports nothing above it); [`probes`]: what
+//!   measures those key metrics through the primitives' backends.
 
 pub mod api;
 pub mod app;
@@ -45,6 +51,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod escalation;
 pub mod event;
+pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod notify;

@@ -3,8 +3,8 @@
 
 use super::Viewer;
 use crate::{
-    api::{auth::Access, AppState},
     config::Role,
+    http::{caller::Access, state::Simulated},
     store::{RunRecord, RunStatus},
 };
 
@@ -26,12 +26,7 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    pub fn new(
-        state: &AppState,
-        viewer: &Viewer,
-        title: impl Into<String>,
-        nav: &'static str,
-    ) -> Chrome {
+    pub fn new(viewer: &Viewer, title: impl Into<String>, nav: &'static str) -> Chrome {
         let c = &viewer.caller;
         let who = match c.role() {
             None => "local operator (no tokens)".to_string(),
@@ -42,17 +37,17 @@ impl Chrome {
             who,
             can_operate: c.may(Access::Operate),
             csrf: viewer.csrf.clone(),
-            simulated: state.simulated.clone(),
+            simulated: viewer.simulated.as_deref().map(String::from),
             logged_in: c.session_csrf.is_some(),
-            open: state.auth.is_open(),
+            open: viewer.open,
             nav,
         }
     }
 
     /// The login page's frame: nobody yet.
-    pub fn anonymous(state: &AppState, title: &str) -> Chrome {
+    pub fn anonymous(simulated: &Simulated, title: &str) -> Chrome {
         Chrome {
-            simulated: state.simulated.clone(),
+            simulated: simulated.0.as_deref().map(String::from),
             ..Chrome::bare(title)
         }
     }
