@@ -8,7 +8,7 @@ use std::sync::{atomic::Ordering, Arc};
 
 use tokio::sync::{mpsc, Notify};
 
-use super::{leases, run, Dispatcher, Inner, Job};
+use super::{leases, run, run::Slot, Dispatcher, Inner, Job};
 use crate::store::RunRecord;
 
 /// Where runs wait to be started: the bounded queue of runs accepted from outside, and
@@ -57,23 +57,6 @@ pub(super) async fn dispatch_loop(inner: Arc<Inner>, mut waiting: Waiting, done:
         leave_queued(&inner, job);
     }
     done.notify_one();
-}
-
-/// One of `max_concurrent_runs`, held by a run while it may act. Given back, it wakes the
-/// claimer when unowned runs wait in the store.
-pub(super) struct Slot {
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    inner: Arc<Inner>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        // Free first, so the woken claimer counts this slot.
-        drop(self.permit.take());
-        if self.inner.backlog.load(Ordering::Acquire) {
-            self.inner.claim_wake.notify_one();
-        }
-    }
 }
 
 /// A run not started at shutdown stays queued in the store (released with the lease);

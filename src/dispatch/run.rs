@@ -3,15 +3,32 @@
 //! or, when the attempt was cut off, hand the run to the retry path.
 
 use std::{
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
-use super::{queue::Slot, Inner, Job};
+use super::{Inner, Job};
 use crate::{
     engine::{runner, Playbook},
     store::{Lease, RunError, RunRecord, RunStatus, RunUpdate},
 };
+
+/// One of `max_concurrent_runs`, held by a run while it may act. Given back, it wakes the
+/// claimer when unowned runs wait in the store.
+pub(super) struct Slot {
+    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(super) inner: Arc<Inner>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Free first, so the woken claimer counts this slot.
+        drop(self.permit.take());
+        if self.inner.backlog.load(Ordering::Acquire) {
+            self.inner.claim_wake.notify_one();
+        }
+    }
+}
 
 /// Runs one job to its end. Returns the final record when this process recorded it (the
 /// inline executor collects them); `None` when the run was not this process's to run or
