@@ -62,6 +62,24 @@ pub fn mask_cards(text: &str) -> std::borrow::Cow<'_, str> {
             i += 1;
             continue;
         }
+        // Digits inside an identifier (a UUID's `9bb6-682702193151`, a hex hash) are not a
+        // card number, however their digits add up: skip a word of letters, digits and
+        // dashes that holds a letter.
+        let word_end = bytes[i..]
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || *b == b'-'))
+            .map_or(bytes.len(), |n| i + n);
+        let word_start = bytes[..i]
+            .iter()
+            .rposition(|b| !(b.is_ascii_alphanumeric() || *b == b'-'))
+            .map_or(0, |n| n + 1);
+        if bytes[word_start..word_end]
+            .iter()
+            .any(u8::is_ascii_alphabetic)
+        {
+            i = word_end.max(i + 1);
+            continue;
+        }
         // The groups of digits from here: (start, end) of each, joined by one separator.
         let mut groups = Vec::new();
         let mut j = i;
@@ -162,6 +180,21 @@ fn luhn(digits: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn digits_inside_an_identifier_are_left_alone() {
+        // A run id whose random part ends in Luhn-valid digits (`6-682702193151`) is no card.
+        let id = "01a24e34-c3cd-712d-9bb6-682702193151";
+        assert_eq!(mask_cards(id), id);
+        assert_eq!(
+            mask_cards(&format!("run {id} done")),
+            format!("run {id} done")
+        );
+        assert_ne!(
+            mask_cards("card 4242-4242-4242-4242 declined"),
+            "card 4242-4242-4242-4242 declined"
+        );
+    }
     use super::{mask_cards, mask_cards_json, redact_url};
 
     /// The test numbers of every card brand (Stripe's list), as written in the wild.
