@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// The table shipped with runbookd: the runbook's own.
-pub const DEFAULT_TABLE: &str = include_str!("../examples/escalation.toml");
+pub const DEFAULT_TABLE: &str = include_str!("../../examples/escalation.toml");
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -544,7 +544,7 @@ mod tests {
 
     #[test]
     fn the_debtflow_table_names_its_channels() {
-        let text = include_str!("../examples/debtflow/escalation.toml");
+        let text = include_str!("../../examples/debtflow/escalation.toml");
         let channels: Vec<String> = ["payments", "oncall", "senior", "commander"]
             .map(String::from)
             .to_vec();
