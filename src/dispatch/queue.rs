@@ -66,6 +66,23 @@ pub(super) struct Slot {
     inner: Arc<Inner>,
 }
 
+impl Slot {
+    /// A slot for a run admitted now, if one is free and no run waits for one (those go
+    /// first), on a dispatcher whose loop starts runs (a simulation starts its own).
+    pub(super) fn free(inner: &Arc<Inner>) -> Option<Slot> {
+        let waiting = inner.queue.max_capacity() - inner.queue.capacity()
+            + inner.claimed_waiting.load(Ordering::Acquire);
+        if inner.inline.is_some() || waiting > 0 {
+            return None;
+        }
+        let permit = inner.slots.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            permit: Some(permit),
+            inner: inner.clone(),
+        })
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         // Free first, so the woken claimer counts this slot.
