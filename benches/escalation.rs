@@ -42,7 +42,9 @@ async fn seed(url: &str, n: usize, age_s: i64) {
 
 async fn pass(esc: &escalation::Escalation, store: &Store) -> (Duration, usize) {
     let t = Instant::now();
-    let runs = escalation::evaluate(esc, store).await.expect("pass");
+    let runs = runbookd::schedulers::escalation::evaluate(esc, store)
+        .await
+        .expect("pass");
     (t.elapsed(), runs.len())
 }
 

@@ -217,7 +217,9 @@ async fn escalation_pass(db: &str, esc: &escalation::Escalation) -> f64 {
     let mut passes = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        escalation::evaluate(esc, &store).await.expect("pass");
+        runbookd::schedulers::escalation::evaluate(esc, &store)
+            .await
+            .expect("pass");
         passes.push(t.elapsed());
     }
     store.close().await;

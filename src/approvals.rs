@@ -6,13 +6,12 @@
 //! asks for what it now wants: the same request is granted once, anything else is a new
 //! request. Nothing waits suspended; everything is in the state store.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    dispatch::{Dispatcher, RunRequest},
-    store::{Approval, DecideError, Decided, RunRecord, Store, StoreError, Trigger},
-    triggers::{Event, EventKind},
+    event::{ApprovalOutcome, Event, EventKind, RunRequest},
+    store::{Approval, DecideError, Decided, RunRecord, Store, StoreError},
 };
 
 /// What identifies "this exact request": the playbook, the incident, the action, its target
@@ -42,55 +41,31 @@ pub fn request_hash(
 /// The run a decision starts: the same playbook, for the same incident, told what was
 /// decided and by whom. Recorded for nobody; whichever replica has a free slot runs it.
 /// The trigger's actor is the approver (who started it), but the run asks on behalf of the
-/// original requester (`event.approval.requested_by`, see [`requester_of`]): whatever the
+/// original requester (`event.approval.requested_by`, see [`Event::requester`]): whatever the
 /// chain of follow-ups, the one who asked first never approves.
 fn follow_up(a: &Approval, decision: &str, approver: &str, comment: &str, now: i64) -> RunRecord {
-    let approvers: Vec<&str> = a
+    let approvers: Vec<String> = a
         .decisions
         .iter()
         .filter(|d| d.decision == "approve")
-        .map(|d| d.by.as_str())
+        .map(|d| d.by.clone())
         .collect();
-    let event = Event {
-        kind: EventKind::Approval,
-        name: a.action.clone(),
-        status: decision.to_string(),
-        labels: Map::new(),
-        annotations: Map::new(),
-        params: Map::new(),
-        incident: a.incident.clone(),
-        dry_run: false,
-        approval: Some(json!({
-            "id": a.id, "action": a.action, "target": a.target, "params": a.params,
-            "reason": a.reason, "decision": decision, "approver": approver,
-            "approvers": approvers, "comment": comment, "requested_by": a.requested_by,
-        })),
+    let outcome = ApprovalOutcome {
+        id: a.id.clone(),
+        action: a.action.clone(),
+        target: a.target.clone(),
+        params: a.params.clone(),
+        reason: a.reason.clone(),
+        decision: decision.to_string(),
+        approver: approver.to_string(),
+        approvers,
+        comment: comment.to_string(),
+        requested_by: a.requested_by.clone(),
     };
-    Dispatcher::internal_record(
-        RunRequest {
-            playbook: a.playbook.clone(),
-            event,
-            trigger: Trigger {
-                kind: EventKind::Approval,
-                name: a.id.clone(),
-                actor: approver.to_string(),
-            },
-        },
+    RunRecord::unowned(
+        RunRequest::approval(&a.playbook, a.incident.as_deref(), outcome),
         now,
     )
-}
-
-/// Who a run asks on behalf of: for a follow-up run, the requester of the approval that
-/// started it (carried from the first run of the chain); for any other run, its trigger's
-/// actor (a token's name, `alertmanager`'s token, `runbookd` for cron and escalation).
-pub fn requester_of(event: &Value, actor: &str) -> String {
-    match (
-        event["kind"].as_str(),
-        event["approval"]["requested_by"].as_str(),
-    ) {
-        (Some("approval"), Some(by)) if !by.is_empty() => by.to_string(),
-        _ => actor.to_string(),
-    }
 }
 
 /// The decision a follow-up run was started by, and the request it answered: `approved()`
@@ -106,20 +81,20 @@ pub struct Answer {
 
 impl Answer {
     /// The answer `event` carries, for a follow-up run of `playbook`.
-    pub fn of(event: &Value, playbook: &str) -> Option<Answer> {
-        if event["kind"].as_str() != Some("approval") {
+    pub fn of(event: &Event, playbook: &str) -> Option<Answer> {
+        if event.kind != EventKind::Approval {
             return None;
         }
-        let a = &event["approval"];
+        let a = event.approval.as_ref()?;
         Some(Answer {
-            id: a["id"].as_str()?.to_string(),
-            decision: a["decision"].as_str()?.to_string(),
+            id: a.id.clone(),
+            decision: a.decision.clone(),
             request_hash: request_hash(
                 playbook,
-                event["incident"].as_str(),
-                a["action"].as_str()?,
-                a["target"].as_str()?,
-                a.get("params").unwrap_or(&Value::Null),
+                event.incident.as_deref(),
+                &a.action,
+                &a.target,
+                &a.params,
             ),
         })
     }

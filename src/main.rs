@@ -9,8 +9,7 @@ use runbookd::{
     config::Config,
     dispatch::RunRequest,
     engine,
-    store::{RunStatus, Trigger},
-    triggers::Event,
+    store::RunStatus,
 };
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -473,15 +472,7 @@ async fn run_once(
     let submission = core
         .dispatcher
         .submit(
-            RunRequest {
-                event: Event::manual(&playbook, params, dry_run),
-                playbook,
-                trigger: Trigger {
-                    kind: runbookd::triggers::EventKind::Manual,
-                    name: "cli".into(),
-                    actor: whoami(),
-                },
-            },
+            RunRequest::manual(&playbook, params, dry_run, "cli", &whoami()),
             true,
         )
         .await?;

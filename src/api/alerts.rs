@@ -7,22 +7,31 @@
 //! 400 names the bad field (Alertmanager does not retry 4xx); 503 when the run queue is full
 //! (it does retry 5xx).
 
+use std::sync::Arc;
+
 use axum::{body::Bytes, extract::State, http::StatusCode, Json};
 use serde_json::{json, Value};
 
-use super::{
-    auth::{Access, Caller},
-    ApiError, AppState,
+use crate::{
+    config::AlertsConfig,
+    dispatch::Dispatcher,
+    http::{
+        caller::{Access, Caller},
+        error::{body, ApiError},
+    },
+    metrics::Metrics,
+    triggers::alertmanager,
 };
-use crate::triggers::alertmanager;
 
 pub async fn receive(
     caller: Caller,
-    State(state): State<AppState>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    State(dispatcher): State<Dispatcher>,
+    State(metrics): State<Arc<Metrics>>,
+    State(rules): State<Arc<AlertsConfig>>,
+    request: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Access::Ingest)?;
-    let body = super::error::body(body)?;
+    let body = body(request)?;
     let notification =
         alertmanager::parse(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if notification.truncated_alerts > 0 {
@@ -31,17 +40,14 @@ pub async fn receive(
             group = %notification.group_key,
             "Alertmanager truncated this notification; raise max_alerts in its webhook_config"
         );
-        state
-            .metrics
-            .alerts_truncated(notification.truncated_alerts);
+        metrics.alerts_truncated(notification.truncated_alerts);
     }
     for _ in &notification.alerts {
-        state.metrics.alert_received();
+        metrics.alert_received();
     }
     let received = notification.alerts.len();
-    let outcomes = state
-        .dispatcher
-        .ingest_alerts(notification.alerts, &state.alerts, &caller.name)
+    let outcomes = dispatcher
+        .ingest_alerts(notification.alerts, &rules, &caller.name)
         .await
         .map_err(|e| {
             let e: ApiError = e.into();

@@ -8,9 +8,12 @@ use axum::{
 };
 use serde::Deserialize;
 
-use super::{
-    auth::{Access, Caller},
-    ApiError, AppState,
+use crate::{
+    http::{
+        caller::{Access, Caller},
+        error::ApiError,
+    },
+    store::Store,
 };
 
 /// `?limit=` (default 100, at most 1,000).
@@ -23,23 +26,23 @@ pub struct AuditQuery {
 /// The audit trail, newest first.
 pub async fn audit(
     caller: Caller,
-    State(state): State<AppState>,
+    State(store): State<Store>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Access::Read)?;
     let Query(q) = query?;
     let limit = q.limit.unwrap_or(100).clamp(1, super::runs::MAX_LIMIT);
-    Ok(Json(state.store.list_audit(limit).await?).into_response())
+    Ok(Json(store.list_audit(limit).await?).into_response())
 }
 
 /// The notification outbox, newest first: what was sent, is waiting, or was given up.
 pub async fn notifications(
     caller: Caller,
-    State(state): State<AppState>,
+    State(store): State<Store>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Access::Read)?;
     let Query(q) = query?;
     let limit = q.limit.unwrap_or(100).clamp(1, super::runs::MAX_LIMIT);
-    Ok(Json(state.store.list_notifications(limit).await?).into_response())
+    Ok(Json(store.list_notifications(limit).await?).into_response())
 }

@@ -1,6 +1,8 @@
 //! `GET /api/v1/breakers/{name}` and the audited manual reset,
 //! `POST /api/v1/breakers/{name}/reset` (body `{"dry_run": true}` plans it only).
 
+use std::sync::Arc;
+
 use axum::{
     body::Bytes,
     extract::{Path, State},
@@ -10,11 +12,14 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    auth::{Access, Caller},
-    ApiError, AppState,
+use crate::{
+    http::{
+        caller::{Access, Caller},
+        error::{body, ApiError},
+    },
+    primitives::breaker::{BreakerError, Breakers},
+    store::{NewAudit, Store},
 };
-use crate::{primitives::breaker::BreakerError, store::NewAudit};
 
 fn breaker_error(e: BreakerError) -> ApiError {
     match e {
@@ -32,16 +37,11 @@ fn breaker_error(e: BreakerError) -> ApiError {
 
 pub async fn show(
     caller: Caller,
-    State(state): State<AppState>,
+    State(breakers): State<Arc<Breakers>>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Access::Read)?;
-    let snap = state
-        .services
-        .breakers
-        .read(&name)
-        .await
-        .map_err(breaker_error)?;
+    let snap = breakers.read(&name).await.map_err(breaker_error)?;
     Ok(Json(json!(snap)))
 }
 
@@ -54,27 +54,26 @@ struct ResetBody {
 
 pub async fn reset(
     caller: Caller,
-    State(state): State<AppState>,
+    State(breakers): State<Arc<Breakers>>,
+    State(store): State<Store>,
     Path(name): Path<String>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    request: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Access::Operate)?;
-    let body = super::error::body(body)?;
+    let body = body(request)?;
     let body: ResetBody = if body.iter().all(u8::is_ascii_whitespace) {
         ResetBody::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid reset body: {e}")))?
     };
-    let breakers = &state.services.breakers;
     let before = breakers.read(&name).await.map_err(breaker_error)?;
     let after = if body.dry_run {
         before.clone()
     } else {
         breakers.reset(&name, None).await.map_err(breaker_error)?
     };
-    state
-        .store
+    store
         .audit(&NewAudit {
             actor: caller.name.clone(),
             action: "breaker.reset".into(),

@@ -7,9 +7,11 @@
 //! Streams are capped (`[dashboard] max_streams` in all, `max_streams_per_caller` each:
 //! 429 with `Retry-After` beyond), end after `[dashboard] max_stream_lifetime` (the
 //! browser reconnects), and a stream a dashboard session opened ends within
-//! [`SESSION_CHECK`] of the session's end (logout, expiry, the token changed).
+//! [`SESSION_CHECK`] of the session's end (logout, expiry, the token changed). Those are
+//! timers of the connection (tokio's clock), not times of the world: a simulated world's
+//! streams end on time too.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
@@ -22,9 +24,14 @@ use axum::{
 use futures_util::stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{
-    auth::{Access, Caller},
-    ApiError, AppState,
+use crate::{
+    http::{
+        caller::{Access, Caller},
+        error::ApiError,
+        session::{cookie_secret, id_hash},
+        state::Sessions,
+    },
+    live::Feed,
 };
 
 /// How often a stream opened by a dashboard session looks whether the session still is.
@@ -50,7 +57,7 @@ struct Open {
 
 /// A dashboard session behind a stream.
 struct Session {
-    state: AppState,
+    sessions: Sessions,
     id_hash: String,
     name: String,
     next_check: tokio::time::Instant,
@@ -59,8 +66,8 @@ struct Session {
 impl Session {
     /// True while the session exists, is unexpired, and its token is unchanged.
     async fn holds(&self) -> bool {
-        match self.state.store.session(&self.id_hash).await {
-            Ok(Some(s)) => s.token_name == self.name && self.state.auth.session_token_holds(&s),
+        match self.sessions.store.session(&self.id_hash).await {
+            Ok(Some(s)) => s.token_name == self.name && self.sessions.auth.session_token_holds(&s),
             Ok(None) => false,
             // The store is down a moment: keep the stream; the next check decides.
             Err(_) => true,
@@ -79,15 +86,13 @@ fn refused(message: String) -> Response {
 
 pub async fn events(
     caller: Caller,
-    State(state): State<AppState>,
+    State(feed): State<Arc<Feed>>,
+    State(sessions): State<Sessions>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller.require(Access::Read)?;
-    let d = &state.dashboard;
-    let slot = match state
-        .feed
-        .open_stream(&caller.name, d.max_streams, d.max_streams_per_caller)
-    {
+    let d = sessions.dashboard.clone();
+    let slot = match feed.open_stream(&caller.name, d.max_streams, d.max_streams_per_caller) {
         Ok(slot) => slot,
         Err(crate::live::StreamRefused::Full) => {
             tracing::warn!(caller = %caller.name, max = d.max_streams, "event stream refused: [dashboard] max_streams are open");
@@ -107,14 +112,14 @@ pub async fn events(
     let now = tokio::time::Instant::now();
     let session = caller.session_csrf.as_ref().and_then(|_| {
         Some(Session {
-            state: state.clone(),
-            id_hash: crate::web::session::id_hash(&crate::web::session::cookie_secret(&headers)?),
+            sessions: sessions.clone(),
+            id_hash: id_hash(&cookie_secret(&headers)?),
             name: caller.name.clone(),
             next_check: now + SESSION_CHECK,
         })
     });
     let open = Open {
-        sub: state.feed.subscribe(),
+        sub: feed.subscribe(),
         _slot: slot,
         ends: now + d.max_stream_lifetime,
         session,

@@ -2,17 +2,19 @@
 
 use axum::{
     extract::{rejection::QueryRejection, Path, Query, State},
-    http::StatusCode,
     Json,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    auth::{Access, Caller},
-    ApiError, AppState,
+use crate::{
+    http::{
+        actions::Actions,
+        caller::{Access, Caller},
+        error::ApiError,
+    },
+    store::{IncidentStatus, Store},
 };
-use crate::store::{Incident, IncidentStatus};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +25,7 @@ pub struct ListQuery {
 
 pub async fn list(
     caller: Caller,
-    State(state): State<AppState>,
+    State(store): State<Store>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Access::Read)?;
@@ -37,100 +39,39 @@ pub async fn list(
         })?),
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    Ok(Json(json!(
-        state.store.list_incidents(status, limit).await?
-    )))
+    Ok(Json(json!(store.list_incidents(status, limit).await?)))
 }
 
 pub async fn show(
     caller: Caller,
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Access::Read)?;
-    let incident = state
-        .store
+    let incident = store
         .get_incident(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no incident with id `{id}`")))?;
-    let timeline = state.store.timeline(&id).await?;
+    let timeline = store.timeline(&id).await?;
     let mut v = json!(incident);
     v["timeline"] = json!(timeline);
     Ok(Json(v))
 }
 
+/// `POST /api/v1/incidents/{id}/ack`: the dashboard's button does the same.
 pub async fn ack(
     caller: Caller,
-    State(state): State<AppState>,
+    State(actions): State<Actions>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(acknowledge(&state, &caller, &id).await?)))
+    Ok(Json(json!(actions.acknowledge(&caller, &id).await?)))
 }
 
-/// Acknowledges an incident for `caller` and tells every channel that was paged (the API
-/// and the dashboard's button both come here).
-pub(crate) async fn acknowledge(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<Option<Incident>, ApiError> {
-    caller.require(Access::Operate)?;
-    let incident = state
-        .store
-        .get_incident(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no incident with id `{id}`")))?;
-    if !state.store.ack_incident(id, &caller.name).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("incident is {}, not open", incident.status.as_str()),
-        ));
-    }
-    // Tell every channel that was paged (PagerDuty gets an `acknowledge` event).
-    if let Some(notifier) = &state.services.notifier {
-        let message = crate::notify::Message {
-            kind: "acknowledge".into(),
-            title: incident.title.clone(),
-            text: format!("acknowledged by {}", caller.name),
-            incident: Some(id.to_string()),
-            level: incident.level.clone(),
-            approval: None,
-        };
-        for channel in state.store.paged_channels(id).await? {
-            if let Err(e) = notifier.enqueue(&channel, &message).await {
-                tracing::warn!(incident = %id, channel, error = %e, "acknowledgement not queued");
-            }
-        }
-    }
-    Ok(state.store.get_incident(id).await?)
-}
-
+/// `POST /api/v1/incidents/{id}/resolve`
 pub async fn resolve(
     caller: Caller,
-    State(state): State<AppState>,
+    State(actions): State<Actions>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(resolve_by(&state, &caller, &id).await?)))
-}
-
-/// Resolves an incident for `caller` (API and dashboard).
-pub(crate) async fn resolve_by(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<Option<Incident>, ApiError> {
-    caller.require(Access::Operate)?;
-    state
-        .store
-        .get_incident(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no incident with id `{id}`")))?;
-    let why = format!("resolved by {}", caller.name);
-    if !state.store.resolve_incident(id, &caller.name, &why).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "incident is already resolved",
-        ));
-    }
-    Ok(state.store.get_incident(id).await?)
+    Ok(Json(json!(actions.resolve(&caller, &id).await?)))
 }

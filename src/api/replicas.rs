@@ -4,15 +4,23 @@
 use axum::{extract::State, Json};
 use serde_json::{json, Value};
 
-use super::{
-    auth::{Access, Caller},
-    ApiError, AppState,
+use crate::{
+    dispatch::Dispatcher,
+    http::{
+        caller::{Access, Caller},
+        error::ApiError,
+    },
+    store::Store,
 };
 
-pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    caller: Caller,
+    State(dispatcher): State<Dispatcher>,
+    State(store): State<Store>,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Access::Read)?;
-    let me = state.dispatcher.lease();
-    let leases = state.store.live_leases().await?;
+    let me = dispatcher.lease();
+    let leases = store.live_leases().await?;
     Ok(Json(json!(leases
         .into_iter()
         .map(|(name, lease, expires_at)| json!({

@@ -13,14 +13,13 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{
-    auth::{Access, Caller},
-    ApiError, AppState,
-};
 use crate::{
-    dispatch::RunRequest,
-    store::{RunFilter, RunStatus, Trigger},
-    triggers::Event,
+    http::{
+        actions::Actions,
+        caller::{Access, Caller},
+        error::{body, ApiError},
+    },
+    store::{RunFilter, RunStatus, Store},
 };
 
 #[derive(Deserialize, Default)]
@@ -41,21 +40,23 @@ pub struct TriggerQuery {
 /// Starts a run. `?wait=true` answers 200 with the finished run; otherwise 202 with its id.
 pub async fn trigger(
     caller: Caller,
-    State(state): State<AppState>,
+    State(actions): State<Actions>,
     Path(name): Path<String>,
     query: Result<Query<TriggerQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    request: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Access::Operate)?;
     let Query(query) = query?;
-    let body = super::error::body(body)?;
+    let body = body(request)?;
     let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
         TriggerBody::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid run request body: {e}")))?
     };
-    let submission = start(&state, &caller, name, body.params, body.dry_run, query.wait).await?;
+    let submission = actions
+        .start(&caller, name, body.params, body.dry_run, query.wait)
+        .await?;
     match submission.done {
         Some(done) => {
             let run = done.await.map_err(|_| {
@@ -76,33 +77,6 @@ pub async fn trigger(
         )
             .into_response()),
     }
-}
-
-/// Submits a manual run for `caller` (API and the dashboard's Run button).
-pub(crate) async fn start(
-    state: &AppState,
-    caller: &Caller,
-    playbook: String,
-    params: Map<String, Value>,
-    dry_run: bool,
-    wait: bool,
-) -> Result<crate::dispatch::Submission, ApiError> {
-    caller.require(Access::Operate)?;
-    Ok(state
-        .dispatcher
-        .submit(
-            RunRequest {
-                event: Event::manual(&playbook, params, dry_run),
-                playbook,
-                trigger: Trigger {
-                    kind: crate::triggers::EventKind::Manual,
-                    name: "api".into(),
-                    actor: caller.name.clone(),
-                },
-            },
-            wait,
-        )
-        .await?)
 }
 
 #[derive(Deserialize)]
@@ -155,7 +129,7 @@ fn status_names() -> String {
 
 pub async fn list(
     caller: Caller,
-    State(state): State<AppState>,
+    State(store): State<Store>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Access::Read)?;
@@ -174,8 +148,7 @@ pub async fn list(
     }
     let playbook = q.playbook.filter(|p| !p.is_empty());
     let incident = q.incident.filter(|i| !i.is_empty());
-    let runs = state
-        .store
+    let runs = store
         .list_runs(&RunFilter {
             playbook: playbook.clone(),
             status,
@@ -222,11 +195,11 @@ pub async fn list(
 
 pub async fn show(
     caller: Caller,
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Access::Read)?;
-    match state.store.get_run(&id).await? {
+    match store.get_run(&id).await? {
         Some(run) => Ok(Json(run).into_response()),
         None => Err(ApiError::not_found(format!("no run with id `{id}`"))),
     }

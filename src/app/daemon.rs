@@ -8,9 +8,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::Core;
 use crate::{
-    api::{self, AppState, Auth},
     config::Config,
     engine::{reload, Catalog},
+    http::{self, AppState, Auth},
 };
 
 /// The running daemon.
@@ -20,7 +20,7 @@ pub struct Daemon {
     listener: TcpListener,
     auth: Arc<Auth>,
     /// Slack's Approve / Deny buttons, when `[approvals] signing_secret_env` is set.
-    slack: Option<Arc<api::slack::SlackApprovals>>,
+    slack: Option<Arc<http::slack::SlackApprovals>>,
     escalation: crate::escalation::Escalation,
     /// `serve --world`: the simulated world and the scenario it plays.
     world: Option<(Arc<crate::sim::World>, crate::sim::scenario::Scenario)>,
@@ -55,7 +55,7 @@ impl Daemon {
                 config.server.listen
             );
         }
-        let slack = api::slack::SlackApprovals::from_config(&config.approvals)?;
+        let slack = http::slack::SlackApprovals::from_config(&config.approvals)?;
         let core = Core::start_in(&config, world.as_ref().map(|(w, _)| w.clone())).await?;
         let channels = core
             .services
@@ -129,7 +129,7 @@ impl Daemon {
         let scheduler_stop = stop.child_token();
         let mut escalation = escalation;
         let table = escalation.share();
-        let escalator = tasks.spawn(crate::escalation::run(
+        let escalator = tasks.spawn(crate::schedulers::escalation::run(
             escalation,
             core.store.clone(),
             core.dispatcher.clone(),
@@ -143,14 +143,14 @@ impl Daemon {
             .notifier
             .clone()
             .map(|n| tasks.spawn(n.run(delivery_stop.clone())));
-        let scheduler = tasks.spawn(crate::triggers::cron::run(
+        let scheduler = tasks.spawn(crate::schedulers::cron::run(
             core.catalog.clone(),
             core.dispatcher.clone(),
             core.store.clone(),
             config.cron.clone(),
             scheduler_stop.clone(),
         ));
-        let exporter = tasks.spawn(crate::metrics::key_metrics::run(
+        let exporter = tasks.spawn(crate::probes::run(
             core.metrics.clone(),
             core.services.clone(),
             config.key_metrics.clone(),
@@ -176,35 +176,36 @@ impl Daemon {
             metrics: core.metrics.clone(),
             auth,
             services: core.services.clone(),
-            alerts: config.alerts.clone(),
-            simulated,
+            alerts: Arc::new(config.alerts.clone()),
+            simulated: simulated.map(Arc::from),
             listen: listener.local_addr()?,
             slack,
             feed,
-            dashboard: config.dashboard.clone(),
+            dashboard: Arc::new(config.dashboard.clone()),
             escalation: table,
             escalation_interval: config.escalation.interval,
         };
-        let app = api::router(
+        let app = http::router(
             state,
-            api::RequestLimits {
+            http::RequestLimits {
                 max_body_bytes: config.server.max_body_bytes,
                 body_timeout: config.server.request_body_timeout,
                 request_timeout: config.server.request_timeout,
             },
+            [crate::api::routes(), crate::web::routes()],
         );
         let addr = listener.local_addr()?;
         tracing::info!(%addr, auth = if config.server.tokens.is_empty() { "none (loopback only)" } else { "bearer tokens" }, dashboard = %format!("http://{addr}/"), "listening");
         let server = {
             let http_stop = http_stop.clone();
-            let limits = api::serve::ServerLimits {
+            let limits = http::serve::ServerLimits {
                 header_read_timeout: config.server.header_read_timeout,
                 max_connections: config.server.max_connections,
                 write_timeout: config.server.write_timeout,
                 max_connections_per_client: config.server.max_connections_per_client,
                 trusted_proxies: Arc::new(config.server.trusted_proxy_nets()),
             };
-            tasks.spawn(api::serve::serve(
+            tasks.spawn(http::serve::serve(
                 listener,
                 app,
                 limits,

@@ -10,7 +10,7 @@ use runbookd::config::Config;
 pub fn preflight(config: &Config, playbooks: &[String]) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    match runbookd::api::Auth::from_config(&config.server.tokens) {
+    match runbookd::http::Auth::from_config(&config.server.tokens) {
         // The rule `serve` applies (src/app/daemon.rs).
         Ok(auth) if auth.is_open() && !config.server.listen.ip().is_loopback() => {
             problems.push(format!(
@@ -26,7 +26,7 @@ pub fn preflight(config: &Config, playbooks: &[String]) -> (Vec<String>, Vec<Str
             problems.push(e.to_string());
         }
     }
-    if let Err(e) = runbookd::api::slack::SlackApprovals::from_config(&config.approvals) {
+    if let Err(e) = runbookd::http::slack::SlackApprovals::from_config(&config.approvals) {
         problems.push(e.to_string());
     }
     // A status page without its key does not stop `serve` (it says so on first use), but

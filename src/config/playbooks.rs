@@ -32,7 +32,7 @@ pub struct PlaybooksConfig {
     /// Nested function calls.
     pub max_call_depth: usize,
     /// Memory one script may hold, in bytes (0 = no limit): strings, arrays, maps, BLOBs and
-    /// everything else it allocates, counted by the allocator (see `engine::memory`). A run
+    /// everything else it allocates, counted by the allocator (see `primitives::memory`). A run
     /// past it ends `failed`, reason `data_too_large`.
     pub max_run_memory: usize,
     /// No longer read (Rhai's per-value limits made growing an array quadratic): kept so that

@@ -17,14 +17,12 @@ use super::{
 };
 use crate::{
     config::AlertsConfig,
+    event::AlertFacts,
     store::{
         group_commit::{commit_and_answer, take_waiting, Commit, Waiter},
-        AlertRecord, Batch, Incident, RunStatus, Trigger,
+        AlertRecord, Batch, Incident, RunStatus,
     },
-    triggers::{
-        alertmanager::{Alert, AlertStatus},
-        Event,
-    },
+    triggers::alertmanager::{Alert, AlertStatus},
 };
 
 /// What happened to one alert.
@@ -352,26 +350,13 @@ impl Dispatcher {
 
 /// The run an alert starts of `playbook` on `incident`.
 fn alert_run(alert: &Alert, incident: &str, playbook: String, actor: &str) -> RunRequest {
-    let event = Event {
-        kind: crate::triggers::EventKind::Alert,
+    let facts = AlertFacts {
         name: alert.name().to_string(),
         status: alert.status.to_string(),
         labels: to_map(&alert.labels),
         annotations: to_map(&alert.annotations),
-        params: Map::new(),
-        incident: Some(incident.to_string()),
-        dry_run: false,
-        approval: None,
     };
-    RunRequest {
-        playbook,
-        event,
-        trigger: Trigger {
-            kind: crate::triggers::EventKind::Alert,
-            name: alert.name().to_string(),
-            actor: actor.to_string(),
-        },
-    }
+    RunRequest::alert(&playbook, facts, incident, actor)
 }
 
 /// A batch of notifications committed by [`Dispatcher::ingest_batch`]; `locked` is told

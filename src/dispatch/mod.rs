@@ -31,9 +31,10 @@ use crate::{
     engine::{Catalog, Playbook},
     metrics::Metrics,
     primitives::Services,
-    store::{Fence, Lease, RunRecord, RunUpdate, Store, StoreError, Trigger},
-    triggers::Event,
+    store::{Fence, Lease, RunRecord, RunUpdate, Store, StoreError},
 };
+
+pub use crate::event::RunRequest;
 
 /// Why a trigger was refused.
 #[derive(Debug, thiserror::Error)]
@@ -49,13 +50,6 @@ pub enum DispatchError {
     /// A batch of alerts could not be recorded; its senders get this (503) and retry.
     #[error("alerts not recorded: {0}; retry")]
     NotRecorded(String),
-}
-
-/// A request to run a playbook.
-pub struct RunRequest {
-    pub playbook: String,
-    pub event: Event,
-    pub trigger: Trigger,
 }
 
 /// An accepted run; `done` resolves with the final record when asked for.
@@ -308,13 +302,7 @@ impl Dispatcher {
             .catalog
             .get(&req.playbook)
             .ok_or_else(|| DispatchError::UnknownPlaybook(req.playbook.clone()))?;
-        let mut record = RunRecord::queued(
-            &playbook.name,
-            &playbook.version,
-            req.trigger,
-            serde_json::to_value(&req.event).unwrap_or_default(),
-            inner.store.now(),
-        );
+        let mut record = RunRecord::queued(req, &playbook.version, inner.store.now());
         record.owner = Some(inner.lease().id);
         let admission = run::admit(inner, &mut record, start_now)?;
         Ok(Prepared {
@@ -340,20 +328,6 @@ impl Dispatcher {
         };
         run::hand_on(&self.inner, prepared.admission, job);
         Submission { run: record, done }
-    }
-
-    /// A run of runbookd's own (an escalation level's playbook, a cron tick), recorded by
-    /// the caller in the same transaction as what caused it, owned by nobody: whichever
-    /// replica has a free slot claims it. The run queue's bound does not apply — such runs
-    /// wait in the store — and the playbook version is the one serving when it starts.
-    pub fn internal_record(req: RunRequest, queued_at: i64) -> RunRecord {
-        RunRecord::queued(
-            &req.playbook,
-            "",
-            req.trigger,
-            serde_json::to_value(&req.event).unwrap_or_default(),
-            queued_at,
-        )
     }
 
     /// Tells the claimer that runs nobody owns were recorded.

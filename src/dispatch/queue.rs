@@ -8,7 +8,7 @@ use std::sync::{atomic::Ordering, Arc};
 
 use tokio::sync::{mpsc, Notify};
 
-use super::{leases, run, Dispatcher, Inner, Job};
+use super::{leases, run, run::Slot, Dispatcher, Inner, Job};
 use crate::store::RunRecord;
 
 /// Where runs wait to be started: the bounded queue of runs accepted from outside, and
@@ -57,40 +57,6 @@ pub(super) async fn dispatch_loop(inner: Arc<Inner>, mut waiting: Waiting, done:
         leave_queued(&inner, job);
     }
     done.notify_one();
-}
-
-/// One of `max_concurrent_runs`, held by a run while it may act. Given back, it wakes the
-/// claimer when unowned runs wait in the store.
-pub(super) struct Slot {
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    inner: Arc<Inner>,
-}
-
-impl Slot {
-    /// A slot for a run admitted now, if one is free and no run waits for one (those go
-    /// first), on a dispatcher whose loop starts runs (a simulation starts its own).
-    pub(super) fn free(inner: &Arc<Inner>) -> Option<Slot> {
-        let waiting = inner.queue.max_capacity() - inner.queue.capacity()
-            + inner.claimed_waiting.load(Ordering::Acquire);
-        if inner.inline.is_some() || waiting > 0 {
-            return None;
-        }
-        let permit = inner.slots.clone().try_acquire_owned().ok()?;
-        Some(Slot {
-            permit: Some(permit),
-            inner: inner.clone(),
-        })
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        // Free first, so the woken claimer counts this slot.
-        drop(self.permit.take());
-        if self.inner.backlog.load(Ordering::Acquire) {
-            self.inner.claim_wake.notify_one();
-        }
-    }
 }
 
 /// A run not started at shutdown stays queued in the store (released with the lease);

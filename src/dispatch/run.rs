@@ -5,13 +5,13 @@
 //! path.
 
 use std::{
-    sync::Arc,
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
 use tokio::sync::mpsc;
 
-use super::{queue::Slot, DispatchError, Inner, Job};
+use super::{DispatchError, Inner, Job};
 use crate::{
     engine::{runner, Playbook},
     store::{Lease, RunError, RunRecord, RunStatus, RunUpdate},
@@ -64,6 +64,40 @@ pub(super) fn hand_on(inner: &Arc<Inner>, admission: Admission, job: Job) {
     }
 }
 
+/// One of `max_concurrent_runs`, held by a run while it may act. Given back, it wakes the
+/// claimer when unowned runs wait in the store.
+pub(super) struct Slot {
+    pub(super) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(super) inner: Arc<Inner>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Free first, so the woken claimer counts this slot.
+        drop(self.permit.take());
+        if self.inner.backlog.load(Ordering::Acquire) {
+            self.inner.claim_wake.notify_one();
+        }
+    }
+}
+
+impl Slot {
+    /// A slot for a run admitted now, if one is free and no run waits for one (those go
+    /// first), on a dispatcher whose loop starts runs (a simulation starts its own).
+    pub(super) fn free(inner: &Arc<Inner>) -> Option<Slot> {
+        let waiting = inner.queue.max_capacity() - inner.queue.capacity()
+            + inner.claimed_waiting.load(Ordering::Acquire);
+        if inner.inline.is_some() || waiting > 0 {
+            return None;
+        }
+        let permit = inner.slots.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            permit: Some(permit),
+            inner: inner.clone(),
+        })
+    }
+}
+
 /// Runs one job to its end. Returns the final record when this process recorded it (the
 /// inline executor collects them); `None` when the run was not this process's to run or
 /// finish, or went the retry path.
@@ -85,7 +119,7 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
     // Runs of one playbook for one incident take turns.
     let _turn = inner
         .turns
-        .take(record.event["incident"].as_str(), &record.playbook)
+        .take(record.event.incident.as_deref(), &record.playbook)
         .await;
     let (lease, lease_runs, fence) = inner.held();
     let owner = record.owner.clone().unwrap_or_default();
@@ -112,13 +146,12 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
     let engine = inner.catalog.engine().clone();
     let services = inner.services();
     let timeout = inner.limits.timeout;
-    let limits = runner::RecordLimits::of(&inner.limits);
+    let limits = crate::primitives::RecordLimits::of(&inner.limits);
     let run_id = record.id.clone();
     // The script sees which attempt this is, so a retried run can look before it acts.
-    let mut event = record.event.clone();
-    event["attempt"] = record.attempt.into();
+    record.event.attempt = record.attempt;
+    let event = record.event.clone();
     let dry_run = record.dry_run;
-    let attempt = record.attempt;
     let requested_by = record.trigger.actor.clone();
     let pb = playbook.clone();
     let cancel = lease_runs.clone();
@@ -134,7 +167,6 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
                 timeout,
                 limits,
                 fence: Some(fence),
-                attempt,
             },
             services,
             cancel,
@@ -278,15 +310,15 @@ async fn interrupted(inner: &Inner, record: &RunRecord, lease: &Lease) {
 /// a restart does the same.
 async fn resolve_after_resolved_alert(inner: &Inner, record: &RunRecord) {
     let e = &record.event;
-    if e["kind"] != "alert" || e["status"] != "resolved" {
+    if e.kind != crate::event::EventKind::Alert || e.status != "resolved" {
         return;
     }
-    let Some(incident) = e["incident"].as_str() else {
+    let Some(incident) = e.incident.as_deref() else {
         return;
     };
     let why = format!(
         "alert {} resolved; {} run {} {}",
-        e["name"].as_str().unwrap_or(""),
+        e.name,
         record.playbook,
         record.id,
         record.status.as_str()

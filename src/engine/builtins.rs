@@ -1,6 +1,6 @@
 //! Checked versions of the Rhai built-ins that allocate by an argument rather than by their
 //! inputs: `blob(len)`, `blob(len, value)` and the four `pad`s. With Rhai's own size limits
-//! off (see [`super::memory`]), Rhai's versions would allocate whatever `len` says in one
+//! off (see [`crate::primitives::memory`]), Rhai's versions would allocate whatever `len` says in one
 //! operation — before the per-operation budget check could see it. These refuse first, with
 //! the same uncatchable error Rhai's limits raise, and otherwise do exactly what Rhai's do.
 //! Registered on the engine, they shadow the standard package's functions of the same
@@ -11,7 +11,7 @@
 
 use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, INT};
 
-use super::memory;
+use crate::primitives::memory;
 
 /// Replaces Rhai's argument-sized allocators with ones checked against `limit` bytes
 /// (`[playbooks] max_run_memory`; 0 = no limit).

@@ -13,7 +13,7 @@ use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{metrics::Metrics, store::now_ms, triggers::TriggerSpec};
+use crate::{clock::Clock, metrics::Metrics, triggers::TriggerSpec};
 
 /// A compiled playbook version. Runs hold an `Arc` to the version they started on, so a
 /// reload never changes a run in flight.
@@ -25,7 +25,7 @@ pub struct Playbook {
     pub version: String,
     pub ast: AST,
     pub triggers: Vec<TriggerSpec>,
-    /// Unix milliseconds.
+    /// Unix milliseconds, by the catalog's clock.
     pub loaded_at: i64,
 }
 
@@ -80,6 +80,8 @@ pub struct Catalog {
     /// Must pass before changed playbooks replace serving ones (`[playbooks]
     /// require_tests`: the playbook tests); `Err` says why not.
     gate: std::sync::OnceLock<Gate>,
+    /// Stamps each version's `loaded_at`.
+    clock: Clock,
 }
 
 /// A check a reload must pass; see [`Catalog::set_gate`].
@@ -97,7 +99,14 @@ impl Catalog {
             reload_lock: std::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
             gate: std::sync::OnceLock::new(),
+            clock: Clock::Real,
         }
+    }
+
+    /// The same catalog, stamping load times from `clock` (a world's virtual one).
+    pub fn with_clock(mut self, clock: Clock) -> Catalog {
+        self.clock = clock;
+        self
     }
 
     /// Installs a check that changed playbooks must pass before they serve. When it fails
@@ -181,9 +190,10 @@ impl Catalog {
                     report.unchanged += 1;
                     continue;
                 }
+                let loaded_at = self.clock.now_ms();
                 compiled.push((
                     name.clone(),
-                    compile(&self.engine, name, path, &source, version),
+                    compile(&self.engine, name, path, &source, version, loaded_at),
                 ));
             }
         }
@@ -400,13 +410,15 @@ fn position(pos: Position) -> (Option<usize>, Option<usize>) {
 /// Longest that `triggers()` and imported modules' top levels may run while loading.
 const LOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Compiles one playbook: syntax, imports, `fn run(event)`, and `triggers()`.
+/// Compiles one playbook: syntax, imports, `fn run(event)`, and `triggers()`; `loaded_at`
+/// (unix ms) is when it is being loaded.
 pub fn compile(
     engine: &Engine,
     name: &str,
     path: &Path,
     source: &str,
     version: String,
+    loaded_at: i64,
 ) -> Result<Playbook, LoadError> {
     let fail = |pos: Position, message: String| {
         let (line, column) = position(pos);
@@ -490,7 +502,7 @@ pub fn compile(
         version,
         ast,
         triggers,
-        loaded_at: now_ms(),
+        loaded_at,
     })
 }
 
@@ -531,7 +543,7 @@ pub fn check_dir(engine: &Engine, dir: &Path) -> std::io::Result<(Vec<String>, V
     for (name, path) in scan(dir)? {
         let source = std::fs::read_to_string(&path)?;
         let version = version_of(&source, &modules_hash);
-        match compile(engine, &name, &path, &source, version) {
+        match compile(engine, &name, &path, &source, version, Clock::Real.now_ms()) {
             Ok(_) => ok.push(name),
             Err(e) => errors.push(e),
         }

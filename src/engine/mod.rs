@@ -5,7 +5,6 @@
 mod builtins;
 pub mod catalog;
 pub mod conditions;
-pub mod memory;
 pub mod modules;
 pub mod reload;
 pub mod runner;
@@ -43,7 +42,7 @@ pub fn build(config: &PlaybooksConfig, playbook_dir: &Path) -> Engine {
     // double a string. The clock every 256 operations: reading it on every one would double
     // the cost of tight loops, and 256 are still sub-millisecond.
     engine.on_progress(move |ops| {
-        if memory::exceeded(max_memory) {
+        if crate::primitives::memory::exceeded(max_memory) {
             Some(rhai::Dynamic::from(primitives::TERMINATED_MEMORY))
         } else if ops % 256 == 0 {
             primitives::check_interrupt()

@@ -8,9 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::catalog::{innermost, strip_position, Playbook};
 use crate::{
+    event::Event,
     primitives::{
-        RunContext, RunGuard, Services, TERMINATED_LEASE, TERMINATED_MEMORY, TERMINATED_SHUTDOWN,
-        TERMINATED_TIMEOUT,
+        RecordLimits, RunContext, RunGuard, Services, TERMINATED_LEASE, TERMINATED_MEMORY,
+        TERMINATED_SHUTDOWN, TERMINATED_TIMEOUT,
     },
     store::{LogLine, RunError, RunStatus},
 };
@@ -20,58 +21,13 @@ pub struct RunSpec<'a> {
     pub run_id: &'a str,
     /// Who triggered the run (the trigger's actor).
     pub requested_by: &'a str,
-    pub event: &'a serde_json::Value,
+    /// What the script receives; its `attempt` is the fencing token under a lease.
+    pub event: &'a Event,
     pub dry_run: bool,
     pub timeout: Duration,
     pub limits: RecordLimits,
     /// The lease the run executes under: past it, nothing acts ([`crate::store::Fence`]).
     pub fence: Option<std::sync::Arc<crate::store::Fence>>,
-    /// Which attempt of the run this is: its fencing token under a lease.
-    pub attempt: i64,
-}
-
-/// How much of a run its record keeps (`[playbooks] max_log_*`, `max_actions`,
-/// `max_result_bytes`): whatever a script does, its final state can be written.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordLimits {
-    pub max_log_lines: usize,
-    pub max_log_line_bytes: usize,
-    pub max_log_bytes: usize,
-    pub max_actions: usize,
-    pub max_result_bytes: usize,
-    /// `[playbooks] max_run_memory`, named in the error of a run that held more.
-    pub max_run_memory: usize,
-}
-
-impl RecordLimits {
-    pub fn of(cfg: &crate::config::PlaybooksConfig) -> RecordLimits {
-        RecordLimits {
-            max_log_lines: cfg.max_log_lines,
-            max_log_line_bytes: cfg.max_log_line_bytes,
-            max_log_bytes: cfg.max_log_bytes,
-            max_actions: cfg.max_actions,
-            max_result_bytes: cfg.max_result_bytes,
-            max_run_memory: cfg.max_run_memory,
-        }
-    }
-}
-
-/// `text` cut to at most `max` bytes (on a character boundary), with a marker saying how
-/// much was cut.
-pub fn truncate(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    if text.len() <= max {
-        return text.into();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!(
-        "{}… [truncated: {} more bytes]",
-        &text[..end],
-        text.len() - end
-    )
-    .into()
 }
 
 /// What came out of a run.
@@ -96,8 +52,8 @@ pub fn execute(
         run_id: spec.run_id.to_string(),
         playbook: playbook.name.clone(),
         dry_run: spec.dry_run,
-        incident: spec.event["incident"].as_str().map(str::to_string),
-        requested_by: crate::approvals::requester_of(spec.event, spec.requested_by),
+        incident: spec.event.incident.clone(),
+        requested_by: spec.event.requester(spec.requested_by),
         answer: crate::approvals::Answer::of(spec.event, &playbook.name),
         awaiting_approval: Default::default(),
         deadline: Instant::now() + spec.timeout,
@@ -107,7 +63,7 @@ pub fn execute(
         fence: spec.fence.clone(),
         fence_token: spec.fence.as_ref().map(|_| crate::primitives::FenceToken {
             run: spec.run_id.to_string(),
-            attempt: spec.attempt,
+            attempt: spec.event.attempt,
         }),
         services,
         limits: spec.limits,
@@ -195,14 +151,14 @@ fn bounded_result(result: serde_json::Value, max: usize) -> serde_json::Value {
         "truncated": true,
         "bytes": text.len(),
         "why": format!("larger than [playbooks] max_result_bytes = {max}"),
-        "preview": truncate(&text, 8 * 1024),
+        "preview": crate::text::truncate(&text, 8 * 1024),
     })
 }
 
 fn call_run(
     engine: &Engine,
     playbook: &Playbook,
-    event: &serde_json::Value,
+    event: &Event,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let event: Dynamic = rhai::serde::to_dynamic(event)?;
     // Top-level statements run first: that is where `import`s live, and functions can only
@@ -237,7 +193,7 @@ fn classify(err: &EvalAltResult, timeout: Duration, max_memory: usize) -> (RunSt
                         crate::store::RunErrorReason::DataTooLarge,
                         format!(
                             "the script held more memory than [playbooks] max_run_memory ({})",
-                            super::memory::human(max_memory)
+                            crate::primitives::memory::human(max_memory)
                         ),
                     ),
                 )

@@ -1,5 +1,5 @@
 //! The escalation table: levels (L1 → L2 → L3 → P1 by default, from the runbook) walked up
-//! by a periodic evaluator over every unresolved incident.
+//! by a periodic evaluator over every unresolved incident (`crate::schedulers::escalation`).
 //!
 //! Each level fires once per incident — paging its channels through the outbox and
 //! optionally running a playbook — when its condition holds or a playbook escalated the
@@ -15,19 +15,12 @@ use std::{
 };
 
 use serde::Deserialize;
-use serde_json::{json, Map};
-use tokio_util::sync::CancellationToken;
 
 mod next;
 
 pub use next::next_level;
 
-use crate::{
-    dispatch::{Dispatcher, RunRequest},
-    engine::conditions::Condition,
-    store::{Incident, IncidentStatus, RunRecord, Store, StoreError, Trigger},
-    triggers::Event,
-};
+use crate::engine::conditions::Condition;
 
 /// The table shipped with runbookd: the runbook's own.
 pub const DEFAULT_TABLE: &str = include_str!("../../examples/escalation.toml");
@@ -153,7 +146,7 @@ impl Table {
         Ok(Table { levels })
     }
 
-    fn rank(&self, level: &str) -> Option<usize> {
+    pub fn rank(&self, level: &str) -> Option<usize> {
         self.levels
             .iter()
             .position(|l| l.name.eq_ignore_ascii_case(level))
@@ -234,7 +227,7 @@ impl Escalation {
     }
 
     /// Re-reads the file if it changed; keeps the last good table on error.
-    fn refresh(&mut self) {
+    pub fn refresh(&mut self) {
         let Ok(meta) = std::fs::metadata(&self.file) else {
             return;
         };
@@ -256,229 +249,6 @@ impl Escalation {
             Err(e) => {
                 tracing::error!(file = %self.file.display(), error = %e, "escalation table not reloaded; keeping the last good one")
             }
-        }
-    }
-}
-
-fn payload(incident: &Incident, level: &Level, kind: &str) -> serde_json::Value {
-    let text = match kind {
-        "resolve" => format!("resolved: {}", incident.title),
-        // A playbook's `summary` fact is what a human should read first.
-        _ => match incident.facts.get("summary").and_then(|s| s.as_str()) {
-            Some(summary) => format!(
-                "{} — escalated to {}: {summary}\nfacts: {}",
-                incident.title, level.name, incident.facts
-            ),
-            None => format!(
-                "{} — escalated to {} ({}); facts: {}",
-                incident.title,
-                level.name,
-                level.condition.source(),
-                incident.facts
-            ),
-        },
-    };
-    json!({
-        "kind": kind,
-        "title": format!("[{}] {}", level.name, incident.title),
-        "text": text,
-        "incident": incident.id,
-        "level": level.name,
-    })
-}
-
-/// Incidents read per page of an evaluator pass.
-const PAGE: u32 = 500;
-
-/// One pass over every unresolved incident (paged by id, however many are open), then
-/// resolution notices; first, approvals that expired. Returns the runs the levels that fired recorded (their `playbook`),
-/// queued and owned by nobody, in the same transaction as the fire: the daemon's
-/// replicas claim them as slots free, a simulation runs them in place.
-pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRecord>, StoreError> {
-    let table = esc.table();
-    let now = store.now();
-    // Requests nobody decided in time are decisions too: their follow-up runs (and the
-    // `approval_expired` fact the table may read) come first.
-    let mut runs = crate::approvals::expire_due(store).await?;
-    let mut all_fires = store.fires_of_unresolved().await?;
-    for status in [IncidentStatus::Open, IncidentStatus::Acknowledged] {
-        let mut after = String::new();
-        loop {
-            let page = store.incidents_page(status, &after, PAGE).await?;
-            let Some(last) = page.last() else {
-                break;
-            };
-            after = last.id.clone();
-            let full = page.len() == PAGE as usize;
-            for incident in page {
-                let fires = all_fires.remove(&incident.id).unwrap_or_default();
-                evaluate_incident(table, store, &incident, &fires, now, &mut runs).await?;
-            }
-            if !full {
-                break;
-            }
-        }
-    }
-    for id in store.unannounced_resolutions().await? {
-        if let Some(incident) = store.get_incident(&id).await? {
-            let level = incident
-                .level
-                .as_deref()
-                .and_then(|l| table.rank(l))
-                .and_then(|r| table.levels.get(r))
-                .or(table.levels.first());
-            if let Some(level) = level {
-                store
-                    .announce_resolution(&id, &payload(&incident, level, "resolve"))
-                    .await?;
-            }
-        }
-    }
-    Ok(runs)
-}
-
-/// The levels of one incident: repeats of fired ones, fires of those whose condition holds.
-async fn evaluate_incident(
-    table: &Table,
-    store: &Store,
-    incident: &Incident,
-    fires: &[crate::store::Fire],
-    now: i64,
-    runs: &mut Vec<RunRecord>,
-) -> Result<(), StoreError> {
-    let current = incident.level.as_deref().and_then(|l| table.rank(l));
-    let age = (now - incident.opened_at) as f64 / 1000.0;
-    for (rank, level) in table.levels.iter().enumerate() {
-        let fired = fires.iter().find(|f| f.level == level.name);
-        if let Some(f) = fired {
-            // Repeats until acknowledged.
-            if let Some(every) = level.repeat {
-                if incident.status == IncidentStatus::Open
-                    && now - f.last_sent >= every.as_millis() as i64
-                {
-                    store
-                        .repeat_level(
-                            &incident.id,
-                            &level.name,
-                            f.last_sent,
-                            &level.channels,
-                            &payload(incident, level, "repeat"),
-                        )
-                        .await?;
-                }
-            }
-            continue;
-        }
-        if current.is_some_and(|c| rank < c) {
-            continue; // levels only go up
-        }
-        let escalated_here = current == Some(rank);
-        let holds = match level.condition.holds(
-            age,
-            &incident.facts,
-            incident.level.as_deref().unwrap_or(""),
-            incident.status.as_str(),
-            &incident.labels,
-        ) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(incident = %incident.id, level = %level.name, error = %e, "escalation condition failed");
-                false
-            }
-        };
-        if !(holds || escalated_here) {
-            continue;
-        }
-        let why = if escalated_here {
-            "a playbook escalated it".to_string()
-        } else {
-            format!("condition `{}` holds", level.condition.source())
-        };
-        let level_runs: Vec<RunRecord> = level
-            .playbooks
-            .iter()
-            .map(|playbook| {
-                let event = Event {
-                    kind: crate::triggers::EventKind::Escalation,
-                    name: level.name.clone(),
-                    status: incident.status.as_str().into(),
-                    labels: incident.labels.as_object().cloned().unwrap_or_default(),
-                    annotations: Map::new(),
-                    params: Map::new(),
-                    incident: Some(incident.id.clone()),
-                    dry_run: false,
-                    approval: None,
-                };
-                Dispatcher::internal_record(
-                    RunRequest {
-                        playbook: playbook.clone(),
-                        event,
-                        trigger: Trigger {
-                            kind: crate::triggers::EventKind::Escalation,
-                            name: level.name.clone(),
-                            actor: "runbookd".into(),
-                        },
-                    },
-                    now,
-                )
-            })
-            .collect();
-        let at_or_above: Vec<String> = table.levels[rank..]
-            .iter()
-            .map(|l| l.name.clone())
-            .collect();
-        let fired = store
-            .fire_level(
-                &incident.id,
-                &level.name,
-                &at_or_above,
-                &level.channels,
-                &payload(incident, level, "trigger"),
-                &format!("{} fired: {why}", level.name),
-                &level_runs,
-            )
-            .await?;
-        if fired {
-            tracing::warn!(incident = %incident.id, level = %level.name, channels = ?level.channels, "escalated");
-            runs.extend(level_runs);
-        }
-    }
-    Ok(())
-}
-
-/// Evaluates every `interval` until `stop`.
-pub async fn run(
-    mut esc: Escalation,
-    store: Store,
-    dispatcher: Dispatcher,
-    interval: Duration,
-    stop: CancellationToken,
-) {
-    let esc_ref = &mut esc;
-    loop {
-        esc_ref.refresh();
-        let started = std::time::Instant::now();
-        let outcome = evaluate(esc_ref, &store).await;
-        let took = started.elapsed();
-        if took > interval {
-            // Passes run back to back then (never overlapping); a human should know that
-            // levels fire later than the interval promises.
-            tracing::warn!(took_ms = took.as_millis() as u64, interval = %humantime::format_duration(interval), "escalation pass took longer than [escalation] interval");
-        }
-        match outcome {
-            Ok(runs) => {
-                for run in &runs {
-                    tracing::info!(run = %run.id, playbook = %run.playbook, incident = run.event["incident"].as_str().unwrap_or(""), level = %run.trigger.name, "escalation playbook queued");
-                }
-                if !runs.is_empty() {
-                    dispatcher.wake_claimer();
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "escalation pass failed; retrying"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.cancelled() => return,
         }
     }
 }

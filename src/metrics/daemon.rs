@@ -207,7 +207,7 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// The runbook's key metrics (measured by [`crate::metrics::key_metrics::run`]).
+    /// The runbook's key metrics (measured by [`crate::probes::run`]).
     pub fn key(&self) -> &crate::metrics::key_metrics::KeyMetrics {
         &self.key
     }

@@ -11,15 +11,13 @@
 //! | p95 latency > 5 s | `runbookd_stripe_api_duration_seconds` (histogram of runbookd's probes) |
 //! | Step 4: payment queue depth, workers alive | `runbookd_celery_queue_length{queue}`, `runbookd_celery_workers` (+ `_unanswered`) |
 //!
-//! Each measurement uses the same backends as the primitives and runs only when its backend
-//! is configured. A failed measurement is counted (`runbookd_key_metric_errors{metric}`) and
-//! leaves `runbookd_key_metric_last_success_timestamp_seconds{metric}` behind, so a stale
-//! value can be told from a healthy one.
+//! This is the registry of those series and what a measurement sets in them; the prober
+//! that measures the app on a schedule is [`crate::probes`]. A failed measurement is counted
+//! (`runbookd_key_metric_errors{metric}`) and leaves
+//! `runbookd_key_metric_last_success_timestamp_seconds{metric}` behind, so a stale value can
+//! be told from a healthy one.
 
-use std::{
-    sync::atomic::AtomicU64,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, sync::atomic::AtomicU64};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -31,10 +29,6 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use tokio_util::sync::CancellationToken;
-
-use crate::{config::KeyMetricsConfig, primitives::Services, store::now_ms};
-
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// A series without labels that appears only once it has been measured: a payment failure
@@ -217,261 +211,132 @@ impl KeyMetrics {
         m
     }
 
-    fn measured(&self, metric: &str, outcome: Result<(), String>) {
-        let label = MetricLabel {
-            metric: metric.into(),
-        };
-        match outcome {
-            Ok(()) => {
-                self.last_success
-                    .get_or_create(&label)
-                    .set(now_ms() as f64 / 1000.0);
-            }
-            Err(e) => {
-                self.errors.get_or_create(&label).inc();
-                tracing::warn!(metric, error = %e, "key metric not measured");
-            }
-        }
+    /// Counts a failed measurement, or stamps a good one by `clock` (the services' own).
+    /// A measurement of `metric` succeeded at `at_seconds` (unix seconds).
+    pub fn succeeded(&self, metric: &str, at_seconds: f64) {
+        self.last_success
+            .get_or_create(&MetricLabel {
+                metric: metric.into(),
+            })
+            .set(at_seconds);
     }
 
-    async fn breakers(&self, services: &Services) {
-        for name in services.breakers.names() {
-            let outcome = services.breakers.read(&name).await;
-            let state = match &outcome {
-                Ok(s) => s.state.as_str(),
-                Err(crate::primitives::breaker::BreakerError::NotConfigured(_)) => continue,
-                Err(_) => "unknown",
-            };
-            for s in BREAKER_STATES {
-                let labels = BreakerStateLabels {
-                    breaker: name.clone(),
-                    state: s.into(),
-                };
-                self.breaker_state
-                    .get_or_create(&labels)
-                    .set(i64::from(s == state));
-            }
-            let label = BreakerLabel {
-                breaker: name.clone(),
-            };
-            if let Ok(s) = &outcome {
-                self.breaker_failures.get_or_create(&label).set(s.failures);
-                let open = if s.state == "closed" {
-                    0.0
-                } else {
-                    s.seconds_since_open.unwrap_or(0.0)
-                };
-                self.breaker_open_seconds.get_or_create(&label).set(open);
-            }
-            self.measured(
-                &format!("breaker:{name}"),
-                outcome.map(|_| ()).map_err(|e| e.to_string()),
-            );
-        }
-    }
-
-    async fn payments(&self, services: &Services, cfg: &KeyMetricsConfig) {
-        if !services.payments.configured() {
-            return;
-        }
-        let counts = async {
-            services
-                .payments
-                .backend()?
-                .counts(cfg.failure_window)
-                .await
-        }
-        .await;
-        if let Ok(c) = &counts {
-            self.failure_ratio
-                .get_or_create(&unlabelled())
-                .set(c.failure_rate);
-            for status in ["pending", "completed", "failed", "refunded"] {
-                let n = c.by_status.get(status).copied().unwrap_or(0);
-                self.recent
-                    .get_or_create(&StatusLabel {
-                        status: status.into(),
-                    })
-                    .set(n);
-            }
-        }
-        self.measured(
-            "payments_failure_ratio",
-            counts.map(|_| ()).map_err(|e| e.to_string()),
-        );
-        self.stale_after
-            .get_or_create(&unlabelled())
-            .set(services.payments.stale_after().as_secs_f64());
-        let oldest = async { services.payments.backend()?.oldest_pending_age().await }.await;
-        if let Ok(age) = &oldest {
-            self.oldest_pending
-                .get_or_create(&unlabelled())
-                .set(age.unwrap_or(0.0));
-        }
-        self.measured(
-            "payments_oldest_pending_age",
-            oldest.map(|_| ()).map_err(|e| e.to_string()),
-        );
-        let reconciled = async {
-            services
-                .payments
-                .backend()?
-                .newest_app_reconciled_age()
-                .await
-        }
-        .await;
-        match &reconciled {
-            Ok(Some(age)) => {
-                self.app_reconciled.get_or_create(&unlabelled()).set(*age);
-            }
-            Ok(None) => {
-                self.app_reconciled.remove(&unlabelled());
-            }
-            Err(_) => {}
-        }
-        self.measured(
-            "payments_app_reconciled",
-            reconciled.map(|_| ()).map_err(|e| e.to_string()),
-        );
-    }
-
-    async fn webhooks(&self, services: &Services, cfg: &KeyMetricsConfig) {
-        if !services.payments.configured() || !services.stripe.key_info().set {
-            return;
-        }
-        let now = now_ms() / 1000;
-        let window = cfg.webhook_window.as_secs() as i64;
-        let grace = cfg.webhook_grace.as_secs() as i64;
-        let outcome = async {
-            let (expected, complete) = services
-                .stripe
-                .count_events(now - window, now - grace, &cfg.webhook_event_types, 20)
-                .await
-                .map_err(|e| format!("Stripe events: {e}"))?;
-            let received = async {
-                services
-                    .payments
-                    .backend()?
-                    .webhook_count(cfg.webhook_window)
-                    .await
-            }
-            .await
-            .map_err(|e| e.to_string())?;
-            if !complete {
-                tracing::warn!(
-                    expected,
-                    "more Stripe events in the webhook window than runbookd counts (2,000); the ratio uses the first 2,000"
-                );
-            }
-            Ok::<_, String>((expected as i64, received))
-        }
-        .await;
-        if let Ok((expected, received)) = outcome {
-            self.webhook_expected
-                .get_or_create(&unlabelled())
-                .set(expected);
-            self.webhook_received
-                .get_or_create(&unlabelled())
-                .set(received);
-            let ratio = if expected == 0 {
-                1.0
-            } else {
-                (received as f64 / expected as f64).min(1.0)
-            };
-            self.webhook_ratio.get_or_create(&unlabelled()).set(ratio);
-        }
-        self.measured("webhook_delivery_ratio", outcome.map(|_| ()));
-    }
-
-    async fn stripe(&self, services: &Services, cfg: &KeyMetricsConfig) {
-        if !cfg.stripe_probe || !services.stripe.key_info().set {
-            return;
-        }
-        let ping = services.stripe.ping().await;
-        self.stripe_seconds.observe(ping.latency_ms / 1000.0);
-        self.stripe_probes
-            .get_or_create(&ResultLabel {
-                result: ping.result.clone(),
+    /// A measurement of `metric` failed.
+    pub fn failed(&self, metric: &str) {
+        self.errors
+            .get_or_create(&MetricLabel {
+                metric: metric.into(),
             })
             .inc();
-        let outcome = if ping.result == "connected" {
-            Ok(())
-        } else {
-            Err(format!("{}: {}", ping.result, ping.message))
+    }
+
+    /// `breaker` is in `state` (one of closed, open, half_open, unknown): 1 for it, 0 for
+    /// the others.
+    pub fn breaker_state(&self, breaker: &str, state: &str) {
+        for s in BREAKER_STATES {
+            let labels = BreakerStateLabels {
+                breaker: breaker.into(),
+                state: s.into(),
+            };
+            self.breaker_state
+                .get_or_create(&labels)
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// What `breaker` counted, and how long it has been open (0 while closed).
+    pub fn breaker_reading(&self, breaker: &str, failures: i64, open_seconds: f64) {
+        let label = BreakerLabel {
+            breaker: breaker.into(),
         };
-        self.measured("stripe_api", outcome);
+        self.breaker_failures.get_or_create(&label).set(failures);
+        self.breaker_open_seconds
+            .get_or_create(&label)
+            .set(open_seconds);
     }
 
-    async fn celery(&self, services: &Services) {
-        if !services.celery.configured() {
-            return;
+    /// Payments created in the failure window: the failure ratio and the count of each
+    /// status (0 for a status absent from `by_status`).
+    pub fn payment_counts(&self, failure_ratio: f64, by_status: &BTreeMap<String, i64>) {
+        self.failure_ratio
+            .get_or_create(&unlabelled())
+            .set(failure_ratio);
+        for status in ["pending", "completed", "failed", "refunded"] {
+            let n = by_status.get(status).copied().unwrap_or(0);
+            self.recent
+                .get_or_create(&StatusLabel {
+                    status: status.into(),
+                })
+                .set(n);
         }
-        let queues = services.celery.queues().await;
-        if let Ok(depths) = &queues {
-            for d in depths {
-                self.celery_queue
-                    .get_or_create(&QueueLabel {
-                        queue: d.queue.clone(),
-                    })
-                    .set(d.length);
+    }
+
+    /// `[payments] stale_after`, in seconds.
+    pub fn stale_after(&self, seconds: f64) {
+        self.stale_after.get_or_create(&unlabelled()).set(seconds);
+    }
+
+    /// Age of the oldest pending payment (None: none is pending, shown as 0).
+    pub fn oldest_pending(&self, age_seconds: Option<f64>) {
+        self.oldest_pending
+            .get_or_create(&unlabelled())
+            .set(age_seconds.unwrap_or(0.0));
+    }
+
+    /// Age of the newest payment the app's reconciliation settled; None removes the
+    /// series (it settled none).
+    pub fn app_reconciled(&self, age_seconds: Option<f64>) {
+        match age_seconds {
+            Some(age) => {
+                self.app_reconciled.get_or_create(&unlabelled()).set(age);
+            }
+            None => {
+                self.app_reconciled.remove(&unlabelled());
             }
         }
-        self.measured(
-            "celery_queue_length",
-            queues.map(|_| ()).map_err(|e| e.to_string()),
-        );
-        let alive = services.celery.alive().await;
-        if let Ok((alive, unanswered)) = &alive {
-            self.celery_workers.get_or_create(&unlabelled()).set(*alive);
-            self.celery_unanswered
-                .get_or_create(&unlabelled())
-                .set(*unanswered);
-        }
-        self.measured(
-            "celery_workers",
-            alive.map(|_| ()).map_err(|e| e.to_string()),
-        );
     }
 
-    /// One round of every measurement; they run concurrently so one slow backend does not
-    /// delay the others.
-    pub async fn measure(&self, services: &Services, cfg: &KeyMetricsConfig) {
-        tokio::join!(
-            self.breakers(services),
-            self.payments(services, cfg),
-            self.webhooks(services, cfg),
-            self.stripe(services, cfg),
-            self.celery(services),
-        );
+    /// Stripe events of the handled types in the webhook window and the app's
+    /// `webhook_received` rows for them; the ratio is 1 when Stripe sent none.
+    pub fn webhook_delivery(&self, expected: i64, received: i64) {
+        self.webhook_expected
+            .get_or_create(&unlabelled())
+            .set(expected);
+        self.webhook_received
+            .get_or_create(&unlabelled())
+            .set(received);
+        let ratio = if expected == 0 {
+            1.0
+        } else {
+            (received as f64 / expected as f64).min(1.0)
+        };
+        self.webhook_ratio.get_or_create(&unlabelled()).set(ratio);
     }
-}
 
-/// Measures every `interval` until `stop`; each round is bounded by the interval (at least
-/// 5 s) so a hung backend cannot pile rounds up.
-pub async fn run(
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-    services: Services,
-    cfg: KeyMetricsConfig,
-    stop: CancellationToken,
-) {
-    if cfg.interval.is_zero() {
-        return;
+    /// One Stripe API probe: its result and how long it took.
+    pub fn stripe_probe(&self, result: &str, latency_seconds: f64) {
+        self.stripe_seconds.observe(latency_seconds);
+        self.stripe_probes
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
-    let bound = cfg.interval.max(Duration::from_secs(5));
-    loop {
-        let started = Instant::now();
-        tokio::select! {
-            r = tokio::time::timeout(bound, metrics.key().measure(&services, &cfg)) => {
-                if r.is_err() {
-                    tracing::warn!(took = ?bound, "key metrics round did not finish in time");
-                }
-            }
-            _ = stop.cancelled() => return,
-        }
-        let wait = cfg.interval.saturating_sub(started.elapsed());
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.cancelled() => return,
-        }
+
+    /// Messages waiting in `queue`.
+    pub fn celery_queue(&self, queue: &str, length: i64) {
+        self.celery_queue
+            .get_or_create(&QueueLabel {
+                queue: queue.into(),
+            })
+            .set(length);
+    }
+
+    /// Workers that answered the ping, and subscribers that heard it and did not.
+    pub fn celery_workers(&self, alive: i64, unanswered: i64) {
+        self.celery_workers.get_or_create(&unlabelled()).set(alive);
+        self.celery_unanswered
+            .get_or_create(&unlabelled())
+            .set(unanswered);
     }
 }

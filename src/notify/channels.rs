@@ -72,11 +72,14 @@ impl Channel {
     /// Sends one message. `id` (the outbox row's) is the same on every attempt, so a
     /// receiver can recognise a redelivery: delivery is at least once (a replica killed
     /// between a channel's answer and the "sent" mark has its claim resent by another).
+    /// `now_ms` is the sending time by the notifier's clock (a webhook's signature
+    /// timestamp, a mail's `Date`).
     pub async fn send(
         &self,
         http: &reqwest::Client,
         m: &Message,
         id: &str,
+        now_ms: i64,
     ) -> Result<(), DeliveryError> {
         match self {
             Channel::Log => {
@@ -90,7 +93,7 @@ impl Channel {
                 );
                 Ok(())
             }
-            Channel::Email(e) => e.send(m).await,
+            Channel::Email(e) => e.send(m, now_ms).await,
             Channel::Slack { url } => {
                 let prefix = match m.kind.as_str() {
                     "resolve" => ":white_check_mark: RESOLVED",
@@ -139,7 +142,7 @@ impl Channel {
                     .header("content-type", "application/json")
                     .header("Idempotency-Key", id);
                 if let Some(secret) = secret {
-                    let t = crate::store::now_ms() / 1000;
+                    let t = now_ms / 1000;
                     if let Ok(mut mac) =
                         Hmac::<Sha256>::new_from_slice(secret.expose_secret().as_bytes())
                     {

@@ -224,8 +224,11 @@ async fn deliver(
             return Delivered::Done;
         }
     };
-    let attempt =
-        tokio::time::timeout(lane.timeout, lane.channel.send(&n.http, &message, &item.id));
+    let attempt = tokio::time::timeout(
+        lane.timeout,
+        lane.channel
+            .send(&n.http, &message, &item.id, n.store.now()),
+    );
     let result = tokio::select! {
         r = attempt => match r {
             Ok(r) => r,

@@ -66,9 +66,12 @@ impl Email {
         })
     }
 
-    pub async fn send(&self, m: &Message) -> Result<(), DeliveryError> {
+    /// Sends `m` dated `now_ms` (the notifier's clock decides the `Date` header).
+    pub async fn send(&self, m: &Message, now_ms: i64) -> Result<(), DeliveryError> {
+        let date = std::time::UNIX_EPOCH + std::time::Duration::from_millis(now_ms.max(0) as u64);
         let mut builder = lettre::Message::builder()
             .from(self.from.clone())
+            .date(date)
             .subject(match m.kind.as_str() {
                 "resolve" => format!("RESOLVED: {}", m.title),
                 "acknowledge" => format!("ACKNOWLEDGED: {}", m.title),

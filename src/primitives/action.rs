@@ -70,7 +70,7 @@ pub fn push_action(action: &str, record: serde_json::Value) -> Result<(), Box<Ev
                 actions.push(serde_json::json!({
                     "action": record["action"], "target": record["target"],
                     "outcome": record["outcome"], "dry_run": record["dry_run"],
-                    "truncated": crate::engine::runner::truncate(&text, ctx.limits.max_log_line_bytes),
+                    "truncated": crate::text::truncate(&text, ctx.limits.max_log_line_bytes),
                 }));
             } else {
                 actions.push(record);

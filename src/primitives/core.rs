@@ -17,7 +17,7 @@ pub fn append_log(level: &str, message: &str) {
         let limits = ctx.limits;
         // Card numbers never reach a run's log (nor the daemon's).
         let message = crate::redact::mask_cards(message);
-        let message = crate::engine::runner::truncate(&message, limits.max_log_line_bytes);
+        let message = crate::text::truncate(&message, limits.max_log_line_bytes);
         let mut logs = ctx.logs.borrow_mut();
         let mut bytes = ctx.log_bytes.borrow_mut();
         if logs.len() >= limits.max_log_lines || *bytes + message.len() > limits.max_log_bytes {

@@ -16,6 +16,7 @@ mod core;
 mod health;
 pub mod incident;
 pub mod logs;
+pub mod memory;
 pub mod notify;
 pub mod payments;
 pub mod reconcile;
@@ -89,9 +90,9 @@ impl Services {
             }),
             stripe,
             webhook_secret: webhooks::WebhookSecret::from_config(&config.stripe),
-            celery: celery::Celery::new(&config.celery, redis.clone()),
+            celery: celery::Celery::new(&config.celery, redis.clone(), crate::clock::Clock::Real),
             statuspage: statuspage::StatusPage::new(&config.statuspage),
-            logs: logs::Logs::new(&config.logs),
+            logs: logs::Logs::new(&config.logs, crate::clock::Clock::Real),
             webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
             webhook_signed_probe: config.webhooks.signed_probe,
             notifier: None,
@@ -127,6 +128,32 @@ pub const TERMINATED_MEMORY: &str = "memory";
 /// The replica's lease may have lapsed: the attempt stops before it acts again.
 pub const TERMINATED_LEASE: &str = "lease";
 
+/// How much of a run its record keeps (`[playbooks] max_log_*`, `max_actions`,
+/// `max_result_bytes`): whatever a script does, its final state can be written.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordLimits {
+    pub max_log_lines: usize,
+    pub max_log_line_bytes: usize,
+    pub max_log_bytes: usize,
+    pub max_actions: usize,
+    pub max_result_bytes: usize,
+    /// `[playbooks] max_run_memory`, named in the error of a run that held more.
+    pub max_run_memory: usize,
+}
+
+impl RecordLimits {
+    pub fn of(cfg: &crate::config::PlaybooksConfig) -> RecordLimits {
+        RecordLimits {
+            max_log_lines: cfg.max_log_lines,
+            max_log_line_bytes: cfg.max_log_line_bytes,
+            max_log_bytes: cfg.max_log_bytes,
+            max_actions: cfg.max_actions,
+            max_result_bytes: cfg.max_result_bytes,
+            max_run_memory: cfg.max_run_memory,
+        }
+    }
+}
+
 /// Everything a primitive needs to know about the run it serves.
 pub struct RunContext {
     pub run_id: String,
@@ -157,7 +184,7 @@ pub struct RunContext {
     pub fence_token: Option<FenceToken>,
     pub services: Services,
     /// What the run's record may hold.
-    pub limits: crate::engine::runner::RecordLimits,
+    pub limits: RecordLimits,
     pub logs: RefCell<Vec<LogLine>>,
     /// Bytes of `logs` so far.
     pub log_bytes: RefCell<usize>,
@@ -175,7 +202,7 @@ thread_local! {
 /// Bounds script code run while a playbook loads (deadline and memory); cleared when
 /// dropped.
 pub struct LoadGuard {
-    _memory: crate::engine::memory::Budget,
+    _memory: memory::Budget,
 }
 
 impl LoadGuard {
@@ -183,7 +210,7 @@ impl LoadGuard {
     pub fn install(limit: Duration) -> LoadGuard {
         LOAD_DEADLINE.with(|d| d.set(Some(Instant::now() + limit)));
         LoadGuard {
-            _memory: crate::engine::memory::Budget::enter(),
+            _memory: memory::Budget::enter(),
         }
     }
 }
@@ -197,7 +224,7 @@ impl Drop for LoadGuard {
 /// Keeps a [`RunContext`] installed on this thread until dropped.
 pub struct RunGuard {
     ctx: Rc<RunContext>,
-    _memory: crate::engine::memory::Budget,
+    _memory: memory::Budget,
 }
 
 impl RunGuard {
@@ -207,7 +234,7 @@ impl RunGuard {
         CURRENT.with(|c| *c.borrow_mut() = Some(ctx.clone()));
         RunGuard {
             ctx,
-            _memory: crate::engine::memory::Budget::enter(),
+            _memory: memory::Budget::enter(),
         }
     }
 

@@ -29,7 +29,7 @@ fn notify(channel: &str, text: &str) -> Result<Dynamic, Box<EvalAltResult>> {
     }
     // Chat and pager APIs refuse far less than this; the outbox row stays bounded.
     let text = crate::redact::mask_cards(text);
-    let text = crate::engine::runner::truncate(&text, MAX_TEXT_BYTES);
+    let text = crate::text::truncate(&text, MAX_TEXT_BYTES);
     let text = text.as_ref();
     let message = Message {
         kind: "message".into(),

@@ -14,6 +14,7 @@
 pub mod backends;
 pub mod change;
 pub mod driver;
+pub mod error;
 pub mod playtest;
 pub mod scenario;
 pub mod stage;

@@ -9,18 +9,14 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    driver::SimError,
+    error::SimError,
     scenario::{apply, Monitor, Scenario},
     World,
 };
 use crate::{
     config::AlertsConfig,
     dispatch::{Dispatcher, RunRequest},
-    store::Trigger,
-    triggers::{
-        alertmanager::{Alert, AlertStatus},
-        Event, EventKind,
-    },
+    triggers::alertmanager::{Alert, AlertStatus},
 };
 
 /// Where a scenario plays.
@@ -171,15 +167,13 @@ impl Stage for Live {
     }
 
     async fn run_by_hand(&self, playbook: &str) -> Result<(), SimError> {
-        let req = RunRequest {
-            playbook: playbook.to_string(),
-            event: Event::manual(playbook, Default::default(), false),
-            trigger: Trigger {
-                kind: EventKind::Manual,
-                name: "scenario".into(),
-                actor: "simulated-world".into(),
-            },
-        };
+        let req = RunRequest::manual(
+            playbook,
+            Default::default(),
+            false,
+            "scenario",
+            "simulated-world",
+        );
         if let Err(e) = self.dispatcher.submit(req, false).await {
             tracing::warn!(playbook, error = %e, "simulated world: run not started");
         }

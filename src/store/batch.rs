@@ -17,10 +17,9 @@ use sqlx::{Any, Row, Transaction};
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    incidents::{
-        incident_from_row, last_incident_run_on, record_alerts_on, resolve_incident_on, COLUMNS,
-    },
+    incidents::{incident_from_row, last_incident_run_on, record_alerts_on, TimelineLine, COLUMNS},
     json_rows,
+    resolution::resolve_incident_on,
     runs::insert_runs_on,
     AlertRecord, Incident, IncidentStatus, RunRecord, Store, StoreError,
 };
@@ -29,16 +28,6 @@ use super::{
 const KEYS_PER_LOOKUP: usize = 500;
 /// On PostgreSQL: a `VALUES` row per key (planning time grows with them).
 const PG_KEYS_PER_LOOKUP: usize = 100;
-
-/// A timeline line written at commit.
-pub(super) struct TimelineLine {
-    pub(super) id: String,
-    pub(super) incident_id: String,
-    pub(super) kind: &'static str,
-    pub(super) actor: String,
-    pub(super) message: String,
-    pub(super) details: serde_json::Value,
-}
 
 /// An open transaction on the writer; nothing is visible to others until [`Batch::commit`].
 pub struct Batch {
@@ -315,7 +304,7 @@ impl Batch {
 
     /// Records a queued run (written at commit).
     pub fn insert_run(&mut self, run: &RunRecord) {
-        if let Some(incident) = run.event["incident"].as_str() {
+        if let Some(incident) = run.event.incident.as_deref() {
             self.queued
                 .insert((incident.to_string(), run.playbook.clone()), run.queued_at);
         }
@@ -428,21 +417,18 @@ fn bind_timeline<'q>(
 #[cfg(test)]
 mod tests {
     use crate::{
-        store::{IncidentStatus, RunRecord, Store, Trigger},
-        triggers::EventKind,
+        event::{AlertFacts, RunRequest},
+        store::{IncidentStatus, RunRecord, Store},
     };
 
     fn run_for(incident: &str, queued_at: i64) -> RunRecord {
-        let trigger = Trigger {
-            kind: EventKind::Alert,
+        let alert = AlertFacts {
             name: "A".into(),
-            actor: "test".into(),
+            ..Default::default()
         };
         RunRecord::queued(
-            "pb",
+            RunRequest::alert("pb", alert, incident, "test"),
             "v1",
-            trigger,
-            serde_json::json!({ "incident": incident }),
             queued_at,
         )
     }

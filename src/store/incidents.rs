@@ -241,24 +241,6 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Resolves an incident that is not resolved yet, withdrawing its pending approvals in
-    /// the same transaction. Returns false if it already was.
-    pub async fn resolve_incident(
-        &self,
-        id: &str,
-        by: &str,
-        why: &str,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let resolved = resolve_incident_on(&mut tx, self.now(), id, by, why).await?;
-        tx.commit().await?;
-        if resolved {
-            // Its withdrawn approvals may have queued a message.
-            self.outbox_touched();
-        }
-        Ok(resolved)
-    }
-
     /// Raises the incident to `level` unless it already is at one of `at_or_above` (the
     /// table's levels from `level` up): a compare-and-set, so levels only go up even when
     /// a playbook and the evaluator (or two replicas) raise it at once. True if raised.
@@ -389,36 +371,14 @@ pub(super) async fn create_incident_on(
     Ok(incident)
 }
 
-pub(super) async fn resolve_incident_on(
-    conn: &mut AnyConnection,
-    now: i64,
-    id: &str,
-    by: &str,
-    why: &str,
-) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "UPDATE incidents SET status = 'resolved', resolved_at = $1, resolved_by = $2, updated_at = $1 \
-         WHERE id = $3 AND status <> 'resolved'",
-    )
-    .bind(now)
-    .bind(by)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
-    if done.rows_affected() == 1 {
-        add_timeline_on(
-            &mut *conn,
-            now,
-            id,
-            "resolved",
-            by,
-            why,
-            &serde_json::json!({}),
-        )
-        .await?;
-        super::approvals::withdraw_approvals_on(&mut *conn, now, id, by).await?;
-    }
-    Ok(done.rows_affected() == 1)
+/// A timeline line a batch holds until its commit (`batch.rs`, `json_rows.rs`).
+pub(super) struct TimelineLine {
+    pub(super) id: String,
+    pub(super) incident_id: String,
+    pub(super) kind: &'static str,
+    pub(super) actor: String,
+    pub(super) message: String,
+    pub(super) details: serde_json::Value,
 }
 
 pub(super) async fn add_timeline_on<'c, E: Executor<'c, Database = Any>>(

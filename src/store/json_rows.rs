@@ -18,7 +18,7 @@ use std::{ops::Range, sync::LazyLock};
 use serde::Serialize;
 use sqlx::AnyConnection;
 
-use super::{batch::TimelineLine, runs::to_json, AlertRecord, Incident, RunRecord, StoreError};
+use super::{incidents::TimelineLine, runs::to_json, AlertRecord, Incident, RunRecord, StoreError};
 
 /// Rows of one kind per statement: bounds a statement's parameter at a few megabytes.
 pub(super) const ROWS_PER_STATEMENT: usize = 1000;
@@ -251,7 +251,7 @@ pub(super) fn runs(runs: &[RunRecord]) -> String {
         dry_run: i64::from(run.dry_run),
         status: run.status.as_str(),
         queued_at: run.queued_at,
-        incident_id: run.event["incident"].as_str(),
+        incident_id: run.event.incident.as_deref(),
         owner: run.owner.as_deref(),
         started_at: run.started_at,
         replica: run.replica.as_deref(),

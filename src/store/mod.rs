@@ -17,6 +17,7 @@ mod incidents;
 mod json_rows;
 mod leases;
 mod outbox;
+mod resolution;
 pub mod retention;
 mod run_updates;
 mod runs;
@@ -40,9 +41,7 @@ pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
 pub use leases::{Fence, Interruption, Lease, Recovered};
 pub use outbox::OutboxItem;
 pub use run_updates::RunUpdate;
-pub use runs::{
-    Attempt, LogLine, RunError, RunErrorReason, RunFilter, RunRecord, RunStatus, Trigger,
-};
+pub use runs::{Attempt, LogLine, RunError, RunErrorReason, RunFilter, RunRecord, RunStatus};
 pub use sessions::Session;
 
 /// Errors from the state store.

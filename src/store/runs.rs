@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{any::AnyRow, Row};
 
 use super::{ms_to_rfc3339, ser_ms, ser_ms_opt, Store, StoreError};
+use crate::event::{Event, RunRequest, Trigger};
 
 /// Where a run is in its life. Final: `succeeded`, `failed`, `timed_out`, `skipped`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,16 +52,6 @@ impl RunStatus {
     pub fn is_final(self) -> bool {
         !matches!(self, RunStatus::Queued | RunStatus::Running)
     }
-}
-
-/// What started a run, and on whose behalf.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Trigger {
-    pub kind: crate::triggers::EventKind,
-    /// Alert name, cron expression, or the playbook name for manual runs.
-    pub name: String,
-    /// Token name (API), `cli`, or `runbookd` for the daemon's own triggers.
-    pub actor: String,
 }
 
 /// One `log()` line of a run.
@@ -120,8 +111,8 @@ pub struct RunRecord {
     pub trigger: Trigger,
     pub status: RunStatus,
     pub dry_run: bool,
-    /// The event map the script received.
-    pub event: serde_json::Value,
+    /// The event the script received (its `attempt` is the record's).
+    pub event: Event,
     #[serde(serialize_with = "ser_ms")]
     pub queued_at: i64,
     #[serde(serialize_with = "ser_ms_opt")]
@@ -170,19 +161,28 @@ impl RunRecord {
         });
     }
 
+    /// A run of runbookd's own (an escalation level's playbook, a cron tick, an approval's
+    /// follow-up), recorded by the caller in the same transaction as what caused it, owned
+    /// by nobody: whichever replica has a free slot claims it. The run queue's bound does
+    /// not apply — such runs wait in the store — and the playbook version is the one
+    /// serving when it starts.
+    pub fn unowned(req: RunRequest, queued_at: i64) -> RunRecord {
+        RunRecord::queued(req, "", queued_at)
+    }
+
     /// A run accepted now, not claimed by anyone yet (`owner` is set by whoever queues it).
-    pub fn queued(
-        playbook: &str,
-        version: &str,
-        trigger: Trigger,
-        event: serde_json::Value,
-        queued_at: i64,
-    ) -> RunRecord {
+    pub fn queued(req: RunRequest, version: &str, queued_at: i64) -> RunRecord {
+        let RunRequest {
+            playbook,
+            mut event,
+            trigger,
+        } = req;
+        event.attempt = 1;
         RunRecord {
             id: uuid::Uuid::now_v7().to_string(),
-            playbook: playbook.to_string(),
+            playbook,
             version: version.to_string(),
-            dry_run: event["dry_run"].as_bool().unwrap_or(false),
+            dry_run: event.dry_run,
             trigger,
             status: RunStatus::Queued,
             event,
@@ -237,7 +237,7 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, StoreError> {
     let status: String = row.try_get("status")?;
     let result: Option<String> = row.try_get("result")?;
     let error: Option<String> = row.try_get("error")?;
-    Ok(RunRecord {
+    let mut run = RunRecord {
         id: row.try_get("id")?,
         playbook: row.try_get("playbook")?,
         version: row.try_get("version")?,
@@ -259,7 +259,10 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, StoreError> {
         replica: row.try_get("replica")?,
         attempt: row.try_get("attempt")?,
         attempts: from_json("attempts", &row.try_get::<String, _>("attempts")?)?,
-    })
+    };
+    // The event is stored as it was queued; the attempt column is the authority.
+    run.event.attempt = run.attempt;
+    Ok(run)
 }
 
 /// `INSERT INTO runs` of accepted runs, many rows per statement (one round trip instead of
@@ -282,7 +285,7 @@ fn bind_runs<'q>(mut q: super::AnyQuery<'q>, runs: &'q [RunRecord]) -> super::An
             .bind(i64::from(run.dry_run))
             .bind(run.status.as_str())
             .bind(run.queued_at)
-            .bind(run.event["incident"].as_str().map(str::to_string))
+            .bind(run.event.incident.clone())
             .bind(run.owner.clone())
             .bind(run.started_at)
             .bind(run.replica.clone());

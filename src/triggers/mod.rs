@@ -1,89 +1,17 @@
-//! Triggers: what starts a playbook. Every source (the HTTP API, the CLI, and later
-//! Alertmanager and cron) produces one [`Event`] type that the dispatcher consumes.
+//! Triggers: what a playbook declares starts it, and the Alertmanager payload parser. The
+//! event every source produces is [`crate::event::Event`]; the loops that fire cron
+//! schedules and escalation levels are `crate::schedulers`.
 //!
 //! A playbook declares its triggers in `fn triggers()`; [`TriggerSpec::parse_all`] turns that
 //! declaration (already converted to JSON by the engine) into typed specs at load time, so a
 //! typo in a trigger is a load error with the playbook's name on it, not a silent no-op.
 
 pub mod alertmanager;
-pub mod cron;
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-
-/// What started a run: `event.kind` for the script, `trigger.kind` in the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    /// An Alertmanager notification (or a simulation's alert).
-    Alert,
-    /// A cron schedule's tick.
-    Cron,
-    /// An operator: the HTTP API or the CLI.
-    Manual,
-    /// An escalation level fired and runs its playbook.
-    Escalation,
-    /// Humans decided on an approval the playbook asked for (or nobody did in time).
-    Approval,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Alert => "alert",
-            EventKind::Cron => "cron",
-            EventKind::Manual => "manual",
-            EventKind::Escalation => "escalation",
-            EventKind::Approval => "approval",
-        }
-    }
-}
-
-impl std::fmt::Display for EventKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The map a playbook's `run(event)` receives.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Event {
-    pub kind: EventKind,
-    /// Alert name, cron expression, or the playbook's name for manual runs.
-    pub name: String,
-    /// `firing` / `resolved` for alerts; empty otherwise.
-    pub status: String,
-    pub labels: Map<String, Value>,
-    pub annotations: Map<String, Value>,
-    /// Operator-supplied parameters (`--param k=v`, `{"params":{...}}`).
-    pub params: Map<String, Value>,
-    /// Incident id, when the run belongs to one.
-    pub incident: Option<String>,
-    /// Actions are planned and recorded, not performed.
-    pub dry_run: bool,
-    /// For `approval` runs: `#{ id, action, target, params, decision, approver, comment }`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub approval: Option<Value>,
-}
-
-impl Event {
-    /// An operator's run of `playbook`.
-    pub fn manual(playbook: &str, params: Map<String, Value>, dry_run: bool) -> Event {
-        Event {
-            kind: EventKind::Manual,
-            name: playbook.into(),
-            status: String::new(),
-            labels: Map::new(),
-            annotations: Map::new(),
-            params,
-            incident: None,
-            dry_run,
-            approval: None,
-        }
-    }
-}
+use serde::Serialize;
+use serde_json::Value;
 
 /// A trigger's cooldown: parsed once when the playbook loads, shown as written.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,6 @@
 //! `/approvals`: what waits for a human (Approve / Deny with a comment), and what was
-//! decided, by whom and when. Deciding here is `api::approvals::decide_as`, as from the
-//! API, the CLI and Slack.
+//! decided, by whom and when. Deciding here is `http::actions::Actions::decide`, as from
+//! the API and the CLI.
 
 use axum::{
     extract::{Form, Path, State},
@@ -15,8 +15,8 @@ use super::{
     Viewer, WebError,
 };
 use crate::{
-    api::{auth::Access, AppState},
-    store::{Approval, ApprovalStatus},
+    http::{actions::Actions, caller::Access, session::local_back},
+    store::{Approval, ApprovalStatus, Store},
 };
 
 pub struct DecisionRow {
@@ -85,19 +85,17 @@ struct ApprovalsPage {
     decided: Vec<ApprovalRow>,
 }
 
-pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Response, WebError> {
+pub async fn page(viewer: Viewer, State(store): State<Store>) -> Result<Response, WebError> {
     viewer.caller.require(Access::Read)?;
-    let now = crate::store::now_ms();
+    let now = store.now();
     // Pending requests on their own, all of them; the newest 100 decided ones beside.
-    let pending = state
-        .store
+    let pending = store
         .pending_approvals()
         .await?
         .iter()
         .map(|a| approval_row(a, now))
         .collect();
-    let decided = state
-        .store
+    let decided = store
         .list_approvals(None, 100)
         .await?
         .iter()
@@ -105,7 +103,7 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
         .filter(|a| !a.pending)
         .collect();
     viewer.render(&ApprovalsPage {
-        chrome: Chrome::new(&state, &viewer, "Approvals", "approvals"),
+        chrome: Chrome::new(&viewer, "Approvals", "approvals"),
         pending,
         decided,
     })
@@ -125,27 +123,27 @@ pub struct DecisionForm {
 
 pub async fn approve(
     viewer: Viewer,
-    state: State<AppState>,
+    actions: State<Actions>,
     id: Path<String>,
     headers: HeaderMap,
     form: Form<DecisionForm>,
 ) -> Result<Response, WebError> {
-    decide(viewer, state, id, headers, form, true).await
+    decide(viewer, actions, id, headers, form, true).await
 }
 
 pub async fn deny(
     viewer: Viewer,
-    state: State<AppState>,
+    actions: State<Actions>,
     id: Path<String>,
     headers: HeaderMap,
     form: Form<DecisionForm>,
 ) -> Result<Response, WebError> {
-    decide(viewer, state, id, headers, form, false).await
+    decide(viewer, actions, id, headers, form, false).await
 }
 
 async fn decide(
     viewer: Viewer,
-    State(state): State<AppState>,
+    State(actions): State<Actions>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Form(form): Form<DecisionForm>,
@@ -155,17 +153,8 @@ async fn decide(
     let by = form.by.filter(|b| !b.trim().is_empty());
     // With tokens the approver is the login; the field only exists without them.
     let by = if viewer.caller.identified() { None } else { by };
-    crate::api::approvals::decide_as(
-        &state,
-        &viewer.caller,
-        &id,
-        approve,
-        form.comment.trim(),
-        by,
-    )
-    .await?;
-    Ok(back_to(&super::session::local_back(
-        form.back.as_deref(),
-        "/approvals",
-    )))
+    actions
+        .decide(&viewer.caller, &id, approve, form.comment.trim(), by)
+        .await?;
+    Ok(back_to(&local_back(form.back.as_deref(), "/approvals")))
 }

@@ -13,12 +13,11 @@ use super::{
     back_to,
     overview::{incident_row, IncidentRow},
     pages::{pretty, run_row, scalar, span, when, when_opt, when_str, Chrome, RunRow, When},
-    session::CsrfForm,
-    Viewer, WebError,
+    CsrfForm, Viewer, WebError,
 };
 use crate::{
-    api::{auth::Access, ApiError, AppState},
-    store::{IncidentStatus, RunFilter},
+    http::{actions::Actions, caller::Access, error::ApiError, state::EscalationView},
+    store::{IncidentStatus, RunFilter, Store},
 };
 
 pub struct TimelineRow {
@@ -73,29 +72,27 @@ struct IncidentPage {
 
 pub async fn page(
     viewer: Viewer,
-    State(state): State<AppState>,
+    State(store): State<Store>,
+    State(escalation): State<EscalationView>,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     viewer.caller.require(Access::Read)?;
-    let now = crate::store::now_ms();
-    let incident = state
-        .store
+    let now = store.now();
+    let incident = store
         .get_incident(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no incident with id `{id}`")))?;
-    let runs = state
-        .store
+    let runs = store
         .list_runs(&RunFilter {
             incident: Some(id.clone()),
             limit: 50,
             ..RunFilter::default()
         })
         .await?;
-    let fires = state.store.fires_of(&id).await?;
-    let approvals = state.store.approvals_of(&id).await?;
+    let fires = store.fires_of(&id).await?;
+    let approvals = store.approvals_of(&id).await?;
 
-    let mut timeline: Vec<TimelineRow> = state
-        .store
+    let mut timeline: Vec<TimelineRow> = store
         .timeline(&id)
         .await?
         .into_iter()
@@ -129,7 +126,7 @@ pub async fn page(
             details: None,
         });
     }
-    for n in state.store.notifications_of(&id).await? {
+    for n in store.notifications_of(&id).await? {
         timeline.push(TimelineRow {
             at: when(n.created_at_ms, now),
             ms: n.created_at_ms,
@@ -187,8 +184,8 @@ pub async fn page(
     }
     timeline.sort_by_key(|t| t.ms);
 
-    let table = state
-        .escalation
+    let table = escalation
+        .table
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
@@ -252,7 +249,7 @@ pub async fn page(
         .unwrap_or_default();
     let run_rows: Vec<RunRow> = runs.iter().map(|r| run_row(r, now)).collect();
     viewer.render(&IncidentPage {
-        chrome: Chrome::new(&state, &viewer, incident.title.clone(), "incidents"),
+        chrome: Chrome::new(&viewer, incident.title.clone(), "incidents"),
         acked: incident
             .acked_by
             .clone()
@@ -266,7 +263,7 @@ pub async fn page(
         facts,
         timeline,
         levels,
-        interval: span(state.escalation_interval.as_secs_f64()),
+        interval: span(escalation.interval.as_secs_f64()),
         runs: run_rows,
         approvals: approvals.iter().map(|a| approval_row(a, now)).collect(),
         ackable: open,
@@ -282,24 +279,24 @@ fn parse_ms(rfc3339: &str) -> i64 {
 
 pub async fn ack(
     viewer: Viewer,
-    State(state): State<AppState>,
+    State(actions): State<Actions>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
     viewer.check(&headers, &form.csrf)?;
-    crate::api::incidents::acknowledge(&state, &viewer.caller, &id).await?;
+    actions.acknowledge(&viewer.caller, &id).await?;
     Ok(back_to(&format!("/incidents/{id}")))
 }
 
 pub async fn resolve(
     viewer: Viewer,
-    State(state): State<AppState>,
+    State(actions): State<Actions>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
     viewer.check(&headers, &form.csrf)?;
-    crate::api::incidents::resolve_by(&state, &viewer.caller, &id).await?;
+    actions.resolve(&viewer.caller, &id).await?;
     Ok(back_to(&format!("/incidents/{id}")))
 }

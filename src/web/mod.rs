@@ -1,41 +1,50 @@
 //! The dashboard: server-rendered pages at `/` for the SRE who opens a laptop at 3 a.m.
 //!
-//! Pages are askama templates (`templates/`, compiled into the binary with the CSS and
-//! JavaScript of `assets/`). They read the same store and call the same functions as the
-//! API — acknowledging from a page is `api::incidents::acknowledge`, approving is
-//! `api::approvals::decide_as` — and they work with JavaScript off. With it on,
+//! One face of the HTTP shell ([`crate::http`]), beside the API. Pages are askama templates
+//! (`templates/`, compiled into the binary with the CSS and JavaScript of `assets/`). They
+//! read the same store and do what the API does through the same actions — acknowledging
+//! from a page is `http::actions::Actions::acknowledge`, approving is `Actions::decide` —
+//! and they work with JavaScript off. With it on,
 //! `dashboard.js` follows `GET /api/v1/events` and swaps the page's `<main>` when
 //! something it shows changed, and submits forms without a reload.
 //!
 //! Request flow: [`Viewer`] authenticates (session cookie, bearer token, or the local
 //! operator) → a page module reads the store → [`render`]. Forms post to the page's own
-//! URL plus a verb, carry a CSRF token ([`session::check_form`]) and answer `303 See
+//! URL plus a verb, carry a CSRF token (`http::session::check_form`) and answer `303 See
 //! Other` back to the page.
 
 mod approvals;
 mod incident;
+mod login;
 mod overview;
 mod pages;
 mod playbooks;
 mod run;
-pub mod session;
+
+use std::sync::Arc;
 
 use axum::{
-    extract::{FromRequestParts, Path},
+    extract::{FromRef, FromRequestParts, Path},
     http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
     Router,
 };
 
-use crate::api::{auth::Caller, ApiError, AppState};
+use crate::http::{
+    auth::authenticate,
+    caller::Caller,
+    error::ApiError,
+    session,
+    state::{AppState, Sessions, Simulated},
+};
 
-/// The dashboard's routes (merged into the API router, under its limits and layers).
+/// The dashboard's routes (merged by the shell under its limits and layers).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(overview::page))
-        .route("/login", get(session::login_page).post(session::login))
-        .route("/logout", post(session::logout))
+        .route("/login", get(login::login_page).post(login::login))
+        .route("/logout", post(login::logout))
         .route("/incidents/{id}", get(incident::page))
         .route("/incidents/{id}/ack", post(incident::ack))
         .route("/incidents/{id}/resolve", post(incident::resolve))
@@ -128,13 +137,23 @@ pub struct Viewer {
     pub set_cookie: Option<String>,
     /// `[dashboard] public_origin`: a form's `Origin` that is this site's.
     pub public_origin: Option<String>,
+    /// `serve --world`: the scenario's title, on every page.
+    pub simulated: Option<Arc<str>>,
+    /// The daemon has no tokens.
+    pub open: bool,
 }
 
-impl FromRequestParts<AppState> for Viewer {
+impl<S> FromRequestParts<S> for Viewer
+where
+    S: Send + Sync,
+    Sessions: FromRef<S>,
+    Simulated: FromRef<S>,
+{
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let caller = match crate::api::auth::authenticate(parts, state).await {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let sessions = Sessions::from_ref(state);
+        let caller = match authenticate(parts, &sessions.auth, &sessions.store).await {
             Ok(c) => c,
             Err(e) if e.status == StatusCode::UNAUTHORIZED => {
                 let here = parts
@@ -154,13 +173,15 @@ impl FromRequestParts<AppState> for Viewer {
             }
             Err(e) => return Err(WebError(e).into_response()),
         };
-        let (csrf, set_cookie) = session::page_csrf(state, &caller, &parts.headers)
+        let (csrf, set_cookie) = session::page_csrf(&sessions.dashboard, &caller, &parts.headers)
             .map_err(|e| WebError(e).into_response())?;
         Ok(Viewer {
             caller,
             csrf,
             set_cookie,
-            public_origin: state.dashboard.public_origin.clone(),
+            public_origin: sessions.dashboard.public_origin.clone(),
+            simulated: Simulated::from_ref(state).0,
+            open: sessions.auth.is_open(),
         })
     }
 }
@@ -186,6 +207,13 @@ impl Viewer {
             self.public_origin.as_deref(),
         )?)
     }
+}
+
+/// A form that carries nothing but its CSRF token (acknowledge, resolve, log out).
+#[derive(serde::Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
 }
 
 /// Back to a page after a form: `303 See Other`.

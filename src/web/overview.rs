@@ -10,8 +10,9 @@ use super::{
     Viewer, WebError,
 };
 use crate::{
-    api::{auth::Access, AppState},
-    store::{ApprovalStatus, Incident, IncidentStatus, RunFilter},
+    http::{actions::Actions, caller::Access},
+    primitives::Services,
+    store::{ApprovalStatus, Incident, IncidentStatus, RunFilter, Store},
 };
 
 pub struct IncidentRow {
@@ -93,23 +94,23 @@ struct OverviewPage {
 /// Notifications read to find the ones in trouble.
 const NOTIFICATIONS_SCANNED: u32 = 200;
 
-pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Response, WebError> {
+pub async fn page(
+    viewer: Viewer,
+    State(store): State<Store>,
+    State(actions): State<Actions>,
+    State(services): State<Services>,
+) -> Result<Response, WebError> {
     viewer.caller.require(Access::Read)?;
-    let now = crate::store::now_ms();
-    let mut open = state
-        .store
-        .list_incidents(Some(IncidentStatus::Open), 50)
-        .await?;
+    let now = store.now();
+    let mut open = store.list_incidents(Some(IncidentStatus::Open), 50).await?;
     open.extend(
-        state
-            .store
+        store
             .list_incidents(Some(IncidentStatus::Acknowledged), 50)
             .await?,
     );
     let mut incidents = Vec::with_capacity(open.len());
     for i in &open {
-        let last = state
-            .store
+        let last = store
             .list_runs(&RunFilter {
                 incident: Some(i.id.clone()),
                 limit: 1,
@@ -119,8 +120,8 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
         incidents.push(incident_row(i, last.first().map(|r| run_row(r, now)), now));
     }
     let mut breakers = Vec::new();
-    for name in state.services.breakers.names() {
-        breakers.push(match state.services.breakers.read(&name).await {
+    for name in services.breakers.names() {
+        breakers.push(match services.breakers.read(&name).await {
             Ok(s) => BreakerRow {
                 name,
                 state: s.state.as_str().into(),
@@ -139,15 +140,13 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
             },
         });
     }
-    let approvals = state
-        .store
+    let approvals = store
         .list_approvals(Some(ApprovalStatus::Pending), 50)
         .await?
         .iter()
         .map(|a| approval_row(a, now))
         .collect();
-    let runs = state
-        .store
+    let runs = store
         .list_runs(&RunFilter {
             limit: 15,
             ..RunFilter::default()
@@ -156,10 +155,9 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
         .iter()
         .map(|r| run_row(r, now))
         .collect();
-    let playbooks = playbook_rows(&state);
+    let playbooks = playbook_rows(&actions);
     let load_errors = playbooks.iter().filter(|p| p.error.is_some()).count();
-    let notifications = state
-        .store
+    let notifications = store
         .list_notifications(NOTIFICATIONS_SCANNED)
         .await?
         .into_iter()
@@ -178,15 +176,14 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
             last_error: n.last_error,
         })
         .collect();
-    let degraded_channels = state
-        .services
+    let degraded_channels = services
         .notifier
         .iter()
         .flat_map(|n| n.channel_health())
         .filter(|h| h.degraded)
         .collect();
     viewer.render(&OverviewPage {
-        chrome: Chrome::new(&state, &viewer, "Overview", "overview"),
+        chrome: Chrome::new(&viewer, "Overview", "overview"),
         incidents,
         breakers,
         approvals,

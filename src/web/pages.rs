@@ -3,8 +3,8 @@
 
 use super::Viewer;
 use crate::{
-    api::{auth::Access, AppState},
     config::Role,
+    http::{caller::Access, state::Simulated},
     store::{RunRecord, RunStatus},
 };
 
@@ -26,12 +26,7 @@ pub struct Chrome {
 }
 
 impl Chrome {
-    pub fn new(
-        state: &AppState,
-        viewer: &Viewer,
-        title: impl Into<String>,
-        nav: &'static str,
-    ) -> Chrome {
+    pub fn new(viewer: &Viewer, title: impl Into<String>, nav: &'static str) -> Chrome {
         let c = &viewer.caller;
         let who = match c.role() {
             None => "local operator (no tokens)".to_string(),
@@ -42,17 +37,17 @@ impl Chrome {
             who,
             can_operate: c.may(Access::Operate),
             csrf: viewer.csrf.clone(),
-            simulated: state.simulated.clone(),
+            simulated: viewer.simulated.as_deref().map(String::from),
             logged_in: c.session_csrf.is_some(),
-            open: state.auth.is_open(),
+            open: viewer.open,
             nav,
         }
     }
 
     /// The login page's frame: nobody yet.
-    pub fn anonymous(state: &AppState, title: &str) -> Chrome {
+    pub fn anonymous(simulated: &Simulated, title: &str) -> Chrome {
         Chrome {
-            simulated: state.simulated.clone(),
+            simulated: simulated.0.as_deref().map(String::from),
             ..Chrome::bare(title)
         }
     }
@@ -156,8 +151,8 @@ pub fn span(seconds: f64) -> String {
 }
 
 /// Indented JSON for reading.
-pub fn pretty(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+pub fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
 /// A scalar as text, anything else as compact JSON.
@@ -202,9 +197,9 @@ pub fn run_row(r: &RunRecord, now: i64) -> RunRow {
     }
 }
 
-pub fn trigger_text(t: &crate::store::Trigger) -> String {
+pub fn trigger_text(t: &crate::event::Trigger) -> String {
     match t.kind {
-        crate::triggers::EventKind::Manual => format!("manual by {}", t.actor),
+        crate::event::EventKind::Manual => format!("manual by {}", t.actor),
         k => format!("{} {}", k.as_str(), t.name),
     }
 }

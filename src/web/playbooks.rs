@@ -15,8 +15,8 @@ use super::{
     Viewer, WebError,
 };
 use crate::{
-    api::{auth::Access, ApiError, AppState},
-    store::RunFilter,
+    http::{actions::Actions, caller::Access, error::ApiError},
+    store::{RunFilter, Store},
     triggers::TriggerSpec,
 };
 
@@ -53,8 +53,9 @@ fn trigger_text(t: &TriggerSpec) -> String {
 }
 
 /// Every playbook, load errors included (without their runs).
-pub fn playbook_rows(state: &AppState) -> Vec<PlaybookRow> {
-    crate::api::playbooks::views(state)
+pub fn playbook_rows(actions: &Actions) -> Vec<PlaybookRow> {
+    actions
+        .playbooks()
         .into_iter()
         .map(|v| PlaybookRow {
             version: v.version.map(|h| h.chars().take(12).collect()),
@@ -76,13 +77,16 @@ struct PlaybooksPage {
 /// Runs shown under each playbook.
 const LAST_RUNS: u32 = 5;
 
-pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Response, WebError> {
+pub async fn page(
+    viewer: Viewer,
+    State(actions): State<Actions>,
+    State(store): State<Store>,
+) -> Result<Response, WebError> {
     viewer.caller.require(Access::Read)?;
-    let now = crate::store::now_ms();
-    let mut playbooks = playbook_rows(&state);
+    let now = store.now();
+    let mut playbooks = playbook_rows(&actions);
     for p in &mut playbooks {
-        p.runs = state
-            .store
+        p.runs = store
             .list_runs(&RunFilter {
                 playbook: Some(p.name.clone()),
                 limit: LAST_RUNS,
@@ -94,7 +98,7 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
             .collect();
     }
     viewer.render(&PlaybooksPage {
-        chrome: Chrome::new(&state, &viewer, "Playbooks", "playbooks"),
+        chrome: Chrome::new(&viewer, "Playbooks", "playbooks"),
         playbooks,
     })
 }
@@ -115,7 +119,7 @@ pub struct RunForm {
 
 pub async fn run(
     viewer: Viewer,
-    State(state): State<AppState>,
+    State(actions): State<Actions>,
     Path(name): Path<String>,
     headers: HeaderMap,
     Form(form): Form<RunForm>,
@@ -134,7 +138,8 @@ pub async fn run(
         )
         .into());
     }
-    let submission =
-        crate::api::runs::start(&state, &viewer.caller, name, params, dry_run, false).await?;
+    let submission = actions
+        .start(&viewer.caller, name, params, dry_run, false)
+        .await?;
     Ok(back_to(&format!("/runs/{}", submission.run.id)))
 }

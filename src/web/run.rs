@@ -12,8 +12,8 @@ use super::{
     Viewer, WebError,
 };
 use crate::{
-    api::{auth::Access, ApiError, AppState},
-    store::RunRecord,
+    http::{caller::Access, error::ApiError},
+    store::{RunRecord, Store},
 };
 
 pub struct LogRow {
@@ -86,23 +86,18 @@ fn error_of(r: &RunRecord) -> Option<(String, String, Option<String>)> {
 
 pub async fn page(
     viewer: Viewer,
-    State(state): State<AppState>,
+    State(store): State<Store>,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     viewer.caller.require(Access::Read)?;
-    let now = crate::store::now_ms();
-    let r = state
-        .store
+    let now = store.now();
+    let r = store
         .get_run(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no run with id `{id}`")))?;
-    let incident = r
-        .event
-        .get("incident")
-        .and_then(|v| v.as_str())
-        .map(String::from);
+    let incident = r.event.incident.clone();
     viewer.render(&RunPage {
-        chrome: Chrome::new(&state, &viewer, format!("Run {}", r.playbook), "runs"),
+        chrome: Chrome::new(&viewer, format!("Run {}", r.playbook), "runs"),
         r: run_row(&r, now),
         version: r.version.clone(),
         incident,

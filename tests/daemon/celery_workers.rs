@@ -220,7 +220,7 @@ async fn a_real_worker_and_the_simulated_workers_answer_alike() {
         inspect_timeout: Duration::from_millis(1500),
         ..Default::default()
     };
-    let real = Celery::new(&cfg, Default::default());
+    let real = Celery::new(&cfg, Default::default(), runbookd::clock::Clock::Real);
     let config = runbookd::config::Config {
         celery: cfg.clone(),
         ..Default::default()
@@ -291,7 +291,7 @@ async fn a_real_worker_and_the_simulated_workers_answer_alike() {
 
     // The broker gone: both say it is unavailable.
     cfg.broker_url = Some(format!("redis://127.0.0.1:{}", crate::helpers::free_port()));
-    let gone = Celery::new(&cfg, Default::default());
+    let gone = Celery::new(&cfg, Default::default(), runbookd::clock::Clock::Real);
     apply(Change::Celery(Some(true)));
     for (r, s) in [
         (
@@ -328,7 +328,7 @@ async fn two_real_workers_with_one_name_are_two_alive() {
         control_exchange: app.control_exchange.clone(),
         ..Default::default()
     };
-    let r = Celery::new(&cfg, Default::default())
+    let r = Celery::new(&cfg, Default::default(), runbookd::clock::Clock::Real)
         .workers()
         .await
         .expect("workers");

@@ -15,6 +15,7 @@ mod cli;
 mod closed_loop;
 mod cron;
 mod dashboard;
+mod deploy;
 mod disk;
 mod docs;
 mod escalation;

@@ -86,10 +86,7 @@ fn simulated_runs_are_recorded_by_the_dispatcher_on_the_virtual_clock() {
         );
         assert_eq!(runs[0].finished_ms, START + 90_000);
         // The incident it ran for is the daemon's record too: the alert's row names it.
-        let incident = record.event["incident"]
-            .as_str()
-            .expect("incident")
-            .to_string();
+        let incident = record.event.incident.clone().expect("incident");
         let opened = rt
             .block_on(sim.store.get_incident(&incident))
             .expect("store")

@@ -108,7 +108,7 @@ async fn loki_and_the_simulated_logs_answer_alike() {
         loki_url: Some(loki.url()),
         ..Default::default()
     };
-    let http = Loki::from_config(&cfg).expect("configured");
+    let http = Loki::from_config(&cfg, runbookd::clock::Clock::Real).expect("configured");
     let sim = runbookd::sim::backends::logs::SimLogs {
         world: world.clone(),
     };

@@ -28,7 +28,7 @@ use base64::Engine as _;
 use redis::AsyncCommands;
 
 use super::{Broadcast, Broker, CeleryError, Reply};
-use crate::{config::CeleryConfig, primitives::redis_conn::RedisConnections};
+use crate::{clock::Clock, config::CeleryConfig, primitives::redis_conn::RedisConnections};
 
 /// kombu's default `priority_steps` beyond 0: the suffixes of a queue's other lists.
 const PRIORITY_STEPS: [u8; 3] = [3, 6, 9];
@@ -42,6 +42,8 @@ pub struct KombuRedis {
     db: i64,
     control_exchange: String,
     redis: Arc<RedisConnections>,
+    /// Decides a remote-control request's `expires` header (kombu drops it after that).
+    clock: Clock,
 }
 
 impl KombuRedis {
@@ -49,6 +51,7 @@ impl KombuRedis {
     pub fn from_config(
         cfg: &CeleryConfig,
         redis: Arc<RedisConnections>,
+        clock: Clock,
     ) -> Option<Result<KombuRedis, CeleryError>> {
         let url = cfg.broker_url.clone()?;
         let db = match redis::Client::open(url.as_str()) {
@@ -65,6 +68,7 @@ impl KombuRedis {
             db,
             control_exchange: cfg.control_exchange.clone(),
             redis,
+            clock,
         }))
     }
 
@@ -102,7 +106,7 @@ impl KombuRedis {
         let channel = format!("/{}.{}.pidbox", self.db, self.control_exchange);
         let mut by_ticket: HashMap<String, String> = HashMap::new();
         let mut heard_by = 0usize;
-        let expires = crate::store::now_ms() as f64 / 1000.0 + timeout.as_secs_f64();
+        let expires = self.clock.now_seconds() + timeout.as_secs_f64();
         for method in methods {
             let ticket = uuid::Uuid::now_v7().to_string();
             let body = serde_json::json!({

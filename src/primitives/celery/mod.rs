@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde::Serialize;
 
 use super::redis_conn::{RedisConnections, RedisError};
-use crate::config::CeleryConfig;
+use crate::{clock::Clock, config::CeleryConfig};
 
 pub use script::register;
 
@@ -150,8 +150,9 @@ impl Default for Celery {
 }
 
 impl Celery {
-    pub fn new(cfg: &CeleryConfig, redis: Arc<RedisConnections>) -> Celery {
-        let (broker, invalid) = match kombu::KombuRedis::from_config(cfg, redis) {
+    /// The app's broker on Redis, its messages stamped by `clock`.
+    pub fn new(cfg: &CeleryConfig, redis: Arc<RedisConnections>, clock: Clock) -> Celery {
+        let (broker, invalid) = match kombu::KombuRedis::from_config(cfg, redis, clock) {
             None => (None, None),
             Some(Ok(b)) => (Some(Arc::new(b) as Arc<dyn Broker>), None),
             Some(Err(e)) => (None, Some(e)),

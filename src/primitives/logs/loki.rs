@@ -7,17 +7,19 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{LogEntry, LogsBackend, LogsError};
-use crate::config::LogsConfig;
+use crate::{clock::Clock, config::LogsConfig};
 
 pub struct Loki {
     http: reqwest::Client,
     base: String,
     tenant: Option<String>,
+    /// Where "the last `window`" of a query ends.
+    clock: Clock,
 }
 
 impl Loki {
     /// `None` when `[logs] loki_url` is unset.
-    pub fn from_config(cfg: &LogsConfig) -> Option<Loki> {
+    pub fn from_config(cfg: &LogsConfig, clock: Clock) -> Option<Loki> {
         let base = cfg.loki_url.as_deref()?.trim_end_matches('/').to_string();
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
@@ -28,6 +30,7 @@ impl Loki {
             http,
             base,
             tenant: cfg.tenant.clone(),
+            clock,
         })
     }
 
@@ -46,7 +49,7 @@ impl Loki {
             .await
             .map_err(|e| LogsError::Unavailable(e.without_url().to_string()))?;
         if !(200..300).contains(&status) {
-            let message = crate::engine::runner::truncate(text.trim(), 200).into_owned();
+            let message = crate::text::truncate(text.trim(), 200).into_owned();
             return Err(if status >= 500 || status == 429 {
                 LogsError::Unavailable(format!("{path} answered {status}: {message}"))
             } else {
@@ -91,7 +94,7 @@ impl LogsBackend for Loki {
         window: Duration,
         limit: usize,
     ) -> Result<Vec<LogEntry>, LogsError> {
-        let end = chrono::Utc::now().timestamp_millis();
+        let end = self.clock.now_ms();
         let start = end - window.as_millis() as i64;
         let data = self
             .get(

@@ -54,9 +54,11 @@ pub struct Logs {
 }
 
 impl Logs {
-    pub fn new(cfg: &crate::config::LogsConfig) -> Logs {
+    /// Loki when `[logs] loki_url` is set, its windows ending at `clock`'s now.
+    pub fn new(cfg: &crate::config::LogsConfig, clock: crate::clock::Clock) -> Logs {
         Logs {
-            backend: loki::Loki::from_config(cfg).map(|l| Arc::new(l) as Arc<dyn LogsBackend>),
+            backend: loki::Loki::from_config(cfg, clock)
+                .map(|l| Arc::new(l) as Arc<dyn LogsBackend>),
         }
     }
 

@@ -113,7 +113,7 @@ fn error_text(body: &str) -> String {
         .and_then(|v| v["error"].as_str().or(v["message"].as_str()))
         .map(str::to_string)
         .unwrap_or_else(|| body.to_string());
-    crate::engine::runner::truncate(&text, 200).into_owned()
+    crate::text::truncate(&text, 200).into_owned()
 }
 
 /// A page incident from Statuspage's JSON.

@@ -27,14 +27,14 @@ use super::{
 use crate::{
     clock::Clock,
     config::{ChannelConfig, Config},
-    dispatch::{DispatchError, Dispatcher, ReplicaSettings, RunRequest},
+    dispatch::{Dispatcher, ReplicaSettings, RunRequest},
     engine::Catalog,
     escalation::Escalation,
     metrics::Metrics,
     notify::Notifier,
     primitives::Services,
-    store::{Incident, RunRecord, Store, StoreError, Trigger},
-    triggers::{alertmanager::Alert, Event, EventKind, TriggerSpec},
+    store::{Incident, RunRecord, Store, StoreError},
+    triggers::alertmanager::Alert,
 };
 
 /// One finished run in a simulation.
@@ -65,16 +65,7 @@ pub struct Happening {
     pub text: String,
 }
 
-/// Errors setting up a simulation.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    #[error("simulation store: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error("simulation: {0}")]
-    Setup(String),
-    #[error("simulation: {0}")]
-    Dispatch(#[from] DispatchError),
-}
+pub use super::error::SimError;
 
 /// A simulated world with runbookd's playbooks, store, dispatcher and escalation table
 /// around it.
@@ -230,7 +221,7 @@ impl Sim {
     /// A finished run on the timeline (its start, logs and end) and in [`Sim::runs`].
     fn show(&self, record: RunRecord) -> SimRun {
         let playbook = record.playbook.clone();
-        let event = record.event.clone();
+        let event = serde_json::to_value(&record.event).unwrap_or_default();
         let started_ms = record.started_at.unwrap_or_else(|| self.now_ms());
         let finished_ms = record.finished_at.unwrap_or(started_ms);
         self.note_at(
@@ -238,8 +229,8 @@ impl Sim {
             "run",
             format!(
                 "{playbook} started ({} {}{})",
-                event["kind"].as_str().unwrap_or("manual"),
-                event["name"].as_str().unwrap_or(&playbook),
+                record.event.kind,
+                record.event.name,
                 if record.dry_run { ", dry run" } else { "" }
             ),
         );
@@ -333,15 +324,7 @@ impl Sim {
         let submitted = self
             .dispatcher
             .submit(
-                RunRequest {
-                    playbook: playbook.to_string(),
-                    event: Event::manual(playbook, params, dry_run),
-                    trigger: Trigger {
-                        kind: EventKind::Manual,
-                        name: playbook.to_string(),
-                        actor: "simulation".into(),
-                    },
-                },
+                RunRequest::manual(playbook, params, dry_run, playbook, "simulation"),
                 false,
             )
             .await?;
@@ -378,7 +361,7 @@ impl Sim {
     /// What the daemon's evaluator does on each interval: levels that fire record their
     /// playbook's run for nobody; the inline executor claims and runs them.
     async fn escalation_pass(&self) -> Result<Vec<SimRun>, SimError> {
-        crate::escalation::evaluate(&self.escalation, &self.store).await?;
+        crate::schedulers::escalation::evaluate(&self.escalation, &self.store).await?;
         self.collect_notifications().await?;
         self.settle().await
     }
@@ -486,40 +469,25 @@ impl Sim {
             .block_on(stage::play(&stage, scenario, Pacing { step, stay: false }))
     }
 
-    /// The cron trigger's own tick, at virtual `now`, for the cron triggers of `playbooks`
-    /// (a scenario names the ones that fire). The first look only sets the marks, as in a
-    /// daemon that just started.
+    /// The daemon's cron pass, at virtual `now`, for the cron triggers of `playbooks` (a
+    /// scenario names the ones that fire).
     async fn fire_cron(&self, playbooks: &[String], now: i64) -> Result<(), SimError> {
-        let zone = self
-            .config
-            .cron
-            .zone()
-            .ok_or_else(|| SimError::Setup("cron.timezone is not a zone".into()))?;
-        for pb in self.catalog.playbooks() {
-            if !playbooks.contains(&pb.name) {
-                continue;
-            }
-            for t in &pb.triggers {
-                let TriggerSpec::Cron { cron } = t else {
-                    continue;
-                };
-                let Ok(schedule) = crate::triggers::parse_cron(cron) else {
-                    continue;
-                };
-                crate::triggers::cron::tick(
-                    &self.dispatcher,
-                    &self.store,
-                    &pb.name,
-                    cron,
-                    &schedule,
-                    &zone,
-                    now,
-                    self.config.cron.max_catch_up,
-                )
-                .await?;
-            }
+        if self.config.cron.zone().is_none() {
+            return Err(SimError::Setup("cron.timezone is not a zone".into()));
         }
-        Ok(())
+        let pass = crate::schedulers::cron::pass(
+            &self.catalog,
+            Some(playbooks),
+            &self.dispatcher,
+            &self.store,
+            &self.config.cron,
+            now,
+        )
+        .await;
+        match pass.failed.into_iter().next() {
+            Some((_, _, e)) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -39,14 +39,14 @@ thread_local! {
 /// The test in force on this thread; its script's memory counts from here
 /// (`[playbooks] max_run_memory`, as for a run).
 pub struct TestGuard {
-    _memory: crate::engine::memory::Budget,
+    _memory: crate::primitives::memory::Budget,
 }
 
 impl TestGuard {
     pub fn install(ctx: TestContext) -> TestGuard {
         CURRENT.with(|c| *c.borrow_mut() = Some(Rc::new(ctx)));
         TestGuard {
-            _memory: crate::engine::memory::Budget::enter(),
+            _memory: crate::primitives::memory::Budget::enter(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! `max_connections_per_client` connections (past that it is answered 429 and closed); at
 //! most `max_connections` are open at once (past that, connections wait in the kernel's
 //! accept queue), and a stop lets open requests finish. Body and whole-request time limits
-//! are layers of the router ([`super::router`]).
+//! are layers of the router ([`super::router::router`]).
 
 use std::{
     collections::HashMap,

@@ -1,4 +1,4 @@
-//! The cron trigger: fires playbooks on their `#{ cron: "..." }` schedules.
+//! The cron scheduler: fires playbooks on their `#{ cron: "..." }` schedules.
 //!
 //! Each (playbook, schedule) has a mark in the store — the last tick it fired for. A tick
 //! fires only for the process that moves the mark (compare-and-set), so a restart never
@@ -9,15 +9,15 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{Offset, Utc};
-use serde_json::{json, Map};
 use tokio_util::sync::CancellationToken;
 
-use super::{parse_cron, Event, TriggerSpec};
 use crate::{
     config::CronConfig,
-    dispatch::{Dispatcher, RunRequest},
+    dispatch::Dispatcher,
     engine::Catalog,
-    store::{Store, Trigger},
+    event::RunRequest,
+    store::{RunRecord, Store, StoreError},
+    triggers::{parse_cron, TriggerSpec},
 };
 
 pub use crate::clock::zone::Zone;
@@ -37,7 +37,64 @@ pub fn due(
     (passed.split_off(passed.len() - keep), new_mark)
 }
 
-/// Runs the scheduler until `stop`.
+/// What one pass over the cron triggers found.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// When the next tick of any schedule is due (unix ms).
+    pub next: Option<i64>,
+    /// Triggers whose tick could not be fired (playbook, schedule, why); tried again later.
+    pub failed: Vec<(String, String, StoreError)>,
+}
+
+/// One pass at `now` over the cron triggers of every playbook (or of `only` these, as a
+/// scenario names them): fires what is due. The daemon's loop and a simulation's virtual
+/// clock both call this; the first look at a schedule only sets its mark, as in a daemon
+/// that just started.
+pub async fn pass(
+    catalog: &Catalog,
+    only: Option<&[String]>,
+    dispatcher: &Dispatcher,
+    store: &Store,
+    cfg: &CronConfig,
+    now: i64,
+) -> Pass {
+    let zone = cfg.zone().unwrap_or(Zone::Fixed(Utc.fix()));
+    let mut pass = Pass::default();
+    for pb in catalog.playbooks() {
+        if only.is_some_and(|only| !only.contains(&pb.name)) {
+            continue;
+        }
+        for t in &pb.triggers {
+            let TriggerSpec::Cron { cron: expr } = t else {
+                continue;
+            };
+            let Ok(schedule) = parse_cron(expr) else {
+                continue;
+            };
+            let trigger = Trigger {
+                playbook: &pb.name,
+                expr,
+                schedule: &schedule,
+                zone: &zone,
+            };
+            match tick(dispatcher, store, &trigger, now, cfg.max_catch_up).await {
+                Ok(next) => pass.next = earliest(pass.next, next),
+                Err(e) => pass.failed.push((pb.name.clone(), expr.clone(), e)),
+            }
+        }
+    }
+    pass
+}
+
+fn earliest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Runs the scheduler until `stop`: a pass, then a sleep until the next tick is due (at
+/// most a minute; 5 s after a failed tick), or until a playbook is reloaded.
 pub async fn run(
     catalog: Arc<Catalog>,
     dispatcher: Dispatcher,
@@ -45,44 +102,16 @@ pub async fn run(
     cfg: CronConfig,
     stop: CancellationToken,
 ) {
-    let tz = cfg.zone().unwrap_or(Zone::Fixed(Utc.fix()));
     let mut changes = catalog.subscribe();
     loop {
-        let now = Utc::now().timestamp_millis();
-        let mut wake = now + 60_000;
-        for pb in catalog.playbooks() {
-            for t in &pb.triggers {
-                let TriggerSpec::Cron { cron: expr } = t else {
-                    continue;
-                };
-                let Ok(schedule) = parse_cron(expr) else {
-                    continue;
-                };
-                match tick(
-                    &dispatcher,
-                    &store,
-                    &pb.name,
-                    expr,
-                    &schedule,
-                    &tz,
-                    now,
-                    cfg.max_catch_up,
-                )
-                .await
-                {
-                    Ok(next) => {
-                        if let Some(n) = next {
-                            wake = wake.min(n);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(playbook = %pb.name, cron = %expr, error = %e, "cron tick failed; retrying in 5 s");
-                        wake = wake.min(now + 5_000);
-                    }
-                }
-            }
+        let now = store.now();
+        let pass = pass(&catalog, None, &dispatcher, &store, &cfg, now).await;
+        let mut wake = earliest(Some(now + 60_000), pass.next).unwrap_or(now + 60_000);
+        for (playbook, expr, e) in &pass.failed {
+            tracing::warn!(%playbook, cron = %expr, error = %e, "cron tick failed; retrying in 5 s");
+            wake = wake.min(now + 5_000);
         }
-        let sleep = Duration::from_millis((wake - Utc::now().timestamp_millis()).max(1) as u64);
+        let sleep = Duration::from_millis((wake - store.now()).max(1) as u64);
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             r = changes.changed() => if r.is_err() { return },
@@ -91,56 +120,36 @@ pub async fn run(
     }
 }
 
+/// One cron trigger of one playbook.
+struct Trigger<'a> {
+    playbook: &'a str,
+    expr: &'a str,
+    schedule: &'a ::cron::Schedule,
+    zone: &'a Zone,
+}
+
 /// Fires what is due for one trigger; returns when it is next due (unix ms).
-#[allow(clippy::too_many_arguments)]
-pub async fn tick(
+async fn tick(
     dispatcher: &Dispatcher,
     store: &Store,
-    playbook: &str,
-    expr: &str,
-    schedule: &::cron::Schedule,
-    tz: &Zone,
+    t: &Trigger<'_>,
     now: i64,
     max_catch_up: u32,
-) -> Result<Option<i64>, crate::store::StoreError> {
+) -> Result<Option<i64>, StoreError> {
+    let (playbook, expr) = (t.playbook, t.expr);
     let mark = store.cron_mark(playbook, expr).await?;
     let Some(mark) = mark else {
         // First sight: start counting from now; nothing in the past fires.
         store.advance_cron_mark(playbook, expr, None, now).await?;
-        return Ok(tz.next(schedule, now));
+        return Ok(t.zone.next(t.schedule, now));
     };
-    let (fires, new_mark) = due(schedule, tz, mark, now, max_catch_up);
+    let (fires, new_mark) = due(t.schedule, t.zone, mark, now, max_catch_up);
     let mut current = mark;
     if let Some(new_mark) = new_mark {
-        let runs: Vec<_> = fires
+        let runs: Vec<RunRecord> = fires
             .iter()
-            .map(|t| {
-                let scheduled = tz.format(*t);
-                let mut params = Map::new();
-                params.insert("scheduled_for".into(), json!(scheduled));
-                let event = Event {
-                    kind: crate::triggers::EventKind::Cron,
-                    name: expr.to_string(),
-                    status: String::new(),
-                    labels: Map::new(),
-                    annotations: Map::new(),
-                    params,
-                    incident: None,
-                    dry_run: false,
-                    approval: None,
-                };
-                Dispatcher::internal_record(
-                    RunRequest {
-                        playbook: playbook.to_string(),
-                        event,
-                        trigger: Trigger {
-                            kind: crate::triggers::EventKind::Cron,
-                            name: expr.to_string(),
-                            actor: "runbookd".into(),
-                        },
-                    },
-                    now,
-                )
+            .map(|at| {
+                RunRecord::unowned(RunRequest::cron(playbook, expr, &t.zone.format(*at)), now)
             })
             .collect();
         if store
@@ -149,14 +158,20 @@ pub async fn tick(
         {
             current = new_mark;
             for run in &runs {
-                tracing::info!(playbook, cron = expr, tick = %run.event["params"]["scheduled_for"].as_str().unwrap_or(""), run = %run.id, "cron fired");
+                let tick = run
+                    .event
+                    .params
+                    .get("scheduled_for")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("");
+                tracing::info!(playbook, cron = expr, tick, run = %run.id, "cron fired");
             }
             if !runs.is_empty() {
                 dispatcher.wake_claimer();
             }
         }
     }
-    Ok(tz.next(schedule, current.max(now)))
+    Ok(t.zone.next(t.schedule, current.max(now)))
 }
 
 #[cfg(test)]

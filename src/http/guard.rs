@@ -6,7 +6,7 @@
 //! - a mutating API request must be `Content-Type: application/json` (415), which no page
 //!   can send cross-site without a CORS preflight that runbookd never grants. A bodiless
 //!   POST without `Origin` or `Content-Type` — `curl -XPOST` — is let through. The
-//!   dashboard's own forms (outside `/api/`) carry a CSRF token instead (`web::session`).
+//!   dashboard's own forms (outside `/api/`) carry a CSRF token instead (`super::session`).
 //!
 //! With tokens configured the guard does nothing: a page cannot learn a bearer token.
 
@@ -19,7 +19,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// What the guard compares against.
 #[derive(Debug, Clone, Copy)]

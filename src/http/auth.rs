@@ -3,34 +3,25 @@
 //! on loopback (checked at start) and every caller is the local operator.
 //!
 //! A browser that logged in at `/login` carries a session cookie instead (see
-//! `web::session`): it identifies the same token, and reads the API (`GET`, the live event
+//! [`super::session`]): it identifies the same token, and reads the API (`GET`, the live event
 //! stream) — but the API's actions still take a bearer token, so no page can make a
 //! logged-in browser act through them; the dashboard's own forms carry a CSRF token.
 
+use std::sync::Arc;
+
 use axum::{
-    extract::FromRequestParts,
+    extract::{FromRef, FromRequestParts},
     http::{header::AUTHORIZATION, request::Parts, Method, StatusCode},
 };
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{error::ApiError, AppState};
+use super::{caller::Caller, error::ApiError, session, throttle};
 use crate::{
     config::{resolve_secret, ConfigError, Role, TokenConfig},
-    store::Session,
+    store::{Session, Store},
 };
-
-/// What an endpoint needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// GET endpoints: viewer or operator.
-    Read,
-    /// Runs, acks, resets: operator.
-    Operate,
-    /// Alert ingestion: ingest or operator.
-    Ingest,
-}
 
 struct Token {
     name: String,
@@ -44,7 +35,7 @@ struct Token {
 pub struct Auth {
     tokens: Vec<Token>,
     /// Wrong tokens per address (`/login` and bearer headers): see [`super::throttle`].
-    pub(crate) throttle: super::throttle::Throttle,
+    pub(crate) throttle: throttle::Throttle,
 }
 
 impl Auth {
@@ -114,69 +105,18 @@ impl Auth {
     }
 }
 
-/// The authenticated caller of a request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// Token name, or `local` without auth; recorded as the actor.
-    pub name: String,
-    role: Option<Role>,
-    /// Set when a dashboard session cookie (not a bearer token) authenticated the request:
-    /// the CSRF token its forms must carry.
-    pub(crate) session_csrf: Option<String>,
-}
-
-impl Caller {
-    /// The role, `None` on a daemon without tokens (every caller may do everything).
-    pub fn role(&self) -> Option<Role> {
-        self.role
-    }
-
-    /// True when the caller may `access` (without the error [`Caller::require`] gives).
-    pub fn may(&self, access: Access) -> bool {
-        self.require(access).is_ok()
-    }
-
-    /// The caller presented a token (the daemon has tokens): `name` is who they are.
-    pub fn identified(&self) -> bool {
-        self.role.is_some()
-    }
-
-    /// Refuses with 403 unless the caller's role grants `access`.
-    pub fn require(&self, access: Access) -> Result<(), ApiError> {
-        let allowed = matches!(
-            (self.role, access),
-            (None, _)
-                | (Some(Role::Operator), _)
-                | (Some(Role::Viewer), Access::Read)
-                | (Some(Role::Ingest), Access::Ingest)
-        );
-        if allowed {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "token `{}` (role {:?}) may not do this; it needs {}",
-                    self.name,
-                    self.role
-                        .map(|r| format!("{r:?}").to_lowercase())
-                        .unwrap_or_default(),
-                    match access {
-                        Access::Read => "viewer or operator",
-                        Access::Operate => "operator",
-                        Access::Ingest => "ingest or operator",
-                    }
-                ),
-            ))
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
+/// Any state the auth tokens and the session store can be cut from authenticates.
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Arc<Auth>: FromRef<S>,
+    Store: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let caller = authenticate(parts, state).await?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let auth = Arc::<Auth>::from_ref(state);
+        let caller = authenticate(parts, &auth, &Store::from_ref(state)).await?;
         // A session cookie reads the API; its actions take a bearer token (the dashboard's
         // forms are CSRF-checked routes of their own).
         let reads = matches!(parts.method, Method::GET | Method::HEAD);
@@ -190,10 +130,14 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// Who sent the request: a bearer token, else a dashboard session cookie, else (without
-/// tokens) the local operator.
-pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    if state.auth.is_open() {
+/// Who sent the request: a bearer token, else a dashboard session cookie (kept in
+/// `store`), else (without tokens) the local operator.
+pub(crate) async fn authenticate(
+    parts: &Parts,
+    auth: &Auth,
+    store: &Store,
+) -> Result<Caller, ApiError> {
+    if auth.is_open() {
         return Ok(Caller {
             name: "local".into(),
             role: None,
@@ -202,13 +146,12 @@ pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Call
     }
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m.to_string());
     let Some(header) = parts.headers.get(AUTHORIZATION) else {
-        if let Some(secret) = crate::web::session::cookie_secret(&parts.headers) {
-            let session = state
-                .store
-                .session(&crate::web::session::id_hash(&secret))
+        if let Some(secret) = session::cookie_secret(&parts.headers) {
+            let session = store
+                .session(&session::id_hash(&secret))
                 .await?
                 .ok_or_else(|| unauthorized("the dashboard session expired; log in again"))?;
-            let token = state.auth.by_session(&session).ok_or_else(|| {
+            let token = auth.by_session(&session).ok_or_else(|| {
                 unauthorized(
                     "the token this session logged in with was changed or removed; log in again",
                 )
@@ -216,7 +159,7 @@ pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Call
             return Ok(Caller {
                 name: token.name.clone(),
                 role: Some(token.role),
-                session_csrf: Some(crate::web::session::csrf_for(&secret)),
+                session_csrf: Some(session::csrf_for(&secret)),
             });
         }
         return Err(unauthorized(
@@ -231,21 +174,21 @@ pub(crate) async fn authenticate(parts: &Parts, state: &AppState) -> Result<Call
         .or_else(|| header.strip_prefix("bearer "))
         .ok_or_else(|| unauthorized("Authorization header must be `Bearer <token>`"))?
         .trim();
-    let peer = super::throttle::peer(parts);
-    if let Some(wait) = state.auth.throttle.waiting(peer) {
+    let peer = throttle::peer(parts);
+    if let Some(wait) = auth.throttle.waiting(peer) {
         return Err(ApiError::throttled(wait));
     }
-    let Some(token) = state.auth.identify(presented) else {
-        let wait = state.auth.throttle.failed(peer);
+    let Some(token) = auth.identify(presented) else {
+        let wait = auth.throttle.failed(peer);
         tracing::warn!(
-            peer = %super::throttle::peer_text(peer),
+            peer = %throttle::peer_text(peer),
             path = %parts.uri.path(),
             wait_s = wait.map(|w| w.as_secs()),
             "bearer token refused: unknown token"
         );
         return Err(unauthorized("unknown token"));
     };
-    state.auth.throttle.succeeded(peer);
+    auth.throttle.succeeded(peer);
     Ok(Caller {
         name: token.name.clone(),
         role: Some(token.role),

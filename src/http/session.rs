@@ -1,4 +1,5 @@
-//! Logging a browser in and keeping its forms honest.
+//! A browser's session and its forms' honesty: the cookies and CSRF tokens both faces
+//! check (the login and logout pages themselves are the dashboard's, `web::login`).
 //!
 //! - `/login` takes an API token once and sets `runbookd_session`: a random secret (256
 //!   bits), `HttpOnly`, `SameSite=Strict`, `Path=/`, expiring after `[dashboard]
@@ -9,21 +10,13 @@
 //!   `runbookd_csrf` cookie the form must repeat (double submit). A foreign `Origin` is
 //!   refused before either is looked at.
 
-use axum::{
-    extract::{Form, Query, State},
-    http::{header, HeaderMap, StatusCode},
-    response::{IntoResponse, Redirect, Response},
-};
+use axum::http::{header, HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{pages::Chrome, render, WebError};
-use crate::{
-    api::{auth::Caller, ApiError, AppState},
-    config::{Role, SecureCookies},
-};
+use super::{caller::Caller, error::ApiError};
+use crate::config::{DashboardConfig, SecureCookies};
 
 pub const SESSION_COOKIE: &str = "runbookd_session";
 pub const CSRF_COOKIE: &str = "runbookd_csrf";
@@ -72,8 +65,8 @@ pub fn csrf_for(secret: &str) -> String {
 }
 
 /// Whether cookies set in answer to this request carry `Secure`.
-fn secure(state: &AppState, headers: &HeaderMap) -> bool {
-    match state.dashboard.secure_cookies {
+fn secure(dashboard: &DashboardConfig, headers: &HeaderMap) -> bool {
+    match dashboard.secure_cookies {
         SecureCookies::Always => true,
         SecureCookies::Never => false,
         SecureCookies::Auto => headers
@@ -85,7 +78,7 @@ fn secure(state: &AppState, headers: &HeaderMap) -> bool {
 
 /// A `Set-Cookie` value: `max_age` None removes the cookie.
 pub fn set_cookie(
-    state: &AppState,
+    dashboard: &DashboardConfig,
     headers: &HeaderMap,
     name: &'static str,
     value: String,
@@ -95,7 +88,7 @@ pub fn set_cookie(
         .path("/")
         .http_only(true)
         .same_site(cookie::SameSite::Strict)
-        .secure(secure(state, headers));
+        .secure(secure(dashboard, headers));
     c = match max_age {
         Some(age) => c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64)),
         None => c.max_age(cookie::time::Duration::ZERO),
@@ -106,7 +99,7 @@ pub fn set_cookie(
 /// The CSRF token forms on this page carry, and the cookie to set when the browser has
 /// none yet (a daemon without tokens).
 pub fn page_csrf(
-    state: &AppState,
+    dashboard: &DashboardConfig,
     caller: &Caller,
     headers: &HeaderMap,
 ) -> Result<(String, Option<String>), ApiError> {
@@ -117,7 +110,7 @@ pub fn page_csrf(
         Some(token) => Ok((token, None)),
         None => {
             let token = random_secret()?;
-            let set = set_cookie(state, headers, CSRF_COOKIE, token.clone(), None)
+            let set = set_cookie(dashboard, headers, CSRF_COOKIE, token.clone(), None)
                 .replace("Max-Age=0", "Max-Age=31536000");
             Ok((token, Some(set)))
         }
@@ -147,7 +140,7 @@ pub fn check_origin(headers: &HeaderMap, public_origin: Option<&str>) -> Result<
 }
 
 /// Refuses a CSRF token that is not `expected`.
-fn check_token(expected: Option<&str>, presented: &str) -> Result<(), ApiError> {
+pub fn check_token(expected: Option<&str>, presented: &str) -> Result<(), ApiError> {
     let Some(expected) = expected else {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -177,11 +170,6 @@ pub fn check_form(
         None if caller.identified() => Ok(()),
         None => check_token(cookie(headers, CSRF_COOKIE).as_deref(), presented),
     }
-}
-
-/// Where to go after logging in: a local path only (no open redirect).
-fn local_path(next: Option<&str>) -> String {
-    local_back(next, "/")
 }
 
 /// `path` if it is a path of this site, else `default` (a form's `back` field cannot send
@@ -218,140 +206,4 @@ fn local_path_of(path: Option<&str>) -> Option<String> {
         out.push_str(f);
     }
     (out.starts_with('/') && !out.starts_with("//") && !out.contains('\\')).then_some(out)
-}
-
-#[derive(Deserialize)]
-pub struct LoginQuery {
-    next: Option<String>,
-}
-
-#[derive(askama::Template)]
-#[template(path = "login.html")]
-struct LoginPage {
-    chrome: Chrome,
-    next: String,
-    error: Option<String>,
-}
-
-/// `GET /login`
-pub async fn login_page(
-    State(state): State<AppState>,
-    Query(q): Query<LoginQuery>,
-) -> Result<Response, WebError> {
-    if state.auth.is_open() {
-        return Ok(Redirect::to("/").into_response());
-    }
-    render(
-        StatusCode::OK,
-        &LoginPage {
-            chrome: Chrome::anonymous(&state, "Log in"),
-            next: local_path(q.next.as_deref()),
-            error: None,
-        },
-    )
-}
-
-#[derive(Deserialize)]
-pub struct LoginForm {
-    #[serde(default)]
-    token: String,
-    next: Option<String>,
-}
-
-/// `POST /login`: a token in, a session cookie out.
-pub async fn login(
-    State(state): State<AppState>,
-    crate::api::throttle::Peer(peer): crate::api::throttle::Peer,
-    headers: HeaderMap,
-    Form(form): Form<LoginForm>,
-) -> Result<Response, WebError> {
-    if state.auth.is_open() {
-        return Ok(Redirect::to("/").into_response());
-    }
-    let next = local_path(form.next.as_deref());
-    // A login from another site is refused (login CSRF).
-    check_origin(&headers, state.dashboard.public_origin.as_deref())?;
-    // An address guessing tokens waits, whatever it presents now.
-    if let Some(wait) = state.auth.throttle.waiting(peer) {
-        tracing::warn!(peer = %crate::api::throttle::peer_text(peer), wait_s = wait.as_secs(), "dashboard login refused: too many wrong tokens from this address");
-        return Err(ApiError::throttled(wait).into());
-    }
-    let refused = |message: &str| {
-        tracing::warn!(peer = %crate::api::throttle::peer_text(peer), reason = message, "dashboard login refused");
-        render(
-            StatusCode::UNAUTHORIZED,
-            &LoginPage {
-                chrome: Chrome::anonymous(&state, "Log in"),
-                next: next.clone(),
-                error: Some(message.into()),
-            },
-        )
-    };
-    let Some((name, digest, role)) = state.auth.login(form.token.trim()) else {
-        if let Some(wait) = state.auth.throttle.failed(peer) {
-            let page = refused("unknown token");
-            // The page says what was wrong; the status and Retry-After, how long to wait.
-            return page.map(|mut res| {
-                *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-                res.headers_mut().insert(
-                    axum::http::header::RETRY_AFTER,
-                    crate::api::throttle::retry_after_secs(wait).into(),
-                );
-                res
-            });
-        }
-        return refused("unknown token");
-    };
-    state.auth.throttle.succeeded(peer);
-    if role == Role::Ingest {
-        return refused(
-            "an ingest token only posts alerts; log in with a viewer or operator token",
-        );
-    }
-    let secret = random_secret()?;
-    let ttl = state.dashboard.session_ttl;
-    state
-        .store
-        .create_session(&id_hash(&secret), &name, &digest, ttl)
-        .await
-        .map_err(ApiError::from)?;
-    tracing::info!(token = %name, peer = %crate::api::throttle::peer_text(peer), "dashboard login");
-    let cookie = set_cookie(&state, &headers, SESSION_COOKIE, secret, Some(ttl));
-    Ok((
-        StatusCode::SEE_OTHER,
-        [(header::SET_COOKIE, cookie), (header::LOCATION, next)],
-    )
-        .into_response())
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    pub csrf: String,
-}
-
-/// `POST /logout`
-pub async fn logout(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Result<Response, WebError> {
-    if let Some(secret) = cookie_secret(&headers) {
-        check_origin(&headers, state.dashboard.public_origin.as_deref())?;
-        check_token(Some(&csrf_for(&secret)), &form.csrf)?;
-        state
-            .store
-            .end_session(&id_hash(&secret))
-            .await
-            .map_err(ApiError::from)?;
-    }
-    let clear = set_cookie(&state, &headers, SESSION_COOKIE, String::new(), None);
-    Ok((
-        StatusCode::SEE_OTHER,
-        [
-            (header::SET_COOKIE, clear),
-            (header::LOCATION, "/login".to_string()),
-        ],
-    )
-        .into_response())
 }

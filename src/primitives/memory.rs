@@ -14,7 +14,7 @@
 //!   uncatchably, on the first operation that finds it more than `[playbooks] max_run_memory`
 //!   above that;
 //! - the few built-ins whose allocation is sized by an argument rather than by their inputs
-//!   (`blob(n)`, `pad`) are replaced by checked versions ([`super::builtins`]), so that no
+//!   (`blob(n)`, `pad`) are replaced by checked versions (`crate::engine::builtins`), so that no
 //!   single operation can allocate past the budget before the next check.
 //!
 //! Every other operation allocates at most a small multiple of what it reads (concatenation,
@@ -95,7 +95,7 @@ fn live() -> isize {
 /// test): what the thread holds above this mark is the script's. Marks nest (a playbook
 /// test's run inside the test): the inner one counts until it ends. The limit itself is the
 /// engine's (`[playbooks] max_run_memory`), checked by its progress callback and by
-/// [`super::builtins`].
+/// `crate::engine::builtins`.
 pub struct Budget {
     outer: Option<isize>,
 }

@@ -1,4 +1,6 @@
-//! Liveness, readiness and metrics. Unauthenticated, as probes and scrapers expect.
+//! Liveness, readiness and metrics: `/healthz`, `/readyz`, `/metrics`. They belong to the
+//! shell, not to either face: unauthenticated, as probes and scrapers expect, and outside
+//! `/api/v1`.
 
 use axum::{
     extract::State,
@@ -6,11 +8,11 @@ use axum::{
     response::IntoResponse,
     Json,
 };
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::json;
 
-use super::AppState;
+use crate::{metrics::Metrics, primitives::Services, store::Store};
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> impl IntoResponse {
@@ -21,7 +23,10 @@ pub async fn healthz() -> impl IntoResponse {
 /// each breaker's Redis, the Celery broker. 503 names each one that does not (a load
 /// balancer should route elsewhere; an SRE reads what is down). Stripe is a third party:
 /// it is never asked here, and never makes runbookd unready.
-pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn readyz(
+    State(store): State<Store>,
+    State(services): State<Services>,
+) -> impl IntoResponse {
     const LIMIT: Duration = Duration::from_secs(2);
     async fn check<E: std::fmt::Display>(
         fut: impl std::future::Future<Output = Result<(), E>>,
@@ -33,14 +38,14 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         }
     }
     let mut checks = serde_json::Map::new();
-    let store = match (check(state.store.ping()).await, state.store.write_error()) {
+    let store = match (check(store.ping()).await, store.write_error()) {
         // Reads answer, writes do not (a full disk, a server refusing writes): alerts get
         // 503 and Alertmanager resends them until writes go through again.
         (ok, Some(e)) if ok == "ok" => format!("error: cannot write: {e}"),
         (outcome, _) => outcome,
     };
     checks.insert("state".into(), store.into());
-    let s = &state.services;
+    let s = &services;
     if s.payments.configured() {
         checks.insert(
             "payments".into(),
@@ -104,12 +109,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus/OpenMetrics text exposition.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(
             CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.encode(),
+        metrics.encode(),
     )
 }

@@ -8,6 +8,9 @@
 //!
 //! The address is the connection's peer (`ConnectInfo<SocketAddr>`, inserted by the server
 //! loop); where a request carries none, all such requests share one entry.
+//!
+//! Waits run on the process's monotonic clock, not the world's `Clock`: they are told to
+//! real clients (`Retry-After`), in a simulated world too.
 
 use std::{
     collections::HashMap,
