@@ -12,13 +12,16 @@ use std::{collections::HashSet, sync::Arc};
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    admission::{decide, incident_key, matching, Match, Verdict},
+    admission::{decide, incident_key, matching, Verdict},
     DispatchError, Dispatcher, Prepared, RunRequest,
 };
 use crate::{
     config::AlertsConfig,
     event::AlertFacts,
-    store::{AlertRecord, Batch, Incident, RunStatus},
+    store::{
+        group_commit::{commit_and_answer, take_waiting, Commit, Waiter},
+        AlertRecord, Batch, Incident, RunStatus,
+    },
     triggers::alertmanager::{Alert, AlertStatus},
 };
 
@@ -51,13 +54,15 @@ pub const INGEST_QUEUE: usize = 1024;
 /// Most notifications recorded in one transaction.
 const MAX_BATCH: usize = 256;
 
-/// One notification waiting to be recorded.
-pub struct IngestJob {
+/// One notification's alerts (or a chunk of them), as the ingester records them.
+pub struct Notification {
     alerts: Vec<Alert>,
     cfg: AlertsConfig,
     actor: String,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<AlertOutcome>, DispatchError>>,
 }
+
+/// One notification waiting to be recorded, and its sender waiting for the outcomes.
+pub type IngestJob = Waiter<Notification, Vec<AlertOutcome>, DispatchError>;
 
 impl Dispatcher {
     /// Records the alerts of one notification — incidents, alert rows, runs — and queues
@@ -69,11 +74,12 @@ impl Dispatcher {
     /// by SQLite's single writer, by the keys' advisory locks on PostgreSQL (where two
     /// batches may be in flight, and other replicas' too) — so the two copies an HA
     /// Alertmanager pair delivers at the same moment cannot both start a run. A large
-    /// notification goes in chunks of [`ALERTS_PER_TURN`], one at a time, taking turns with every other notification waiting, so a small urgent one is never
-    /// stuck behind ten thousand others. Each chunk is recorded all or nothing; when a later
-    /// chunk fails the sender gets the error and resends the notification (Alertmanager
-    /// does), and the chunks already recorded meet themselves at the door (deduplicated,
-    /// nothing started twice).
+    /// notification goes in chunks of [`ALERTS_PER_TURN`], one at a time, taking turns
+    /// with every other notification waiting, so a small urgent one is never stuck behind
+    /// ten thousand others. Each chunk is recorded all or nothing; when a later chunk fails
+    /// the sender gets the error and resends the notification (Alertmanager does), and the
+    /// chunks already recorded meet themselves at the door (deduplicated, nothing started
+    /// twice).
     pub async fn ingest_alerts(
         &self,
         alerts: Vec<Alert>,
@@ -89,15 +95,14 @@ impl Dispatcher {
                 Vec::new()
             };
             let chunk = std::mem::replace(&mut rest, tail);
-            let (reply, answer) = tokio::sync::oneshot::channel();
+            let (job, answer) = Waiter::new(Notification {
+                alerts: chunk,
+                cfg: cfg.clone(),
+                actor: actor.to_string(),
+            });
             self.inner
                 .ingest
-                .send(IngestJob {
-                    alerts: chunk,
-                    cfg: cfg.clone(),
-                    actor: actor.to_string(),
-                    reply,
-                })
+                .send(job)
                 .await
                 .map_err(|_| DispatchError::ShuttingDown)?;
             outcomes.extend(answer.await.map_err(|_| DispatchError::ShuttingDown)??);
@@ -120,7 +125,9 @@ impl Dispatcher {
             .ok_or_else(|| DispatchError::NotRecorded("no outcome".into()))
     }
 
-    /// Records one alert inside `batch`; the runs it starts are added to `prepared`.
+    /// Records one alert inside `batch`: its incident (found, or opened by a firing
+    /// alert), the runs it starts (added to `prepared`), the incident resolved by a
+    /// `resolved` alert that starts nothing, and the alert's own row.
     async fn ingest_one(
         &self,
         batch: &mut Batch,
@@ -129,7 +136,6 @@ impl Dispatcher {
         actor: &str,
         prepared: &mut Vec<Prepared>,
     ) -> Result<AlertOutcome, DispatchError> {
-        let key = incident_key(alert, cfg);
         let mut outcome = AlertOutcome {
             alertname: alert.name().to_string(),
             fingerprint: alert.fingerprint.clone(),
@@ -140,95 +146,29 @@ impl Dispatcher {
             notes: Vec::new(),
         };
         let labels = Value::Object(to_map(&alert.labels));
-        let firing = alert.status == AlertStatus::Firing;
-        // An incident opened by this very alert has no runs yet: no need to ask for them.
-        let mut opened_here = false;
-        let incident: Option<Incident> = match batch.open_incident_by_key(&key).await? {
-            Some(i) => Some(i),
-            None if firing => {
-                opened_here = true;
-                let title = alert
-                    .annotations
-                    .get("summary")
-                    .cloned()
-                    .unwrap_or_else(|| alert.name().to_string());
-                // Opened when the alert started, but never in the future: an alert whose
-                // `startsAt` lies ahead (a skewed clock) would otherwise stay "young" and
-                // never meet an age condition.
-                let received = self.inner.store.now();
-                let opened = alert.starts_at_ms().unwrap_or(received).min(received);
-                Some(batch.create_incident(
-                    &key,
-                    &format!("alert:{}", alert.name()),
-                    &title,
-                    &labels,
-                    opened,
-                ))
-            }
-            None => None,
-        };
-        outcome.incident = incident.as_ref().map(|i| i.id.clone());
-        outcome.opened = opened_here;
-        let matches = matching(&self.inner.catalog, alert, cfg.cooldown);
-        let mut resolve_now = !firing;
+        let key = incident_key(alert, cfg);
+        let incident = self.incident_of(batch, alert, &key, &labels).await?;
+        outcome.incident = incident.as_ref().map(|(i, _)| i.id.clone());
+        outcome.opened = incident.as_ref().is_some_and(|(_, opened)| *opened);
         match &incident {
             None => outcome
                 .notes
                 .push("resolved, but no open incident has this key".into()),
-            Some(incident) => {
-                if matches.is_empty() {
-                    self.inner.metrics.alert_unmatched();
-                    outcome
-                        .notes
-                        .push("no playbook is triggered by this alert".into());
-                }
-                for Match {
-                    playbook,
-                    on_resolved,
-                    cooldown,
-                } in matches
-                {
-                    let last = if opened_here || (!firing && !on_resolved) {
-                        None
-                    } else {
-                        batch
-                            .last_incident_run(&incident.id, &playbook)
-                            .await?
-                            .and_then(|(status, at)| Some((RunStatus::parse(&status)?, at)))
-                    };
-                    let m = Match {
-                        playbook,
-                        on_resolved,
-                        cooldown,
-                    };
-                    let verdict = decide(&m, firing, last, self.inner.store.now());
-                    if verdict != Verdict::Start {
-                        if let Some(note) = verdict.note(&m.playbook) {
-                            self.inner.metrics.alert_deduplicated();
-                            outcome.notes.push(note);
-                        }
-                        continue;
-                    }
-                    let playbook = m.playbook;
-                    let facts = AlertFacts {
-                        name: alert.name().to_string(),
-                        status: alert.status.to_string(),
-                        labels: to_map(&alert.labels),
-                        annotations: to_map(&alert.annotations),
-                    };
-                    let run =
-                        self.prepare(RunRequest::alert(&playbook, facts, &incident.id, actor))?;
-                    batch.insert_run(&run.record);
-                    if !firing {
-                        // The run resolves the incident when it finishes.
-                        resolve_now = false;
-                    }
-                    outcome
-                        .notes
-                        .push(format!("{playbook}: run {}", run.record.id));
-                    outcome.runs.push(run.record.id.clone());
-                    prepared.push(run);
-                }
+            Some((incident, opened_here)) => {
+                let started = self
+                    .start_runs(
+                        batch,
+                        alert,
+                        cfg,
+                        actor,
+                        incident,
+                        *opened_here,
+                        &mut outcome,
+                    )
+                    .await?;
+                // A run started by a resolved alert resolves the incident when it finishes.
+                let resolve_now = alert.status != AlertStatus::Firing && started.is_empty();
+                prepared.extend(started);
                 if resolve_now {
                     batch
                         .resolve_incident(
@@ -254,17 +194,110 @@ impl Dispatcher {
         Ok(outcome)
     }
 
-    /// Records `jobs` in one transaction; on success queues their runs. On failure nothing
-    /// of it is recorded and no run is queued (their reserved slots are released).
+    /// The open incident with `key`, or — for a firing alert — one opened now (then true:
+    /// this alert opened it). `None`: a resolved alert with no open incident.
+    async fn incident_of(
+        &self,
+        batch: &mut Batch,
+        alert: &Alert,
+        key: &str,
+        labels: &Value,
+    ) -> Result<Option<(Incident, bool)>, DispatchError> {
+        if let Some(open) = batch.open_incident_by_key(key).await? {
+            return Ok(Some((open, false)));
+        }
+        if alert.status != AlertStatus::Firing {
+            return Ok(None);
+        }
+        let title = alert
+            .annotations
+            .get("summary")
+            .cloned()
+            .unwrap_or_else(|| alert.name().to_string());
+        // Opened when the alert started, but never in the future: an alert whose
+        // `startsAt` lies ahead (a skewed clock) would otherwise stay "young" and never
+        // meet an age condition.
+        let received = self.inner.store.now();
+        let opened = alert.starts_at_ms().unwrap_or(received).min(received);
+        let incident = batch.create_incident(
+            key,
+            &format!("alert:{}", alert.name()),
+            &title,
+            labels,
+            opened,
+        );
+        Ok(Some((incident, true)))
+    }
+
+    /// Admits a run of every playbook this alert triggers on `incident`, unless the
+    /// playbook's last run there says otherwise (active, cooling down, not opted into
+    /// resolved alerts): each admitted run is recorded in `batch` and returned; the others
+    /// leave a note in `outcome`.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_runs(
+        &self,
+        batch: &mut Batch,
+        alert: &Alert,
+        cfg: &AlertsConfig,
+        actor: &str,
+        incident: &Incident,
+        opened_here: bool,
+        outcome: &mut AlertOutcome,
+    ) -> Result<Vec<Prepared>, DispatchError> {
+        let firing = alert.status == AlertStatus::Firing;
+        let matches = matching(&self.inner.catalog, alert, cfg.cooldown);
+        if matches.is_empty() {
+            self.inner.metrics.alert_unmatched();
+            outcome
+                .notes
+                .push("no playbook is triggered by this alert".into());
+        }
+        let mut started = Vec::new();
+        for m in matches {
+            // An incident opened by this very alert has no runs yet: no need to ask.
+            let last = if opened_here || (!firing && !m.on_resolved) {
+                None
+            } else {
+                batch
+                    .last_incident_run(&incident.id, &m.playbook)
+                    .await?
+                    .and_then(|(status, at)| Some((RunStatus::parse(&status)?, at)))
+            };
+            let verdict = decide(&m, firing, last, self.inner.store.now());
+            if verdict != Verdict::Start {
+                if let Some(note) = verdict.note(&m.playbook) {
+                    self.inner.metrics.alert_deduplicated();
+                    outcome.notes.push(note);
+                }
+                continue;
+            }
+            let playbook = m.playbook;
+            let run = self.prepare(
+                alert_run(alert, &incident.id, playbook.clone(), actor),
+                true,
+            )?;
+            batch.insert_run(&run.record);
+            outcome
+                .notes
+                .push(format!("{playbook}: run {}", run.record.id));
+            outcome.runs.push(run.record.id.clone());
+            started.push(run);
+        }
+        Ok(started)
+    }
+
+    /// Records `jobs` in one transaction; on success hands their runs on (started at once
+    /// when admitted into a free slot, else queued). On failure nothing of it is recorded
+    /// and no run starts or is queued (their reserved slots and queue places are released).
     /// `locked` is told once the batch holds its keys' locks.
     async fn ingest_batch(
         &self,
-        jobs: &[IngestJob],
+        jobs: &[Notification],
         locked: Option<&watch::Sender<bool>>,
     ) -> Result<Vec<Vec<AlertOutcome>>, DispatchError> {
         let mut batch = self.inner.store.batch().await?;
         // Every key's lock, open incident and latest runs in a few statements for the batch.
-        let keys = keys_of(jobs);
+        let keys = keys_of(jobs.iter());
         batch
             .load_keys(keys.iter().map(String::as_str))
             .await
@@ -315,6 +348,40 @@ impl Dispatcher {
     }
 }
 
+/// The run an alert starts of `playbook` on `incident`.
+fn alert_run(alert: &Alert, incident: &str, playbook: String, actor: &str) -> RunRequest {
+    let facts = AlertFacts {
+        name: alert.name().to_string(),
+        status: alert.status.to_string(),
+        labels: to_map(&alert.labels),
+        annotations: to_map(&alert.annotations),
+    };
+    RunRequest::alert(&playbook, facts, incident, actor)
+}
+
+/// A batch of notifications committed by [`Dispatcher::ingest_batch`]; `locked` is told
+/// once the batch (not a notification retried alone) holds its keys' locks.
+struct IngestCommit<'a> {
+    dispatcher: &'a Dispatcher,
+    locked: &'a watch::Sender<bool>,
+}
+
+impl Commit<Notification> for IngestCommit<'_> {
+    type Answer = Vec<AlertOutcome>;
+    type Error = DispatchError;
+
+    /// A notification retried alone takes its locks anew; arrival order is not kept on
+    /// that path.
+    async fn commit(
+        &self,
+        jobs: &[Notification],
+        retry: bool,
+    ) -> Result<Vec<Vec<AlertOutcome>>, DispatchError> {
+        let locked = (!retry).then_some(self.locked);
+        self.dispatcher.ingest_batch(jobs, locked).await
+    }
+}
+
 /// Ingest batches recorded at once on PostgreSQL, at most. Batches in flight together are
 /// as safe as two replicas ingesting at once: each holds its keys' advisory locks until it
 /// commits, so a batch sharing keys with another waits for it and then reads what it
@@ -328,9 +395,10 @@ const PG_BATCHES_IN_FLIGHT: usize = 2;
 /// other keys should not wait with it.
 const SECOND_BATCH_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The ingester: takes every notification waiting, records them together, answers each.
-/// When a batch fails, its notifications are retried one by one, so one bad notification
-/// (or a full run queue) is answered on its own and does not fail the others.
+/// The ingester: takes every notification waiting, records them together, answers each
+/// (the group commit of `store/group_commit.rs`). When a batch fails, its notifications are
+/// retried one by one, so one bad notification (or a full run queue) is answered on its
+/// own and does not fail the others.
 ///
 /// On PostgreSQL a second batch starts when the one in flight has taken
 /// [`SECOND_BATCH_AFTER`] (up to [`PG_BATCHES_IN_FLIGHT`] at once), so a batch waiting for a
@@ -368,18 +436,9 @@ pub(super) async fn ingest_loop(dispatcher: Dispatcher, mut rx: mpsc::Receiver<I
         let Ok(permit) = batches.clone().acquire_owned().await else {
             return;
         };
-        let first = tokio::select! {
-            biased;
-            job = rx.recv() => match job { Some(j) => j, None => return },
-            _ = retired.cancelled() => return,
+        let Some(jobs) = take_waiting(&mut rx, MAX_BATCH, &retired).await else {
+            return;
         };
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
         // Arrival order between batches sharing a key: this one asks for its locks only
         // once every earlier batch sharing one holds its own (the server then queues it
         // behind them until they commit). With one batch at a time there is none.
@@ -387,7 +446,7 @@ pub(super) async fn ingest_loop(dispatcher: Dispatcher, mut rx: mpsc::Receiver<I
         let mut earlier: Vec<watch::Receiver<bool>> = Vec::new();
         if in_flight > 1 {
             unlocked.retain(|b| !*b.locked.borrow() && b.locked.has_changed().is_ok());
-            let keys: HashSet<String> = keys_of(&jobs).into_iter().collect();
+            let keys: HashSet<String> = keys_of(jobs.iter().map(|w| &w.job)).into_iter().collect();
             earlier = unlocked
                 .iter()
                 .filter(|b| !b.keys.is_disjoint(&keys))
@@ -407,7 +466,11 @@ pub(super) async fn ingest_loop(dispatcher: Dispatcher, mut rx: mpsc::Receiver<I
                 // Err: that batch ended without its locks (it failed); nothing to wait for.
                 let _ = b.wait_for(|held| *held).await;
             }
-            record_and_answer(&recorder, jobs, &locked).await;
+            let batch = IngestCommit {
+                dispatcher: &recorder,
+                locked: &locked,
+            };
+            commit_and_answer(&batch, jobs).await;
             drop(permit);
             tell.notify_one();
         });
@@ -422,40 +485,7 @@ struct InFlight {
 }
 
 /// The incident keys of a batch's alerts.
-fn keys_of(jobs: &[IngestJob]) -> Vec<String> {
-    jobs.iter()
-        .flat_map(|job| job.alerts.iter().map(|a| incident_key(a, &job.cfg)))
+fn keys_of<'a>(jobs: impl Iterator<Item = &'a Notification>) -> Vec<String> {
+    jobs.flat_map(|job| job.alerts.iter().map(|a| incident_key(a, &job.cfg)))
         .collect()
-}
-
-/// Records one batch and answers its senders. When it fails, its notifications are
-/// recorded one by one (each takes its locks anew; arrival order is not kept on this path).
-async fn record_and_answer(
-    dispatcher: &Dispatcher,
-    mut jobs: Vec<IngestJob>,
-    locked: &watch::Sender<bool>,
-) {
-    match dispatcher.ingest_batch(&jobs, Some(locked)).await {
-        Ok(outcomes) => {
-            for (job, outcome) in jobs.into_iter().zip(outcomes) {
-                let _ = job.reply.send(Ok(outcome));
-            }
-        }
-        Err(e) if jobs.len() == 1 => {
-            if let Some(job) = jobs.pop() {
-                let _ = job.reply.send(Err(e));
-            }
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, batch = jobs.len(), "alert batch failed; recording its notifications one by one");
-            for job in jobs {
-                let single = std::slice::from_ref(&job);
-                let result = dispatcher
-                    .ingest_batch(single, None)
-                    .await
-                    .map(|mut o| o.pop().unwrap_or_default());
-                let _ = job.reply.send(result);
-            }
-        }
-    }
 }

@@ -1,7 +1,8 @@
 //! The dispatcher: between triggers and the runner. It resolves the playbook version,
 //! records the run as `queued` and owned by this process's lease (from then on it survives
 //! a crash: if this process dies, another replica or the next start runs it), holds it in a
-//! bounded queue, and starts it when one of `max_concurrent_runs` slots is free. A full
+//! bounded queue, and starts it when one of `max_concurrent_runs` slots is free (an alert's
+//! run that finds a slot free is recorded `running` and starts at once, `run.rs`). A full
 //! queue is a refusal *before* anything is recorded, so the caller can retry and nothing
 //! accepted is ever dropped. Runs nobody owns yet (runbookd's own triggers, work of dead
 //! replicas) wait in the store and are claimed when slots free (`leases.rs`).
@@ -63,9 +64,9 @@ struct Job {
     waiter: Option<oneshot::Sender<RunRecord>>,
 }
 
-/// A run with a reserved queue slot, not recorded yet.
+/// A run with a reserved queue place or run slot, not recorded yet.
 struct Prepared {
-    permit: mpsc::OwnedPermit<Job>,
+    admission: run::Admission,
     record: RunRecord,
     playbook: Arc<Playbook>,
 }
@@ -281,7 +282,8 @@ impl Dispatcher {
     /// Records and queues a run. With `wait`, the submission carries a receiver for the
     /// finished record.
     pub async fn submit(&self, req: RunRequest, wait: bool) -> Result<Submission, DispatchError> {
-        let prepared = self.prepare(req)?;
+        // A 202 answer says `queued`: only a run waited for may start at admission.
+        let prepared = self.prepare(req, wait)?;
         self.inner.store.insert_run(&prepared.record).await?;
         Ok(self.send(prepared, wait))
     }
@@ -289,7 +291,8 @@ impl Dispatcher {
     /// Accepts a run without recording it: checks that runbookd takes work and reserves a
     /// queue slot (a refusal must happen before anything is recorded). The caller records
     /// `record` — alone, or in a batch with others — and then calls [`Dispatcher::send`].
-    fn prepare(&self, req: RunRequest) -> Result<Prepared, DispatchError> {
+    /// `start_now`: a free slot may be taken at once (see [`run::admit`]).
+    fn prepare(&self, req: RunRequest, start_now: bool) -> Result<Prepared, DispatchError> {
         let inner = &self.inner;
         if !inner.accepting.load(Ordering::Acquire) {
             inner.metrics.run_rejected("shutting_down");
@@ -299,14 +302,11 @@ impl Dispatcher {
             .catalog
             .get(&req.playbook)
             .ok_or_else(|| DispatchError::UnknownPlaybook(req.playbook.clone()))?;
-        let permit = inner.queue.clone().try_reserve_owned().map_err(|_| {
-            inner.metrics.run_rejected("queue_full");
-            DispatchError::QueueFull(inner.limits.queue_capacity)
-        })?;
         let mut record = RunRecord::queued(req, &playbook.version, inner.store.now());
         record.owner = Some(inner.lease().id);
+        let admission = run::admit(inner, &mut record, start_now)?;
         Ok(Prepared {
-            permit,
+            admission,
             record,
             playbook,
         })
@@ -320,13 +320,13 @@ impl Dispatcher {
         } else {
             (None, None)
         };
-        self.inner.metrics.queued().inc();
         let record = prepared.record;
-        prepared.permit.send(Job {
+        let job = Job {
             record: record.clone(),
             playbook: prepared.playbook,
             waiter,
-        });
+        };
+        run::hand_on(&self.inner, prepared.admission, job);
         Submission { run: record, done }
     }
 
@@ -417,13 +417,6 @@ impl Inner {
     /// Writes a run's status change and waits until it is committed. Ok(false): the run is
     /// not this process's any more.
     async fn write_update(&self, update: RunUpdate) -> Result<bool, status_writer::WriteError> {
-        let (done, committed) = oneshot::channel();
-        self.run_updates
-            .send(UpdateJob { update, done })
-            .await
-            .map_err(|_| status_writer::WriteError::Stopped)?;
-        committed
-            .await
-            .map_err(|_| status_writer::WriteError::Stopped)?
+        status_writer::write(&self.run_updates, update).await
     }
 }

@@ -1,17 +1,68 @@
-//! One run's life on this replica: take the incident's turn, mark it running (only if this
-//! process still owns it), execute the script on a blocking thread, record the outcome —
-//! or, when the attempt was cut off, hand the run to the retry path.
+//! One run's life on this replica: admitted into a free slot (recorded `running` in the
+//! commit that records it) or the queue, take the incident's turn, mark it running if it
+//! was queued (only if this process still owns it), execute the script on a blocking
+//! thread, record the outcome — or, when the attempt was cut off, hand the run to the retry
+//! path.
 
 use std::{
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant},
 };
 
-use super::{Inner, Job};
+use tokio::sync::mpsc;
+
+use super::{DispatchError, Inner, Job};
 use crate::{
     engine::{runner, Playbook},
     store::{Lease, RunError, RunRecord, RunStatus, RunUpdate},
 };
+
+/// Where an accepted run goes once its record is durable.
+pub(super) enum Admission {
+    /// A slot was free and no run waited for one: the run is recorded `running` — this
+    /// attempt, this replica, under this lease — by the commit that records it, and starts
+    /// as soon as that commit returns. One durable write before its first action instead
+    /// of two; a crash after that commit leaves a `running` run of a dead lease, which is
+    /// retried as a new attempt like any run cut off mid-way (docs/operations.md).
+    Started(Slot),
+    /// Its place in the bounded queue: recorded `queued`, marked `running` when a slot
+    /// frees.
+    Queued(mpsc::OwnedPermit<Job>),
+}
+
+/// Admits `record` (owned by this process's lease) before it is recorded: into a free slot
+/// when `start_now` allows it and one is free — `record` is then `running` — else into the
+/// queue. A full queue is a refusal before anything is recorded.
+pub(super) fn admit(
+    inner: &Arc<Inner>,
+    record: &mut RunRecord,
+    start_now: bool,
+) -> Result<Admission, DispatchError> {
+    if let Some(slot) = start_now.then(|| Slot::free(inner)).flatten() {
+        record.status = RunStatus::Running;
+        record.started_at = Some(record.queued_at);
+        record.replica = Some(inner.replica.name.clone());
+        return Ok(Admission::Started(slot));
+    }
+    let permit = inner.queue.clone().try_reserve_owned().map_err(|_| {
+        inner.metrics.run_rejected("queue_full");
+        DispatchError::QueueFull(inner.limits.queue_capacity)
+    })?;
+    Ok(Admission::Queued(permit))
+}
+
+/// Hands an admitted run on once its record is durable: started now, or queued.
+pub(super) fn hand_on(inner: &Arc<Inner>, admission: Admission, job: Job) {
+    match admission {
+        Admission::Started(slot) => {
+            inner.runs.spawn(run_job(inner.clone(), job, Some(slot)));
+        }
+        Admission::Queued(permit) => {
+            inner.metrics.queued().inc();
+            permit.send(job);
+        }
+    }
+}
 
 /// One of `max_concurrent_runs`, held by a run while it may act. Given back, it wakes the
 /// claimer when unowned runs wait in the store.
@@ -27,6 +78,23 @@ impl Drop for Slot {
         if self.inner.backlog.load(Ordering::Acquire) {
             self.inner.claim_wake.notify_one();
         }
+    }
+}
+
+impl Slot {
+    /// A slot for a run admitted now, if one is free and no run waits for one (those go
+    /// first), on a dispatcher whose loop starts runs (a simulation starts its own).
+    pub(super) fn free(inner: &Arc<Inner>) -> Option<Slot> {
+        let waiting = inner.queue.max_capacity() - inner.queue.capacity()
+            + inner.claimed_waiting.load(Ordering::Acquire);
+        if inner.inline.is_some() || waiting > 0 {
+            return None;
+        }
+        let permit = inner.slots.clone().try_acquire_owned().ok()?;
+        Some(Slot {
+            permit: Some(permit),
+            inner: inner.clone(),
+        })
     }
 }
 
@@ -61,10 +129,17 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
         return None;
     }
     let started = Instant::now();
-    record.status = RunStatus::Running;
-    record.started_at = Some(inner.store.now());
-    record.replica = Some(lease.name.clone());
-    if !mark_running(&inner, &record, &playbook).await {
+    if record.status == RunStatus::Queued {
+        record.status = RunStatus::Running;
+        record.started_at = Some(inner.store.now());
+        record.replica = Some(lease.name.clone());
+        if !mark_running(&inner, &record, &playbook).await {
+            return None;
+        }
+    } else if inner.draining.is_cancelled() {
+        // Recorded `running` at admission, but shutdown began before it started: like a
+        // queued run, it is left for another replica or the next start.
+        give_back(&inner, &record).await;
         return None;
     }
     inner.metrics.running().inc();
@@ -181,6 +256,27 @@ async fn mark_running(inner: &Inner, record: &RunRecord, playbook: &Playbook) ->
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
+        }
+    }
+}
+
+/// A run recorded `running` at admission that this process will not start after all
+/// (shutting down) goes back to `queued`, owned by nobody, as if it had waited in the
+/// queue. Should that fail, it stays `running` under this lease and is retried as a new
+/// attempt once the lease is gone.
+async fn give_back(inner: &Inner, record: &RunRecord) {
+    let owner = record.owner.as_deref().unwrap_or_default();
+    match inner
+        .store
+        .release_unstarted(&record.id, owner, record.attempt)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(run = %record.id, playbook = %record.playbook, "run left queued for another replica or the next start")
+        }
+        Ok(false) => inner.metrics.run_lost("taken_over"),
+        Err(e) => {
+            tracing::error!(run = %record.id, error = %e, "cannot give back a run not started; it is retried when this replica's lease expires")
         }
     }
 }

@@ -97,6 +97,8 @@ const RUNS: RecordSet = RecordSet {
         ("queued_at", "bigint"),
         ("incident_id", "text"),
         ("owner", "text"),
+        ("started_at", "bigint"),
+        ("replica", "text"),
     ],
 };
 
@@ -235,6 +237,8 @@ struct RunRow<'a> {
     queued_at: i64,
     incident_id: Option<&'a str>,
     owner: Option<&'a str>,
+    started_at: Option<i64>,
+    replica: Option<&'a str>,
 }
 
 pub(super) fn runs(runs: &[RunRecord]) -> String {
@@ -249,6 +253,8 @@ pub(super) fn runs(runs: &[RunRecord]) -> String {
         queued_at: run.queued_at,
         incident_id: run.event.incident.as_deref(),
         owner: run.owner.as_deref(),
+        started_at: run.started_at,
+        replica: run.replica.as_deref(),
     }))
 }
 

@@ -12,6 +12,7 @@ mod batch;
 mod budgets;
 mod cron;
 mod escalation;
+pub mod group_commit;
 mod incidents;
 mod json_rows;
 mod leases;

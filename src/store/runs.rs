@@ -265,11 +265,12 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, StoreError> {
     Ok(run)
 }
 
-/// Inserts queued runs, many rows per statement (one round trip instead of one per run).
-/// `INSERT INTO runs` of a batch's queued runs, its placeholders from `$first`.
+/// `INSERT INTO runs` of accepted runs, many rows per statement (one round trip instead of
+/// one per run): queued, or already `running` when admitted into a free slot (then with
+/// their start and replica, so that this one commit is all a run needs before it acts).
 const RUN_INSERT: (&str, usize) = (
-    "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id, owner)",
-    10,
+    "INSERT INTO runs (id, playbook, version, trigger, event, dry_run, status, queued_at, incident_id, owner, started_at, replica)",
+    12,
 );
 
 /// Binds [`RUN_INSERT`]'s values for `runs`.
@@ -285,7 +286,9 @@ fn bind_runs<'q>(mut q: super::AnyQuery<'q>, runs: &'q [RunRecord]) -> super::An
             .bind(run.status.as_str())
             .bind(run.queued_at)
             .bind(run.event.incident.clone())
-            .bind(run.owner.clone());
+            .bind(run.owner.clone())
+            .bind(run.started_at)
+            .bind(run.replica.clone());
     }
     q
 }
@@ -352,6 +355,27 @@ impl Store {
                 .execute(&self.writer)
                 .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Gives back a run recorded `running` at admission that its owner did not start
+    /// (it began shutting down first): `queued` and owned by nobody, as if it had waited in
+    /// the queue. False when it is not that owner's unstarted attempt any more.
+    pub async fn release_unstarted(
+        &self,
+        id: &str,
+        owner: &str,
+        attempt: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', owner = NULL, started_at = NULL, replica = NULL \
+             WHERE id = $1 AND owner = $2 AND attempt = $3 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(attempt)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// One run by id.
