@@ -9,7 +9,7 @@ use crate::{
     dispatch::{Dispatcher, ReplicaSettings},
     engine::{self, Catalog},
     metrics::Metrics,
-    primitives::Services,
+    primitives::{Backends, Services},
     redact::redact_url,
     store::Store,
 };
@@ -82,7 +82,7 @@ impl Core {
             "playbooks loaded"
         );
         let channels = match &world {
-            Some(_) => crate::sim::driver::captured_channels(config),
+            Some(_) => crate::notify::captured_channels(config),
             None => config.channels.clone(),
         };
         let notifier = Arc::new(
@@ -94,25 +94,22 @@ impl Core {
             )
             .context("configuring notification channels")?,
         );
-        let services = match &world {
-            Some(w) => w.services(
-                config,
-                store.clone(),
-                notifier,
-                tokio::runtime::Handle::current(),
-            ),
-            None => {
-                let mut services = Services::from_config(config, Some(store.clone()))
-                    .context("configuring the payments database")?;
-                services.notifier = Some(notifier);
-                services
-            }
+        let backends = match &world {
+            Some(w) => w.backends(config),
+            None => Backends::from_config(config).context("configuring the payments database")?,
         };
+        let services = Services::assemble(
+            config,
+            backends,
+            Some(store.clone()),
+            Some(notifier),
+            tokio::runtime::Handle::current(),
+        );
         let dispatcher = Dispatcher::start(
             catalog.clone(),
             store.clone(),
             metrics.clone(),
-            services.clone(),
+            Arc::new(services.clone()),
             config.playbooks.clone(),
             ReplicaSettings {
                 name: config.server.replica_name(),

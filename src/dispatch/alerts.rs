@@ -57,6 +57,9 @@ const MAX_BATCH: usize = 256;
 /// One notification's alerts (or a chunk of them), as the ingester records them.
 pub struct Notification {
     alerts: Vec<Alert>,
+    /// Each alert's incident key, computed once when the notification arrives: the
+    /// batch's locks and lookups and the alert's own recording all use it.
+    keys: Vec<String>,
     cfg: AlertsConfig,
     actor: String,
 }
@@ -95,8 +98,10 @@ impl Dispatcher {
                 Vec::new()
             };
             let chunk = std::mem::replace(&mut rest, tail);
+            let keys = chunk.iter().map(|a| incident_key(a, cfg)).collect();
             let (job, answer) = Waiter::new(Notification {
                 alerts: chunk,
+                keys,
                 cfg: cfg.clone(),
                 actor: actor.to_string(),
             });
@@ -132,6 +137,7 @@ impl Dispatcher {
         &self,
         batch: &mut Batch,
         alert: &Alert,
+        key: &str,
         cfg: &AlertsConfig,
         actor: &str,
         prepared: &mut Vec<Prepared>,
@@ -145,9 +151,15 @@ impl Dispatcher {
             runs: Vec::new(),
             notes: Vec::new(),
         };
-        let labels = Value::Object(to_map(&alert.labels));
-        let key = incident_key(alert, cfg);
-        let incident = self.incident_of(batch, alert, &key, &labels).await?;
+        // The alert as its runs' events carry it: labels and annotations converted once.
+        let facts = AlertFacts {
+            name: alert.name().to_string(),
+            status: alert.status.to_string(),
+            labels: to_map(&alert.labels),
+            annotations: to_map(&alert.annotations),
+        };
+        let labels = Value::Object(facts.labels.clone());
+        let incident = self.incident_of(batch, alert, key, &labels).await?;
         outcome.incident = incident.as_ref().map(|(i, _)| i.id.clone());
         outcome.opened = incident.as_ref().is_some_and(|(_, opened)| *opened);
         match &incident {
@@ -159,6 +171,7 @@ impl Dispatcher {
                     .start_runs(
                         batch,
                         alert,
+                        &facts,
                         cfg,
                         actor,
                         incident,
@@ -187,7 +200,7 @@ impl Dispatcher {
             status: alert.status.to_string(),
             starts_at: alert.starts_at.clone(),
             labels,
-            annotations: Value::Object(to_map(&alert.annotations)),
+            annotations: Value::Object(facts.annotations),
             incident_id: outcome.incident.clone(),
             outcome: outcome.notes.join("; "),
         });
@@ -238,6 +251,7 @@ impl Dispatcher {
         &self,
         batch: &mut Batch,
         alert: &Alert,
+        facts: &AlertFacts,
         cfg: &AlertsConfig,
         actor: &str,
         incident: &Incident,
@@ -273,7 +287,7 @@ impl Dispatcher {
             }
             let playbook = m.playbook;
             let run = self.prepare(
-                alert_run(alert, &incident.id, playbook.clone(), actor),
+                RunRequest::alert(&playbook, facts.clone(), &incident.id, actor),
                 true,
             )?;
             batch.insert_run(&run.record);
@@ -332,9 +346,9 @@ impl Dispatcher {
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
             let mut of_job = Vec::with_capacity(job.alerts.len());
-            for alert in &job.alerts {
+            for (alert, key) in job.alerts.iter().zip(&job.keys) {
                 of_job.push(
-                    self.ingest_one(&mut batch, alert, &job.cfg, &job.actor, &mut prepared)
+                    self.ingest_one(&mut batch, alert, key, &job.cfg, &job.actor, &mut prepared)
                         .await?,
                 );
             }
@@ -346,17 +360,6 @@ impl Dispatcher {
         }
         Ok(outcomes)
     }
-}
-
-/// The run an alert starts of `playbook` on `incident`.
-fn alert_run(alert: &Alert, incident: &str, playbook: String, actor: &str) -> RunRequest {
-    let facts = AlertFacts {
-        name: alert.name().to_string(),
-        status: alert.status.to_string(),
-        labels: to_map(&alert.labels),
-        annotations: to_map(&alert.annotations),
-    };
-    RunRequest::alert(&playbook, facts, incident, actor)
 }
 
 /// A batch of notifications committed by [`Dispatcher::ingest_batch`]; `locked` is told
@@ -486,6 +489,5 @@ struct InFlight {
 
 /// The incident keys of a batch's alerts.
 fn keys_of<'a>(jobs: impl Iterator<Item = &'a Notification>) -> Vec<String> {
-    jobs.flat_map(|job| job.alerts.iter().map(|a| incident_key(a, &job.cfg)))
-        .collect()
+    jobs.flat_map(|job| job.keys.iter().cloned()).collect()
 }

@@ -30,11 +30,12 @@ use crate::{
     config::PlaybooksConfig,
     engine::{Catalog, Playbook},
     metrics::Metrics,
-    primitives::Services,
+    primitives::ServiceSource,
     store::{Fence, Lease, RunRecord, RunUpdate, Store, StoreError},
 };
 
 pub use crate::event::RunRequest;
+pub use queue::{Started, Until};
 
 /// Why a trigger was refused.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +94,8 @@ struct Inner {
     catalog: Arc<Catalog>,
     store: Store,
     metrics: Arc<Metrics>,
-    /// The backends runs see (replaced by a simulation when its world's settings change).
-    services: std::sync::RwLock<Services>,
+    /// Where each run gets its backends when it starts.
+    services: Arc<dyn ServiceSource>,
     limits: PlaybooksConfig,
     replica: ReplicaSettings,
     held: std::sync::RwLock<Held>,
@@ -132,9 +133,11 @@ struct Inner {
     run_updates: mpsc::Sender<UpdateJob>,
     /// Runs for the same incident and playbook take turns.
     turns: turns::Turns,
-    /// A simulation's dispatcher keeps its waiting runs here and starts them itself
-    /// ([`Dispatcher::run_waiting`]); the daemon's dispatch loop owns them otherwise.
-    inline: Option<tokio::sync::Mutex<queue::Waiting>>,
+    /// Runs accepted or claimed, not started yet; [`Dispatcher::step`] takes them.
+    waiting: tokio::sync::Mutex<queue::Waiting>,
+    /// No loop starts runs: the caller steps (a simulation). Then no run starts at
+    /// admission either, so runs start only when and in the order the caller steps.
+    stepped: bool,
 }
 
 /// Cheap to clone handle to the dispatcher.
@@ -152,7 +155,7 @@ impl Dispatcher {
         catalog: Arc<Catalog>,
         store: Store,
         metrics: Arc<Metrics>,
-        services: Services,
+        services: Arc<dyn ServiceSource>,
         limits: PlaybooksConfig,
         replica: ReplicaSettings,
     ) -> Result<Dispatcher, StoreError> {
@@ -161,13 +164,12 @@ impl Dispatcher {
 
     /// A dispatcher for a simulation: everything the daemon's does (admission, records,
     /// lease, status writer, incident turns, resolution) except that no loop starts runs:
-    /// [`Dispatcher::run_waiting`] runs them on the caller's task, on the store's (virtual)
-    /// clock.
-    pub async fn start_inline(
+    /// the caller [`Dispatcher::step`]s and runs each, on the store's (virtual) clock.
+    pub async fn start_stepped(
         catalog: Arc<Catalog>,
         store: Store,
         metrics: Arc<Metrics>,
-        services: Services,
+        services: Arc<dyn ServiceSource>,
         limits: PlaybooksConfig,
         replica: ReplicaSettings,
     ) -> Result<Dispatcher, StoreError> {
@@ -178,10 +180,10 @@ impl Dispatcher {
         catalog: Arc<Catalog>,
         store: Store,
         metrics: Arc<Metrics>,
-        services: Services,
+        services: Arc<dyn ServiceSource>,
         limits: PlaybooksConfig,
         replica: ReplicaSettings,
-        inline: bool,
+        stepped: bool,
     ) -> Result<Dispatcher, StoreError> {
         let lease = Lease::new(&replica.name);
         let sent = std::time::Instant::now();
@@ -205,16 +207,11 @@ impl Dispatcher {
             submitted: rx,
             claimed: claimed_rx,
         };
-        let (inline, waiting) = if inline {
-            (Some(tokio::sync::Mutex::new(waiting)), None)
-        } else {
-            (None, Some(waiting))
-        };
         let inner = Arc::new(Inner {
             catalog,
             store,
             metrics,
-            services: std::sync::RwLock::new(services),
+            services,
             limits,
             replica,
             held: std::sync::RwLock::new(Held {
@@ -238,21 +235,20 @@ impl Dispatcher {
             ingest: ingest_tx,
             run_updates: updates_tx,
             turns: Default::default(),
-            inline,
+            waiting: tokio::sync::Mutex::new(waiting),
+            stepped,
         });
         let loop_done = Arc::new(Notify::new());
-        match waiting {
-            Some(waiting) => {
-                inner.loops.spawn(queue::dispatch_loop(
-                    inner.clone(),
-                    waiting,
-                    loop_done.clone(),
-                ));
-            }
-            // No loop to wait for at shutdown.
-            None => loop_done.notify_one(),
-        }
         let dispatcher = Dispatcher { inner, loop_done };
+        if stepped {
+            // No loop to wait for at shutdown.
+            dispatcher.loop_done.notify_one();
+        } else {
+            dispatcher.inner.loops.spawn(queue::dispatch_loop(
+                dispatcher.clone(),
+                dispatcher.loop_done.clone(),
+            ));
+        }
         dispatcher
             .inner
             .loops
@@ -262,16 +258,6 @@ impl Dispatcher {
             .loops
             .spawn(leases::keep_lease(dispatcher.inner.clone()));
         Ok(dispatcher)
-    }
-
-    /// The backends runs started from now on see. The daemon's are set once at start; a
-    /// simulation rebuilds its world's when a test or scenario changes settings or secrets.
-    pub fn set_services(&self, services: Services) {
-        *self
-            .inner
-            .services
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = services;
     }
 
     /// The lease this process holds now.
@@ -393,11 +379,8 @@ impl Dispatcher {
 }
 
 impl Inner {
-    fn services(&self) -> Services {
-        self.services
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn services(&self) -> crate::primitives::Services {
+        self.services.services()
     }
 
     fn lease(&self) -> Lease {

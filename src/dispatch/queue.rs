@@ -1,8 +1,9 @@
-//! Starting queued runs. The daemon's dispatch loop starts each run when one of
-//! `max_concurrent_runs` slots frees, runs claimed from the store first. A simulation
-//! starts them itself instead ([`Dispatcher::run_waiting`]): one at a time on the calling
-//! task, on its virtual clock — the same records, leases, status writes and incident turns,
-//! only no concurrency, so the same inputs always give the same timeline.
+//! Starting queued runs, one [`Dispatcher::step`] at a time: take the next waiting run —
+//! runs claimed from the store first — and one of `max_concurrent_runs` slots for it. The
+//! daemon's dispatch loop steps and spawns each run it gets; a simulation steps itself and
+//! runs each to its end on its own task, on its virtual clock — the same records, leases,
+//! status writes and incident turns, only one run at a time, so the same inputs always give
+//! the same timeline.
 
 use std::sync::{atomic::Ordering, Arc};
 
@@ -18,43 +19,110 @@ pub(super) struct Waiting {
     pub(super) claimed: mpsc::UnboundedReceiver<Job>,
 }
 
-/// The daemon's executor: starts runs as slots free, until draining.
-pub(super) async fn dispatch_loop(inner: Arc<Inner>, mut waiting: Waiting, done: Arc<Notify>) {
-    loop {
-        let job = tokio::select! {
-            biased;
-            _ = inner.draining.cancelled() => break,
-            Some(job) = waiting.claimed.recv() => {
-                inner.claimed_waiting.fetch_sub(1, Ordering::AcqRel);
-                job
-            }
-            job = waiting.submitted.recv() => match job { Some(j) => j, None => break },
+/// How long [`Dispatcher::step`] waits for a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// The daemon's loop: until a run is submitted or claimed, or draining begins.
+    Next,
+    /// A simulation: only for what waits now — runs submitted, and unowned runs in the
+    /// store (escalation levels, cron ticks), claimed now. `None` when nothing does.
+    Idle,
+}
+
+/// A run taken off the queue with a slot to run in.
+pub struct Started {
+    inner: Arc<Inner>,
+    job: Job,
+    slot: Slot,
+}
+
+impl Started {
+    /// Runs it to its end. The final record when this process recorded it; `None` when the
+    /// run was not this process's to run or finish, or went the retry path.
+    pub async fn run(self) -> Option<RunRecord> {
+        run::run_job(self.inner, self.job, self.slot).await
+    }
+}
+
+impl Dispatcher {
+    /// The next run to start, with its slot: what the daemon's loop spawns and a simulation
+    /// runs itself. `None` once draining (what waits stays queued for another replica or the
+    /// next start), or with [`Until::Idle`] when nothing waits.
+    pub async fn step(&self, until: Until) -> Option<Started> {
+        let inner = &self.inner;
+        let job = {
+            let mut waiting = inner.waiting.lock().await;
+            next_job(inner, &mut waiting, until).await?
         };
         let permit = tokio::select! {
             biased;
             _ = inner.draining.cancelled() => {
-                leave_queued(&inner, job);
-                break;
+                leave_queued(inner, job);
+                return None;
             }
-            p = inner.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = inner.slots.clone().acquire_owned() => p.ok()?,
         };
         inner.metrics.queued().dec();
-        let inner2 = inner.clone();
-        inner.runs.spawn(async move {
-            let slot = Slot {
+        Some(Started {
+            inner: inner.clone(),
+            job,
+            slot: Slot {
                 permit: Some(permit),
-                inner: inner2.clone(),
-            };
-            run::run_job(inner2, job, Some(slot)).await;
-        });
+                inner: inner.clone(),
+            },
+        })
     }
+}
+
+/// Claimed runs first: they waited in the store, some since a replica died.
+async fn next_job(inner: &Arc<Inner>, waiting: &mut Waiting, until: Until) -> Option<Job> {
+    loop {
+        if inner.draining.is_cancelled() {
+            return None;
+        }
+        match until {
+            Until::Next => {
+                return tokio::select! {
+                    biased;
+                    _ = inner.draining.cancelled() => None,
+                    Some(job) = waiting.claimed.recv() => {
+                        inner.claimed_waiting.fetch_sub(1, Ordering::AcqRel);
+                        Some(job)
+                    }
+                    job = waiting.submitted.recv() => job,
+                };
+            }
+            Until::Idle => {
+                if let Ok(job) = waiting.claimed.try_recv() {
+                    inner.claimed_waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Some(job);
+                }
+                if let Ok(job) = waiting.submitted.try_recv() {
+                    return Some(job);
+                }
+                if !inner.accepting.load(Ordering::Acquire) || leases::claim(inner).await == 0 {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// The daemon's executor: steps, and starts every run it gets, until draining; then what
+/// still waits stays queued.
+pub(super) async fn dispatch_loop(dispatcher: Dispatcher, done: Arc<Notify>) {
+    while let Some(started) = dispatcher.step(Until::Next).await {
+        dispatcher.inner.runs.spawn(started.run());
+    }
+    let inner = &dispatcher.inner;
+    let mut waiting = inner.waiting.lock().await;
     waiting.submitted.close();
     waiting.claimed.close();
     while let Ok(job) = waiting.submitted.try_recv() {
-        leave_queued(&inner, job);
+        leave_queued(inner, job);
     }
     while let Ok(job) = waiting.claimed.try_recv() {
-        leave_queued(&inner, job);
+        leave_queued(inner, job);
     }
     done.notify_one();
 }
@@ -65,34 +133,4 @@ pub(super) fn leave_queued(inner: &Inner, job: Job) {
     inner.metrics.queued().dec();
     tracing::info!(run = %job.record.id, playbook = %job.record.playbook, "run left queued for another replica or the next start");
     drop(job.waiter);
-}
-
-impl Dispatcher {
-    /// The inline executor (a dispatcher made with [`Dispatcher::start_inline`]): runs
-    /// every run waiting — submitted, or recorded for nobody (escalation levels, cron
-    /// ticks) and claimed now — to its end on the calling task, one at a time, claimed runs
-    /// first as the dispatch loop takes them. Returns the finished records in the order
-    /// they ran. A daemon's dispatcher has no inline queue: nothing runs, `[]`.
-    pub async fn run_waiting(&self) -> Vec<RunRecord> {
-        let inner = &self.inner;
-        let Some(waiting) = &inner.inline else {
-            return Vec::new();
-        };
-        let mut waiting = waiting.lock().await;
-        let mut finished = Vec::new();
-        loop {
-            let job = if let Ok(job) = waiting.claimed.try_recv() {
-                inner.claimed_waiting.fetch_sub(1, Ordering::AcqRel);
-                job
-            } else if let Ok(job) = waiting.submitted.try_recv() {
-                job
-            } else if inner.accepting.load(Ordering::Acquire) && leases::claim(inner).await > 0 {
-                continue;
-            } else {
-                return finished;
-            };
-            inner.metrics.queued().dec();
-            finished.extend(run::run_job(inner.clone(), job, None).await);
-        }
-    }
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::{DispatchError, Inner, Job};
 use crate::{
     engine::{runner, Playbook},
-    store::{Lease, RunError, RunRecord, RunStatus, RunUpdate},
+    store::{Lease, RunError, RunErrorReason, RunRecord, RunStatus, RunUpdate},
 };
 
 /// Where an accepted run goes once its record is durable.
@@ -55,7 +55,7 @@ pub(super) fn admit(
 pub(super) fn hand_on(inner: &Arc<Inner>, admission: Admission, job: Job) {
     match admission {
         Admission::Started(slot) => {
-            inner.runs.spawn(run_job(inner.clone(), job, Some(slot)));
+            inner.runs.spawn(run_job(inner.clone(), job, slot));
         }
         Admission::Queued(permit) => {
             inner.metrics.queued().inc();
@@ -87,7 +87,7 @@ impl Slot {
     pub(super) fn free(inner: &Arc<Inner>) -> Option<Slot> {
         let waiting = inner.queue.max_capacity() - inner.queue.capacity()
             + inner.claimed_waiting.load(Ordering::Acquire);
-        if inner.inline.is_some() || waiting > 0 {
+        if inner.stepped || waiting > 0 {
             return None;
         }
         let permit = inner.slots.clone().try_acquire_owned().ok()?;
@@ -98,19 +98,18 @@ impl Slot {
     }
 }
 
-/// Runs one job to its end. Returns the final record when this process recorded it (the
-/// inline executor collects them); `None` when the run was not this process's to run or
+/// Runs one job to its end. Returns the final record when this process recorded it (a
+/// simulation collects them); `None` when the run was not this process's to run or
 /// finish, or went the retry path.
 ///
-/// `slot` is the run's share of `max_concurrent_runs` (the daemon's loop; the inline
-/// executor runs one at a time and has none). It bounds what runs *act* at once — scripts
+/// `slot` is the run's share of `max_concurrent_runs`. It bounds what runs *act* at once — scripts
 /// calling Stripe, Redis, the payments database — so it is given back as soon as the script
 /// has ended, not after its outcome is durable: holding it through the outcome commit kept
 /// each slot idle for a commit's wait without protecting anything (giving it back earlier
 /// raised the shipped end-to-end alert rate by a third, docs/performance.md). The incident's turn is still held
 /// until the outcome is recorded, so the next run of this playbook for this incident reads
 /// it.
-pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> Option<RunRecord> {
+pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Slot) -> Option<RunRecord> {
     let Job {
         mut record,
         playbook,
@@ -122,40 +121,85 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
         .take(record.event.incident.as_deref(), &record.playbook)
         .await;
     let (lease, lease_runs, fence) = inner.held();
-    let owner = record.owner.clone().unwrap_or_default();
-    if owner != lease.id {
-        // Claimed under a lease this process has lost since: another replica has it.
-        inner.metrics.run_lost("lease_lost");
+    if !begin(&inner, &mut record, &playbook, &lease).await {
         return None;
     }
     let started = Instant::now();
+    // The script sees which attempt this is, so a retried run can look before it acts.
+    record.event.attempt = record.attempt;
+    inner.metrics.running().inc();
+    let outcome = execute(&inner, &record, &playbook, fence, lease_runs).await;
+    inner.metrics.running().dec();
+    drop(slot);
+    if let Ok(o) = &outcome {
+        if let Some(reason) = o.error.as_ref().map(|e| &e.reason) {
+            if cut_off(&inner, &record, reason) {
+                // This attempt has no outcome; the run goes the retry path (a
+                // compare-and-set on this lease: a run taken over meanwhile is left alone).
+                interrupted(&inner, &record, &lease).await;
+                return None;
+            }
+        }
+    }
+    conclude(&mut record, outcome);
+    record.finished_at = Some(inner.store.now());
+    record.close_attempt();
+    if !finish(&inner, &record).await {
+        return None;
+    }
+    resolve_after_resolved_alert(&inner, &record).await;
+    inner
+        .metrics
+        .run_finished(&record.playbook, record.status.as_str(), started.elapsed());
+    if let Some(w) = waiter {
+        let _ = w.send(record.clone());
+    }
+    Some(record)
+}
+
+/// Whether this process may start the run now: it still holds the run's lease, and the run
+/// is marked `running` (a queued one now; one admitted into a free slot already was) —
+/// unless shutdown began, which leaves it for another replica or the next start.
+async fn begin(inner: &Inner, record: &mut RunRecord, playbook: &Playbook, lease: &Lease) -> bool {
+    if record.owner.as_deref().unwrap_or_default() != lease.id {
+        // Claimed under a lease this process has lost since: another replica has it.
+        inner.metrics.run_lost("lease_lost");
+        return false;
+    }
     if record.status == RunStatus::Queued {
         record.status = RunStatus::Running;
         record.started_at = Some(inner.store.now());
         record.replica = Some(lease.name.clone());
-        if !mark_running(&inner, &record, &playbook).await {
-            return None;
-        }
-    } else if inner.draining.is_cancelled() {
+        return mark_running(inner, record, playbook).await;
+    }
+    if inner.draining.is_cancelled() {
         // Recorded `running` at admission, but shutdown began before it started: like a
         // queued run, it is left for another replica or the next start.
-        give_back(&inner, &record).await;
-        return None;
+        give_back(inner, record).await;
+        return false;
     }
-    inner.metrics.running().inc();
+    true
+}
+
+/// The script, on a blocking thread, with the run's deadline, limits and fence, and the
+/// backends its world has now.
+async fn execute(
+    inner: &Inner,
+    record: &RunRecord,
+    playbook: &Arc<Playbook>,
+    fence: Arc<crate::store::Fence>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<runner::RunOutcome, tokio::task::JoinError> {
     let engine = inner.catalog.engine().clone();
     let services = inner.services();
     let timeout = inner.limits.timeout;
     let limits = crate::primitives::RecordLimits::of(&inner.limits);
     let run_id = record.id.clone();
-    // The script sees which attempt this is, so a retried run can look before it acts.
-    record.event.attempt = record.attempt;
     let event = record.event.clone();
     let dry_run = record.dry_run;
     let requested_by = record.trigger.actor.clone();
     let pb = playbook.clone();
-    let cancel = lease_runs.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         runner::execute(
             &engine,
             &pb,
@@ -172,28 +216,26 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
             cancel,
         )
     })
-    .await;
-    inner.metrics.running().dec();
-    drop(slot);
-    let cut_off = |reason: &crate::store::RunErrorReason| {
-        matches!(
-            reason,
-            crate::store::RunErrorReason::Shutdown | crate::store::RunErrorReason::LeaseLapsed
-        )
-    };
-    if matches!(&outcome, Ok(o) if o.error.as_ref().is_some_and(|e| cut_off(&e.reason))) {
-        if matches!(&outcome, Ok(o) if o.error.as_ref().is_some_and(|e| e.reason == crate::store::RunErrorReason::LeaseLapsed))
-        {
+    .await
+}
+
+/// An attempt cut off from outside — by the shutdown grace period, because the lease was
+/// lost, or fenced because it may have lapsed — has no outcome of its own.
+fn cut_off(inner: &Inner, record: &RunRecord, reason: &RunErrorReason) -> bool {
+    match reason {
+        RunErrorReason::LeaseLapsed => {
             tracing::warn!(run = %record.id, playbook = %record.playbook, attempt = record.attempt, "this replica's lease may have lapsed: the attempt stopped before acting (fenced)");
             inner.metrics.run_lost("lease_lapsed");
             inner.lease_wake.notify_one();
+            true
         }
-        // Cancelled: by the shutdown grace period, because the lease was lost, or fenced
-        // because it may have lapsed. This attempt has no outcome; the run goes the retry
-        // path (a compare-and-set on this lease: a run taken over meanwhile is left alone).
-        interrupted(&inner, &record, &lease).await;
-        return None;
+        RunErrorReason::Shutdown => true,
+        _ => false,
     }
+}
+
+/// The script's outcome into the record (a panic of the runner's thread is a failure).
+fn conclude(record: &mut RunRecord, outcome: Result<runner::RunOutcome, tokio::task::JoinError>) {
     match outcome {
         Ok(o) => {
             record.status = o.status;
@@ -206,25 +248,12 @@ pub(super) async fn run_job(inner: Arc<Inner>, job: Job, slot: Option<Slot>) -> 
             record.status = RunStatus::Failed;
             record.error = Some(RunError {
                 message: format!("internal error while running the playbook: {join}"),
-                reason: crate::store::RunErrorReason::Internal,
+                reason: RunErrorReason::Internal,
                 line: None,
                 column: None,
             });
         }
     }
-    record.finished_at = Some(inner.store.now());
-    record.close_attempt();
-    if !finish(&inner, &record).await {
-        return None;
-    }
-    resolve_after_resolved_alert(&inner, &record).await;
-    inner
-        .metrics
-        .run_finished(&record.playbook, record.status.as_str(), started.elapsed());
-    if let Some(w) = waiter {
-        let _ = w.send(record.clone());
-    }
-    Some(record)
 }
 
 /// Marks the run running (conditional on this process still owning it), retrying while

@@ -27,6 +27,23 @@ pub enum Channel {
     },
 }
 
+/// The channels of a simulation (`runbookd test`, `simulate`, `serve --world`): the
+/// configured names, every one capturing (a `log` channel) instead of sending, so a
+/// simulation never pages anyone and needs none of the channels' secrets.
+pub fn captured_channels(
+    config: &crate::config::Config,
+) -> std::collections::BTreeMap<String, ChannelConfig> {
+    config
+        .channels
+        .keys()
+        .filter_map(|name| {
+            toml::from_str::<ChannelConfig>("type = \"log\"")
+                .ok()
+                .map(|c| (name.clone(), c))
+        })
+        .collect()
+}
+
 const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
 impl Channel {

@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use channels::{slack_escape, Channel};
+pub use channels::{captured_channels, slack_escape, Channel};
 
 use crate::{
     config::{ChannelConfig, ConfigError, NotifyConfig},

@@ -167,7 +167,7 @@ fn approved(request: Map) -> Result<bool, Box<EvalAltResult>> {
         );
         return Ok(false);
     }
-    let request_hash = crate::approvals::request_hash(
+    let request_hash = crate::store::request_hash(
         &playbook,
         incident.as_deref(),
         &req.action,

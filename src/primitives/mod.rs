@@ -21,6 +21,7 @@ pub mod notify;
 pub mod payments;
 pub mod reconcile;
 pub mod redis_conn;
+mod services;
 pub mod statuspage;
 pub mod stripe;
 pub mod webhooks;
@@ -37,87 +38,9 @@ use rhai::{Dynamic, Engine, EvalAltResult, Position};
 use tokio_util::sync::CancellationToken;
 
 pub use action::{act, push_action, ActionOutcome, ActionRecord};
+pub use services::{Backends, ServiceSource, Services, Settings};
 
-use crate::store::{LogLine, Store};
-
-/// Backends primitives may use. `None` means "not configured", which a primitive reports as
-/// a script error naming the missing section rather than crashing.
-#[derive(Clone)]
-pub struct Services {
-    pub store: Option<Store>,
-    pub runtime: tokio::runtime::Handle,
-    pub breakers: Arc<breaker::Breakers>,
-    pub payments: payments::Payments,
-    pub stripe: stripe::Stripe,
-    pub webhook_secret: webhooks::WebhookSecret,
-    pub celery: celery::Celery,
-    /// The app's worker logs (`logs::*`).
-    pub logs: logs::Logs,
-    /// The status page users read (`statuspage::*`).
-    pub statuspage: statuspage::StatusPage,
-    /// `[webhooks] probe_allow`: where `webhooks::probe(url)` may POST besides the
-    /// configured webhook URL.
-    pub webhook_probe_allow: Arc<Vec<String>>,
-    /// `[webhooks] signed_probe`: `webhooks::signed_probe()` is allowed.
-    pub webhook_signed_probe: bool,
-    /// The notification outbox (needs the state store).
-    pub notifier: Option<Arc<crate::notify::Notifier>>,
-    /// `[playbooks.settings]`, read by `setting(name, default)`.
-    pub settings: Arc<serde_json::Map<String, serde_json::Value>>,
-    /// What `now()`, `sleep`, budgets and breaker timing read; virtual in simulations.
-    pub clock: crate::clock::Clock,
-    /// The escalation table's level names, for `escalate()`.
-    pub levels: incident::LevelNames,
-    /// The app's webhook endpoint, for `webhooks::probe`.
-    pub webhook_endpoint: Arc<dyn webhooks::WebhookEndpoint>,
-    /// `[approvals]`: where `approved()` asks, how many must approve, how long it waits.
-    pub approvals: Arc<crate::config::ApprovalsConfig>,
-}
-
-impl Services {
-    /// Builds every backend from configuration; nothing connects until first used.
-    pub fn from_config(
-        config: &crate::config::Config,
-        store: Option<Store>,
-    ) -> Result<Services, payments::PaymentsError> {
-        let redis = Arc::new(redis_conn::RedisConnections::default());
-        let stripe = stripe::Stripe::new(&config.stripe);
-        Ok(Services {
-            payments: payments::Payments::new(&config.payments)?,
-            webhook_endpoint: Arc::new(webhooks::HttpEndpoint {
-                http: stripe.http().clone(),
-                url: config.stripe.webhook_url.clone(),
-            }),
-            stripe,
-            webhook_secret: webhooks::WebhookSecret::from_config(&config.stripe),
-            celery: celery::Celery::new(&config.celery, redis.clone(), crate::clock::Clock::Real),
-            statuspage: statuspage::StatusPage::new(&config.statuspage),
-            logs: logs::Logs::new(&config.logs, crate::clock::Clock::Real),
-            webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
-            webhook_signed_probe: config.webhooks.signed_probe,
-            notifier: None,
-            settings: Arc::new(
-                config
-                    .playbooks
-                    .settings
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.clone(), serde_json::to_value(v).ok()?)))
-                    .collect(),
-            ),
-            store,
-            runtime: tokio::runtime::Handle::current(),
-            breakers: Arc::new(breaker::Breakers::new(
-                config.breakers.clone(),
-                config.redis.url.clone(),
-                redis,
-                crate::clock::Clock::Real,
-            )),
-            clock: crate::clock::Clock::Real,
-            levels: incident::runbook_levels(),
-            approvals: Arc::new(config.approvals.clone()),
-        })
-    }
-}
+use crate::store::LogLine;
 
 /// Why a script was stopped from outside; the text becomes the Rhai termination token.
 pub const TERMINATED_TIMEOUT: &str = "timeout";

@@ -34,7 +34,7 @@ use crate::{
         payments::Payments,
         stripe::Stripe,
         webhooks::WebhookSecret,
-        Services,
+        Backends,
     },
 };
 
@@ -281,27 +281,24 @@ impl World {
         in_memory(self.breakers.read(name)).map(|s| s.state.as_str())
     }
 
-    /// The backends playbooks see in this world: its payments, Stripe, webhook endpoint and
-    /// breakers, with `[playbooks.settings]` from `config` and the world's own settings on
-    /// top.
-    pub fn services(
-        self: &Arc<Self>,
-        config: &crate::config::Config,
-        store: crate::store::Store,
-        notifier: Arc<crate::notify::Notifier>,
-        runtime: tokio::runtime::Handle,
-    ) -> Services {
-        let mut settings: serde_json::Map<String, serde_json::Value> = config
-            .playbooks
-            .settings
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), serde_json::to_value(v).ok()?)))
-            .collect();
-        for (k, v) in self.state().settings.iter() {
-            merge_setting(&mut settings, k, v.clone());
-        }
-        let secret = self.state().webhook_secret.clone();
-        let statuspage = if self.state().status_page.is_some() {
+    /// The backends playbooks see in this world: its payments, Stripe, webhook endpoint,
+    /// breakers, Celery, logs and status page, with the settings and secrets it has now
+    /// (runs assemble their services from these with
+    /// [`Services::assemble`](crate::primitives::Services::assemble), as the
+    /// daemon's do from real ones).
+    pub fn backends(self: &Arc<Self>, config: &crate::config::Config) -> Backends {
+        // What the world holds now; the lock is not held while the backends are built.
+        let (has_status_page, has_celery, webhook_secret, settings, signed_probe) = {
+            let s = self.state();
+            (
+                s.status_page.is_some(),
+                s.celery.is_some(),
+                s.webhook_secret.clone(),
+                s.settings.clone(),
+                s.signed_probe,
+            )
+        };
+        let statuspage = if has_status_page {
             crate::primitives::statuspage::StatusPage::with_backend(
                 Arc::new(backends::statuspage::SimStatusPageBackend {
                     world: self.clone(),
@@ -311,7 +308,7 @@ impl World {
         } else {
             Default::default()
         };
-        let celery = if self.state().celery.is_some() {
+        let celery = if has_celery {
             crate::primitives::celery::Celery::with_broker(
                 &config.celery,
                 Arc::new(backends::celery::SimBroker {
@@ -321,9 +318,7 @@ impl World {
         } else {
             Default::default()
         };
-        Services {
-            store: Some(store),
-            runtime,
+        Backends {
             breakers: self.breakers.clone(),
             payments: Payments::with_backend(self.clone(), &config.payments),
             stripe: Stripe::with_wire(
@@ -334,7 +329,7 @@ impl World {
                 reqwest::Client::new(),
                 self.clock.clone(),
             ),
-            webhook_secret: WebhookSecret::simulated(secret.as_deref()),
+            webhook_secret: WebhookSecret::simulated(webhook_secret.as_deref()),
             webhook_endpoint: Arc::new(backends::stripe::SimEndpoint {
                 world: self.clone(),
                 url: config
@@ -348,13 +343,9 @@ impl World {
             logs: crate::primitives::logs::Logs::with_backend(Arc::new(backends::logs::SimLogs {
                 world: self.clone(),
             })),
-            webhook_probe_allow: Arc::new(config.webhooks.probe_allow.clone()),
-            webhook_signed_probe: config.webhooks.signed_probe || self.state().signed_probe,
-            notifier: Some(notifier),
-            settings: Arc::new(settings),
             clock: self.clock.clone(),
-            levels: crate::primitives::incident::runbook_levels(),
-            approvals: Arc::new(config.approvals.clone()),
+            settings,
+            signed_probe,
         }
     }
 
@@ -407,28 +398,4 @@ fn in_memory<T>(
 ) -> Result<T, BreakerError> {
     op.now_or_never()
         .unwrap_or_else(|| Err(BreakerError::Redis("a memory breaker waited".into())))
-}
-
-/// Sets `a.b.c` in a settings map, creating tables on the way.
-fn merge_setting(
-    settings: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-    value: serde_json::Value,
-) {
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().unwrap_or(key);
-    let mut table = settings;
-    for p in parts {
-        let entry = table
-            .entry(p.to_string())
-            .or_insert_with(|| serde_json::json!({}));
-        if !entry.is_object() {
-            *entry = serde_json::json!({});
-        }
-        let Some(next) = entry.as_object_mut() else {
-            return;
-        };
-        table = next;
-    }
-    table.insert(last.to_string(), value);
 }

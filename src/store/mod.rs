@@ -32,7 +32,9 @@ use sqlx::{
     AnyPool, Executor,
 };
 
-pub use approvals::{Approval, ApprovalStatus, Asked, DecideError, Decided, Decision, NewApproval};
+pub use approvals::{
+    request_hash, Approval, ApprovalStatus, Asked, DecideError, Decided, Decision, NewApproval,
+};
 pub use audit::{AuditEntry, NewAudit};
 pub use batch::Batch;
 pub use budgets::BudgetCheck;

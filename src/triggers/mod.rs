@@ -126,7 +126,7 @@ impl TriggerSpec {
         if let Some(cron) = map.get("cron") {
             allow(&["cron"])?;
             let cron = cron.as_str().ok_or("`cron` must be a string")?;
-            parse_cron(cron)?;
+            parse_cron(cron).map_err(|e| e.to_string())?;
             return Ok(TriggerSpec::Cron { cron: cron.into() });
         }
         if let Some(manual) = map.get("manual") {
@@ -140,16 +140,36 @@ impl TriggerSpec {
     }
 }
 
+/// A `cron` trigger whose schedule cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CronError {
+    #[error("cron `{expr}` has {fields} fields; expected 5, 6 or 7")]
+    Fields { expr: String, fields: usize },
+    #[error("cron `{expr}`: {source}")]
+    Invalid {
+        expr: String,
+        source: ::cron::error::Error,
+    },
+}
+
 /// Parses a crontab line: 5 fields (minute precision, the classic form) or 6/7 with seconds.
-pub fn parse_cron(expr: &str) -> Result<::cron::Schedule, String> {
+pub fn parse_cron(expr: &str) -> Result<::cron::Schedule, CronError> {
     let fields = expr.split_whitespace().count();
     let full = match fields {
         5 => format!("0 {expr}"),
         6 | 7 => expr.to_string(),
-        n => return Err(format!("cron `{expr}` has {n} fields; expected 5, 6 or 7")),
+        fields => {
+            return Err(CronError::Fields {
+                expr: expr.into(),
+                fields,
+            })
+        }
     };
     full.parse::<::cron::Schedule>()
-        .map_err(|e| format!("cron `{expr}`: {e}"))
+        .map_err(|source| CronError::Invalid {
+            expr: expr.into(),
+            source,
+        })
 }
 
 #[cfg(test)]

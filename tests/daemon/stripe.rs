@@ -323,9 +323,11 @@ async fn stripe_connections_are_reused_across_requests_and_runs() {
     let opened = fake.connections_accepted() - before;
     assert!(requests >= 120, "{requests} requests");
     // One client for the whole daemon, keeping its connections: 120 sequential requests in
-    // three runs go over one connection (a few at most, if one is closed idle).
+    // three runs go over one connection — a few at most: one closed idle, one the key-metrics
+    // prober's Stripe probe opened at the same moment (seen as 4 on a loaded CI machine).
+    // A client per run would open 3 or more per run, one per request 120.
     assert!(
-        opened <= 3,
+        opened <= 6,
         "{opened} TCP connections for {requests} requests: Stripe's TLS handshake would be paid per request"
     );
 }

@@ -6,7 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use super::{PageChange, PageIncident, StatusPageBackend, StatusPageError};
-use crate::config::{resolve_secret, StatusPageConfig};
+use crate::config::{resolve_secret, ConfigError, StatusPageConfig};
 
 /// One page on Statuspage.
 pub struct HttpStatusPage {
@@ -16,7 +16,7 @@ pub struct HttpStatusPage {
     component_id: Option<String>,
     /// The key, or why there is none (said on first use, not at start: a missing key must
     /// not keep the daemon from serving).
-    key: Result<SecretString, String>,
+    key: Result<SecretString, ConfigError>,
 }
 
 impl HttpStatusPage {
@@ -31,8 +31,7 @@ impl HttpStatusPage {
                 cfg.api_key_env.as_deref()
             },
             cfg.api_key_file.as_deref(),
-        )
-        .map_err(|e| e.to_string());
+        );
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .user_agent(concat!("runbookd/", env!("CARGO_PKG_VERSION")))
@@ -55,7 +54,7 @@ impl HttpStatusPage {
         let key = self
             .key
             .as_ref()
-            .map_err(|e| StatusPageError::NoKey(e.clone()))?;
+            .map_err(|e| StatusPageError::NoKey(e.to_string()))?;
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.page_url))

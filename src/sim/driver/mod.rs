@@ -4,8 +4,8 @@
 //! timeline.
 //!
 //! Everything between those inputs and the backends is the daemon's own code: admission
-//! and the dispatcher (records, lease, status writes, incident turns, resolution — with an
-//! inline executor instead of the dispatch loop, [`Dispatcher::run_waiting`]), the runner
+//! and the dispatcher (records, lease, status writes, incident turns, resolution — stepped
+//! by the simulation instead of its loop, [`Dispatcher::step`]), the runner
 //! and its sandbox, the primitives, the state store (an in-memory SQLite database on the
 //! virtual clock), the notification outbox, the cron trigger and the escalation evaluator.
 //! Only the backends are the world's.
@@ -26,13 +26,13 @@ use super::{
 };
 use crate::{
     clock::Clock,
-    config::{ChannelConfig, Config},
-    dispatch::{Dispatcher, ReplicaSettings, RunRequest},
+    config::Config,
+    dispatch::{Dispatcher, ReplicaSettings, RunRequest, Until},
     engine::Catalog,
     escalation::Escalation,
     metrics::Metrics,
     notify::Notifier,
-    primitives::Services,
+    primitives::{ServiceSource, Services},
     store::{Incident, RunRecord, Store, StoreError},
     triggers::alertmanager::Alert,
 };
@@ -75,29 +75,41 @@ pub struct Sim {
     pub store: Store,
     pub catalog: Arc<Catalog>,
     escalation: Escalation,
-    notifier: Arc<Notifier>,
     dispatcher: Dispatcher,
     runtime: tokio::runtime::Handle,
     runs: Mutex<Vec<SimRun>>,
     timeline: Mutex<Vec<Happening>>,
     /// Ids of the notifications already on the timeline.
     notified: Mutex<std::collections::HashSet<String>>,
+    /// What runs see: the world's backends as they are when each run starts.
+    services: Arc<WorldServices>,
+}
+
+/// A simulation's runs get the world's backends as the world is when each starts — a test
+/// or scenario step may have changed its settings or secrets since the last run —
+/// assembled like the daemon's ([`Services::assemble`]).
+struct WorldServices {
+    world: Arc<World>,
+    config: Config,
+    store: Store,
+    notifier: Arc<Notifier>,
+    runtime: tokio::runtime::Handle,
     /// The escalation table's level names, for `escalate()`.
     levels: crate::primitives::incident::LevelNames,
 }
 
-/// Channels exist in a simulation by name only: every one captures instead of sending, so
-/// a simulation never pages anyone and needs none of their secrets.
-pub fn captured_channels(config: &Config) -> std::collections::BTreeMap<String, ChannelConfig> {
-    config
-        .channels
-        .keys()
-        .filter_map(|name| {
-            toml::from_str::<ChannelConfig>("type = \"log\"")
-                .ok()
-                .map(|c| (name.clone(), c))
-        })
-        .collect()
+impl ServiceSource for WorldServices {
+    fn services(&self) -> Services {
+        let mut services = Services::assemble(
+            &self.config,
+            self.world.backends(&self.config),
+            Some(self.store.clone()),
+            Some(self.notifier.clone()),
+            self.runtime.clone(),
+        );
+        services.levels = self.levels.clone();
+        services
+    }
 }
 
 impl Sim {
@@ -120,7 +132,7 @@ impl Sim {
                 1,
             ))?
             .with_clock(clock);
-        let channels = captured_channels(config);
+        let channels = crate::notify::captured_channels(config);
         let notifier = Arc::new(
             Notifier::from_config(&channels, &config.notify, store.clone(), None)
                 .map_err(|e| SimError::Setup(e.to_string()))?,
@@ -130,13 +142,19 @@ impl Sim {
             .map_err(|e| SimError::Setup(format!("escalation table: {e}")))?;
         let levels = crate::primitives::incident::runbook_levels();
         escalation.publish_levels(levels.clone());
-        let mut services = world.services(config, store.clone(), notifier.clone(), runtime.clone());
-        services.levels = levels.clone();
-        let dispatcher = runtime.block_on(Dispatcher::start_inline(
+        let services = Arc::new(WorldServices {
+            world: world.clone(),
+            config: config.clone(),
+            store: store.clone(),
+            notifier,
+            runtime: runtime.clone(),
+            levels,
+        });
+        let dispatcher = runtime.block_on(Dispatcher::start_stepped(
             catalog.clone(),
             store.clone(),
             Arc::new(Metrics::new()),
-            services,
+            services.clone(),
             config.playbooks.clone(),
             ReplicaSettings {
                 name: "simulation".into(),
@@ -149,13 +167,12 @@ impl Sim {
             store,
             catalog,
             escalation,
-            notifier,
             dispatcher,
             runtime,
             runs: Mutex::new(Vec::new()),
             timeline: Mutex::new(Vec::new()),
             notified: Mutex::new(Default::default()),
-            levels,
+            services,
         })
     }
 
@@ -164,17 +181,10 @@ impl Sim {
         self.world.clock().now_ms()
     }
 
-    /// The backends playbooks see: the world's (see [`World::services`]), with the
+    /// The backends playbooks see: the world's (see [`World::backends`]), with the
     /// settings and secrets it has now.
     pub fn services(&self) -> Services {
-        let mut services = self.world.services(
-            &self.config,
-            self.store.clone(),
-            self.notifier.clone(),
-            self.runtime.clone(),
-        );
-        services.levels = self.levels.clone();
-        services
+        self.services.services()
     }
 
     /// Notes something on the timeline at virtual now.
@@ -208,11 +218,11 @@ impl Sim {
     /// Runs every run waiting — submitted, or recorded for nobody by escalation and cron —
     /// to its end through the dispatcher, and puts them on the timeline.
     async fn settle(&self) -> Result<Vec<SimRun>, SimError> {
-        // A test or a scenario step may have changed the world's settings or secrets.
-        self.dispatcher.set_services(self.services());
         let mut runs = Vec::new();
-        for record in self.dispatcher.run_waiting().await {
-            runs.push(self.show(record));
+        while let Some(started) = self.dispatcher.step(Until::Idle).await {
+            if let Some(record) = started.run().await {
+                runs.push(self.show(record));
+            }
         }
         self.collect_notifications().await?;
         Ok(runs)

@@ -294,9 +294,56 @@ async fn a_configmap_volume_update_is_hot_reloaded() {
         daemon.logs()
     );
     assert_ne!(last["version"], first["version"]);
-    // What the catalog says of the volume's own entries (docs/deploy.md reports it).
-    eprintln!(
-        "GET /api/v1/playbooks: {}",
-        daemon.get("/api/v1/playbooks").await.1
+    // The volume's own entries (`..data`, `..<timestamp>`) and the `lib` link are not
+    // playbooks and not errors: the catalog lists exactly the one playbook, healthy.
+    let (_, listed) = daemon.get("/api/v1/playbooks").await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["hello"], "{listed}");
+    assert!(listed[0]["error"].is_null(), "{listed}");
+    // `runbookd check` on the mounted volume agrees.
+    let check = Command::new(BIN)
+        .arg("check")
+        .arg(&dir)
+        .output()
+        .expect("check");
+    assert!(
+        check.status.success(),
+        "check on a ConfigMap volume: {}",
+        text(&check)
+    );
+    // An update that changes no file's text (another key of the ConfigMap changed) is
+    // reloaded and keeps the version: it depends on the text, not on `..<timestamp>`.
+    let reloads = || async {
+        let metrics = daemon.metrics().await;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("runbookd_playbook_reload_duration_seconds_count"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = reloads().await;
+    configmap_update(
+        &dir,
+        3,
+        &[("hello.rhai", playbook), ("lib/answers.rhai", &module(2))],
+    );
+    for _ in 0..100 {
+        if reloads().await > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloads().await > before, "the swap was not reloaded");
+    let same = daemon.run_wait("hello", json!({})).await.1;
+    assert_eq!(
+        (same["result"].clone(), same["version"].clone()),
+        (json!(2), last["version"].clone()),
+        "an update with the same text gave a new version: {same}"
     );
 }

@@ -22,14 +22,28 @@ use std::{
 };
 
 use futures_util::{stream, StreamExt};
-use rhai::{Dynamic, Engine, EvalAltResult, Map};
 use serde::Serialize;
 
 use super::{
-    block_on, core::append_log, payments::Payment, script_error, stripe::IntentSummary, with_run,
+    payments::{Payment, PaymentsError},
+    stripe::IntentSummary,
     ActionOutcome, ActionRecord, Services,
 };
 use crate::store::{NewAudit, Store};
+
+mod decide;
+mod script;
+
+use decide::{breaker_blocks, decide, Decision};
+pub use script::register;
+
+/// Why a reconcile could not start: the payments it would check cannot be read. (A
+/// payment Stripe cannot answer for is a finding in the report, not an error.)
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Payments(#[from] PaymentsError),
+}
 
 /// How to reconcile.
 #[derive(Debug, Clone)]
@@ -137,68 +151,6 @@ impl Auditor {
                 kind: "lease_lapsed".into(),
                 detail: "not changed: this replica's lease may have lapsed".into(),
             })
-    }
-}
-
-enum Decision {
-    Set {
-        to: String,
-        pi: Option<IntentSummary>,
-        reason: String,
-    },
-    Keep,
-    Inconsistent(String),
-}
-
-fn decide_from_intent(pi: IntentSummary, mapping: &BTreeMap<String, String>) -> Decision {
-    match mapping.get(&pi.status) {
-        Some(to) => Decision::Set {
-            to: to.clone(),
-            reason: format!("Stripe PaymentIntent {} is {}", pi.id, pi.status),
-            pi: Some(pi),
-        },
-        None => Decision::Keep,
-    }
-}
-
-async fn breaker_blocks(services: &Services, name: &str) -> Option<String> {
-    match services.breakers.read(name).await {
-        Ok(s) if s.state == "open" => Some(format!(
-            "breaker {name} is open{}: Stripe is not being called; reconcile again once it is half-open or closed",
-            s.seconds_since_open
-                .map(|t| format!(" (opened {t:.0} s ago)"))
-                .unwrap_or_default()
-        )),
-        _ => None,
-    }
-}
-
-async fn decide(services: &Services, p: &Payment, opts: &Options) -> Result<Decision, String> {
-    let stripe = &services.stripe;
-    match &p.processor_ref {
-        Some(r) => match stripe.payment_intent(r).await {
-            Ok(Some(pi)) => Ok(decide_from_intent(pi, &opts.mapping)),
-            Ok(None) => Ok(Decision::Inconsistent(format!(
-                "processor_ref {r} is unknown to Stripe"
-            ))),
-            Err(e) => Err(e.to_string()),
-        },
-        None => match stripe.intents_for_payment(&p.id).await {
-            Err(e) => Err(e.to_string()),
-            Ok(list) if list.is_empty() => Ok(Decision::Set {
-                to: "failed".into(),
-                pi: None,
-                reason: "no PaymentIntent in Stripe carries this payment's metadata.payment_id: it was never charged".into(),
-            }),
-            Ok(mut list) => {
-                if let Some(i) = list.iter().position(|pi| pi.status == "succeeded") {
-                    Ok(decide_from_intent(list.swap_remove(i), &opts.mapping))
-                } else {
-                    list.sort_by_key(|pi| std::cmp::Reverse(pi.created));
-                    Ok(decide_from_intent(list.swap_remove(0), &opts.mapping))
-                }
-            }
-        },
     }
 }
 
@@ -320,7 +272,7 @@ pub async fn reconcile(
     services: &Services,
     opts: &Options,
     auditor: &Auditor,
-) -> Result<Report, String> {
+) -> Result<Report, ReconcileError> {
     let payments = &services.payments;
     let mut report = Report {
         dry_run: opts.dry_run,
@@ -338,8 +290,7 @@ pub async fn reconcile(
             .stale_pending(opts.older_than, None, opts.limit)
             .await
     }
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let stop = Arc::new(AtomicBool::new(false));
     let stopped_why = Arc::new(Mutex::new(None::<String>));
     // Each payment is settled as soon as Stripe has answered for it, not after the whole
@@ -360,7 +311,7 @@ pub async fn reconcile(
                     }
                 }
                 match decide(services, &p, opts).await {
-                    Err(e) => Outcome::Error(finding(&p, "stripe_error", e)),
+                    Err(e) => Outcome::Error(finding(&p, "stripe_error", e.to_string())),
                     Ok(Decision::Keep) => Outcome::Unchanged,
                     Ok(Decision::Inconsistent(detail)) => {
                         Outcome::Inconsistent(finding(&p, "unknown_processor_ref", detail))
@@ -474,140 +425,4 @@ async fn audit_change(auditor: &Auditor, change: &Change, dry_run: bool) {
     if let Err(e) = store.audit(&entry).await {
         tracing::error!(payment = %change.payment_id, error = %e, "audit entry not written");
     }
-}
-
-fn options_from(map: &Map, dry_run: bool) -> Result<Options, Box<EvalAltResult>> {
-    let mut o = Options {
-        dry_run,
-        ..Default::default()
-    };
-    for (k, v) in map {
-        let bad = |what: &str| script_error(format!("reconcile(): `{k}` must be {what}"));
-        match k.as_str() {
-            "older_than" => {
-                let s = v.as_int().map(|i| i as f64).or_else(|_| v.as_float()).map_err(|_| bad("seconds"))?;
-                o.older_than = Duration::from_secs_f64(s.max(0.0));
-            }
-            "limit" => o.limit = v.as_int().map_err(|_| bad("an integer"))?.max(1),
-            "plan" => o.plan = v.as_bool().map_err(|_| bad("true or false"))?,
-            "concurrency" => o.concurrency = v.as_int().map_err(|_| bad("an integer"))?.clamp(1, 256) as usize,
-            "breaker" => {
-                o.breaker = if v.is_unit() { None } else { Some(v.clone().into_string().map_err(|_| bad("a breaker name or ()"))?) }
-            }
-            "check_failed_within" => {
-                o.check_failed_within = if v.is_unit() { None } else { Some(Duration::from_secs(v.as_int().map_err(|_| bad("seconds or ()"))?.max(0) as u64)) }
-            }
-            "mapping" => {
-                let m = v.clone().try_cast::<Map>().ok_or_else(|| bad("a map of Stripe status to payment status"))?;
-                o.mapping = m.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            }
-            other => return Err(script_error(format!(
-                "reconcile(): unknown option `{other}` (older_than, limit, concurrency, breaker, check_failed_within, mapping, plan)"
-            ))),
-        }
-    }
-    Ok(o)
-}
-
-fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
-    let (services, dry_run, run_id, playbook) = with_run("reconcile()", |ctx| {
-        Ok((
-            ctx.services.clone(),
-            ctx.dry_run,
-            ctx.run_id.clone(),
-            ctx.playbook.clone(),
-        ))
-    })?;
-    let options = options_from(&opts, dry_run)?;
-    let plan = options.plan;
-    let auditor = Auditor {
-        store: services.store.clone(),
-        run_id: Some(run_id),
-        actor: format!("playbook:{playbook}"),
-        fence: super::current_fence(),
-    };
-    // Bounded by the run's deadline: thousands of payments at 25 req/s take minutes.
-    let report = block_on("reconcile()", Duration::from_secs(24 * 3600), async move {
-        reconcile(&services, &options, &auditor).await
-    })?;
-    finish(report, plan, "reconcile")
-}
-
-/// `reconcile_apply(plan.changes)`: [`apply_plan`] from a script.
-fn apply(changes: rhai::Array) -> Result<Dynamic, Box<EvalAltResult>> {
-    let (services, dry_run, run_id, playbook) = with_run("reconcile_apply()", |ctx| {
-        Ok((
-            ctx.services.clone(),
-            ctx.dry_run,
-            ctx.run_id.clone(),
-            ctx.playbook.clone(),
-        ))
-    })?;
-    let changes: Vec<Change> = rhai::serde::from_dynamic(&Dynamic::from_array(changes))
-        .map_err(|e| {
-            script_error(format!(
-                "reconcile_apply(): the plan's changes are reconcile(#{{ plan: true }}).changes: {e}"
-            ))
-        })?;
-    let auditor = Auditor {
-        store: services.store.clone(),
-        run_id: Some(run_id),
-        actor: format!("playbook:{playbook}"),
-        fence: super::current_fence(),
-    };
-    let report = block_on(
-        "reconcile_apply()",
-        Duration::from_secs(24 * 3600),
-        async move { Ok::<_, String>(apply_plan(&services, &auditor, changes, dry_run).await) },
-    )?;
-    finish(report, false, "reconcile_apply")
-}
-
-/// Records the applied (or, in a dry run, planned) changes on the run and logs the counts.
-fn finish(report: Report, plan: bool, what: &str) -> Result<Dynamic, Box<EvalAltResult>> {
-    with_run("reconcile()", |ctx| {
-        let mut actions = ctx.actions.borrow_mut();
-        for c in report
-            .changes
-            .iter()
-            .filter(|c| c.applied || (report.dry_run && !plan))
-        {
-            let target = format!("payment:{}", c.payment_id);
-            actions.push(
-                ActionRecord {
-                    action: "payments.set_status",
-                    target: &target,
-                    dry_run: report.dry_run,
-                    outcome: ActionOutcome::of(report.dry_run),
-                    details: serde_json::to_value(c).unwrap_or_default(),
-                    result: None,
-                    error: None,
-                }
-                .at(ctx.services.clock.now_ms()),
-            );
-        }
-        Ok(())
-    })?;
-    append_log(
-        "info",
-        &format!(
-            "{what}: checked {}, updated {}, unchanged {}, superseded {}, inconsistencies {}, errors {}{}{}{}",
-            report.checked,
-            report.updated,
-            report.unchanged,
-            report.superseded,
-            report.inconsistencies.len(),
-            report.errors.len(),
-            if report.dry_run { " (dry run)" } else { "" },
-            if plan { format!(" (a plan of {} change(s), none made)", report.changes.len()) } else { String::new() },
-            report.stopped.as_ref().map(|s| format!("; stopped: {s}")).unwrap_or_default(),
-        ),
-    );
-    rhai::serde::to_dynamic(&report)
-}
-
-pub fn register(engine: &mut Engine) {
-    engine.register_fn("reconcile", || run(Map::new()));
-    engine.register_fn("reconcile", run);
-    engine.register_fn("reconcile_apply", apply);
 }

@@ -15,6 +15,10 @@ use sha2::{Digest, Sha256};
 
 use crate::{clock::Clock, metrics::Metrics, triggers::TriggerSpec};
 
+mod scan;
+
+use scan::{hash_modules, scan};
+
 /// A compiled playbook version. Runs hold an `Arc` to the version they started on, so a
 /// reload never changes a run in flight.
 #[derive(Debug)]
@@ -295,106 +299,6 @@ impl Catalog {
 
 /// The subdirectory of the playbook directory that holds playbook tests (`runbookd test`).
 pub const TESTS_DIR: &str = "tests";
-
-/// `NAME.rhai` files directly in `dir`. Subdirectories hold modules and tests.
-fn scan(dir: &Path) -> std::io::Result<BTreeMap<String, PathBuf>> {
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        // `metadata` follows a link; only a regular file is read (a FIFO would block).
-        let regular = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
-        if !regular || path.extension().and_then(|e| e.to_str()) != Some("rhai") {
-            continue;
-        }
-        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-            out.insert(stem.to_string(), path);
-        }
-    }
-    Ok(out)
-}
-
-/// Hash of every `.rhai` file in subdirectories (modules playbooks may import): a module
-/// edit gives every playbook a new version, and recompiles them all. `tests/` holds
-/// playbook tests, which no playbook imports: editing a test changes no version.
-///
-/// Only regular files are read (a FIFO would block the reload forever) and links to
-/// directories are never followed (a link back into the tree is a loop, one out of it an
-/// escape): each such entry comes back as a problem naming its path.
-fn hash_modules(dir: &Path) -> (String, Vec<(PathBuf, String)>) {
-    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    let mut files = Vec::new();
-    let mut problems = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let is_rhai = path.extension().and_then(|e| e.to_str()) == Some("rhai");
-            if kind.is_dir() {
-                if !(d == dir && path.file_name() == Some(std::ffi::OsStr::new(TESTS_DIR))) {
-                    stack.push(path);
-                }
-            } else if kind.is_symlink() {
-                match (std::fs::metadata(&path), path.canonicalize()) {
-                    (Ok(m), Ok(real)) if m.is_dir() => {
-                        let why = if real.starts_with(&root) || root.starts_with(&real) {
-                            "a link to a directory inside the playbook directory (a loop); links to directories are not followed"
-                        } else {
-                            "a link to a directory outside the playbook directory; links to directories are not followed"
-                        };
-                        problems.push((path, why.to_string()));
-                    }
-                    (Ok(m), Ok(real)) if m.is_file() && real.starts_with(&root) => {
-                        if d != dir && is_rhai {
-                            files.push(path);
-                        }
-                    }
-                    (Ok(m), Ok(_)) if m.is_file() => {
-                        if is_rhai {
-                            problems.push((
-                                path,
-                                "a link leading outside the playbook directory; not read".into(),
-                            ));
-                        }
-                    }
-                    (Err(e), _) | (_, Err(e)) => {
-                        if is_rhai || e.raw_os_error() == Some(40) {
-                            problems.push((path, format!("a broken or looping link: {e}")));
-                        }
-                    }
-                    _ => {
-                        if is_rhai {
-                            problems.push((path, "not a regular file; not read".into()));
-                        }
-                    }
-                }
-            } else if kind.is_file() {
-                if d != dir && is_rhai {
-                    files.push(path);
-                }
-            } else if is_rhai {
-                problems.push((
-                    path,
-                    "not a regular file (a FIFO, socket or device); not read".into(),
-                ));
-            }
-        }
-    }
-    files.sort();
-    problems.sort();
-    let mut hasher = Sha256::new();
-    for f in files {
-        hasher.update(f.to_string_lossy().as_bytes());
-        hasher.update(std::fs::read(&f).unwrap_or_default());
-    }
-    (hex::encode(hasher.finalize()), problems)
-}
 
 fn version_of(source: &str, modules_hash: &str) -> String {
     let mut hasher = Sha256::new();
