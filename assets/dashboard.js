@@ -35,11 +35,50 @@
   }
 
   var deferred = false;
+
+  // The field that has the focus, as a selector into a fresh <main>: its name inside the
+  // nearest row that names what it belongs to (an approval, an incident, a run).
+  function focusedField() {
+    var a = document.activeElement;
+    if (!a || !main() || !main().contains(a) || !a.name ||
+        !(a.tagName === 'TEXTAREA' || a.tagName === 'INPUT')) return null;
+    var sel = '[name="' + CSS.escape(a.name) + '"]';
+    var row = a.parentElement;
+    while (row && row !== main()) {
+      for (var i = 0; i < row.attributes.length; i++) {
+        var at = row.attributes[i];
+        if (at.name.indexOf('data-') === 0 && at.value) {
+          sel = '[' + at.name + '="' + CSS.escape(at.value) + '"] ' + sel;
+          row = null;
+          break;
+        }
+      }
+      if (row) row = row.parentElement;
+    }
+    var start = null, end = null;
+    try { start = a.selectionStart; end = a.selectionEnd; } catch (e) { /* no caret */ }
+    return { sel: sel, value: a.value, start: start, end: end };
+  }
+
   function swap(html) {
     var doc = new DOMParser().parseFromString(html, 'text/html');
     var fresh = doc.getElementById('main');
     if (!fresh || !main()) return;
+    // A field focused but still empty does not hold the page back (typing() waits only for
+    // one with text), yet its first keystrokes may be on their way: the fresh page gets the
+    // focus and what is there, so nothing typed is lost.
+    var kept = focusedField();
     main().replaceWith(fresh);
+    if (kept) {
+      var el = fresh.querySelector(kept.sel);
+      if (el) {
+        el.value = kept.value;
+        el.focus();
+        if (kept.start !== null) {
+          try { el.setSelectionRange(kept.start, kept.end); } catch (e) { /* no caret */ }
+        }
+      }
+    }
     document.title = doc.title;
     document.body.dataset.rendered = String(Date.now());
   }

@@ -150,4 +150,29 @@ proptest! {
     fn cron_expressions_parse_or_fail_cleanly(expr in "[0-9*/,\\- A-Za-z?#LW]{0,40}") {
         let _ = parse_cron(&expr);
     }
+
+    /// A log line is scanned for card numbers only up to its cut plus a margin
+    /// (`primitives/core.rs`): whatever the line, no digit that masking the whole line
+    /// would hide is shown by masking the scanned part.
+    #[test]
+    fn masking_the_kept_part_of_a_line_hides_what_masking_the_whole_would(
+        before in "[0-9a-z \\-]{0,80}",
+        card in prop_oneof![
+            Just("4242424242424242"), Just("4242 4242 4242 4242"), Just("4-2-4-2-4-2-4-2-4-2-4-2-4-2-4-2"),
+            Just("378282246310005"), Just("6011111111111117"), Just("5555-5555-5555-4444")
+        ],
+        after in "[0-9a-z \\-]{0,80}",
+        limit in 1usize..120,
+    ) {
+        let line = format!("{before}{card}{after}");
+        let whole = crate::redact::mask_cards(&line);
+        let whole = crate::text::truncate(&whole, limit);
+        let scanned = crate::text::prefix(&line, limit + crate::primitives::CARD_MARGIN);
+        let masked = crate::redact::mask_cards(scanned);
+        let kept = crate::text::truncate_from(&masked, line.len(), limit);
+        prop_assert_eq!(whole.len(), kept.len());
+        for (w, k) in whole.bytes().zip(kept.bytes()) {
+            prop_assert!(!(w == b'*' && k != b'*'), "{} shows what {} hides", kept, whole);
+        }
+    }
 }

@@ -133,6 +133,7 @@ impl Daemon {
             escalation,
             core.store.clone(),
             core.dispatcher.clone(),
+            core.metrics.clone(),
             config.escalation.interval,
             scheduler_stop.clone(),
         ));

@@ -41,6 +41,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LevelLabel {
+    level: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TableLabel {
     table: String,
 }
@@ -70,6 +75,8 @@ pub struct Metrics {
     channel_degraded: Family<ChannelLabel, Gauge>,
     clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
     pruned: Family<TableLabel, Counter>,
+    escalations: Family<LevelLabel, Counter>,
+    approvals_pending: Gauge,
     key: crate::metrics::key_metrics::KeyMetrics,
 }
 
@@ -127,6 +134,18 @@ impl Metrics {
         );
         let running = Gauge::default();
         registry.register("runs_running", "Runs executing now", running.clone());
+        let escalations = Family::<LevelLabel, Counter>::default();
+        registry.register(
+            "escalations",
+            "Escalation levels fired, by level (counted by the replica whose pass fired it)",
+            escalations.clone(),
+        );
+        let approvals_pending = Gauge::default();
+        registry.register(
+            "approvals_pending",
+            "Approval requests waiting for a human, in the state store (every replica reports the same count)",
+            approvals_pending.clone(),
+        );
         let playbooks_loaded = Gauge::default();
         registry.register(
             "playbooks_loaded",
@@ -179,6 +198,8 @@ impl Metrics {
         Metrics {
             key,
             pruned,
+            escalations,
+            approvals_pending,
             notifications,
             channel_degraded,
             clock_skew,
@@ -259,6 +280,20 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    /// An escalation level fired for an incident.
+    pub fn escalated(&self, level: &str) {
+        self.escalations
+            .get_or_create(&LevelLabel {
+                level: level.to_string(),
+            })
+            .inc();
+    }
+
+    /// The approval requests pending in the store, as the last escalation pass counted.
+    pub fn approvals_pending(&self, n: i64) {
+        self.approvals_pending.set(n);
     }
 
     pub fn queued(&self) -> &Gauge {

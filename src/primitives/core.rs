@@ -12,15 +12,27 @@ const LEVELS: [&str; 4] = ["debug", "info", "warn", "error"];
 /// Appends a line to the run's log and to the daemon's log (with the run id). A line is
 /// cut at `max_log_line_bytes`; past `max_log_lines` or `max_log_bytes` lines are counted,
 /// not kept — a chatty or hostile loop can exhaust neither memory nor the store.
+/// Bytes past a log line's cut that are still scanned for card numbers: more than the
+/// longest card number (19 digits) with a separator between every two of its digits.
+pub(crate) const CARD_MARGIN: usize = 40;
+
 pub fn append_log(level: &str, message: &str) {
     let _ = with_run("log", |ctx| {
         let limits = ctx.limits;
-        // Card numbers never reach a run's log (nor the daemon's).
-        let message = crate::redact::mask_cards(message);
-        let message = crate::text::truncate(&message, limits.max_log_line_bytes);
         let mut logs = ctx.logs.borrow_mut();
+        if logs.len() >= limits.max_log_lines {
+            *ctx.dropped_logs.borrow_mut() += 1;
+            return Ok(());
+        }
+        // Card numbers never reach a run's log (nor the daemon's). Only what the record
+        // keeps is scanned, so a megabyte line costs what its kept bytes cost; the scan runs
+        // past the cut by more than a card number's length with its separators, so a number
+        // straddling the cut is seen whole and masked as in the whole line.
+        let scanned = crate::text::prefix(message, limits.max_log_line_bytes + CARD_MARGIN);
+        let masked = crate::redact::mask_cards(scanned);
+        let message = crate::text::truncate_from(&masked, message.len(), limits.max_log_line_bytes);
         let mut bytes = ctx.log_bytes.borrow_mut();
-        if logs.len() >= limits.max_log_lines || *bytes + message.len() > limits.max_log_bytes {
+        if *bytes + message.len() > limits.max_log_bytes {
             *ctx.dropped_logs.borrow_mut() += 1;
             return Ok(());
         }

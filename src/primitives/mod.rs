@@ -37,6 +37,8 @@ use std::{
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(test)]
+pub(crate) use self::core::CARD_MARGIN;
 pub use action::{act, push_action, ActionOutcome, ActionRecord};
 pub use services::{Backends, ServiceSource, Services, Settings};
 

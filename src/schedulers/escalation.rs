@@ -8,7 +8,7 @@
 //! recorded with their notifications in one transaction, so a restart (kill -9 included)
 //! neither repeats a page nor loses one that was due.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,7 @@ use crate::{
     dispatch::Dispatcher,
     escalation::{Escalation, Level, Table},
     event::RunRequest,
+    metrics::Metrics,
     store::{Incident, IncidentStatus, RunRecord, Store, StoreError},
 };
 
@@ -50,16 +51,28 @@ fn payload(incident: &Incident, level: &Level, kind: &str) -> serde_json::Value 
 /// Incidents read per page of an evaluator pass.
 const PAGE: u32 = 500;
 
+/// What one pass did.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// The runs the levels that fired recorded (their `playbook`), and follow-ups of
+    /// approvals that expired: queued and owned by nobody, in the same transaction as the
+    /// fire — the daemon's replicas claim them as slots free, a simulation runs them.
+    pub runs: Vec<RunRecord>,
+    /// The levels this pass fired, one entry per incident and level.
+    pub fired: Vec<String>,
+}
+
 /// One pass over every unresolved incident (paged by id, however many are open), then
-/// resolution notices; first, approvals that expired. Returns the runs the levels that fired recorded (their `playbook`),
-/// queued and owned by nobody, in the same transaction as the fire: the daemon's
-/// replicas claim them as slots free, a simulation runs them in place.
-pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRecord>, StoreError> {
+/// resolution notices; first, approvals that expired.
+pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Pass, StoreError> {
     let table = esc.table();
     let now = store.now();
     // Requests nobody decided in time are decisions too: their follow-up runs (and the
     // `approval_expired` fact the table may read) come first.
-    let mut runs = crate::approvals::expire_due(store).await?;
+    let mut pass = Pass {
+        runs: crate::approvals::expire_due(store).await?,
+        fired: Vec::new(),
+    };
     let mut all_fires = store.fires_of_unresolved().await?;
     for status in [IncidentStatus::Open, IncidentStatus::Acknowledged] {
         let mut after = String::new();
@@ -72,7 +85,7 @@ pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRecord>,
             let full = page.len() == PAGE as usize;
             for incident in page {
                 let fires = all_fires.remove(&incident.id).unwrap_or_default();
-                evaluate_incident(table, store, &incident, &fires, now, &mut runs).await?;
+                evaluate_incident(table, store, &incident, &fires, now, &mut pass).await?;
             }
             if !full {
                 break;
@@ -94,7 +107,7 @@ pub async fn evaluate(esc: &Escalation, store: &Store) -> Result<Vec<RunRecord>,
             }
         }
     }
-    Ok(runs)
+    Ok(pass)
 }
 
 /// The levels of one incident: repeats of fired ones, fires of those whose condition holds.
@@ -104,7 +117,7 @@ async fn evaluate_incident(
     incident: &Incident,
     fires: &[crate::store::Fire],
     now: i64,
-    runs: &mut Vec<RunRecord>,
+    pass: &mut Pass,
 ) -> Result<(), StoreError> {
     let current = incident.level.as_deref().and_then(|l| table.rank(l));
     let age = (now - incident.opened_at) as f64 / 1000.0;
@@ -187,7 +200,8 @@ async fn evaluate_incident(
             .await?;
         if fired {
             tracing::warn!(incident = %incident.id, level = %level.name, channels = ?level.channels, "escalated");
-            runs.extend(level_runs);
+            pass.runs.extend(level_runs);
+            pass.fired.push(level.name.clone());
         }
     }
     Ok(())
@@ -198,6 +212,7 @@ pub async fn run(
     mut esc: Escalation,
     store: Store,
     dispatcher: Dispatcher,
+    metrics: Arc<Metrics>,
     interval: Duration,
     stop: CancellationToken,
 ) {
@@ -213,7 +228,14 @@ pub async fn run(
             tracing::warn!(took_ms = took.as_millis() as u64, interval = %humantime::format_duration(interval), "escalation pass took longer than [escalation] interval");
         }
         match outcome {
-            Ok(runs) => {
+            Ok(Pass { runs, fired }) => {
+                for level in &fired {
+                    metrics.escalated(level);
+                }
+                match store.count_pending_approvals().await {
+                    Ok(n) => metrics.approvals_pending(n),
+                    Err(e) => tracing::warn!(error = %e, "cannot count pending approvals"),
+                }
                 for run in &runs {
                     tracing::info!(run = %run.id, playbook = %run.playbook, incident = run.event.incident.as_deref().unwrap_or(""), level = %run.trigger.name, "escalation playbook queued");
                 }

@@ -525,3 +525,45 @@ async fn a_crash_between_an_approvals_use_and_its_action_neither_loses_the_actio
         .map(|n| n.iter().filter(|n| n["kind"] == "approval").count());
     assert_eq!(asks, Some(1), "{notes}");
 }
+
+/// The value of an unlabelled series in the daemon's `/metrics`, if it has one.
+async fn gauge(d: &Daemon, name: &str) -> Option<f64> {
+    d.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn the_requests_waiting_for_a_human_are_a_gauge() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("gate", GATE);
+    let mut opts = with_tokens("");
+    opts.env
+        .push(("RUNBOOKD_ESCALATION__INTERVAL".into(), "200ms".into()));
+    let d = Daemon::start(&ws, &opts);
+    let until = |want: f64| {
+        let d = &d;
+        async move {
+            for _ in 0..100 {
+                if gauge(d, "runbookd_approvals_pending").await == Some(want) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(until(0.0).await, "{}", d.metrics().await);
+    let (_, run) = d.run_wait("gate", json!({})).await;
+    assert_eq!(run["status"], "awaiting_approval", "{run}");
+    assert!(until(1.0).await, "one request waits: {}", d.metrics().await);
+    let id = pending(&d).await[0]["id"].as_str().expect("id").to_string();
+    let (s, denied) = decide(&d, "bob", &id, "deny", json!({})).await;
+    assert_eq!(s, 200, "{denied}");
+    assert!(
+        until(0.0).await,
+        "decided, none waits: {}",
+        d.metrics().await
+    );
+}

@@ -134,6 +134,21 @@ async fn the_ladder_climbs_repeats_until_ack_and_resolution_reaches_every_paged_
         vec!["L1", "L2", "L3", "P1"],
         "each level fires once, in order: {seen:?}"
     );
+    // Each fire counted once, by level (after the pass that fired it, which may end just
+    // after its page was delivered).
+    let series = ["L1", "L2", "L3", "P1"]
+        .map(|level| format!("runbookd_escalations_total{{level=\"{level}\"}} 1"));
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = d.metrics().await;
+        if series.iter().all(|s| metrics.lines().any(|l| l == s)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in &series {
+        assert!(metrics.lines().any(|l| l == s), "{s} missing:\n{metrics}");
+    }
     let (_, runs) = d.get("/api/v1/runs?logs=true&playbook=l2_action").await;
     assert_eq!(runs[0]["trigger"]["kind"], "escalation");
     assert_eq!(runs[0]["event"]["incident"], id.as_str());

@@ -1,5 +1,5 @@
 //! Alerts delivered to a simulation: through the daemon's own ingestion (admission, incident
-//! keys, deduplication, cooldowns, resolution), then run by the inline executor.
+//! keys, deduplication, cooldowns, resolution), then run as the simulation steps the dispatcher.
 
 use serde_json::Value;
 

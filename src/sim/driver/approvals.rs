@@ -1,5 +1,5 @@
 //! Humans deciding approvals in a simulation: the daemon's own decision
-//! (`crate::approvals::decide`), then its follow-up run through the inline executor.
+//! (`crate::approvals::decide`), then its follow-up run, stepped by the simulation.
 //! Requests nobody decides expire on the escalation passes as time moves, as in the daemon.
 
 use super::{Sim, SimError, SimRun};

@@ -369,7 +369,7 @@ impl Sim {
     }
 
     /// What the daemon's evaluator does on each interval: levels that fire record their
-    /// playbook's run for nobody; the inline executor claims and runs them.
+    /// playbook's run for nobody; the simulation claims and runs them as it steps.
     async fn escalation_pass(&self) -> Result<Vec<SimRun>, SimError> {
         crate::schedulers::escalation::evaluate(&self.escalation, &self.store).await?;
         self.collect_notifications().await?;

@@ -271,6 +271,14 @@ impl Store {
     }
 
     /// One incident's approvals, oldest first (the dashboard's incident page).
+    /// How many requests wait for a human now (`runbookd_approvals_pending`).
+    pub async fn count_pending_approvals(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM approvals WHERE status = 'pending'")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     pub async fn approvals_of(&self, incident_id: &str) -> Result<Vec<Approval>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM approvals WHERE incident_id = $1 \
