@@ -45,7 +45,7 @@ async fn pass(esc: &escalation::Escalation, store: &Store) -> (Duration, usize) 
     let runs = runbookd::schedulers::escalation::evaluate(esc, store)
         .await
         .expect("pass");
-    (t.elapsed(), runs.len())
+    (t.elapsed(), runs.runs.len())
 }
 
 #[tokio::main]
