@@ -17,7 +17,8 @@ use sqlx::{Any, Row, Transaction};
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    incidents::{incident_from_row, last_incident_run_on, record_alerts_on, TimelineLine, COLUMNS},
+    alerts::record_alerts_on,
+    incidents::{incident_from_row, last_incident_run_on, TimelineLine, COLUMNS},
     json_rows,
     resolution::resolve_incident_on,
     runs::insert_runs_on,

@@ -6,6 +6,7 @@
 //! answered alert survives power loss) and a few readers, which is what SQLite wants;
 //! PostgreSQL shares one pool for both.
 
+mod alerts;
 mod approvals;
 mod audit;
 mod batch;
@@ -16,22 +17,27 @@ pub mod group_commit;
 mod incidents;
 mod json_rows;
 mod leases;
+mod migrate;
 mod outbox;
 mod resolution;
 pub mod retention;
 mod run_updates;
 mod runs;
 mod sessions;
+mod sqlite;
 pub mod status_writer;
 
-use std::{borrow::Cow, time::Duration};
+use migrate::migrator;
+use sqlite::{spawn_checkpointer, sqlite_file, sqlite_pool, writer_is_clean};
+
+use std::time::Duration;
 
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
-    migrate::{Migration, MigrationType, Migrator},
     AnyPool, Executor,
 };
 
+pub use alerts::AlertRecord;
 pub use approvals::{
     request_hash, Approval, ApprovalStatus, Asked, DecideError, Decided, Decision, NewApproval,
 };
@@ -39,7 +45,7 @@ pub use audit::{AuditEntry, NewAudit};
 pub use batch::Batch;
 pub use budgets::BudgetCheck;
 pub use escalation::Fire;
-pub use incidents::{AlertRecord, Incident, IncidentStatus, TimelineEntry};
+pub use incidents::{Incident, IncidentStatus, TimelineEntry};
 pub use leases::{Fence, Interruption, Lease, Recovered};
 pub use outbox::OutboxItem;
 pub use run_updates::RunUpdate;
@@ -111,143 +117,6 @@ pub struct Store {
     /// renewal) failed, until one succeeds again: `/readyz` says so (a full disk, a server
     /// refusing writes).
     write_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-}
-
-/// The migrations, in order. Migrations 12 and 13 exist on PostgreSQL only (a function of
-/// the ingester's and its lock wait); SQLite records them as done with nothing to do.
-fn migrator(backend: Backend) -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(vec![
-            Migration::new(
-                1,
-                Cow::Borrowed("runs and audit"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0001_runs_and_audit.sql")),
-                false,
-            ),
-            Migration::new(
-                2,
-                Cow::Borrowed("incidents and alerts"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0002_incidents_and_alerts.sql")),
-                false,
-            ),
-            Migration::new(
-                3,
-                Cow::Borrowed("cron marks"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0003_cron_marks.sql")),
-                false,
-            ),
-            Migration::new(
-                4,
-                Cow::Borrowed("notification outbox"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0004_outbox.sql")),
-                false,
-            ),
-            Migration::new(
-                5,
-                Cow::Borrowed("escalation fires"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0005_escalation.sql")),
-                false,
-            ),
-            Migration::new(
-                6,
-                Cow::Borrowed("remediation budgets"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0006_budgets.sql")),
-                false,
-            ),
-            Migration::new(
-                7,
-                Cow::Borrowed("replica leases and run attempts"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0007_leases.sql")),
-                false,
-            ),
-            Migration::new(
-                8,
-                Cow::Borrowed("approvals"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0008_approvals.sql")),
-                false,
-            ),
-            Migration::new(
-                9,
-                Cow::Borrowed("retention indexes"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0009_retention.sql")),
-                false,
-            ),
-            Migration::new(
-                10,
-                Cow::Borrowed("dashboard sessions, incident indexes"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0010_sessions.sql")),
-                false,
-            ),
-            Migration::new(
-                11,
-                Cow::Borrowed("history indexes"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0011_history_indexes.sql")),
-                false,
-            ),
-            Migration::new(
-                12,
-                Cow::Borrowed("ingest locks and lookup in one call"),
-                MigrationType::Simple,
-                Cow::Borrowed(match backend {
-                    Backend::Postgres => include_str!("migrations/0012_ingest_locks.postgres.sql"),
-                    Backend::Sqlite => "SELECT 1;",
-                }),
-                false,
-            ),
-            Migration::new(
-                13,
-                Cow::Borrowed("ingest lock wait bounded"),
-                MigrationType::Simple,
-                Cow::Borrowed(match backend {
-                    Backend::Postgres => {
-                        include_str!("migrations/0013_ingest_lock_timeout.postgres.sql")
-                    }
-                    Backend::Sqlite => "SELECT 1;",
-                }),
-                false,
-            ),
-            Migration::new(
-                14,
-                Cow::Borrowed("ingest lock function planned once per session"),
-                MigrationType::Simple,
-                Cow::Borrowed(match backend {
-                    Backend::Postgres => {
-                        include_str!("migrations/0014_ingest_lock_generic_plan.postgres.sql")
-                    }
-                    Backend::Sqlite => "SELECT 1;",
-                }),
-                false,
-            ),
-            Migration::new(
-                15,
-                Cow::Borrowed("approvals by the run that used them"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("migrations/0015_approvals_by_using_run.sql")),
-                false,
-            ),
-            Migration::new(
-                16,
-                Cow::Borrowed("outbox claims name their replica"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!(
-                    "migrations/0016_outbox_claims_name_their_replica.sql"
-                )),
-                false,
-            ),
-        ]),
-        ..Migrator::DEFAULT
-    }
 }
 
 impl Store {
@@ -390,117 +259,6 @@ impl Store {
     }
 }
 
-/// SQLite's automatic checkpoint runs inside whichever commit crosses the WAL threshold and
-/// copies the WAL into the database file with an fsync: a few milliseconds on the path of
-/// an alert's answer. runbookd turns it off on every connection and checkpoints from this
-/// task instead, once a second, PASSIVE (it never waits for writers). What is in the WAL is
-/// already durable (with `synchronous=FULL` each commit's WAL frames are fsynced): a crash
-/// between checkpoints loses nothing.
-///
-/// A WAL that did not change since the last checkpoint (same length and modification time)
-/// is not checkpointed again: an idle daemon makes no query a second for nothing.
-fn spawn_checkpointer(pool: AnyPool, wal: Option<std::path::PathBuf>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut checkpointed = None;
-        loop {
-            tick.tick().await;
-            if pool.is_closed() {
-                return;
-            }
-            let seen = wal
-                .as_ref()
-                .and_then(|w| std::fs::metadata(w).ok())
-                .map(|m| (m.len(), m.modified().ok()));
-            if seen.is_some() && seen == checkpointed {
-                continue;
-            }
-            checkpointed = seen;
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&pool)
-                .await
-            {
-                if pool.is_closed() {
-                    return;
-                }
-                tracing::warn!(error = %e, "SQLite checkpoint failed; retrying in 1 s");
-                checkpointed = None;
-            }
-        }
-    });
-}
-
-/// The file behind a `sqlite:` URL; None for in-memory databases.
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url.strip_prefix("sqlite:")?;
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
-    let path = rest.split('?').next().unwrap_or(rest);
-    if path.is_empty() || path.contains(":memory:") || url.contains("mode=memory") {
-        return None;
-    }
-    Some(std::path::PathBuf::from(
-        path.strip_prefix("file:").unwrap_or(path),
-    ))
-}
-
-/// Whether the SQLite writer connection may be handed out: not left inside a transaction.
-///
-/// A commit that fails — the disk is full — can leave SQLite's transaction open on the
-/// connection while sqlx believes it closed, and every later "transaction" would then be a
-/// savepoint inside it: answered, visible, and never durable (alerts answered 200 and lost
-/// at the next restart). Setting `synchronous` is refused inside a transaction, so it is
-/// the test — and it re-asserts the durability every alert's 200 promises. A connection
-/// that fails it is closed (which rolls its transaction back) and a fresh one opened.
-async fn writer_is_clean(
-    conn: &mut sqlx::AnyConnection,
-    sync: crate::config::SqliteSynchronous,
-    memory: bool,
-) -> bool {
-    if memory {
-        return true;
-    }
-    let pragma = match sync {
-        crate::config::SqliteSynchronous::Full => "PRAGMA synchronous = FULL",
-        crate::config::SqliteSynchronous::Normal => "PRAGMA synchronous = NORMAL",
-    };
-    match conn.execute(pragma).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!(error = %e, "the SQLite writer connection was left inside a failed transaction; closing it and opening a fresh one");
-            false
-        }
-    }
-}
-
-fn sqlite_pool(size: u32, sync: crate::config::SqliteSynchronous, memory: bool) -> AnyPoolOptions {
-    let pragmas = match sync {
-        // An in-memory database (simulations) has no journal to switch, and asking for one
-        // takes a schema lock: a reader connecting while a write is under way would fail.
-        _ if memory => "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-        crate::config::SqliteSynchronous::Full => {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
-        }
-        crate::config::SqliteSynchronous::Normal => {
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;"
-        }
-    };
-    AnyPoolOptions::new()
-        .max_connections(size)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                conn.execute(pragmas).await?;
-                Ok(())
-            })
-        })
-}
-
 /// `INSERT INTO … VALUES ($1,…,$cols),($cols+1,…),…` for `rows` rows: one statement (one
 /// round trip) for many rows, with placeholders both engines read. (PostgreSQL's ingest
 /// batch takes its rows as JSON instead: `json_rows.rs`.)
@@ -560,16 +318,16 @@ mod tests {
     fn sqlite_urls_name_their_file() {
         use std::path::PathBuf;
         assert_eq!(
-            super::sqlite_file("sqlite://runbookd.db"),
+            super::sqlite::sqlite_file("sqlite://runbookd.db"),
             Some(PathBuf::from("runbookd.db"))
         );
         assert_eq!(
-            super::sqlite_file("sqlite:///var/lib/r.db?mode=rwc"),
+            super::sqlite::sqlite_file("sqlite:///var/lib/r.db?mode=rwc"),
             Some(PathBuf::from("/var/lib/r.db"))
         );
-        assert_eq!(super::sqlite_file("sqlite::memory:"), None);
+        assert_eq!(super::sqlite::sqlite_file("sqlite::memory:"), None);
         assert_eq!(
-            super::sqlite_file("sqlite:file:x?mode=memory&cache=shared"),
+            super::sqlite::sqlite_file("sqlite:file:x?mode=memory&cache=shared"),
             None
         );
     }
