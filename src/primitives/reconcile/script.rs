@@ -44,8 +44,10 @@ fn options_from(map: &Map, dry_run: bool) -> Result<Options, Box<EvalAltResult>>
     Ok(o)
 }
 
-fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
-    let (services, dry_run, run_id, playbook) = with_run("reconcile()", |ctx| {
+/// What both entry points take from the calling run: its backends, whether it is a dry
+/// run, and who its changes are audited as (under the run's fence).
+fn caller(what: &str) -> Result<(crate::primitives::Services, bool, Auditor), Box<EvalAltResult>> {
+    let (services, dry_run, run_id, playbook) = with_run(what, |ctx| {
         Ok((
             ctx.services.clone(),
             ctx.dry_run,
@@ -53,14 +55,19 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
             ctx.playbook.clone(),
         ))
     })?;
-    let options = options_from(&opts, dry_run)?;
-    let plan = options.plan;
     let auditor = Auditor {
         store: services.store.clone(),
         run_id: Some(run_id),
         actor: format!("playbook:{playbook}"),
         fence: crate::primitives::current_fence(),
     };
+    Ok((services, dry_run, auditor))
+}
+
+fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
+    let (services, dry_run, auditor) = caller("reconcile()")?;
+    let options = options_from(&opts, dry_run)?;
+    let plan = options.plan;
     // Bounded by the run's deadline: thousands of payments at 25 req/s take minutes.
     let report = block_on("reconcile()", Duration::from_secs(24 * 3600), async move {
         reconcile(&services, &options, &auditor).await
@@ -70,26 +77,13 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
 
 /// `reconcile_apply(plan.changes)`: [`apply_plan`] from a script.
 fn apply(changes: rhai::Array) -> Result<Dynamic, Box<EvalAltResult>> {
-    let (services, dry_run, run_id, playbook) = with_run("reconcile_apply()", |ctx| {
-        Ok((
-            ctx.services.clone(),
-            ctx.dry_run,
-            ctx.run_id.clone(),
-            ctx.playbook.clone(),
-        ))
-    })?;
+    let (services, dry_run, auditor) = caller("reconcile_apply()")?;
     let changes: Vec<Change> = rhai::serde::from_dynamic(&Dynamic::from_array(changes))
         .map_err(|e| {
             script_error(format!(
                 "reconcile_apply(): the plan's changes are reconcile(#{{ plan: true }}).changes: {e}"
             ))
         })?;
-    let auditor = Auditor {
-        store: services.store.clone(),
-        run_id: Some(run_id),
-        actor: format!("playbook:{playbook}"),
-        fence: crate::primitives::current_fence(),
-    };
     let report = block_on(
         "reconcile_apply()",
         Duration::from_secs(24 * 3600),
