@@ -14,8 +14,28 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     config::KeyMetricsConfig,
     metrics::{key_metrics::KeyMetrics, Metrics},
-    primitives::{breaker::BreakerError, Services},
+    primitives::{
+        breaker::BreakerError, celery::CeleryError, payments::PaymentsError,
+        stripe::StripeCallError, Services,
+    },
 };
+
+/// Why a key metric could not be measured this round: the backend that failed to answer.
+/// Only logged and counted (`runbookd_key_metric_failures_total`), never shown to scripts.
+#[derive(Debug, thiserror::Error)]
+enum Unmeasured {
+    #[error(transparent)]
+    Breaker(#[from] BreakerError),
+    #[error(transparent)]
+    Payments(#[from] PaymentsError),
+    #[error("Stripe events: {0}")]
+    StripeEvents(#[from] StripeCallError),
+    /// The ping's outcome (`auth_error`, `connection_error`, …) and Stripe's message.
+    #[error("{result}: {message}")]
+    StripePing { result: String, message: String },
+    #[error(transparent)]
+    Celery(#[from] CeleryError),
+}
 
 /// Measures every `interval` until `stop`; each round is bounded by the interval (at least
 /// 5 s) so a hung backend cannot pile rounds up.
@@ -68,12 +88,13 @@ struct Probe<'a> {
 
 impl Probe<'_> {
     /// Counts a failed measurement, or stamps a good one by the services' clock.
-    fn measured(&self, metric: &str, outcome: Result<(), String>) {
+    fn measured<E: Into<Unmeasured>>(&self, metric: &str, outcome: Result<(), E>) {
         match outcome {
             Ok(()) => self
                 .key
                 .succeeded(metric, self.services.clock.now_seconds()),
             Err(e) => {
+                let e: Unmeasured = e.into();
                 self.key.failed(metric);
                 tracing::warn!(metric, error = %e, "key metric not measured");
             }
@@ -98,10 +119,7 @@ impl Probe<'_> {
                 };
                 self.key.breaker_reading(&name, s.failures, open);
             }
-            self.measured(
-                &format!("breaker:{name}"),
-                outcome.map(|_| ()).map_err(|e| e.to_string()),
-            );
+            self.measured(&format!("breaker:{name}"), outcome.map(|_| ()));
         }
     }
 
@@ -114,27 +132,18 @@ impl Probe<'_> {
         if let Ok(c) = &counts {
             self.key.payment_counts(c.failure_rate, &c.by_status);
         }
-        self.measured(
-            "payments_failure_ratio",
-            counts.map(|_| ()).map_err(|e| e.to_string()),
-        );
+        self.measured("payments_failure_ratio", counts.map(|_| ()));
         self.key.stale_after(payments.stale_after().as_secs_f64());
         let oldest = async { payments.backend()?.oldest_pending_age().await }.await;
         if let Ok(age) = &oldest {
             self.key.oldest_pending(*age);
         }
-        self.measured(
-            "payments_oldest_pending_age",
-            oldest.map(|_| ()).map_err(|e| e.to_string()),
-        );
+        self.measured("payments_oldest_pending_age", oldest.map(|_| ()));
         let reconciled = async { payments.backend()?.newest_app_reconciled_age().await }.await;
         if let Ok(age) = &reconciled {
             self.key.app_reconciled(*age);
         }
-        self.measured(
-            "payments_app_reconciled",
-            reconciled.map(|_| ()).map_err(|e| e.to_string()),
-        );
+        self.measured("payments_app_reconciled", reconciled.map(|_| ()));
     }
 
     async fn webhooks(&self, cfg: &KeyMetricsConfig) {
@@ -149,8 +158,7 @@ impl Probe<'_> {
             let (expected, complete) = services
                 .stripe
                 .count_events(now - window, now - grace, &cfg.webhook_event_types, 20)
-                .await
-                .map_err(|e| format!("Stripe events: {e}"))?;
+                .await?;
             let received = async {
                 services
                     .payments
@@ -158,15 +166,14 @@ impl Probe<'_> {
                     .webhook_count(cfg.webhook_window)
                     .await
             }
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             if !complete {
                 tracing::warn!(
                     expected,
                     "more Stripe events in the webhook window than runbookd counts (2,000); the ratio uses the first 2,000"
                 );
             }
-            Ok::<_, String>((expected as i64, received))
+            Ok::<_, Unmeasured>((expected as i64, received))
         }
         .await;
         if let Ok((expected, received)) = outcome {
@@ -186,7 +193,10 @@ impl Probe<'_> {
         let outcome = if ping.result == "connected" {
             Ok(())
         } else {
-            Err(format!("{}: {}", ping.result, ping.message))
+            Err(Unmeasured::StripePing {
+                result: ping.result.clone(),
+                message: ping.message.clone(),
+            })
         };
         self.measured("stripe_api", outcome);
     }
@@ -202,17 +212,11 @@ impl Probe<'_> {
                 self.key.celery_queue(&d.queue, d.length);
             }
         }
-        self.measured(
-            "celery_queue_length",
-            queues.map(|_| ()).map_err(|e| e.to_string()),
-        );
+        self.measured("celery_queue_length", queues.map(|_| ()));
         let alive = celery.alive().await;
         if let Ok((alive, unanswered)) = &alive {
             self.key.celery_workers(*alive, *unanswered);
         }
-        self.measured(
-            "celery_workers",
-            alive.map(|_| ()).map_err(|e| e.to_string()),
-        );
+        self.measured("celery_workers", alive.map(|_| ()));
     }
 }

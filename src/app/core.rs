@@ -137,6 +137,7 @@ impl Core {
 /// `[playbooks] require_tests`: the playbook tests, run on the files on disk. They run on a
 /// thread of their own (they build their own runtime, which may not live inside ours).
 fn tests_gate(config: Config) -> crate::engine::catalog::Gate {
+    use crate::engine::catalog::GateRefusal;
     Box::new(move || {
         let config = config.clone();
         let dir = config.playbooks.dir.clone();
@@ -144,10 +145,10 @@ fn tests_gate(config: Config) -> crate::engine::catalog::Gate {
         let report = std::thread::Builder::new()
             .name(crate::sim::playtest::THREAD_NAME.into())
             .spawn(move || crate::sim::playtest::run(&config, &dir, None, 2))
-            .map_err(|e| format!("cannot start the playbook tests: {e}"))?
+            .map_err(|e| GateRefusal::CannotRun(e.to_string()))?
             .join()
-            .map_err(|_| "the playbook tests panicked".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| GateRefusal::Panicked)?
+            .map_err(|e| GateRefusal::CannotRun(e.to_string()))?;
         if report.failed() == 0 {
             return Ok(());
         }
@@ -163,6 +164,9 @@ fn tests_gate(config: Config) -> crate::engine::catalog::Gate {
                     .map(|r| format!("{}: {}", r.name, r.failure.clone().unwrap_or_default()))
             })
             .unwrap_or_default();
-        Err(format!("{}; first: {first}", report.summary()))
+        Err(GateRefusal::Failed {
+            summary: report.summary(),
+            first,
+        })
     })
 }

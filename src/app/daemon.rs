@@ -100,7 +100,7 @@ impl Daemon {
             listener,
             auth,
             slack,
-            escalation,
+            mut escalation,
             world,
         } = self;
         // Every loop runs on this tracker, so the daemon stops only when all of them did.
@@ -127,16 +127,8 @@ impl Daemon {
             .context("watching the playbook directory")?;
         spawn_signal_handlers(&tasks, stop.clone(), core.catalog.clone());
         let scheduler_stop = stop.child_token();
-        let mut escalation = escalation;
         let table = escalation.share();
-        let escalator = tasks.spawn(crate::schedulers::escalation::run(
-            escalation,
-            core.store.clone(),
-            core.dispatcher.clone(),
-            core.metrics.clone(),
-            config.escalation.interval,
-            scheduler_stop.clone(),
-        ));
+        let loops = Loops::spawn(&tasks, &config, &core, escalation, &scheduler_stop);
         // Delivery stops last, so notifications from runs finishing during shutdown go out.
         let delivery_stop = CancellationToken::new();
         let delivery = core
@@ -144,25 +136,6 @@ impl Daemon {
             .notifier
             .clone()
             .map(|n| tasks.spawn(n.run(delivery_stop.clone())));
-        let scheduler = tasks.spawn(crate::schedulers::cron::run(
-            core.catalog.clone(),
-            core.dispatcher.clone(),
-            core.store.clone(),
-            config.cron.clone(),
-            scheduler_stop.clone(),
-        ));
-        let exporter = tasks.spawn(crate::probes::run(
-            core.metrics.clone(),
-            core.services.clone(),
-            config.key_metrics.clone(),
-            scheduler_stop.clone(),
-        ));
-        let pruner = tasks.spawn(crate::store::retention::prune_loop(
-            core.store.clone(),
-            config.state.clone(),
-            core.metrics.clone(),
-            scheduler_stop.clone(),
-        ));
         let http_stop = CancellationToken::new();
         let feed = crate::live::Feed::new(
             core.store.clone(),
@@ -186,40 +159,10 @@ impl Daemon {
             escalation: table,
             escalation_interval: config.escalation.interval,
         };
-        let app = http::router(
-            state,
-            http::RequestLimits {
-                max_body_bytes: config.server.max_body_bytes,
-                body_timeout: config.server.request_body_timeout,
-                request_timeout: config.server.request_timeout,
-            },
-            [crate::api::routes(), crate::web::routes()],
-        );
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, auth = if config.server.tokens.is_empty() { "none (loopback only)" } else { "bearer tokens" }, dashboard = %format!("http://{addr}/"), "listening");
-        let server = {
-            let http_stop = http_stop.clone();
-            let limits = http::serve::ServerLimits {
-                header_read_timeout: config.server.header_read_timeout,
-                max_connections: config.server.max_connections,
-                write_timeout: config.server.write_timeout,
-                max_connections_per_client: config.server.max_connections_per_client,
-                trusted_proxies: Arc::new(config.server.trusted_proxy_nets()),
-            };
-            tasks.spawn(http::serve::serve(
-                listener,
-                app,
-                limits,
-                http_stop,
-                Duration::from_secs(5),
-            ))
-        };
+        let server = spawn_server(&tasks, &config, listener, state, http_stop.clone())?;
         stop.cancelled().await;
         scheduler_stop.cancel();
-        let _ = scheduler.await;
-        let _ = escalator.await;
-        let _ = exporter.await;
-        let _ = pruner.await;
+        loops.stopped().await;
         if let Some(t) = world_task {
             let _ = t.await;
         }
@@ -241,14 +184,108 @@ impl Daemon {
         tasks.wait().await;
         core.store.close().await;
         if let Some(path) = &core.scratch_state {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-            let _ = std::fs::remove_dir_all(format!("{}-leases", path.display()));
+            remove_scratch_state(path);
         }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The loops that start work on their own (cron, escalation, key metrics, retention); they
+/// stop together, before running runs are waited for, so nothing new starts during shutdown.
+struct Loops {
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Loops {
+    fn spawn(
+        tasks: &TaskTracker,
+        config: &Config,
+        core: &Core,
+        escalation: crate::escalation::Escalation,
+        stop: &CancellationToken,
+    ) -> Loops {
+        let handles = vec![
+            tasks.spawn(crate::schedulers::cron::run(
+                core.catalog.clone(),
+                core.dispatcher.clone(),
+                core.store.clone(),
+                config.cron.clone(),
+                stop.clone(),
+            )),
+            tasks.spawn(crate::schedulers::escalation::run(
+                escalation,
+                core.store.clone(),
+                core.dispatcher.clone(),
+                core.metrics.clone(),
+                config.escalation.interval,
+                stop.clone(),
+            )),
+            tasks.spawn(crate::probes::run(
+                core.metrics.clone(),
+                core.services.clone(),
+                config.key_metrics.clone(),
+                stop.clone(),
+            )),
+            tasks.spawn(crate::store::retention::prune_loop(
+                core.store.clone(),
+                config.state.clone(),
+                core.metrics.clone(),
+                stop.clone(),
+            )),
+        ];
+        Loops { handles }
+    }
+
+    /// Waits until every loop has returned (their stop token is cancelled by the caller).
+    async fn stopped(self) {
+        for handle in self.handles {
+            let _ = handle.await;
+        }
+    }
+}
+
+/// The API and dashboard on `listener`, with the server's limits from `[server]`.
+fn spawn_server(
+    tasks: &TaskTracker,
+    config: &Config,
+    listener: TcpListener,
+    state: AppState,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let app = http::router(
+        state,
+        http::RequestLimits {
+            max_body_bytes: config.server.max_body_bytes,
+            body_timeout: config.server.request_body_timeout,
+            request_timeout: config.server.request_timeout,
+        },
+        [crate::api::routes(), crate::web::routes()],
+    );
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, auth = if config.server.tokens.is_empty() { "none (loopback only)" } else { "bearer tokens" }, dashboard = %format!("http://{addr}/"), "listening");
+    let limits = http::serve::ServerLimits {
+        header_read_timeout: config.server.header_read_timeout,
+        max_connections: config.server.max_connections,
+        write_timeout: config.server.write_timeout,
+        max_connections_per_client: config.server.max_connections_per_client,
+        trusted_proxies: Arc::new(config.server.trusted_proxy_nets()),
+    };
+    Ok(tasks.spawn(http::serve::serve(
+        listener,
+        app,
+        limits,
+        stop,
+        Duration::from_secs(5),
+    )))
+}
+
+/// `serve` without `[state] path` kept its state in a scratch file; it goes with the daemon.
+fn remove_scratch_state(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let _ = std::fs::remove_dir_all(format!("{}-leases", path.display()));
 }
 
 fn spawn_signal_handlers(tasks: &TaskTracker, stop: CancellationToken, catalog: Arc<Catalog>) {

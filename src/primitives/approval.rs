@@ -124,109 +124,165 @@ fn announcement(a: &NewApproval) -> serde_json::Value {
     })
 }
 
+/// What `approved()` needs of the run asking, read once.
+struct Asker {
+    now: i64,
+    dry_run: bool,
+    run_id: String,
+    playbook: String,
+    incident: Option<String>,
+    requested_by: String,
+    /// The decision that started this run, when a decision did.
+    answer: Option<crate::approvals::Answer>,
+    store: Option<crate::store::Store>,
+    cfg: std::sync::Arc<crate::config::ApprovalsConfig>,
+    channels: Vec<String>,
+}
+
+fn asker() -> Result<Asker, Box<EvalAltResult>> {
+    with_run("approved", |ctx| {
+        Ok(Asker {
+            now: ctx.services.clock.now_ms(),
+            dry_run: ctx.dry_run,
+            run_id: ctx.run_id.clone(),
+            playbook: ctx.playbook.clone(),
+            incident: ctx.incident.clone(),
+            requested_by: ctx.requested_by.clone(),
+            answer: ctx.answer.clone(),
+            store: ctx.services.store.clone(),
+            cfg: ctx.services.approvals.clone(),
+            channels: ctx
+                .services
+                .notifier
+                .as_ref()
+                .map(|n| n.channel_names())
+                .unwrap_or_default(),
+        })
+    })
+}
+
+/// Records what `approved()` did as the run's action and says it in the run's log.
+fn record(
+    action: &'static str,
+    req: &Request,
+    details: serde_json::Value,
+    done: Option<&serde_json::Value>,
+    at: i64,
+    line: &str,
+) -> Result<(), Box<EvalAltResult>> {
+    let record = ActionRecord {
+        action,
+        target: &req.target,
+        dry_run: done.is_none(),
+        outcome: match done {
+            Some(_) => ActionOutcome::Done,
+            None => ActionOutcome::Planned,
+        },
+        details,
+        result: done,
+        error: None,
+    }
+    .at(at);
+    push_action("approved", record)?;
+    append_log("info", line);
+    Ok(())
+}
+
 fn approved(request: Map) -> Result<bool, Box<EvalAltResult>> {
-    let (ctx_now, dry_run, run_id, playbook, incident, requested_by, answer, store, cfg, channels) =
-        with_run("approved", |ctx| {
-            Ok((
-                ctx.services.clock.now_ms(),
-                ctx.dry_run,
-                ctx.run_id.clone(),
-                ctx.playbook.clone(),
-                ctx.incident.clone(),
-                ctx.requested_by.clone(),
-                ctx.answer.clone(),
-                ctx.services.store.clone(),
-                ctx.services.approvals.clone(),
-                ctx.services
-                    .notifier
-                    .as_ref()
-                    .map(|n| n.channel_names())
-                    .unwrap_or_default(),
-            ))
-        })?;
-    let req = parse(&request, cfg.expires, cfg.max_expires)?;
+    let asker = asker()?;
+    let req = parse(&request, asker.cfg.expires, asker.cfg.max_expires)?;
     let what = format!("{} {}", req.action, req.target);
     let details = serde_json::json!({
         "action": req.action, "target": req.target, "params": req.params, "reason": req.reason,
     });
-    if dry_run {
-        let record = ActionRecord {
-            action: "approval.request",
-            target: &req.target,
-            dry_run: true,
-            outcome: ActionOutcome::Planned,
-            details,
-            result: None,
-            error: None,
-        }
-        .at(ctx_now);
-        push_action("approved", record)?;
-        append_log(
-            "info",
-            &format!("dry run: would ask for approval of {what}; not approved"),
-        );
+    if asker.dry_run {
+        let line = format!("dry run: would ask for approval of {what}; not approved");
+        record("approval.request", &req, details, None, asker.now, &line)?;
         return Ok(false);
     }
     let request_hash = crate::store::request_hash(
-        &playbook,
-        incident.as_deref(),
+        &asker.playbook,
+        asker.incident.as_deref(),
         &req.action,
         &req.target,
         &req.params,
     );
     // The run a denial or an expiry started asks for that same request again: the answer
     // stands. Not approved, nothing asked, nobody notified; the run is not awaiting.
-    if let Some(answer) = answer
+    if let Some(answer) = asker
+        .answer
         .as_ref()
         .filter(|a| a.decision != "approved" && a.request_hash == request_hash)
     {
         let result = serde_json::json!({ "approval": answer.id, "status": answer.decision });
-        let record = ActionRecord {
-            action: "approval.answered",
-            target: &req.target,
-            dry_run: false,
-            outcome: ActionOutcome::Done,
-            details,
-            result: Some(&result),
-            error: None,
-        }
-        .at(ctx_now);
-        push_action("approved", record)?;
-        append_log(
-            "info",
-            &format!(
-                "approval of {what} was {} (approval {}); not asked again",
-                answer.decision, answer.id
-            ),
+        let line = format!(
+            "approval of {what} was {} (approval {}); not asked again",
+            answer.decision, answer.id
         );
+        record(
+            "approval.answered",
+            &req,
+            details,
+            Some(&result),
+            asker.now,
+            &line,
+        )?;
         return Ok(false);
     }
-    let store = store.ok_or_else(|| script_error("approved: approvals need the state store"))?;
+    let asked = ask(asker.now, &asker, &req, request_hash)?;
+    let (granted, action, result, line) = answer(&asked, &what);
+    if !granted {
+        with_run("approved", |ctx| {
+            ctx.awaiting_approval.set(true);
+            Ok(())
+        })?;
+    }
+    record(action, &req, details, Some(&result), asker.now, &line)?;
+    Ok(granted)
+}
+
+/// Asks the store: the grant is used, the request found still waiting, or recorded anew (and
+/// then the `[approvals] channel` told, in the same transaction).
+fn ask(
+    now: i64,
+    asker: &Asker,
+    req: &Request,
+    request_hash: String,
+) -> Result<Asked, Box<EvalAltResult>> {
+    let store = asker
+        .store
+        .clone()
+        .ok_or_else(|| script_error("approved: approvals need the state store"))?;
+    let cfg = &asker.cfg;
     let mut new = NewApproval {
         id: uuid::Uuid::now_v7().to_string(),
         request_hash,
-        playbook: playbook.clone(),
-        incident,
-        run_id: run_id.clone(),
+        playbook: asker.playbook.clone(),
+        incident: asker.incident.clone(),
+        run_id: asker.run_id.clone(),
         action: req.action.clone(),
         target: req.target.clone(),
         params: req.params.clone(),
         reason: req.reason.clone(),
         required: i64::from(cfg.required),
-        requested_by,
-        expires_at: ctx_now + req.expires.as_millis() as i64,
+        requested_by: asker.requested_by.clone(),
+        expires_at: now + req.expires.as_millis() as i64,
         notify: None,
     };
-    // Sent only if the request is new (the store decides, in the same transaction).
-    if let Some(channel) = cfg.channel.clone().filter(|c| channels.contains(c)) {
+    if let Some(channel) = cfg.channel.clone().filter(|c| asker.channels.contains(c)) {
         new.notify = Some((channel, announcement(&new)));
     }
-    let asked = block_on(
+    block_on(
         "approved",
         LIMIT,
         async move { store.ask_approval(&new).await },
-    )?;
-    let (granted, outcome_action, result, line) = match &asked {
+    )
+}
+
+/// What the store's answer means for the script: granted or not, the action recorded, its
+/// result and the log line.
+fn answer(asked: &Asked, what: &str) -> (bool, &'static str, serde_json::Value, String) {
+    match asked {
         Asked::Granted(a) => {
             let by: Vec<&str> = a.decisions.iter().map(|d| d.by.as_str()).collect();
             (
@@ -256,26 +312,7 @@ fn approved(request: Map) -> Result<bool, Box<EvalAltResult>> {
                 crate::store::ms_to_rfc3339(a.expires_at)
             ),
         ),
-    };
-    if !granted {
-        with_run("approved", |ctx| {
-            ctx.awaiting_approval.set(true);
-            Ok(())
-        })?;
     }
-    let record = ActionRecord {
-        action: outcome_action,
-        target: &req.target,
-        dry_run: false,
-        outcome: ActionOutcome::Done,
-        details,
-        result: Some(&result),
-        error: None,
-    }
-    .at(ctx_now);
-    push_action("approved", record)?;
-    append_log("info", &line);
-    Ok(granted)
 }
 
 pub fn register(engine: &mut Engine) {

@@ -48,11 +48,46 @@ pub enum TriggerSpec {
 }
 
 /// A trigger declaration that cannot be understood.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("triggers()[{index}]: {message}")]
+#[derive(Debug, thiserror::Error)]
+#[error("triggers()[{index}]: {problem}")]
 pub struct TriggerError {
     pub index: usize,
-    pub message: String,
+    pub problem: TriggerProblem,
+}
+
+/// What is wrong with one declared trigger; the message names the key and what it must be.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerProblem {
+    #[error("triggers() must return an array of maps")]
+    NotAnArray,
+    #[error("expected a map like #{{ alert: \"Name\" }}, got {0}")]
+    NotAMap(Value),
+    #[error("expected one of `alert`, `cron` or `manual`")]
+    NoKind,
+    #[error("unknown key `{key}` (allowed here: {})", allowed.join(", "))]
+    UnknownKey {
+        key: String,
+        allowed: &'static [&'static str],
+    },
+    /// `what` is the value the key takes, e.g. "a non-empty string".
+    #[error("`{key}` must be {what}")]
+    WrongType { key: String, what: &'static str },
+    #[error("`cooldown` `{text}` is not a duration: {source}")]
+    Cooldown {
+        text: String,
+        source: humantime::DurationError,
+    },
+    #[error(transparent)]
+    Cron(#[from] CronError),
+    #[error("`manual` must be true (every playbook can be run by hand anyway)")]
+    ManualNotTrue,
+}
+
+fn wrong(key: impl Into<String>, what: &'static str) -> TriggerProblem {
+    TriggerProblem::WrongType {
+        key: key.into(),
+        what,
+    }
 }
 
 impl TriggerSpec {
@@ -60,27 +95,27 @@ impl TriggerSpec {
     pub fn parse_all(value: &Value) -> Result<Vec<TriggerSpec>, TriggerError> {
         let items = value.as_array().ok_or(TriggerError {
             index: 0,
-            message: "triggers() must return an array of maps".into(),
+            problem: TriggerProblem::NotAnArray,
         })?;
         items
             .iter()
             .enumerate()
             .map(|(index, item)| {
-                TriggerSpec::parse(item).map_err(|message| TriggerError { index, message })
+                TriggerSpec::parse(item).map_err(|problem| TriggerError { index, problem })
             })
             .collect()
     }
 
-    fn parse(item: &Value) -> Result<TriggerSpec, String> {
+    fn parse(item: &Value) -> Result<TriggerSpec, TriggerProblem> {
         let map = item
             .as_object()
-            .ok_or_else(|| format!("expected a map like #{{ alert: \"Name\" }}, got {item}"))?;
-        let allow = |allowed: &[&str]| -> Result<(), String> {
+            .ok_or_else(|| TriggerProblem::NotAMap(item.clone()))?;
+        let allow = |allowed: &'static [&'static str]| -> Result<(), TriggerProblem> {
             match map.keys().find(|k| !allowed.contains(&k.as_str())) {
-                Some(k) => Err(format!(
-                    "unknown key `{k}` (allowed here: {})",
-                    allowed.join(", ")
-                )),
+                Some(k) => Err(TriggerProblem::UnknownKey {
+                    key: k.clone(),
+                    allowed,
+                }),
                 None => Ok(()),
             }
         };
@@ -89,27 +124,35 @@ impl TriggerSpec {
             let alert = alert
                 .as_str()
                 .filter(|s| !s.is_empty())
-                .ok_or("`alert` must be a non-empty string")?;
+                .ok_or_else(|| wrong("alert", "a non-empty string"))?;
             let mut labels = BTreeMap::new();
             if let Some(l) = map.get("labels") {
-                let l = l.as_object().ok_or("`labels` must be a map")?;
+                let l = l.as_object().ok_or_else(|| wrong("labels", "a map"))?;
                 for (k, v) in l {
                     let v = v
                         .as_str()
-                        .ok_or_else(|| format!("label `{k}` must be a string"))?;
+                        .ok_or_else(|| wrong(format!("labels.{k}"), "a string"))?;
                     labels.insert(k.clone(), v.to_string());
                 }
             }
             let on_resolved = match map.get("on_resolved") {
                 None => false,
-                Some(v) => v.as_bool().ok_or("`on_resolved` must be true or false")?,
+                Some(v) => v
+                    .as_bool()
+                    .ok_or_else(|| wrong("on_resolved", "true or false"))?,
             };
             let cooldown = match map.get("cooldown") {
                 None => None,
                 Some(v) => {
-                    let s = v.as_str().ok_or("`cooldown` must be a duration string")?;
-                    let duration = humantime::parse_duration(s)
-                        .map_err(|e| format!("`cooldown` `{s}` is not a duration: {e}"))?;
+                    let s = v
+                        .as_str()
+                        .ok_or_else(|| wrong("cooldown", "a duration string"))?;
+                    let duration = humantime::parse_duration(s).map_err(|source| {
+                        TriggerProblem::Cooldown {
+                            text: s.into(),
+                            source,
+                        }
+                    })?;
                     Some(Cooldown {
                         text: s.to_string(),
                         duration,
@@ -125,18 +168,18 @@ impl TriggerSpec {
         }
         if let Some(cron) = map.get("cron") {
             allow(&["cron"])?;
-            let cron = cron.as_str().ok_or("`cron` must be a string")?;
-            parse_cron(cron).map_err(|e| e.to_string())?;
+            let cron = cron.as_str().ok_or_else(|| wrong("cron", "a string"))?;
+            parse_cron(cron)?;
             return Ok(TriggerSpec::Cron { cron: cron.into() });
         }
         if let Some(manual) = map.get("manual") {
             allow(&["manual"])?;
             return match manual.as_bool() {
                 Some(true) => Ok(TriggerSpec::Manual),
-                _ => Err("`manual` must be true (every playbook can be run by hand anyway)".into()),
+                _ => Err(TriggerProblem::ManualNotTrue),
             };
         }
-        Err("expected one of `alert`, `cron` or `manual`".into())
+        Err(TriggerProblem::NoKind)
     }
 }
 
@@ -203,11 +246,31 @@ mod tests {
         let err = TriggerSpec::parse_all(&json!([{"manual": true}, {"alert": "X", "lables": {}}]))
             .expect_err("typo");
         assert_eq!(err.index, 1);
-        assert!(err.message.contains("lables"), "{}", err.message);
+        assert!(
+            matches!(&err.problem, TriggerProblem::UnknownKey { key, .. } if key == "lables"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("triggers()[1]: unknown key `lables`"),
+            "{err}"
+        );
         let err = TriggerSpec::parse_all(&json!([{"cron": "61 * * * *"}])).expect_err("bad cron");
-        assert!(err.message.contains("61 * * * *"), "{}", err.message);
+        assert!(err.to_string().contains("61 * * * *"), "{err}");
         let err = TriggerSpec::parse_all(&json!([{"cron": "* * *"}])).expect_err("bad cron");
-        assert!(err.message.contains("3 fields"), "{}", err.message);
+        assert!(
+            matches!(
+                err.problem,
+                TriggerProblem::Cron(CronError::Fields { fields: 3, .. })
+            ),
+            "{err}"
+        );
+        let err = TriggerSpec::parse_all(&json!([{"alert": "X", "labels": {"team": 1}}]))
+            .expect_err("label");
+        assert_eq!(
+            err.to_string(),
+            "triggers()[0]: `labels.team` must be a string"
+        );
     }
 
     #[test]

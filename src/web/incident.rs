@@ -92,8 +92,57 @@ pub async fn page(
     let fires = store.fires_of(&id).await?;
     let approvals = store.approvals_of(&id).await?;
 
+    let timeline = timeline_rows(&store, &id, &runs, &approvals, now).await?;
+
+    let table = escalation
+        .table
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let open = incident.status == IncidentStatus::Open;
+    let levels = level_rows(&table, &incident, &fires, now);
+
+    let labels = incident
+        .labels
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect())
+        .unwrap_or_default();
+    let facts = fact_rows(&incident.facts);
+    let run_rows: Vec<RunRow> = runs.iter().map(|r| run_row(r, now)).collect();
+    viewer.render(&IncidentPage {
+        chrome: Chrome::new(&viewer, incident.title.clone(), "incidents"),
+        acked: incident
+            .acked_by
+            .clone()
+            .zip(incident.acked_at.map(|t| when(t, now))),
+        resolved: incident
+            .resolved_by
+            .clone()
+            .zip(incident.resolved_at.map(|t| when(t, now))),
+        i: incident_row(&incident, runs.first().map(|r| run_row(r, now)), now),
+        labels,
+        facts,
+        timeline,
+        levels,
+        interval: span(escalation.interval.as_secs_f64()),
+        runs: run_rows,
+        approvals: approvals.iter().map(|a| approval_row(a, now)).collect(),
+        ackable: open,
+        resolvable: incident.status != IncidentStatus::Resolved,
+    })
+}
+
+/// Everything that happened to the incident, oldest first: its own timeline (alerts, facts,
+/// escalations, acknowledgement), its runs, notifications, approvals and their decisions.
+async fn timeline_rows(
+    store: &Store,
+    id: &str,
+    runs: &[crate::store::RunRecord],
+    approvals: &[crate::store::Approval],
+    now: i64,
+) -> Result<Vec<TimelineRow>, WebError> {
     let mut timeline: Vec<TimelineRow> = store
-        .timeline(&id)
+        .timeline(id)
         .await?
         .into_iter()
         .map(|t| {
@@ -110,7 +159,7 @@ pub async fn page(
             }
         })
         .collect();
-    for r in &runs {
+    for r in runs {
         timeline.push(TimelineRow {
             at: when(r.queued_at, now),
             ms: r.queued_at,
@@ -126,7 +175,7 @@ pub async fn page(
             details: None,
         });
     }
-    for n in store.notifications_of(&id).await? {
+    for n in store.notifications_of(id).await? {
         timeline.push(TimelineRow {
             at: when(n.created_at_ms, now),
             ms: n.created_at_ms,
@@ -146,7 +195,7 @@ pub async fn page(
             details: None,
         });
     }
-    for a in &approvals {
+    for a in approvals {
         timeline.push(TimelineRow {
             at: when(a.requested_at, now),
             ms: a.requested_at,
@@ -183,15 +232,19 @@ pub async fn page(
         }
     }
     timeline.sort_by_key(|t| t.ms);
+    Ok(timeline)
+}
 
-    let table = escalation
-        .table
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let next = crate::escalation::next_level(&table, &incident, &fires, now);
+/// The escalation table's levels as this incident sees them: fired, current, next and when.
+fn level_rows(
+    table: &crate::escalation::Table,
+    incident: &crate::store::Incident,
+    fires: &[crate::store::Fire],
+    now: i64,
+) -> Vec<LevelRow> {
+    let next = crate::escalation::next_level(table, incident, fires, now);
     let open = incident.status == IncidentStatus::Open;
-    let levels = table
+    table
         .levels
         .iter()
         .map(|l| {
@@ -224,15 +277,12 @@ pub async fn page(
                 },
             }
         })
-        .collect();
+        .collect()
+}
 
-    let labels = incident
-        .labels
-        .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect())
-        .unwrap_or_default();
-    let facts = incident
-        .facts
+/// The incident's facts, nested values pretty-printed.
+fn fact_rows(facts: &serde_json::Value) -> Vec<(String, String)> {
+    facts
         .as_object()
         .map(|m| {
             m.iter()
@@ -246,29 +296,7 @@ pub async fn page(
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let run_rows: Vec<RunRow> = runs.iter().map(|r| run_row(r, now)).collect();
-    viewer.render(&IncidentPage {
-        chrome: Chrome::new(&viewer, incident.title.clone(), "incidents"),
-        acked: incident
-            .acked_by
-            .clone()
-            .zip(incident.acked_at.map(|t| when(t, now))),
-        resolved: incident
-            .resolved_by
-            .clone()
-            .zip(incident.resolved_at.map(|t| when(t, now))),
-        i: incident_row(&incident, runs.first().map(|r| run_row(r, now)), now),
-        labels,
-        facts,
-        timeline,
-        levels,
-        interval: span(escalation.interval.as_secs_f64()),
-        runs: run_rows,
-        approvals: approvals.iter().map(|a| approval_row(a, now)).collect(),
-        ackable: open,
-        resolvable: incident.status != IncidentStatus::Resolved,
-    })
+        .unwrap_or_default()
 }
 
 fn parse_ms(rfc3339: &str) -> i64 {

@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 use crate::{clock::Clock, metrics::Metrics, triggers::TriggerSpec};
 
 mod scan;
+mod state;
+
+use state::{Compiled, State};
 
 use scan::{hash_modules, scan};
 
@@ -61,16 +64,6 @@ pub struct ReloadReport {
     pub unchanged: usize,
 }
 
-#[derive(Default)]
-struct State {
-    playbooks: BTreeMap<String, Arc<Playbook>>,
-    errors: BTreeMap<String, LoadError>,
-    /// name → hash of what was last compiled (good or bad), to skip unchanged files.
-    seen: HashMap<String, String>,
-    /// Entries of the directory tree skipped at the last scan, by relative path.
-    tree_errors: BTreeMap<String, LoadError>,
-}
-
 /// The live set of playbooks.
 pub struct Catalog {
     dir: PathBuf,
@@ -89,7 +82,20 @@ pub struct Catalog {
 }
 
 /// A check a reload must pass; see [`Catalog::set_gate`].
-pub type Gate = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+pub type Gate = Box<dyn Fn() -> Result<(), GateRefusal> + Send + Sync>;
+
+/// Why the gate keeps a changed playbook out; shown in the playbook's load error.
+#[derive(Debug, thiserror::Error)]
+pub enum GateRefusal {
+    /// The tests could not run at all (no thread, the test tree does not load).
+    #[error("the playbook tests cannot run: {0}")]
+    CannotRun(String),
+    #[error("the playbook tests panicked")]
+    Panicked,
+    /// The report's summary and the first failure, e.g. `3 passed, 1 failed; first: …`.
+    #[error("{summary}; first: {first}")]
+    Failed { summary: String, first: String },
+}
 
 pub use crate::config::valid_name;
 
@@ -172,35 +178,8 @@ impl Catalog {
             }
         };
         let (modules_hash, tree_problems) = hash_modules(&self.dir);
-        let mut next_seen = HashMap::new();
-        let mut compiled = Vec::new();
-        {
-            let state = self.read();
-            for (name, path) in &files {
-                let source = match std::fs::read_to_string(path) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // Mid-rename or unreadable: keep what we have, try again next event.
-                        tracing::warn!(file = %path.display(), error = %e, "cannot read playbook");
-                        if let Some(h) = state.seen.get(name) {
-                            next_seen.insert(name.clone(), h.clone());
-                        }
-                        continue;
-                    }
-                };
-                let version = version_of(&source, &modules_hash);
-                next_seen.insert(name.clone(), version.clone());
-                if state.seen.get(name) == Some(&version) {
-                    report.unchanged += 1;
-                    continue;
-                }
-                let loaded_at = self.clock.now_ms();
-                compiled.push((
-                    name.clone(),
-                    compile(&self.engine, name, path, &source, version, loaded_at),
-                ));
-            }
-        }
+        let (mut next_seen, mut compiled) =
+            self.compile_changed(&files, &modules_hash, &mut report);
         let gate_verdict = match self.gate.get() {
             Some(gate) if compiled.iter().any(|(_, r)| r.is_ok()) => gate().err(),
             _ => None,
@@ -210,62 +189,11 @@ impl Catalog {
             if state.seen.is_empty() {
                 tracing::error!(reason = %why, "playbook tests fail; loading the playbooks anyway (nothing was serving)");
             } else {
-                for (name, result) in compiled.iter_mut() {
-                    if let Ok(p) = result {
-                        *result = Err(LoadError {
-                            path: p.path.display().to_string(),
-                            line: None,
-                            column: None,
-                            message: format!(
-                                "refused: the playbook tests fail with this version ({why}); the last good version keeps serving"
-                            ),
-                        });
-                        // Try again at the next reload: a fixed test lets it in.
-                        match state.seen.get(name.as_str()) {
-                            Some(old) => next_seen.insert(name.clone(), old.clone()),
-                            None => next_seen.remove(name.as_str()),
-                        };
-                    }
-                }
+                state.refuse(&mut compiled, &mut next_seen, why);
             }
         }
-        for (name, result) in compiled {
-            match result {
-                Ok(playbook) => {
-                    tracing::info!(playbook = %name, version = %playbook.version, "playbook loaded");
-                    state.errors.remove(&name);
-                    state.playbooks.insert(name.clone(), Arc::new(playbook));
-                    report.loaded.push(name);
-                }
-                Err(error) => {
-                    let serving = state.playbooks.get(&name).map(|p| p.version.clone());
-                    tracing::error!(
-                        playbook = %name,
-                        error = %error,
-                        serving = serving.as_deref().unwrap_or("none"),
-                        "playbook failed to compile; the last good version keeps serving"
-                    );
-                    state.errors.insert(name.clone(), error);
-                    report.failed.push(name);
-                }
-            }
-        }
-        let gone: Vec<String> = state
-            .playbooks
-            .keys()
-            .chain(state.errors.keys())
-            .filter(|n| !files.contains_key(*n))
-            .cloned()
-            .collect();
-        for name in gone {
-            if state.playbooks.remove(&name).is_some() {
-                tracing::info!(playbook = %name, "playbook removed");
-            }
-            state.errors.remove(&name);
-            if !report.removed.contains(&name) {
-                report.removed.push(name);
-            }
-        }
+        state.install(compiled, &mut report);
+        state.forget_gone(&files, &mut report);
         state.seen = next_seen;
         state.tree_errors = tree_problems
             .into_iter()
@@ -294,6 +222,44 @@ impl Catalog {
             );
         }
         report
+    }
+
+    /// Compiles the files whose version (source and modules) changed since they were last
+    /// seen; answers every file's version to remember and what was compiled.
+    fn compile_changed(
+        &self,
+        files: &BTreeMap<String, PathBuf>,
+        modules_hash: &str,
+        report: &mut ReloadReport,
+    ) -> (HashMap<String, String>, Vec<(String, Compiled)>) {
+        let mut next_seen = HashMap::new();
+        let mut compiled = Vec::new();
+        let state = self.read();
+        for (name, path) in files {
+            let source = match std::fs::read_to_string(path) {
+                Ok(s) => s,
+                Err(e) => {
+                    // Mid-rename or unreadable: keep what we have, try again next event.
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read playbook");
+                    if let Some(h) = state.seen.get(name) {
+                        next_seen.insert(name.clone(), h.clone());
+                    }
+                    continue;
+                }
+            };
+            let version = version_of(&source, modules_hash);
+            next_seen.insert(name.clone(), version.clone());
+            if state.seen.get(name) == Some(&version) {
+                report.unchanged += 1;
+                continue;
+            }
+            let loaded_at = self.clock.now_ms();
+            compiled.push((
+                name.clone(),
+                compile(&self.engine, name, path, &source, version, loaded_at),
+            ));
+        }
+        (next_seen, compiled)
     }
 }
 
