@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use runbookd::{
     app::{Core, Daemon},
     config::Config,
@@ -11,13 +11,13 @@ use runbookd::{
     engine,
     store::RunStatus,
 };
-use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 mod cli {
-    pub mod approvals;
     pub mod logging;
+    pub mod params;
     pub mod preflight;
+    pub mod remote;
 }
 
 #[derive(Parser)]
@@ -102,42 +102,26 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// List the approvals playbooks asked for, on a running daemon (token: RUNBOOKD_TOKEN).
-    Approvals {
-        /// Only this status: pending, approved, denied, expired, used.
-        #[arg(long)]
-        status: Option<String>,
-        /// The daemon (default: http:// and [server] listen).
-        #[arg(long)]
-        url: Option<String>,
-        /// Print the approvals as JSON.
-        #[arg(long)]
-        json: bool,
+    /// Print a shell completion script: `runbookd completions bash > /etc/bash_completion.d/runbookd`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
-    /// Approve approval ID on a running daemon; its follow-up run starts.
-    Approve(Decision),
-    /// Deny approval ID on a running daemon; its follow-up run is told.
-    Deny(Decision),
-}
-
-/// `runbookd approve` / `runbookd deny`.
-#[derive(clap::Args)]
-struct Decision {
-    /// The approval's id (the first column of `runbookd approvals`).
-    id: String,
-    /// Why: recorded with the decision, shown in the audit trail and on the incident.
-    #[arg(long)]
-    comment: Option<String>,
-    /// Who decides, for a daemon without tokens (with tokens: the token's name).
-    #[arg(long)]
-    by: Option<String>,
-    /// The daemon (default: http:// and [server] listen).
-    #[arg(long)]
-    url: Option<String>,
+    #[command(flatten)]
+    Remote(cli::remote::RemoteCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "runbookd",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let mut config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
@@ -211,16 +195,11 @@ fn main() -> ExitCode {
                 playbook_dir(&config, dir_origin)?;
                 run_once(config, playbook, params, dry_run).await
             }
-            Command::Approvals { status, url, json } => {
-                cli::approvals::list(&config, url, status, json).await
-            }
-            Command::Approve(d) => {
-                cli::approvals::decide(&config, d.url, &d.id, true, d.comment, d.by).await
-            }
-            Command::Deny(d) => {
-                cli::approvals::decide(&config, d.url, &d.id, false, d.comment, d.by).await
-            }
-            Command::Check { .. } | Command::Test { .. } | Command::Simulate { .. } => {
+            Command::Remote(remote) => Ok(cli::remote::run(&config, remote).await),
+            Command::Check { .. }
+            | Command::Test { .. }
+            | Command::Simulate { .. }
+            | Command::Completions { .. } => {
                 unreachable!("handled above")
             }
         }
@@ -443,28 +422,13 @@ fn check(
     Ok(ExitCode::SUCCESS)
 }
 
-fn parse_params(raw: &[String]) -> anyhow::Result<Map<String, Value>> {
-    let mut params = Map::new();
-    for p in raw {
-        let (k, v) = p
-            .split_once('=')
-            .with_context(|| format!("--param `{p}` must look like key=value"))?;
-        if k.is_empty() {
-            anyhow::bail!("--param `{p}` has an empty key");
-        }
-        let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
-        params.insert(k.to_string(), value);
-    }
-    Ok(params)
-}
-
 async fn run_once(
     config: Config,
     playbook: String,
     params: Vec<String>,
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
-    let params = parse_params(&params)?;
+    let params = cli::params::parse_params(&params)?;
     let core = Core::start(&config).await?;
     if let Some(err) = core.catalog.errors().get(&playbook) {
         eprintln!("runbookd: warning: {err}");

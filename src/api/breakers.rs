@@ -1,5 +1,6 @@
-//! `GET /api/v1/breakers/{name}` and the audited manual reset,
-//! `POST /api/v1/breakers/{name}/reset` (body `{"dry_run": true}` plans it only).
+//! `GET /api/v1/breakers` (every configured breaker), `GET /api/v1/breakers/{name}` and the
+//! audited manual reset, `POST /api/v1/breakers/{name}/reset` (body `{"dry_run": true}`
+//! plans it only).
 
 use std::sync::Arc;
 
@@ -33,6 +34,24 @@ fn breaker_error(e: BreakerError) -> ApiError {
         // The API's reset carries no token and is never refused; kept for completeness.
         BreakerError::Fenced { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
     }
+}
+
+/// Every configured breaker by name: its snapshot, or `{name, state: "unknown", error}` for
+/// one that cannot be read now (its Redis is down), so one broken breaker does not hide
+/// the others.
+pub async fn list(
+    caller: Caller,
+    State(breakers): State<Arc<Breakers>>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Access::Read)?;
+    let mut out = Vec::new();
+    for name in breakers.names() {
+        out.push(match breakers.read(&name).await {
+            Ok(snap) => json!(snap),
+            Err(e) => json!({ "name": name, "state": "unknown", "error": e.to_string() }),
+        });
+    }
+    Ok(Json(Value::Array(out)))
 }
 
 pub async fn show(

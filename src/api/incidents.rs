@@ -1,7 +1,11 @@
 //! Incidents: list, read (with timeline), acknowledge, resolve.
 
 use axum::{
-    extract::{rejection::QueryRejection, Path, Query, State},
+    body::Bytes,
+    extract::{
+        rejection::{BytesRejection, QueryRejection},
+        Path, Query, State,
+    },
     Json,
 };
 use serde::Deserialize;
@@ -11,7 +15,7 @@ use crate::{
     http::{
         actions::Actions,
         caller::{Access, Caller},
-        error::ApiError,
+        error::{body, ApiError},
     },
     store::{IncidentStatus, Store},
 };
@@ -67,11 +71,28 @@ pub async fn ack(
     Ok(Json(json!(actions.acknowledge(&caller, &id).await?)))
 }
 
-/// `POST /api/v1/incidents/{id}/resolve`
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    #[serde(default)]
+    comment: String,
+}
+
+/// `POST /api/v1/incidents/{id}/resolve`, body `{"comment": "…"}` optional.
 pub async fn resolve(
     caller: Caller,
     State(actions): State<Actions>,
     Path(id): Path<String>,
+    request: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(actions.resolve(&caller, &id).await?)))
+    let raw = body(request)?;
+    let b: ResolveBody = if raw.iter().all(u8::is_ascii_whitespace) {
+        ResolveBody::default()
+    } else {
+        serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::bad_request(format!("invalid resolve body: {e}")))?
+    };
+    Ok(Json(json!(
+        actions.resolve(&caller, &id, &b.comment).await?
+    )))
 }

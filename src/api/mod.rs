@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/incidents/{id}", get(incidents::show))
         .route("/api/v1/incidents/{id}/ack", post(incidents::ack))
         .route("/api/v1/incidents/{id}/resolve", post(incidents::resolve))
+        .route("/api/v1/breakers", get(breakers::list))
         .route("/api/v1/breakers/{name}", get(breakers::show))
         .route("/api/v1/breakers/{name}/reset", post(breakers::reset))
         .route("/api/v1/replicas", get(replicas::list))

@@ -131,11 +131,23 @@ impl Actions {
         Ok(self.store.get_incident(id).await?)
     }
 
-    /// Resolves an incident for `caller`.
-    pub async fn resolve(&self, caller: &Caller, id: &str) -> Result<Option<Incident>, ApiError> {
+    /// Resolves an incident for `caller`; a `comment` (why, what was done) joins the
+    /// timeline line.
+    pub async fn resolve(
+        &self,
+        caller: &Caller,
+        id: &str,
+        comment: &str,
+    ) -> Result<Option<Incident>, ApiError> {
         caller.require(Access::Operate)?;
+        if comment.len() > 4096 {
+            return Err(ApiError::bad_request("comment is longer than 4096 bytes"));
+        }
         self.incident(id).await?;
-        let why = format!("resolved by {}", caller.name);
+        let why = match comment.trim() {
+            "" => format!("resolved by {}", caller.name),
+            c => format!("resolved by {}: {c}", caller.name),
+        };
         if !self.store.resolve_incident(id, &caller.name, &why).await? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,

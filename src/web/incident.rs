@@ -325,6 +325,6 @@ pub async fn resolve(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
     viewer.check(&headers, &form.csrf)?;
-    actions.resolve(&viewer.caller, &id).await?;
+    actions.resolve(&viewer.caller, &id, "").await?;
     Ok(back_to(&format!("/incidents/{id}")))
 }

@@ -34,6 +34,7 @@ mod parity;
 mod payments;
 mod reconcile;
 mod reload;
+mod remote_cli;
 mod retention;
 mod sandbox;
 mod sim_runs;
