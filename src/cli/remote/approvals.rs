@@ -31,7 +31,7 @@ pub async fn list(c: &Client, status: Option<String>) -> Outcome {
                     .collect()
             })
             .unwrap_or_default();
-        println!(
+        out!(
             "{}  {:<8}  {} {}  playbook {}  asked by {}  expires {}{}\n    {}",
             text(&a, "id"),
             text(&a, "status"),
@@ -90,8 +90,8 @@ pub async fn decide(
     }
     let status = text(&answer, "status");
     match answer["follow_up_run"].as_str() {
-        Some(run) => println!("approval {id}: {status}; run {run} started"),
-        None => println!(
+        Some(run) => out!("approval {id}: {status}; run {run} started"),
+        None => out!(
             "approval {id}: {status}; {} of {} approver(s) so far",
             answer["decisions"].as_array().map(Vec::len).unwrap_or(0),
             answer["required"]

@@ -66,8 +66,8 @@ pub async fn show(c: &Client, id: &str) -> Outcome {
             text(line, "message").into(),
         ]);
     }
-    println!("\ntimeline:");
-    print!("{}", t.render());
+    out!("\ntimeline:");
+    out_raw!("{}", t.render());
     done()
 }
 
@@ -88,7 +88,7 @@ fn print_incident(i: &Value) {
         ("acked", by("acked_at", "acked_by")),
         ("resolved", by("resolved_at", "resolved_by")),
     ] {
-        println!("{:<9} {v}", format!("{k}:"));
+        out!("{:<9} {v}", format!("{k}:"));
     }
 }
 
@@ -99,7 +99,7 @@ pub async fn ack(c: &Client, id: &str) -> Outcome {
         .post(&format!("/api/v1/incidents/{id}/ack"), &json!({}))
         .await?;
     if !c.json_out(&i) {
-        println!("incident {id}: acknowledged by {}", text(&i, "acked_by"));
+        out!("incident {id}: acknowledged by {}", text(&i, "acked_by"));
     }
     done()
 }
@@ -114,7 +114,7 @@ pub async fn resolve(c: &Client, id: &str, comment: Option<&str>) -> Outcome {
         )
         .await?;
     if !c.json_out(&i) {
-        println!("incident {id}: resolved by {}", text(&i, "resolved_by"));
+        out!("incident {id}: resolved by {}", text(&i, "resolved_by"));
     }
     done()
 }

@@ -12,6 +12,18 @@
 //! | 3 | the daemon cannot be asked: nothing answers, or the token is refused (401, 403, 429) |
 //! | 4 | not found (404): no such run, incident, approval, playbook or breaker |
 
+/// `println!` for the remote verbs' answers: a reader that went away (`| head`) ends the
+/// output, not the command — it still ends with its exit code (a followed run's outcome).
+macro_rules! out {
+    () => { $crate::cli::remote::write_out(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::remote::write_out(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` of [`out!`].
+macro_rules! out_raw {
+    ($($t:tt)*) => { $crate::cli::remote::write_out(format_args!($($t)*)) };
+}
+
 pub mod args;
 mod incidents;
 mod runs;
@@ -181,7 +193,7 @@ impl Client {
     /// With `--json`, prints `body` pretty and says so; else does nothing.
     pub fn json_out(&self, body: &Value) -> bool {
         if self.json {
-            println!(
+            out!(
                 "{}",
                 serde_json::to_string_pretty(body).unwrap_or_else(|_| body.to_string())
             );
@@ -253,6 +265,13 @@ pub async fn run(config: &Config, command: RemoteCommand) -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Writes to standard output; errors (a closed pipe) are dropped, see [`out!`].
+pub fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_fmt(args).and_then(|()| stdout.flush());
 }
 
 /// A text field of `v`, or `-`.

@@ -24,6 +24,18 @@ fn outcome_of(run: &Value) -> ExitCode {
     }
 }
 
+/// How much of a run's result `show` prints (`--json` has all of it).
+const RESULT_WIDTH: usize = 160;
+
+/// `text` cut to `width` characters, saying so.
+fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(width).collect();
+    format!("{cut}… (--json shows all)")
+}
+
 /// `2026-12-01T03:00:00.123Z` as `2026-12-01 03:00:00`.
 pub fn when(v: &Value) -> String {
     match v.as_str() {
@@ -100,9 +112,9 @@ fn print_logs(run: &Value, from: usize, as_json: bool) -> usize {
     let lines = run["logs"].as_array().cloned().unwrap_or_default();
     for l in lines.iter().skip(from) {
         if as_json {
-            println!("{l}");
+            out!("{l}");
         } else {
-            println!(
+            out!(
                 "{}  {:<5}  {}",
                 text(l, "at"),
                 text(l, "level"),
@@ -153,7 +165,7 @@ fn print_run(run: &Value) {
         fields.push(("incident", incident.to_string()));
     }
     if !run["result"].is_null() {
-        fields.push(("result", run["result"].to_string()));
+        fields.push(("result", clip(&run["result"].to_string(), RESULT_WIDTH)));
     }
     if let Some(e) = run["error"].as_object() {
         let at = match (e.get("line"), e.get("column")) {
@@ -171,11 +183,11 @@ fn print_run(run: &Value) {
         ));
     }
     for (k, v) in fields {
-        println!("{:<9} {v}", format!("{k}:"));
+        out!("{:<9} {v}", format!("{k}:"));
     }
     let attempts = run["attempts"].as_array().cloned().unwrap_or_default();
     if !attempts.is_empty() {
-        println!("\nattempts:");
+        out!("\nattempts:");
         let mut t = Table::new(&["ATTEMPT", "REPLICA", "STARTED", "ENDED", "OUTCOME"]);
         for a in &attempts {
             t.row(vec![
@@ -186,10 +198,10 @@ fn print_run(run: &Value) {
                 text(a, "outcome").into(),
             ]);
         }
-        print!("{}", t.render());
+        out_raw!("{}", t.render());
     }
     let actions = run["actions"].as_array().cloned().unwrap_or_default();
-    println!(
+    out!(
         "\nactions{}:",
         if run["dry_run"] == true {
             " (planned: dry run)"
@@ -198,14 +210,27 @@ fn print_run(run: &Value) {
         }
     );
     if actions.is_empty() {
-        println!("  none");
+        out!("  none");
+    } else {
+        let mut t = Table::new(&["AT", "ACTION", "TARGET", "OUTCOME"]);
+        for a in &actions {
+            let outcome = match a["error"].as_str() {
+                Some(e) => format!("{}: {e}", text(a, "outcome")),
+                None => text(a, "outcome").to_string(),
+            };
+            t.row(vec![
+                // `2026-12-01T03:00:00.123Z`: the time of day is what tells actions apart.
+                text(a, "at").get(11..23).unwrap_or("-").to_string(),
+                text(a, "action").into(),
+                text(a, "target").into(),
+                outcome,
+            ]);
+        }
+        out_raw!("{}", t.render());
     }
-    for a in &actions {
-        println!("  {a}");
-    }
-    println!("\nlog:");
+    out!("\nlog:");
     if print_logs(run, 0, false) == 0 {
-        println!("  none");
+        out!("  none");
     }
 }
 
@@ -355,7 +380,7 @@ pub async fn trigger(
         return Ok(outcome_of(&body));
     }
     if !c.json_out(&body) {
-        println!("{}", text(&body, "id"));
+        out!("{}", text(&body, "id"));
         eprintln!(
             "run {} {}: follow it with `runbookd logs {} --follow`",
             text(&body, "id"),

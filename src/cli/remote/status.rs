@@ -65,7 +65,7 @@ pub async fn status(c: &Client) -> Outcome {
     if c.json_out(&all) {
         return Ok(code);
     }
-    println!(
+    out!(
         "daemon:   {} {}",
         c.base,
         if is_ready { "ready" } else { "NOT READY" }
@@ -80,8 +80,8 @@ pub async fn status(c: &Client) -> Outcome {
             v.as_str().unwrap_or("-").into(),
         ]);
     }
-    print!("{}", t.render());
-    println!("\nreplicas:");
+    out_raw!("{}", t.render());
+    out!("\nreplicas:");
     let mut t = Table::new(&["NAME", "LEASE EXPIRES", "ANSWERED"]);
     for r in replicas.as_array().into_iter().flatten() {
         t.row(vec![
@@ -90,11 +90,11 @@ pub async fn status(c: &Client) -> Outcome {
             if r["this"] == true { "yes" } else { "-" }.into(),
         ]);
     }
-    print!("{}", t.render());
-    println!("\nwaiting for approval:");
+    out_raw!("{}", t.render());
+    out!("\nwaiting for approval:");
     let waiting: Vec<&Value> = approvals.as_array().into_iter().flatten().collect();
     if waiting.is_empty() {
-        println!("  nothing");
+        out!("  nothing");
     } else {
         let mut t = Table::new(&["ID", "PLAYBOOK", "ACTION", "TARGET", "EXPIRES"]);
         for a in waiting {
@@ -106,7 +106,7 @@ pub async fn status(c: &Client) -> Outcome {
                 when(&a["expires_at"]),
             ]);
         }
-        print!("{}", t.render());
+        out_raw!("{}", t.render());
     }
     Ok(code)
 }

@@ -64,7 +64,7 @@ impl Table {
         if self.is_empty() {
             eprintln!("{empty}");
         } else {
-            print!("{}", self.render());
+            out_raw!("{}", self.render());
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::helpers::{redis, Daemon, Db, Workspace};
 const GREET: &str = r#"
 fn run(event) {
     log("hello " + event.params.who);
+    if event.params.reset == true { breaker("gate").reset(); }
     #{ who: event.params.who, n: event.params.n ?? 0, dry_run: event.dry_run }
 }
 "#;
@@ -80,7 +81,15 @@ async fn trigger_runs_show_and_logs_drive_a_running_daemon() {
     let out = cli(
         &url,
         Some(OP),
-        &["trigger", "greet", "--dry-run", "--param", "who=plan"],
+        &[
+            "trigger",
+            "greet",
+            "--dry-run",
+            "--param",
+            "who=plan",
+            "--param",
+            "reset=true",
+        ],
     );
     assert_eq!(out.code, Some(0), "{out}");
     let planned = out.stdout.trim().to_string();
@@ -135,6 +144,14 @@ async fn trigger_runs_show_and_logs_drive_a_running_daemon() {
     ] {
         assert!(out.stdout.contains(part), "`{part}` missing: {out}");
     }
+    let out = cli(&url, Some(VIEW), &["show", &planned]);
+    assert!(out.stdout.contains("actions (planned: dry run):"), "{out}");
+    let action = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("breaker.reset"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(action.contains("breaker:gate"), "{out}");
     let out = cli(&url, Some(VIEW), &["show", &greet_id, "--json"]);
     let (_, api) = d.get(&format!("/api/v1/runs/{greet_id}")).await;
     assert_eq!(out.json(), api, "--json is the API's answer unchanged");
@@ -144,6 +161,17 @@ async fn trigger_runs_show_and_logs_drive_a_running_daemon() {
         out.stdout.contains("info") && out.stdout.contains("hello json"),
         "{out}"
     );
+    // A reader that goes away (`| head`) ends the output, not the command's exit code.
+    let mut child = command(&url, Some(VIEW), &["logs", &boom_id, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let gone = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert_eq!(gone.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     let out = cli(&url, Some(VIEW), &["logs", &boom_id, "--follow"]);
     assert_eq!(
         out.code,
