@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// What started a run: `event.kind` for the script, `trigger.kind` in the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     /// An Alertmanager notification (or a simulation's alert).
@@ -49,7 +51,7 @@ impl std::fmt::Display for EventKind {
 /// The map a playbook's `run(event)` receives, and what the store keeps of it. Every field
 /// has a default so that records written by older versions (without `attempt`, say) still
 /// read.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Event {
     pub kind: EventKind,
@@ -57,9 +59,12 @@ pub struct Event {
     pub name: String,
     /// `firing` / `resolved` for alerts; empty otherwise.
     pub status: String,
+    #[schema(value_type = Object)]
     pub labels: Map<String, Value>,
+    #[schema(value_type = Object)]
     pub annotations: Map<String, Value>,
     /// Operator-supplied parameters (`--param k=v`, `{"params":{...}}`).
+    #[schema(value_type = Object)]
     pub params: Map<String, Value>,
     /// Incident id, when the run belongs to one.
     pub incident: Option<String>,
@@ -74,7 +79,7 @@ pub struct Event {
 }
 
 /// What an `approval` run is told: the request it answers and the decision on it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, utoipa::ToSchema)]
 #[serde(default)]
 pub struct ApprovalOutcome {
     /// The approval's id.
@@ -95,7 +100,7 @@ pub struct ApprovalOutcome {
 }
 
 /// How a run was started, as the API and the dashboard show it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Trigger {
     /// Always the event's kind (set by the [`RunRequest`] constructors).
     pub kind: EventKind,

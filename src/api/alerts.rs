@@ -10,26 +10,44 @@
 use std::sync::Arc;
 
 use axum::{body::Bytes, extract::State, http::StatusCode, Json};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::{
     config::AlertsConfig,
-    dispatch::Dispatcher,
+    dispatch::{alerts::AlertOutcome, Dispatcher},
     http::{
         caller::{Access, Caller},
-        error::{body, ApiError},
+        error::{body, ApiError, ErrorBody},
     },
     metrics::Metrics,
     triggers::alertmanager,
 };
 
+/// What became of a notification's alerts.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Received {
+    /// Alerts in the notification.
+    received: usize,
+    /// Alerts Alertmanager left out (`truncatedAlerts`).
+    truncated: u64,
+    alerts: Vec<AlertOutcome>,
+}
+
+/// Alertmanager's webhook (payload version 4): answers 200 once every alert is recorded.
+#[utoipa::path(post, path = "/api/v1/alerts", tag = "alerts",
+    request_body = alertmanager::Notification,
+    responses((status = 200, description = "Every alert recorded (incident, alert row, runs)", body = Received),
+        (status = 400, description = "A bad field, named (Alertmanager does not retry 4xx)", body = ErrorBody),
+        (status = 413, description = "Body over `server.max_body_bytes`", body = ErrorBody),
+        (status = 503, description = "Run queue full or state store unavailable: Alertmanager retries", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("ingest"))))]
 pub async fn receive(
     caller: Caller,
     State(dispatcher): State<Dispatcher>,
     State(metrics): State<Arc<Metrics>>,
     State(rules): State<Arc<AlertsConfig>>,
     request: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Received>, ApiError> {
     caller.require(Access::Ingest)?;
     let body = body(request)?;
     let notification =
@@ -66,9 +84,9 @@ pub async fn receive(
             "alert received"
         );
     }
-    Ok(Json(json!({
-        "received": received,
-        "truncated": notification.truncated_alerts,
-        "alerts": outcomes,
-    })))
+    Ok(Json(Received {
+        received,
+        truncated: notification.truncated_alerts,
+        alerts: outcomes,
+    }))
 }

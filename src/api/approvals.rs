@@ -10,31 +10,47 @@ use axum::{
     },
     Json,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     http::{
         actions::Actions,
         caller::{Access, Caller},
-        error::{body, ApiError},
+        error::{body, ApiError, ErrorBody},
     },
-    store::{ApprovalStatus, Store},
+    store::{Approval, ApprovalStatus, Store},
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Approvals in this status only.
+    #[param(value_type = Option<ApprovalStatus>)]
     status: Option<String>,
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-/// `GET /api/v1/approvals?status=pending|approved|denied|expired|used|withdrawn&limit=`
+/// An approval after a decision, with the run the decision started (if it settled it).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct DecidedView {
+    #[serde(flatten)]
+    approval: Approval,
+    /// The follow-up run's id, when this decision settled the approval.
+    follow_up_run: Option<String>,
+}
+
+/// Approvals playbooks asked for, newest first.
+#[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals", params(ListQuery),
+    responses((status = 200, description = "Newest first", body = [Approval])),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn list(
     caller: Caller,
     State(store): State<Store>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Approval>>, ApiError> {
     caller.require(Access::Read)?;
     let Query(q) = query?;
     let status = match q.status.as_deref() {
@@ -45,50 +61,71 @@ pub async fn list(
             ))
         })?),
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    Ok(Json(json!(store.list_approvals(status, limit).await?)))
+    let limit = super::limit(q.limit, 50)?;
+    Ok(Json(store.list_approvals(status, limit).await?))
 }
 
-/// `GET /api/v1/approvals/{id}`
+/// One approval, with every decision on it.
+#[utoipa::path(get, path = "/api/v1/approvals/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id")),
+    responses((status = 200, description = "The approval", body = Approval),
+        (status = 404, description = "No such approval", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn show(
     caller: Caller,
     State(store): State<Store>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Approval>, ApiError> {
     caller.require(Access::Read)?;
     let a = store
         .get_approval(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no approval with id `{id}`")))?;
-    Ok(Json(json!(a)))
+    Ok(Json(a))
 }
 
-#[derive(Deserialize, Default)]
+/// One decision (the whole body is optional).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DecisionBody {
+pub(super) struct DecisionBody {
+    /// Why, for the timeline (at most 4,096 bytes).
     #[serde(default)]
     comment: String,
     /// Who decides, on a daemon without tokens (which cannot tell callers apart).
     by: Option<String>,
 }
 
-/// `POST /api/v1/approvals/{id}/approve`
+/// Approves: the approver is the token's name, never whoever triggered the run that asked.
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/approve", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id")),
+    request_body(content = Option<DecisionBody>, description = "Optional"),
+    responses((status = 200, description = "The approval as it now stands", body = DecidedView),
+        (status = 404, description = "No such approval", body = ErrorBody),
+        (status = 409, description = "Not pending (decided, expired), or this approver already approved", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("operator"))))]
 pub async fn approve(
     caller: Caller,
     actions: State<Actions>,
     id: Path<String>,
     request: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DecidedView>, ApiError> {
     decide(caller, actions, id, request, true).await
 }
 
-/// `POST /api/v1/approvals/{id}/deny`
+/// Denies: the approval is settled and the playbook's follow-up run is told.
+#[utoipa::path(post, path = "/api/v1/approvals/{id}/deny", tag = "approvals",
+    params(("id" = String, Path, description = "The approval's id")),
+    request_body(content = Option<DecisionBody>, description = "Optional"),
+    responses((status = 200, description = "The approval as it now stands", body = DecidedView),
+        (status = 404, description = "No such approval", body = ErrorBody),
+        (status = 409, description = "Not pending (decided or expired)", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("operator"))))]
 pub async fn deny(
     caller: Caller,
     actions: State<Actions>,
     id: Path<String>,
     request: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DecidedView>, ApiError> {
     decide(caller, actions, id, request, false).await
 }
 
@@ -98,19 +135,15 @@ async fn decide(
     Path(id): Path<String>,
     request: Result<Bytes, BytesRejection>,
     approve: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DecidedView>, ApiError> {
     caller.require(Access::Operate)?;
     let body = body(request)?;
-    let body: DecisionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        DecisionBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid decision body: {e}")))?
-    };
+    let body: DecisionBody = super::optional_body(&body, "decision body")?;
     let decided = actions
         .decide(&caller, &id, approve, &body.comment, body.by)
         .await?;
-    let mut v = json!(decided.approval);
-    v["follow_up_run"] = json!(decided.follow_up.map(|r| r.id));
-    Ok(Json(v))
+    Ok(Json(DecidedView {
+        approval: decided.approval,
+        follow_up_run: decided.follow_up.map(|r| r.id),
+    }))
 }

@@ -13,17 +13,23 @@ use crate::{
         caller::{Access, Caller},
         error::ApiError,
     },
-    store::Store,
+    store::{AuditEntry, OutboxItem, Store},
 };
 
 /// `?limit=` (default 100, at most 1,000).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-/// The audit trail, newest first.
+/// The audit trail, newest first: every action runbookd or an operator took.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "Newest first", body = [AuditEntry])),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn audit(
     caller: Caller,
     State(store): State<Store>,
@@ -31,11 +37,14 @@ pub async fn audit(
 ) -> Result<Response, ApiError> {
     caller.require(Access::Read)?;
     let Query(q) = query?;
-    let limit = q.limit.unwrap_or(100).clamp(1, super::runs::MAX_LIMIT);
+    let limit = super::limit(q.limit, 100)?;
     Ok(Json(store.list_audit(limit).await?).into_response())
 }
 
 /// The notification outbox, newest first: what was sent, is waiting, or was given up.
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "Newest first", body = [OutboxItem])),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn notifications(
     caller: Caller,
     State(store): State<Store>,
@@ -43,6 +52,6 @@ pub async fn notifications(
 ) -> Result<Response, ApiError> {
     caller.require(Access::Read)?;
     let Query(q) = query?;
-    let limit = q.limit.unwrap_or(100).clamp(1, super::runs::MAX_LIMIT);
+    let limit = super::limit(q.limit, 100)?;
     Ok(Json(store.list_notifications(limit).await?).into_response())
 }

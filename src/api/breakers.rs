@@ -10,15 +10,15 @@ use axum::{
     http::StatusCode,
     Json,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::{
     http::{
         caller::{Access, Caller},
-        error::{body, ApiError},
+        error::{body, ApiError, ErrorBody},
     },
-    primitives::breaker::{BreakerError, Breakers},
+    primitives::breaker::{layout::Snapshot, BreakerError, Breakers},
     store::{NewAudit, Store},
 };
 
@@ -36,56 +36,99 @@ fn breaker_error(e: BreakerError) -> ApiError {
     }
 }
 
-/// Every configured breaker by name: its snapshot, or `{name, state: "unknown", error}` for
-/// one that cannot be read now (its Redis is down), so one broken breaker does not hide
-/// the others.
+/// One breaker of the list: its snapshot, or why it cannot be read now (its Redis is down),
+/// so one broken breaker does not hide the others.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub(super) enum ListedBreaker {
+    Read(Snapshot),
+    Unreadable {
+        name: String,
+        /// Always `unknown`.
+        state: String,
+        error: String,
+    },
+}
+
+/// Every configured breaker by name.
+#[utoipa::path(get, path = "/api/v1/breakers", tag = "breakers",
+    responses((status = 200, description = "Every configured breaker, by name", body = [ListedBreaker])),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn list(
     caller: Caller,
     State(breakers): State<Arc<Breakers>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<ListedBreaker>>, ApiError> {
     caller.require(Access::Read)?;
     let mut out = Vec::new();
     for name in breakers.names() {
         out.push(match breakers.read(&name).await {
-            Ok(snap) => json!(snap),
-            Err(e) => json!({ "name": name, "state": "unknown", "error": e.to_string() }),
+            Ok(snap) => ListedBreaker::Read(snap),
+            Err(e) => ListedBreaker::Unreadable {
+                error: e.to_string(),
+                name,
+                state: "unknown".into(),
+            },
         });
     }
-    Ok(Json(Value::Array(out)))
+    Ok(Json(out))
 }
 
+/// A configured breaker as the app sees it.
+#[utoipa::path(get, path = "/api/v1/breakers/{name}", tag = "breakers",
+    params(("name" = String, Path, description = "The breaker's name (`[breakers.NAME]`)", example = "stripe")),
+    responses((status = 200, description = "The breaker", body = Snapshot),
+        (status = 404, description = "No breaker by that name", body = ErrorBody),
+        (status = 502, description = "Its Redis answered with an error or a value that does not decode", body = ErrorBody),
+        (status = 503, description = "Its Redis is not configured", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn show(
     caller: Caller,
     State(breakers): State<Arc<Breakers>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Snapshot>, ApiError> {
     caller.require(Access::Read)?;
     let snap = breakers.read(&name).await.map_err(breaker_error)?;
-    Ok(Json(json!(snap)))
+    Ok(Json(snap))
 }
 
-#[derive(Deserialize, Default)]
+/// A reset (the whole body is optional).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResetBody {
+pub(super) struct ResetBody {
+    /// Plan the reset only: the audit says what it would have done.
     #[serde(default)]
     dry_run: bool,
 }
 
+/// A reset's outcome: the breaker before and after.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ResetOutcome {
+    dry_run: bool,
+    before: Snapshot,
+    /// The same as `before` in a dry run.
+    after: Snapshot,
+}
+
+/// Closes the breaker by hand, audited.
+#[utoipa::path(post, path = "/api/v1/breakers/{name}/reset", tag = "breakers",
+    params(("name" = String, Path, description = "The breaker's name (`[breakers.NAME]`)", example = "stripe")),
+    request_body(content = Option<ResetBody>, description = "Optional"),
+    responses((status = 200, description = "Reset (or planned)", body = ResetOutcome),
+        (status = 404, description = "No breaker by that name", body = ErrorBody),
+        (status = 409, description = "A newer attempt of a run wrote the breaker (fenced)", body = ErrorBody),
+        (status = 502, description = "Its Redis answered with an error", body = ErrorBody),
+        (status = 503, description = "Its Redis is not configured", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("operator"))))]
 pub async fn reset(
     caller: Caller,
     State(breakers): State<Arc<Breakers>>,
     State(store): State<Store>,
     Path(name): Path<String>,
     request: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResetOutcome>, ApiError> {
     caller.require(Access::Operate)?;
     let body = body(request)?;
-    let body: ResetBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ResetBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid reset body: {e}")))?
-    };
+    let body: ResetBody = super::optional_body(&body, "reset body")?;
     let before = breakers.read(&name).await.map_err(breaker_error)?;
     let after = if body.dry_run {
         before.clone()
@@ -102,9 +145,9 @@ pub async fn reset(
             details: json!({ "before": before, "after": after }),
         })
         .await?;
-    Ok(Json(json!({
-        "dry_run": body.dry_run,
-        "before": before,
-        "after": after,
-    })))
+    Ok(Json(ResetOutcome {
+        dry_run: body.dry_run,
+        before,
+        after,
+    }))
 }

@@ -27,7 +27,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::{
     http::{
         caller::{Access, Caller},
-        error::ApiError,
+        error::{ApiError, ErrorBody},
         session::{cookie_secret, id_hash},
         state::Sessions,
     },
@@ -79,11 +79,19 @@ fn refused(message: String) -> Response {
     (
         StatusCode::TOO_MANY_REQUESTS,
         [(header::RETRY_AFTER, "10")],
-        axum::Json(serde_json::json!({ "error": message })),
+        axum::Json(ErrorBody { error: message }),
     )
         .into_response()
 }
 
+/// Server-sent events: `ready` once the stream watches, then one event per change (`run`,
+/// `incident`, `approval`, `breaker`), `resync` when this client fell behind. The stream
+/// ends after `[dashboard] max_stream_lifetime`.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    responses((status = 200, description = "The stream (`text/event-stream`)", content_type = "text/event-stream", body = String),
+        (status = 429, description = "Too many streams open (`[dashboard] max_streams`, `max_streams_per_caller`)", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds")))),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn events(
     caller: Caller,
     State(feed): State<Arc<Feed>>,

@@ -8,30 +8,46 @@ use axum::{
     },
     Json,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::{
     http::{
         actions::Actions,
         caller::{Access, Caller},
-        error::{body, ApiError},
+        error::{body, ApiError, ErrorBody},
     },
-    store::{IncidentStatus, Store},
+    store::{Incident, IncidentStatus, Store, TimelineEntry},
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Incidents in this status only.
+    #[param(value_type = Option<IncidentStatus>)]
     status: Option<String>,
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
+/// An incident with its timeline.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct IncidentView {
+    #[serde(flatten)]
+    incident: Incident,
+    timeline: Vec<TimelineEntry>,
+}
+
+/// Incidents, newest first.
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", params(ListQuery),
+    responses((status = 200, description = "Newest first", body = [Incident])),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn list(
     caller: Caller,
     State(store): State<Store>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Incident>>, ApiError> {
     caller.require(Access::Read)?;
     let Query(q) = query?;
     let status = match q.status.as_deref() {
@@ -42,57 +58,78 @@ pub async fn list(
             ))
         })?),
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    Ok(Json(json!(store.list_incidents(status, limit).await?)))
+    let limit = super::limit(q.limit, 50)?;
+    Ok(Json(store.list_incidents(status, limit).await?))
 }
 
+/// One incident, with its timeline.
+#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents", operation_id = "incidents_show",
+    params(("id" = String, Path, description = "The incident's id")),
+    responses((status = 200, description = "The incident and its timeline", body = IncidentView),
+        (status = 404, description = "No such incident", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn show(
     caller: Caller,
     State(store): State<Store>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IncidentView>, ApiError> {
     caller.require(Access::Read)?;
     let incident = store
         .get_incident(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no incident with id `{id}`")))?;
     let timeline = store.timeline(&id).await?;
-    let mut v = json!(incident);
-    v["timeline"] = json!(timeline);
-    Ok(Json(v))
+    Ok(Json(IncidentView { incident, timeline }))
 }
 
-/// `POST /api/v1/incidents/{id}/ack`: the dashboard's button does the same.
+/// The incident as it stands after a change, or 404 when it went (retention) meanwhile.
+fn changed(id: &str, incident: Option<Incident>) -> Result<Json<Incident>, ApiError> {
+    incident
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no incident with id `{id}`")))
+}
+
+/// Acknowledges an open incident (the dashboard's button does the same) and tells every
+/// channel that was paged.
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/ack", tag = "incidents",
+    params(("id" = String, Path, description = "The incident's id")),
+    responses((status = 200, description = "The incident, acknowledged", body = Incident),
+        (status = 404, description = "No such incident", body = ErrorBody),
+        (status = 409, description = "The incident is not open", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("operator"))))]
 pub async fn ack(
     caller: Caller,
     State(actions): State<Actions>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(actions.acknowledge(&caller, &id).await?)))
+) -> Result<Json<Incident>, ApiError> {
+    changed(&id, actions.acknowledge(&caller, &id).await?)
 }
 
-#[derive(Deserialize, Default)]
+/// The optional body of a resolve.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ResolveBody {
+pub(super) struct ResolveBody {
+    /// Why, or what was done: it joins the timeline's `resolved` line (at most 4096 bytes).
     #[serde(default)]
     comment: String,
 }
 
-/// `POST /api/v1/incidents/{id}/resolve`, body `{"comment": "…"}` optional.
+/// Resolves an incident.
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/resolve", tag = "incidents",
+    params(("id" = String, Path, description = "The incident's id")),
+    request_body(content = Option<ResolveBody>, description = "Optional"),
+    responses((status = 200, description = "The incident, resolved", body = Incident),
+        (status = 400, description = "The body is not a resolve body, or the comment is too long", body = ErrorBody),
+        (status = 404, description = "No such incident", body = ErrorBody),
+        (status = 409, description = "The incident is already resolved", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("operator"))))]
 pub async fn resolve(
     caller: Caller,
     State(actions): State<Actions>,
     Path(id): Path<String>,
     request: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Incident>, ApiError> {
     let raw = body(request)?;
-    let b: ResolveBody = if raw.iter().all(u8::is_ascii_whitespace) {
-        ResolveBody::default()
-    } else {
-        serde_json::from_slice(&raw)
-            .map_err(|e| ApiError::bad_request(format!("invalid resolve body: {e}")))?
-    };
-    Ok(Json(json!(
-        actions.resolve(&caller, &id, &b.comment).await?
-    )))
+    let b: ResolveBody = super::optional_body(&raw, "resolve body")?;
+    changed(&id, actions.resolve(&caller, &id, &b.comment).await?)
 }

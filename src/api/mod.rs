@@ -9,6 +9,7 @@ mod audit;
 mod breakers;
 mod events;
 mod incidents;
+pub mod openapi;
 mod playbooks;
 mod replicas;
 mod runs;
@@ -19,11 +20,41 @@ use axum::{
     Router,
 };
 
-use crate::http::state::AppState;
+use crate::http::{error::ApiError, state::AppState};
+
+/// Most rows one list answers.
+pub(crate) const MAX_LIMIT: u32 = 1000;
+
+/// A list's `?limit=`: `default` when absent, 400 outside 1–[`MAX_LIMIT`] (as the OpenAPI
+/// document says: a client asking for 0 or a million rows is told, not served something
+/// else).
+fn limit(asked: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    match asked.unwrap_or(default) {
+        n @ 1..=MAX_LIMIT => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        ))),
+    }
+}
+
+/// An optional JSON body: nothing (or only whitespace) and `null` are the defaults, as the
+/// OpenAPI document says (`oneOf: [T, null]`, not required); anything else must parse.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
+}
 
 /// The API's routes (merged by the shell under its limits and layers).
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/playbooks", get(playbooks::list))
         .route("/api/v1/playbooks/{name}", get(playbooks::show))
         .route("/api/v1/playbooks/{name}/runs", post(runs::trigger))

@@ -8,9 +8,13 @@ use axum::{
 use crate::http::{
     actions::{Actions, PlaybookView},
     caller::{Access, Caller},
-    error::ApiError,
+    error::{ApiError, ErrorBody},
 };
 
+/// Every playbook: what is serving, and the edits that failed to load.
+#[utoipa::path(get, path = "/api/v1/playbooks", tag = "playbooks",
+    responses((status = 200, description = "Every playbook", body = [PlaybookView])),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn list(
     caller: Caller,
     State(actions): State<Actions>,
@@ -19,6 +23,12 @@ pub async fn list(
     Ok(Json(actions.playbooks()))
 }
 
+/// One playbook.
+#[utoipa::path(get, path = "/api/v1/playbooks/{name}", tag = "playbooks",
+    params(("name" = String, Path, description = "The playbook's name", example = "health_probe")),
+    responses((status = 200, description = "The playbook", body = PlaybookView),
+        (status = 404, description = "No playbook by that name", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn show(
     caller: Caller,
     State(actions): State<Actions>,

@@ -2,7 +2,7 @@
 //! which replica owns which runs, and which one answered.
 
 use axum::{extract::State, Json};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::{
     dispatch::Dispatcher,
@@ -13,21 +13,40 @@ use crate::{
     store::Store,
 };
 
+/// One daemon sharing the state store.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Replica {
+    /// `[server] replica_id`.
+    name: String,
+    /// Its lease id (one per process start).
+    lease: String,
+    #[schema(format = DateTime)]
+    lease_expires_at: String,
+    /// The replica that answered this request.
+    this: bool,
+}
+
+/// The daemons sharing this state store, by their live leases.
+#[utoipa::path(get, path = "/api/v1/replicas", tag = "replicas",
+    responses((status = 200, description = "Every live replica", body = [Replica])),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn list(
     caller: Caller,
     State(dispatcher): State<Dispatcher>,
     State(store): State<Store>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Replica>>, ApiError> {
     caller.require(Access::Read)?;
     let me = dispatcher.lease();
     let leases = store.live_leases().await?;
-    Ok(Json(json!(leases
-        .into_iter()
-        .map(|(name, lease, expires_at)| json!({
-            "name": name,
-            "lease": lease,
-            "lease_expires_at": crate::store::ms_to_rfc3339(expires_at),
-            "this": lease == me.id,
-        }))
-        .collect::<Vec<_>>())))
+    Ok(Json(
+        leases
+            .into_iter()
+            .map(|(name, lease, expires_at)| Replica {
+                this: lease == me.id,
+                name,
+                lease,
+                lease_expires_at: crate::store::ms_to_rfc3339(expires_at),
+            })
+            .collect(),
+    ))
 }

@@ -10,34 +10,62 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::{
     http::{
         actions::Actions,
         caller::{Access, Caller},
-        error::{body, ApiError},
+        error::{body, ApiError, ErrorBody},
     },
-    store::{RunFilter, RunStatus, Store},
+    store::{RunFilter, RunRecord, RunStatus, Store},
 };
 
-#[derive(Deserialize, Default)]
+/// What a manual run is started with (the whole body is optional).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TriggerBody {
+pub(super) struct TriggerBody {
+    /// The playbook's `event.params`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     params: Map<String, Value>,
+    /// Plan and record actions without performing them.
     #[serde(default)]
     dry_run: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TriggerQuery {
+    /// Answer once the run has finished (200 with the run) instead of at once (202).
     #[serde(default)]
     wait: bool,
 }
 
-/// Starts a run. `?wait=true` answers 200 with the finished run; otherwise 202 with its id.
+/// The 202 answer to a trigger: the run is recorded and queued.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RunAccepted {
+    id: String,
+    status: RunStatus,
+    /// Where to read the run: `/api/v1/runs/{id}`.
+    url: String,
+}
+
+/// Starts a run of the playbook: `?wait=true` answers 200 with the finished run, otherwise
+/// 202 with its id once it is recorded.
+#[utoipa::path(post, path = "/api/v1/playbooks/{name}/runs", tag = "runs",
+    params(("name" = String, Path, description = "The playbook's name", example = "health_probe"), TriggerQuery),
+    request_body(content = Option<TriggerBody>, description = "Optional: `{}` when absent"),
+    responses(
+        (status = 200, description = "`?wait=true`: the finished run", body = RunRecord),
+        (status = 202, description = "Recorded and queued", body = RunAccepted,
+            links(("run" = (operation_id = "runs_show", parameters(("id" = "$response.body#/id")),
+                description = "The run this created")))),
+        (status = 404, description = "No playbook by that name", body = ErrorBody),
+        (status = 413, description = "Body over `server.max_body_bytes`", body = ErrorBody),
+        (status = 503, description = "Run queue full or shutting down (nothing was recorded)", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("operator"))))]
 pub async fn trigger(
     caller: Caller,
     State(actions): State<Actions>,
@@ -48,12 +76,7 @@ pub async fn trigger(
     caller.require(Access::Operate)?;
     let Query(query) = query?;
     let body = body(request)?;
-    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
-        TriggerBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid run request body: {e}")))?
-    };
+    let body: TriggerBody = super::optional_body(&body, "run request body")?;
     let submission = actions
         .start(&caller, name, body.params, body.dry_run, query.wait)
         .await?;
@@ -69,23 +92,29 @@ pub async fn trigger(
         }
         None => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({
-                "id": submission.run.id,
-                "status": submission.run.status,
-                "url": format!("/api/v1/runs/{}", submission.run.id),
-            })),
+            Json(RunAccepted {
+                url: format!("/api/v1/runs/{}", submission.run.id),
+                id: submission.run.id,
+                status: submission.run.status,
+            }),
         )
             .into_response()),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Runs of this playbook only.
     playbook: Option<String>,
+    /// Runs in this status only.
+    #[param(value_type = Option<RunStatus>)]
     status: Option<String>,
     /// Runs of this incident only.
     incident: Option<String>,
+    /// At most this many (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The page after this run id (the `next` link gives it).
     before: Option<String>,
@@ -93,9 +122,6 @@ pub struct ListQuery {
     #[serde(default)]
     logs: bool,
 }
-
-/// Most rows one list answers.
-pub(super) const MAX_LIMIT: u32 = 1000;
 
 /// Every run status, in the order the API documents them (`?status=` names them all when it
 /// refuses one).
@@ -127,6 +153,11 @@ fn status_names() -> String {
     STATUSES.map(RunStatus::as_str).join(", ")
 }
 
+/// Runs, newest first; summaries (without `logs` and `actions`) unless `logs=true`.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(ListQuery),
+    responses((status = 200, description = "Newest first", body = [RunRecord],
+        headers(("link" = String, description = "`<…&before=ID>; rel=\"next\"` when the page is full")))),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn list(
     caller: Caller,
     State(store): State<Store>,
@@ -140,12 +171,7 @@ pub async fn list(
             ApiError::bad_request(format!("status `{s}` is not one of {}", status_names()))
         })?),
     };
-    let limit = q.limit.unwrap_or(50);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        )));
-    }
+    let limit = super::limit(q.limit, 50)?;
     let playbook = q.playbook.filter(|p| !p.is_empty());
     let incident = q.incident.filter(|i| !i.is_empty());
     let runs = store
@@ -193,6 +219,12 @@ pub async fn list(
     Ok(response)
 }
 
+/// One run, with its logs, actions, result, error and attempts.
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", operation_id = "runs_show",
+    params(("id" = String, Path, description = "The run's id")),
+    responses((status = 200, description = "The run", body = RunRecord),
+        (status = 404, description = "No such run", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn show(
     caller: Caller,
     State(store): State<Store>,

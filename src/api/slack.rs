@@ -23,13 +23,44 @@ use serde_json::{json, Value};
 use crate::{
     dispatch::Dispatcher,
     http::{
-        error::{body, ApiError},
+        error::{body, ApiError, ErrorBody},
         slack::SlackApprovals,
     },
     store::Store,
 };
 
 use crate::notify::slack_escape;
+
+/// What Slack is answered (and what replaces or follows the message, by `response_url`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct SlackMessage {
+    /// `ephemeral`: shown to the presser only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_type: Option<&'static str>,
+    /// True when the approval message is replaced with who decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replace_original: Option<bool>,
+    text: String,
+}
+
+impl SlackMessage {
+    /// A note to the presser alone; the approval message stays.
+    fn ephemeral(text: String) -> SlackMessage {
+        SlackMessage {
+            response_type: Some("ephemeral"),
+            replace_original: Some(false),
+            text,
+        }
+    }
+}
+
+/// Slack's form: one field, `payload`, the `block_actions` JSON.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct SlackForm {
+    /// Slack's `block_actions` payload, as JSON text.
+    payload: String,
+}
 
 /// One button press, from Slack's `block_actions` payload.
 struct Press {
@@ -64,6 +95,18 @@ fn press(body: &[u8]) -> Result<Press, ApiError> {
     })
 }
 
+/// The Approve / Deny buttons of Slack approval messages, authenticated by Slack's
+/// signature instead of a token.
+#[utoipa::path(post, path = "/api/v1/slack/interactions", tag = "approvals",
+    params(("X-Slack-Signature" = String, Header, description = "`v0=` HMAC-SHA256 of `v0:{timestamp}:{body}` with the signing secret"),
+        ("X-Slack-Request-Timestamp" = String, Header, description = "Unix seconds; within five minutes of now")),
+    request_body(content = SlackForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, description = "Slack's answer: the decision, or why it was refused", body = SlackMessage),
+        (status = 400, description = "No `payload`, or not a button press runbookd knows", body = ErrorBody),
+        (status = 401, description = "No valid signature within five minutes", body = ErrorBody),
+        (status = 404, description = "Slack interactions are not configured (`[approvals] signing_secret_env`)", body = ErrorBody),
+        (status = 413, description = "Body over `server.max_body_bytes`", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("slack-signature"))))]
 pub async fn interactions(
     State(slack): State<Option<Arc<SlackApprovals>>>,
     State(store): State<Store>,
@@ -87,13 +130,9 @@ pub async fn interactions(
             "You (Slack user {}) are not an approver: ask for your user id to be added to [approvals.slack_users].",
             slack_escape(&p.user)
         );
-        slack
-            .reply(
-                &p.response_url,
-                json!({ "response_type": "ephemeral", "replace_original": false, "text": text }),
-            )
-            .await;
-        return Ok((StatusCode::OK, Json(json!({ "text": text }))).into_response());
+        let message = SlackMessage::ephemeral(text);
+        slack.reply(&p.response_url, json!(message)).await;
+        return Ok((StatusCode::OK, Json(message)).into_response());
     };
     let decided = crate::approvals::decide(&store, &p.approval, &by, p.approve, "via Slack").await;
     let message = match decided {
@@ -124,13 +163,17 @@ pub async fn interactions(
                     a.required
                 ),
             };
-            json!({ "replace_original": true, "text": text })
+            SlackMessage {
+                response_type: None,
+                replace_original: Some(true),
+                text,
+            }
         }
         Err(e) => {
             tracing::warn!(approval = %p.approval, by = %by, error = %e, "approval from Slack refused");
-            json!({ "response_type": "ephemeral", "replace_original": false, "text": slack_escape(&e.to_string()) })
+            SlackMessage::ephemeral(slack_escape(&e.to_string()))
         }
     };
-    slack.reply(&p.response_url, message.clone()).await;
+    slack.reply(&p.response_url, json!(message)).await;
     Ok((StatusCode::OK, Json(message)).into_response())
 }

@@ -221,7 +221,7 @@ pub struct RedisConfig {
 }
 
 /// How a breaker's state is laid out in Redis (see docs/runbook.md, "The app, as it really is").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BreakerPreset {
     /// What the Django app writes: `:1:circuit_breaker:NAME:*`, pickled values,

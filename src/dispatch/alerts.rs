@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// What happened to one alert.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlertOutcome {
     pub alertname: String,
     pub fingerprint: String,

@@ -32,7 +32,7 @@ pub struct Actions {
 }
 
 /// A playbook as it is served, or the edit of it that failed to load.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PlaybookView {
     pub name: String,
     /// Serving version; null when the file never compiled.

@@ -10,6 +10,13 @@ use axum::{
 
 use crate::{dispatch::DispatchError, store::StoreError};
 
+/// The body of every error answer, as the OpenAPI document names it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a human.
+    pub error: String,
+}
+
 /// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
@@ -48,7 +55,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (
             self.status,
-            Json(serde_json::json!({ "error": self.message })),
+            Json(ErrorBody {
+                error: self.message,
+            }),
         )
             .into_response();
         if let Some(secs) = self.retry_after {

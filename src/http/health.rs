@@ -8,21 +8,48 @@ use axum::{
     response::IntoResponse,
     Json,
 };
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use serde_json::json;
+use serde::Serialize;
 
 use crate::{metrics::Metrics, primitives::Services, store::Store};
 
+/// `/healthz`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// `/readyz`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not ready`.
+    pub status: &'static str,
+    /// The checks that are not `ok` (only when not ready).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
+    pub failing: Vec<String>,
+    /// Each backend (`state`, `payments`, `breaker:NAME`, `celery_broker`): `ok` or the error.
+    pub checks: BTreeMap<String, String>,
+    /// Each notification channel: `ok` or `degraded: …` (reported, never counted).
+    pub channels: BTreeMap<String, String>,
+}
+
 /// The process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "probes",
+    responses((status = 200, description = "The process is up", body = Health)))]
 pub async fn healthz() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+    Json(Health { status: "ok" })
 }
 
 /// Ready when the state store and every configured backend answer: the payments database,
 /// each breaker's Redis, the Celery broker. 503 names each one that does not (a load
 /// balancer should route elsewhere; an SRE reads what is down). Stripe is a third party:
 /// it is never asked here, and never makes runbookd unready.
+#[utoipa::path(get, path = "/readyz", tag = "probes", responses(
+    (status = 200, description = "The state store and every configured backend answer", body = Readiness),
+    (status = 503, description = "Something does not answer: `failing` names it", body = Readiness)))]
 pub async fn readyz(
     State(store): State<Store>,
     State(services): State<Services>,
@@ -37,21 +64,19 @@ pub async fn readyz(
             Err(_) => format!("error: no answer within {} s", LIMIT.as_secs()),
         }
     }
-    let mut checks = serde_json::Map::new();
+    let mut checks = BTreeMap::new();
     let store = match (check(store.ping()).await, store.write_error()) {
         // Reads answer, writes do not (a full disk, a server refusing writes): alerts get
         // 503 and Alertmanager resends them until writes go through again.
         (ok, Some(e)) if ok == "ok" => format!("error: cannot write: {e}"),
         (outcome, _) => outcome,
     };
-    checks.insert("state".into(), store.into());
+    checks.insert("state".to_string(), store);
     let s = &services;
     if s.payments.configured() {
         checks.insert(
             "payments".into(),
-            check(async { s.payments.backend()?.ping().await })
-                .await
-                .into(),
+            check(async { s.payments.backend()?.ping().await }).await,
         );
     }
     for name in s.breakers.names() {
@@ -59,7 +84,7 @@ pub async fn readyz(
         let n = name.clone();
         let outcome = check(async move { breakers.read(&n).await.map(|_| ()) }).await;
         if !outcome.contains("is not configured") {
-            checks.insert(format!("breaker:{name}"), outcome.into());
+            checks.insert(format!("breaker:{name}"), outcome);
         }
     }
     if let Some(ping) = s.celery.ping().await {
@@ -67,11 +92,11 @@ pub async fn readyz(
             Ok(()) => "ok".to_string(),
             Err(e) => format!("error: {e}"),
         };
-        checks.insert("celery_broker".into(), outcome.into());
+        checks.insert("celery_broker".into(), outcome);
     }
     // A degraded channel is reported, not counted: routing traffic to another replica
     // would not make Slack answer.
-    let channels: serde_json::Map<String, serde_json::Value> = s
+    let channels: BTreeMap<String, String> = s
         .notifier
         .iter()
         .flat_map(|n| n.channel_health())
@@ -85,30 +110,33 @@ pub async fn readyz(
             } else {
                 "ok".into()
             };
-            (h.channel, v.into())
+            (h.channel, v)
         })
         .collect();
     let failing: Vec<String> = checks
         .iter()
-        .filter(|(_, v)| v.as_str() != Some("ok"))
+        .filter(|(_, v)| v.as_str() != "ok")
         .map(|(k, _)| k.clone())
         .collect();
-    if failing.is_empty() {
-        (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": checks, "channels": channels })),
-        )
+    let (code, status) = if failing.is_empty() {
+        (StatusCode::OK, "ready")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "status": "not ready", "failing": failing, "checks": checks, "channels": channels }),
-            ),
-        )
-    }
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    (
+        code,
+        Json(Readiness {
+            status,
+            failing,
+            checks,
+            channels,
+        }),
+    )
 }
 
 /// Prometheus/OpenMetrics text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "probes", responses(
+    (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
     (
         [(

@@ -22,7 +22,7 @@ pub mod auth;
 pub(crate) mod caller;
 pub mod error;
 mod guard;
-mod health;
+pub(crate) mod health;
 pub mod router;
 pub mod serve;
 pub(crate) mod session;

@@ -22,7 +22,7 @@ pub struct NewAudit {
 }
 
 /// A recorded audit entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: String,
     pub at: String,

@@ -6,7 +6,7 @@ use sqlx::{any::AnyRow, Any, AnyConnection, Executor, Row};
 use super::{ms_to_rfc3339, ser_ms, ser_ms_opt, Store, StoreError};
 
 /// Where an incident is. Only forward: open → acknowledged → resolved (or open → resolved).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentStatus {
     Open,
@@ -34,7 +34,7 @@ impl IncidentStatus {
 }
 
 /// An incident as stored and shown.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Incident {
     pub id: String,
     /// What identifies "the same problem": the alert's fingerprint by default.
@@ -49,11 +49,14 @@ pub struct Incident {
     /// Facts playbooks recorded; escalation conditions read them.
     pub facts: serde_json::Value,
     #[serde(serialize_with = "ser_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub opened_at: i64,
     #[serde(serialize_with = "ser_ms_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub acked_at: Option<i64>,
     pub acked_by: Option<String>,
     #[serde(serialize_with = "ser_ms_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub resolved_at: Option<i64>,
     pub resolved_by: Option<String>,
 }
@@ -86,7 +89,7 @@ impl Incident {
 }
 
 /// One line of an incident's timeline.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub at: String,
     pub kind: String,

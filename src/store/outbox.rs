@@ -6,7 +6,7 @@ use sqlx::{any::AnyRow, Row};
 use super::{ms_to_rfc3339, Store, StoreError};
 
 /// One notification to one channel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OutboxItem {
     pub id: String,
     pub channel: String,

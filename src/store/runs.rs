@@ -7,7 +7,7 @@ use super::{ms_to_rfc3339, ser_ms, ser_ms_opt, Store, StoreError};
 use crate::event::{Event, RunRequest, Trigger};
 
 /// Where a run is in its life. Final: `succeeded`, `failed`, `timed_out`, `skipped`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
@@ -55,7 +55,7 @@ impl RunStatus {
 }
 
 /// One `log()` line of a run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct LogLine {
     /// RFC 3339, millisecond precision.
     pub at: String,
@@ -64,7 +64,7 @@ pub struct LogLine {
 }
 
 /// The kind of failure, for dashboards and escalation (the message says the rest).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunErrorReason {
     /// The script raised an error (or returned something that is not JSON).
@@ -91,7 +91,7 @@ pub enum RunErrorReason {
 }
 
 /// Why a run did not succeed, with the script position when there is one.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RunError {
     pub message: String,
     pub reason: RunErrorReason,
@@ -102,7 +102,7 @@ pub struct RunError {
 }
 
 /// A run as stored and as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RunRecord {
     pub id: String,
     pub playbook: String,
@@ -114,13 +114,19 @@ pub struct RunRecord {
     /// The event the script received (its `attempt` is the record's).
     pub event: Event,
     #[serde(serialize_with = "ser_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub queued_at: i64,
     #[serde(serialize_with = "ser_ms_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<i64>,
     #[serde(serialize_with = "ser_ms_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<i64>,
+    /// Absent from list summaries (`GET /api/v1/runs` without `logs=true`).
+    #[schema(required = false)]
     pub logs: Vec<LogLine>,
-    /// Actions the run took (or, in a dry run, planned).
+    /// Actions the run took (or, in a dry run, planned); absent from list summaries.
+    #[schema(required = false)]
     pub actions: Vec<serde_json::Value>,
     pub result: Option<serde_json::Value>,
     pub error: Option<RunError>,
@@ -138,7 +144,7 @@ pub struct RunRecord {
 }
 
 /// One attempt at a run, as the run record shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempt: i64,
     /// Replica name (`[server] replica_id`) that executed it.

@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// One webhook notification: a group of alerts.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = AlertmanagerNotification)]
 pub struct Notification {
+    /// Always `4` (the payload version runbookd reads).
+    #[schema(pattern = "^4$", example = "4")]
     pub version: String,
     #[serde(rename = "groupKey", default)]
     pub group_key: String,
@@ -20,23 +23,43 @@ pub struct Notification {
 }
 
 /// One alert of a notification; each becomes its own event.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[schema(as = AlertmanagerAlert)]
 pub struct Alert {
     pub status: AlertStatus,
+    #[schema(schema_with = labels_schema)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     #[serde(rename = "startsAt")]
+    #[schema(format = DateTime)]
     pub starts_at: String,
     #[serde(rename = "endsAt", default)]
     pub ends_at: String,
     #[serde(rename = "generatorURL", default)]
     pub generator_url: String,
+    #[schema(min_length = 1)]
     pub fingerprint: String,
 }
 
+/// An alert's labels as the OpenAPI document shows them: strings, `alertname` among them.
+fn labels_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::{schema::Type, ObjectBuilder};
+    ObjectBuilder::new()
+        .description(Some("The alert's labels; `alertname` names it"))
+        .property(
+            "alertname",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1)),
+        )
+        .required("alertname")
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .build()
+}
+
 /// An alert's state in a notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertStatus {
     Firing,

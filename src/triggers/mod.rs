@@ -28,7 +28,7 @@ impl Serialize for Cooldown {
 }
 
 /// One declared trigger of a playbook.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum TriggerSpec {
     /// An Alertmanager alert by name, optionally with label matchers.
@@ -39,6 +39,7 @@ pub enum TriggerSpec {
         on_resolved: bool,
         /// Quiet time between runs for one incident, e.g. `"5m"` (parsed at load).
         #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>)]
         cooldown: Option<Cooldown>,
     },
     /// A crontab schedule (5 fields, or 6/7 with seconds).

@@ -29,6 +29,7 @@ mod helpers;
 mod key_metrics;
 mod lifecycle;
 mod notify;
+mod openapi;
 mod outage;
 mod parity;
 mod payments;

@@ -37,7 +37,7 @@ pub struct Playbook {
 }
 
 /// Why a playbook file could not be loaded, in `path:line:col: message` terms.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LoadError {
     pub path: String,
     pub line: Option<usize>,

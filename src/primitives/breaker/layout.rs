@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::config::{BreakerConfig, BreakerPreset};
 
 /// The three keys of one breaker.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Keys {
     pub state: String,
     pub failures: String,
@@ -169,7 +169,7 @@ impl Codec {
 
 /// A breaker's visible state: `closed`, `open`, or `half_open` (computed from the open time
 /// as the app computes it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,
@@ -200,7 +200,7 @@ impl PartialEq<&str> for BreakerState {
 }
 
 /// What a script sees of a breaker.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Snapshot {
     pub name: String,
     pub preset: BreakerPreset,

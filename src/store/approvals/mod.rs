@@ -21,7 +21,7 @@ use super::{runs::from_json, ser_ms, ser_ms_opt, NewAudit, RunRecord, Store, Sto
 const GRANT_USE_WINDOW_MS: i64 = 10 * 60 * 1000;
 
 /// Where an approval is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ApprovalStatus {
     /// Asked for; waiting for decisions.
@@ -69,7 +69,7 @@ impl std::fmt::Display for ApprovalStatus {
 }
 
 /// One human's decision on an approval.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Decision {
     pub by: String,
     /// `approve` or `deny`.
@@ -80,7 +80,7 @@ pub struct Decision {
 }
 
 /// An approval as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Approval {
     pub id: String,
     pub playbook: String,
@@ -97,12 +97,16 @@ pub struct Approval {
     /// Who triggered the run that asked; they may not approve it.
     pub requested_by: String,
     #[serde(serialize_with = "ser_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub requested_at: i64,
     #[serde(serialize_with = "ser_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
     #[serde(serialize_with = "ser_ms_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub decided_at: Option<i64>,
     #[serde(serialize_with = "ser_ms_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub used_at: Option<i64>,
     pub used_by_run: Option<String>,
     pub decisions: Vec<Decision>,

