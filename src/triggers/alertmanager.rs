@@ -159,6 +159,13 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
             PayloadError(format!("invalid Alertmanager payload at `{path}`: {inner}"))
         }
     })?;
+    // The document says int64 (what JSON tools can hold); Alertmanager counts far below.
+    if i64::try_from(n.truncated_alerts).is_err() {
+        return Err(PayloadError(format!(
+            "truncatedAlerts {} is out of range",
+            n.truncated_alerts
+        )));
+    }
     if n.version != "4" {
         return Err(PayloadError(format!(
             "unsupported Alertmanager payload version `{}` (runbookd reads version 4)",
