@@ -26,7 +26,7 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Approvals in this status only.
-    #[param(value_type = Option<ApprovalStatus>)]
+    #[param(schema_with = super::approval_status_filter)]
     status: Option<String>,
     /// At most this many (default 50).
     #[param(minimum = 1, maximum = 1000)]
@@ -44,7 +44,10 @@ pub(super) struct DecidedView {
 
 /// Approvals playbooks asked for, newest first.
 #[utoipa::path(get, path = "/api/v1/approvals", tag = "approvals", params(ListQuery),
-    responses((status = 200, description = "Newest first", body = [Approval])),
+    responses((status = 200, description = "Newest first", body = [Approval], links(
+        ("show" = (operation_id = "approvals_show", parameters(("id" = "$response.body#/0/id")), description = "The newest one")),
+        ("approve" = (operation_id = "approvals_approve", parameters(("id" = "$response.body#/0/id")), description = "The newest one")),
+        ("deny" = (operation_id = "approvals_deny", parameters(("id" = "$response.body#/0/id")), description = "The newest one"))))),
     extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn list(
     caller: Caller,
@@ -100,6 +103,7 @@ pub(super) struct DecisionBody {
     params(("id" = String, Path, description = "The approval's id")),
     request_body(content = Option<DecisionBody>, description = "Optional"),
     responses((status = 200, description = "The approval as it now stands", body = DecidedView),
+        (status = 403, description = "Not an operator, the one who triggered the run that asked, or `by` names someone else", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
         (status = 409, description = "Not pending (decided, expired), or this approver already approved", body = ErrorBody)),
     extensions(("x-runbookd-role" = json!("operator"))))]
@@ -117,6 +121,7 @@ pub async fn approve(
     params(("id" = String, Path, description = "The approval's id")),
     request_body(content = Option<DecisionBody>, description = "Optional"),
     responses((status = 200, description = "The approval as it now stands", body = DecidedView),
+        (status = 403, description = "Not an operator, the one who triggered the run that asked, or `by` names someone else", body = ErrorBody),
         (status = 404, description = "No such approval", body = ErrorBody),
         (status = 409, description = "Not pending (decided or expired)", body = ErrorBody)),
     extensions(("x-runbookd-role" = json!("operator"))))]

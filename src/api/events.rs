@@ -34,6 +34,20 @@ use crate::{
     live::Feed,
 };
 
+/// One server-sent event as the OpenAPI document shows it (Schemathesis reads the stream
+/// event by event): its type, and its JSON as text.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct StreamEvent {
+    /// `ready`, `run`, `incident`, `approval`, `breaker` or `resync`.
+    #[schema(pattern = "^(ready|run|incident|approval|breaker|resync)$")]
+    event: String,
+    /// The change as JSON text (`{}` for `ready` and `resync`).
+    data: String,
+    /// Milliseconds a browser waits before it reconnects (on `ready`).
+    retry: Option<u64>,
+}
+
 /// How often a stream opened by a dashboard session looks whether the session still is.
 pub const SESSION_CHECK: Duration = Duration::from_secs(3);
 
@@ -88,7 +102,7 @@ fn refused(message: String) -> Response {
 /// `incident`, `approval`, `breaker`), `resync` when this client fell behind. The stream
 /// ends after `[dashboard] max_stream_lifetime`.
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
-    responses((status = 200, description = "The stream (`text/event-stream`)", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "The stream (`text/event-stream`)", content_type = "text/event-stream", body = StreamEvent),
         (status = 429, description = "Too many streams open (`[dashboard] max_streams`, `max_streams_per_caller`)", body = ErrorBody,
             headers(("retry-after" = u64, description = "Seconds")))),
     extensions(("x-runbookd-role" = json!("viewer"))))]

@@ -24,7 +24,7 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Incidents in this status only.
-    #[param(value_type = Option<IncidentStatus>)]
+    #[param(schema_with = super::incident_status_filter)]
     status: Option<String>,
     /// At most this many (default 50).
     #[param(minimum = 1, maximum = 1000)]
@@ -41,7 +41,10 @@ pub(super) struct IncidentView {
 
 /// Incidents, newest first.
 #[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents", params(ListQuery),
-    responses((status = 200, description = "Newest first", body = [Incident])),
+    responses((status = 200, description = "Newest first", body = [Incident], links(
+        ("show" = (operation_id = "incidents_show", parameters(("id" = "$response.body#/0/id")), description = "The newest one")),
+        ("ack" = (operation_id = "incidents_ack", parameters(("id" = "$response.body#/0/id")), description = "The newest one")),
+        ("resolve" = (operation_id = "incidents_resolve", parameters(("id" = "$response.body#/0/id")), description = "The newest one"))))),
     extensions(("x-runbookd-role" = json!("viewer"))))]
 pub async fn list(
     caller: Caller,

@@ -37,6 +37,34 @@ fn limit(asked: Option<u32>, default: u32) -> Result<u32, ApiError> {
     }
 }
 
+/// A list's `?status=` in the OpenAPI document: one of the statuses of schema `status`, or
+/// empty for any (what a form or the CLI sends when nothing was chosen).
+fn status_filter(status: &str) -> utoipa::openapi::Schema {
+    use utoipa::openapi::{schema::Type, ObjectBuilder, OneOfBuilder, Ref};
+    OneOfBuilder::new()
+        .item(Ref::from_schema_name(status))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([""]))
+                .description(Some("Any status")),
+        )
+        .build()
+        .into()
+}
+
+fn run_status_filter() -> utoipa::openapi::Schema {
+    status_filter("RunStatus")
+}
+
+fn incident_status_filter() -> utoipa::openapi::Schema {
+    status_filter("IncidentStatus")
+}
+
+fn approval_status_filter() -> utoipa::openapi::Schema {
+    status_filter("ApprovalStatus")
+}
+
 /// An optional JSON body: nothing (or only whitespace) and `null` are the defaults, as the
 /// OpenAPI document says (`oneOf: [T, null]`, not required); anything else must parse.
 fn optional_body<T: serde::de::DeserializeOwned + Default>(

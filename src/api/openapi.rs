@@ -144,6 +144,7 @@ impl Modify for Roles {
                         op.operation_id = Some(format!("{tag}_{id}"));
                     }
                 }
+                no_nul_in_parameters(op);
                 let role = role_of(op);
                 let bearer = matches!(role.as_deref(), Some("viewer" | "operator" | "ingest"));
                 let mut add = vec!["400", "503"];
@@ -165,6 +166,20 @@ impl Modify for Roles {
                         op.responses.responses.entry(status.into()).or_insert(r);
                     }
                 }
+            }
+        }
+    }
+}
+
+/// A NUL (`%00`) in a path or query is refused with 400 before any handler (see
+/// `http::router`): every string parameter says so with a pattern.
+fn no_nul_in_parameters(op: &mut Operation) {
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    for p in op.parameters.iter_mut().flatten() {
+        let RefOr::T(p) = p else { continue };
+        if let Some(RefOr::T(Schema::Object(o))) = &mut p.schema {
+            if o.schema_type == SchemaType::Type(Type::String) && o.pattern.is_none() {
+                o.pattern = Some("^[^\\u0000]*$".into());
             }
         }
     }

@@ -109,7 +109,7 @@ pub struct ListQuery {
     /// Runs of this playbook only.
     playbook: Option<String>,
     /// Runs in this status only.
-    #[param(value_type = Option<RunStatus>)]
+    #[param(schema_with = super::run_status_filter)]
     status: Option<String>,
     /// Runs of this incident only.
     incident: Option<String>,

@@ -64,8 +64,11 @@ impl Actions {
         // could tell the requester from the approver.
         let by = match (caller.identified(), by) {
             (true, None) => caller.name.clone(),
+            (true, Some(by)) if by == caller.name => by,
+            // A well-formed request naming someone else: not the caller's to say (403).
             (true, Some(_)) => {
-                return Err(ApiError::bad_request(
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
                     "`by` is only for daemons without tokens; the approver is the token's name",
                 ))
             }

@@ -14,12 +14,24 @@ pub struct Notification {
     pub version: String,
     #[serde(rename = "groupKey", default)]
     pub group_key: String,
-    #[serde(rename = "truncatedAlerts", default)]
+    #[serde(rename = "truncatedAlerts", default, deserialize_with = "count")]
     pub truncated_alerts: u64,
     #[serde(default)]
     pub receiver: String,
     pub status: String,
     pub alerts: Vec<Alert>,
+}
+
+/// A count as JSON (and the OpenAPI document's `integer`) has it: `5660.0` is 5660 too.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                .map(|f| f as u64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a count")))
 }
 
 /// One alert of a notification; each becomes its own event.
@@ -159,6 +171,13 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
             PayloadError(format!("invalid Alertmanager payload at `{path}`: {inner}"))
         }
     })?;
+    // The document says int64 (what JSON tools can hold); Alertmanager counts far below.
+    if i64::try_from(n.truncated_alerts).is_err() {
+        return Err(PayloadError(format!(
+            "truncatedAlerts {} is out of range",
+            n.truncated_alerts
+        )));
+    }
     if n.version != "4" {
         return Err(PayloadError(format!(
             "unsupported Alertmanager payload version `{}` (runbookd reads version 4)",

@@ -171,7 +171,19 @@ async fn schemathesis_finds_nothing() {
         return;
     };
     let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("gate", super::approvals::GATE);
     let d = start(&ws);
+    // Pending approvals, for the approval routes to find (GET /api/v1/approvals links them).
+    for i in 0..3 {
+        let (s, run) = d
+            .run_wait("gate", serde_json::json!({ "params": { "i": i } }))
+            .await;
+        assert_eq!(
+            (s, run["status"].as_str()),
+            (200, Some("awaiting_approval")),
+            "{run}"
+        );
+    }
     let report: PathBuf = ws.dir.path().join("st-report");
     let out = tokio::task::spawn_blocking({
         let (url, dir, report) = (d.url(""), ws.dir.path().to_path_buf(), report.clone());
