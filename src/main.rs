@@ -18,6 +18,7 @@ mod cli {
     pub mod params;
     pub mod preflight;
     pub mod remote;
+    pub mod replay;
 }
 
 #[derive(Parser)]
@@ -102,6 +103,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Replay a recorded run (or an incident's runs) against the local playbooks on a
+    /// simulated world answering from the recording; print the recorded run and the replay
+    /// side by side. Exit 0 the same actions, 1 different actions, 2 a read the recording
+    /// does not hold.
+    Replay {
+        #[command(flatten)]
+        args: cli::replay::ReplayArgs,
+        #[command(flatten)]
+        dir: PlaybooksDir,
+    },
     /// Print a shell completion script: `runbookd completions bash > /etc/bash_completion.d/runbookd`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -135,6 +146,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Test { .. }
             | Command::Simulate { .. }
+            | Command::Replay { .. }
             | Command::Check {
                 with_tests: true,
                 ..
@@ -168,6 +180,12 @@ fn main() -> ExitCode {
         Command::Simulate { scenario, json, .. } => {
             return report(simulate(config, scenario, dir_origin, json))
         }
+        Command::Replay { args, .. } => {
+            return report(
+                playbook_dir(&config, dir_origin)
+                    .and_then(|dir| cli::replay::run(&config, dir, args)),
+            )
+        }
         other => other,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -199,6 +217,7 @@ fn main() -> ExitCode {
             Command::Check { .. }
             | Command::Test { .. }
             | Command::Simulate { .. }
+            | Command::Replay { .. }
             | Command::Completions { .. } => {
                 unreachable!("handled above")
             }
@@ -211,7 +230,9 @@ impl Command {
     /// The playbook directory given on the command line, if any.
     fn playbooks_dir(&self) -> Option<PathBuf> {
         match self {
-            Command::Serve { dir, .. } | Command::Run { dir, .. } => dir.playbooks.clone(),
+            Command::Serve { dir, .. } | Command::Run { dir, .. } | Command::Replay { dir, .. } => {
+                dir.playbooks.clone()
+            }
             Command::Check {
                 positional, dir, ..
             }

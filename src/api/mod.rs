@@ -88,6 +88,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/playbooks/{name}/runs", post(runs::trigger))
         .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/runs/{id}", get(runs::show))
+        .route("/api/v1/runs/{id}/recording", get(runs::recording))
         .route("/api/v1/audit", get(audit::audit))
         .route("/api/v1/notifications", get(audit::notifications))
         .route("/api/v1/alerts", post(alerts::receive))

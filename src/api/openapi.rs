@@ -56,6 +56,7 @@ use crate::http::{
         super::runs::trigger,
         super::runs::list,
         super::runs::show,
+        super::runs::recording,
         super::audit::audit,
         super::audit::notifications,
         super::alerts::receive,

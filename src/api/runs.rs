@@ -237,6 +237,40 @@ pub async fn show(
     }
 }
 
+/// A run and its flight recording: what `runbookd replay` replays (and `--file` reads).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct RecordedRunView {
+    run: RunRecord,
+    recording: crate::primitives::recorder::Recording,
+}
+
+/// The run's flight recording: every primitive read it made (name, arguments, answer or
+/// error, time), in order, with the run itself — replay it with `runbookd replay RUN`.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/recording", tag = "runs", operation_id = "runs_recording",
+    params(("id" = String, Path, description = "The run's id")),
+    responses((status = 200, description = "The run and its reads", body = RecordedRunView),
+        (status = 404, description = "No such run, or it ended without a recording", body = ErrorBody),
+        (status = 409, description = "The run has not ended: its recording is written when it ends", body = ErrorBody)),
+    extensions(("x-runbookd-role" = json!("viewer"))))]
+pub async fn recording(
+    caller: Caller,
+    State(store): State<Store>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Access::Read)?;
+    match store.get_run_recording(&id).await? {
+        Some((run, Some(recording))) => Ok(Json(RecordedRunView { run, recording }).into_response()),
+        Some((run, None)) if !run.status.is_final() => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run `{id}` is {}: its recording is written when it ends", run.status.as_str()),
+        )),
+        Some(_) => Err(ApiError::not_found(format!(
+            "run `{id}` has no recording (it ended before runbookd recorded runs, or with [playbooks] max_recording_bytes = 0)"
+        ))),
+        None => Err(ApiError::not_found(format!("no run with id `{id}`"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,9 @@ pub struct PlaybooksConfig {
     /// Largest result stored (bytes of JSON); a larger one is stored as a marker with a
     /// preview.
     pub max_result_bytes: usize,
+    /// Bytes of a run's flight recording (the primitive reads it made, with their answers)
+    /// kept; past it the recording is cut with a marker, and a replay stops at the cut.
+    pub max_recording_bytes: usize,
     /// Refuse a hot reload whose playbook tests (`DIR/tests/*.rhai`) fail: the last good
     /// versions keep serving and the refused files show why.
     pub require_tests: bool,
@@ -103,6 +106,7 @@ impl Default for PlaybooksConfig {
             max_log_bytes: 1024 * 1024,
             max_actions: 1000,
             max_result_bytes: 1024 * 1024,
+            max_recording_bytes: 256 * 1024,
             require_tests: false,
             settings: BTreeMap::new(),
         }

@@ -243,6 +243,7 @@ fn conclude(record: &mut RunRecord, outcome: Result<runner::RunOutcome, tokio::t
             record.error = o.error;
             record.logs = o.logs;
             record.actions = o.actions;
+            record.recording = o.recording;
         }
         Err(join) => {
             record.status = RunStatus::Failed;

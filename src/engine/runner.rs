@@ -10,6 +10,7 @@ use super::catalog::{innermost, strip_position, Playbook};
 use crate::{
     event::Event,
     primitives::{
+        recorder::{Recording, Tape, TERMINATED_CUT, TERMINATED_UNRECORDED},
         RecordLimits, RunContext, RunGuard, Services, TERMINATED_LEASE, TERMINATED_MEMORY,
         TERMINATED_SHUTDOWN, TERMINATED_TIMEOUT,
     },
@@ -38,6 +39,8 @@ pub struct RunOutcome {
     pub error: Option<RunError>,
     pub logs: Vec<LogLine>,
     pub actions: Vec<serde_json::Value>,
+    /// The reads it made (none in a replay, or with `max_recording_bytes = 0`).
+    pub recording: Option<Recording>,
 }
 
 /// Runs `playbook` to completion, deadline or cancellation. Never panics on script input.
@@ -48,6 +51,13 @@ pub fn execute(
     services: Services,
     cancel: CancellationToken,
 ) -> RunOutcome {
+    let tape = match &services.replay {
+        Some(replay) => Tape::Replaying(Box::new(std::cell::RefCell::new(
+            replay.player(&playbook.name, spec.run_id),
+        ))),
+        None => Tape::recording(spec.limits.max_recording_bytes),
+    };
+    let replay = services.replay.clone();
     let guard = RunGuard::install(RunContext {
         run_id: spec.run_id.to_string(),
         playbook: playbook.name.clone(),
@@ -72,6 +82,7 @@ pub fn execute(
         dropped_logs: Default::default(),
         actions: Default::default(),
         dropped_actions: Default::default(),
+        tape,
     });
     let outcome = call_run(engine, playbook, spec.event);
     let ctx = guard.context();
@@ -87,6 +98,10 @@ pub fn execute(
                 spec.limits.max_log_lines, spec.limits.max_log_bytes
             ),
         });
+    }
+    let recording = ctx.tape.take_recording();
+    if let (Some(replay), Some(findings)) = (replay, ctx.tape.take_findings()) {
+        replay.finish(findings);
     }
     let mut actions = ctx.actions.take();
     let dropped_actions = ctx.dropped_actions.take();
@@ -138,6 +153,7 @@ pub fn execute(
         error,
         logs,
         actions,
+        recording,
     }
 }
 
@@ -203,6 +219,18 @@ fn classify(err: &EvalAltResult, timeout: Duration, max_memory: usize) -> (RunSt
                     make(
                         crate::store::RunErrorReason::LeaseLapsed,
                         "this replica's lease may have lapsed (it was frozen or cut off from the state store); the attempt stopped before acting".into(),
+                    ),
+                )
+            } else if token == TERMINATED_UNRECORDED || token == TERMINATED_CUT {
+                (
+                    RunStatus::Failed,
+                    make(
+                        crate::store::RunErrorReason::Unrecorded,
+                        if token == TERMINATED_CUT {
+                            "replay: the recording was cut here ([playbooks] max_recording_bytes); the replay stops at the cut".into()
+                        } else {
+                            "replay: the playbook needed a read the recording does not hold (see the replay's report)".into()
+                        },
                     ),
                 )
             } else if token == TERMINATED_SHUTDOWN {

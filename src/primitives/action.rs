@@ -82,6 +82,11 @@ pub fn push_action(action: &str, record: serde_json::Value) -> Result<(), Box<Ev
     })
 }
 
+/// Actions on runbookd's own state (the incident, notifications), not on the world.
+fn is_own(action: &str) -> bool {
+    action == "notify" || action.starts_with("incident.")
+}
+
 /// Performs — or in a dry run, only plans — an action, and records it twice: on the run
 /// (`actions`, and a log line) and in the audit trail. `perform` runs only for real runs,
 /// and only while the run's lease holds (see [`crate::store::Fence`]); an attempt whose
@@ -93,7 +98,7 @@ pub fn act(
     details: serde_json::Value,
     perform: impl FnOnce() -> Result<serde_json::Value, Box<EvalAltResult>>,
 ) -> Result<Option<serde_json::Value>, Box<EvalAltResult>> {
-    let (now, dry_run, run_id, playbook, store, runtime) = with_run(action, |ctx| {
+    let (now, dry_run, run_id, playbook, store, runtime, replayed) = with_run(action, |ctx| {
         // Fenced: an attempt whose lease may have lapsed neither acts nor records an
         // action — another replica may be running it already.
         if !ctx.dry_run && ctx.fence.as_ref().is_some_and(|f| f.lapsed()) {
@@ -106,10 +111,21 @@ pub fn act(
             ctx.playbook.clone(),
             ctx.services.store.clone(),
             ctx.services.runtime.clone(),
+            // A replay answers an action on the world with its recorded outcome (nothing
+            // is performed); runbookd's own (incident facts, pages) happen in the replay's
+            // simulated store, where its escalation table and channels see them.
+            (!is_own(action))
+                .then(|| super::recorder::replayed_action(ctx, action, target))
+                .flatten(),
         ))
     })?;
     let (outcome, result, error) = if dry_run {
         (ActionOutcome::Planned, None, None)
+    } else if let Some(replayed) = replayed {
+        match replayed {
+            Ok(v) => (ActionOutcome::Done, Some(v), None),
+            Err(e) => (ActionOutcome::Failed, None, Some(super::script_error(e))),
+        }
     } else {
         match perform() {
             Ok(v) => (ActionOutcome::Done, Some(v), None),

@@ -163,7 +163,7 @@ fn asker() -> Result<Asker, Box<EvalAltResult>> {
 
 /// Records what `approved()` did as the run's action and says it in the run's log.
 fn record(
-    action: &'static str,
+    action: &str,
     req: &Request,
     details: serde_json::Value,
     done: Option<&serde_json::Value>,
@@ -229,16 +229,45 @@ fn approved(request: Map) -> Result<bool, Box<EvalAltResult>> {
         )?;
         return Ok(false);
     }
-    let asked = ask(asker.now, &asker, &req, request_hash)?;
-    let (granted, action, result, line) = answer(&asked, &what);
+    // What the store answered is recorded: a replay answers it as it was decided, asking
+    // nobody and writing nothing.
+    let args = vec![
+        serde_json::json!(req.action),
+        serde_json::json!(req.target),
+        req.params.clone(),
+    ];
+    let Answered {
+        granted,
+        action,
+        result,
+        line,
+    } = super::recorder::read_json("approved", args, || {
+        let asked = ask(asker.now, &asker, &req, request_hash)?;
+        let (granted, action, result, line) = answer(&asked, &what);
+        Ok(Answered {
+            granted,
+            action: action.to_string(),
+            result,
+            line,
+        })
+    })?;
     if !granted {
         with_run("approved", |ctx| {
             ctx.awaiting_approval.set(true);
             Ok(())
         })?;
     }
-    record(action, &req, details, Some(&result), asker.now, &line)?;
+    record(&action, &req, details, Some(&result), asker.now, &line)?;
     Ok(granted)
+}
+
+/// What asking the store came to, as the run records and a replay answers it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Answered {
+    granted: bool,
+    action: String,
+    result: serde_json::Value,
+    line: String,
 }
 
 /// Asks the store: the grant is used, the request found still waiting, or recorded anew (and

@@ -47,15 +47,44 @@ fn budget(name: &str, count: INT, window_value: Dynamic) -> Result<bool, Box<Eva
             ctx.dry_run,
         ))
     })?;
-    let store = store.ok_or_else(|| script_error("budget: budgets need the state store"))?;
+    let store = store.ok_or_else(|| script_error("budget: budgets need the state store"));
     let name_owned = name.to_string();
     let window_ms = window.as_millis() as i64;
     let now = clock.now_ms();
-    let check = block_on("budget", Duration::from_secs(10), async move {
-        store
-            .take_budget(&name_owned, count, window_ms, now, &run_id, !dry_run)
-            .await
+    // The store's answer is what is recorded (a replay answers it without taking a use);
+    // the verdict and its log line are made from it either way.
+    let args = vec![
+        serde_json::json!(name),
+        serde_json::json!(count),
+        super::recorder::arg(window_value.clone()),
+    ];
+    let check: rhai::Map = super::recorder::read("budget", args, || {
+        let store = store?;
+        let check = block_on("budget", Duration::from_secs(10), async move {
+            store
+                .take_budget(&name_owned, count, window_ms, now, &run_id, !dry_run)
+                .await
+        })?;
+        let mut m = rhai::Map::new();
+        m.insert("granted".into(), check.granted.into());
+        m.insert("used".into(), check.used.into());
+        m.insert(
+            "frees_at".into(),
+            check
+                .frees_at
+                .map(Dynamic::from_int)
+                .unwrap_or(Dynamic::UNIT),
+        );
+        Ok(m)
     })?;
+    let check = crate::store::BudgetCheck {
+        granted: check
+            .get("granted")
+            .and_then(|v| v.as_bool().ok())
+            .unwrap_or(false),
+        used: check.get("used").and_then(|v| v.as_int().ok()).unwrap_or(0),
+        frees_at: check.get("frees_at").and_then(|v| v.as_int().ok()),
+    };
     let span = humantime::format_duration(Duration::from_secs(window.as_secs()));
     let verdict = match (check.granted, dry_run) {
         (true, false) => format!("granted, use {} of {count}", check.used + 1),

@@ -154,10 +154,20 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("sleep", |seconds: INT| sleep_for(seconds as f64));
     engine.register_fn("sleep", sleep_for);
     engine.register_fn("now", || -> Result<FLOAT, Box<EvalAltResult>> {
-        with_run("now", |ctx| Ok(ctx.services.clock.now_seconds()))
+        super::recorder::read("now", vec![], || {
+            with_run("now", |ctx| Ok(ctx.services.clock.now_seconds()))
+        })
     });
-    engine.register_fn("setting", |name: &str| setting(name, None));
+    engine.register_fn("setting", |name: &str| {
+        super::recorder::read("setting", vec![serde_json::json!(name)], || {
+            setting(name, None)
+        })
+    });
     engine.register_fn("setting", |name: &str, default: Dynamic| {
-        setting(name, Some(default))
+        let args = vec![
+            serde_json::json!(name),
+            super::recorder::arg(default.clone()),
+        ];
+        super::recorder::read("setting", args, || setting(name, Some(default)))
     });
 }

@@ -172,7 +172,9 @@ fn escalate(level: &str, reason: &str) -> Result<bool, Box<EvalAltResult>> {
 }
 
 pub fn register(engine: &mut Engine) {
-    engine.register_fn("incident", incident);
+    engine.register_fn("incident", || {
+        super::recorder::read("incident", vec![], incident)
+    });
     engine.register_fn("set_fact", set_fact);
     engine.register_fn("note", note);
     engine.register_fn("escalate", escalate);

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod notify;
 pub mod payments;
 pub mod reconcile;
+pub mod recorder;
 pub mod redis_conn;
 mod services;
 pub mod statuspage;
@@ -62,6 +63,8 @@ pub struct RecordLimits {
     pub max_log_bytes: usize,
     pub max_actions: usize,
     pub max_result_bytes: usize,
+    /// `[playbooks] max_recording_bytes`: the flight recording's cap.
+    pub max_recording_bytes: usize,
     /// `[playbooks] max_run_memory`, named in the error of a run that held more.
     pub max_run_memory: usize,
 }
@@ -74,6 +77,7 @@ impl RecordLimits {
             max_log_bytes: cfg.max_log_bytes,
             max_actions: cfg.max_actions,
             max_result_bytes: cfg.max_result_bytes,
+            max_recording_bytes: cfg.max_recording_bytes,
             max_run_memory: cfg.max_run_memory,
         }
     }
@@ -116,6 +120,9 @@ pub struct RunContext {
     pub dropped_logs: RefCell<usize>,
     pub actions: RefCell<Vec<serde_json::Value>>,
     pub dropped_actions: RefCell<usize>,
+    /// The flight recorder (reads written down), or in a replay the recording answering
+    /// them.
+    pub tape: recorder::Tape,
 }
 
 thread_local! {

@@ -99,6 +99,9 @@ pub struct Services {
     pub webhook_endpoint: Arc<dyn webhooks::WebhookEndpoint>,
     /// `[approvals]`: where `approved()` asks, how many must approve, how long it waits.
     pub approvals: Arc<crate::config::ApprovalsConfig>,
+    /// In a replay (`runbookd replay`), the recorded runs that answer runs' reads; none
+    /// elsewhere: runs record their reads.
+    pub replay: Option<Arc<super::recorder::Replay>>,
 }
 
 impl Services {
@@ -139,6 +142,7 @@ impl Services {
             levels: incident::runbook_levels(),
             webhook_endpoint: backends.webhook_endpoint,
             approvals: Arc::new(config.approvals.clone()),
+            replay: None,
         }
     }
 

@@ -16,6 +16,7 @@ pub mod change;
 pub mod driver;
 pub mod error;
 pub mod playtest;
+pub mod replay;
 pub mod scenario;
 pub mod stage;
 pub mod timeline;

@@ -139,6 +139,13 @@ pub(super) fn migrator(backend: Backend) -> Migrator {
                 )),
                 false,
             ),
+            Migration::new(
+                17,
+                Cow::Borrowed("run recordings"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("migrations/0017_run_recordings.sql")),
+                false,
+            ),
         ]),
         ..Migrator::DEFAULT
     }

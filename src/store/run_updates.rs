@@ -34,12 +34,12 @@ impl RunUpdate {
     }
 }
 
-/// Runs' changes per statement: 100 finished runs bind 1,100 values.
+/// Runs' changes per statement: 100 finished runs bind 1,200 values.
 const UPDATES_PER_STATEMENT: usize = 100;
 
 const RUNNING_CASTS: [&str; 6] = ["", "", "BIGINT", "", "BIGINT", ""];
-const FINISHED_CASTS: [&str; 11] = [
-    "", "", "BIGINT", "", "BIGINT", "BIGINT", "", "", "TEXT", "TEXT", "",
+const FINISHED_CASTS: [&str; 12] = [
+    "", "", "BIGINT", "", "BIGINT", "BIGINT", "", "", "TEXT", "TEXT", "", "TEXT",
 ];
 
 impl Store {
@@ -214,10 +214,11 @@ fn bind_running<'q>(mut q: super::AnyQuery<'q>, updates: &[&'q RunUpdate]) -> su
 /// Ends `n` runs with their outcome; placeholders from `$first`.
 fn finished_sql(n: usize, first: usize) -> String {
     format!(
-        "WITH v (id, owner, attempt, status, started_at, finished_at, logs, actions, result, error, attempts) \
+        "WITH v (id, owner, attempt, status, started_at, finished_at, logs, actions, result, error, attempts, recording) \
          AS ({}) \
          UPDATE runs SET status = v.status, started_at = v.started_at, finished_at = v.finished_at, \
-         logs = v.logs, actions = v.actions, result = v.result, error = v.error, attempts = v.attempts \
+         logs = v.logs, actions = v.actions, result = v.result, error = v.error, attempts = v.attempts, \
+         recording = v.recording \
          FROM v WHERE runs.id = v.id AND runs.owner = v.owner AND runs.attempt = v.attempt \
          AND runs.status IN ('queued', 'running') RETURNING runs.id",
         typed_values(n, &FINISHED_CASTS, first)
@@ -237,7 +238,8 @@ fn bind_finished<'q>(mut q: super::AnyQuery<'q>, runs: &[&'q RunRecord]) -> supe
             .bind(to_json(&run.actions))
             .bind(run.result.as_ref().map(to_json))
             .bind(run.error.as_ref().map(to_json))
-            .bind(to_json(&run.attempts));
+            .bind(to_json(&run.attempts))
+            .bind(run.recording.as_ref().map(to_json));
     }
     q
 }

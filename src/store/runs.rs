@@ -88,6 +88,8 @@ pub enum RunErrorReason {
     Load,
     /// runbookd itself failed to run it.
     Internal,
+    /// A replay needed a read its recording does not hold (`runbookd replay`).
+    Unrecorded,
 }
 
 /// Why a run did not succeed, with the script position when there is one.
@@ -141,6 +143,10 @@ pub struct RunRecord {
     /// Internal: every status change is conditional on it.
     #[serde(skip)]
     pub owner: Option<String>,
+    /// The reads the run made (its flight recording): written when it ends, served by
+    /// `GET /api/v1/runs/{id}/recording`, never read with the run.
+    #[serde(skip)]
+    pub recording: Option<crate::primitives::recorder::Recording>,
 }
 
 /// One attempt at a run, as the run record shows it.
@@ -203,6 +209,7 @@ impl RunRecord {
             replica: None,
             attempts: Vec::new(),
             owner: None,
+            recording: None,
         }
     }
 }
@@ -265,6 +272,7 @@ fn run_from_row(row: &AnyRow) -> Result<RunRecord, StoreError> {
         replica: row.try_get("replica")?,
         attempt: row.try_get("attempt")?,
         attempts: from_json("attempts", &row.try_get::<String, _>("attempts")?)?,
+        recording: None,
     };
     // The event is stored as it was queued; the attempt column is the authority.
     run.event.attempt = run.attempt;
@@ -391,6 +399,26 @@ impl Store {
             .fetch_optional(&self.reader)
             .await?;
         row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// A run with its flight recording (`None`: no such run; the recording is `None` for a
+    /// run that has not ended, or ended before recordings existed).
+    pub async fn get_run_recording(
+        &self,
+        id: &str,
+    ) -> Result<Option<(RunRecord, Option<crate::primitives::recorder::Recording>)>, StoreError>
+    {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS}, recording FROM runs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let run = run_from_row(&row)?;
+        let recording: Option<String> = row.try_get("recording")?;
+        let recording = recording.map(|r| from_json("recording", &r)).transpose()?;
+        Ok(Some((run, recording)))
     }
 
     /// Newest runs first.

@@ -214,12 +214,14 @@ fn name_of(map: &Map) -> Result<String, Box<EvalAltResult>> {
 }
 
 fn read(name: &str) -> Result<Map, Box<EvalAltResult>> {
-    let b = breakers()?;
-    let name = name.to_string();
-    let snap = block_on(&format!("breaker(\"{name}\")"), LIMIT, async move {
-        b.read(&name).await
-    })?;
-    to_map(&snap)
+    super::recorder::read("breaker", vec![serde_json::json!(name)], || {
+        let b = breakers()?;
+        let name = name.to_string();
+        let snap = block_on(&format!("breaker(\"{name}\")"), LIMIT, async move {
+            b.read(&name).await
+        })?;
+        to_map(&snap)
+    })
 }
 
 /// A mutating breaker method: dry run plans it, otherwise performs it; audited either way.

@@ -71,11 +71,17 @@ pub fn register(engine: &mut Engine) {
     engine.register_fn("celery_enqueue", enqueue);
     let mut m = Module::new();
     m.set_native_fn("configured", || {
-        with_run("celery::configured", |ctx| {
-            Ok(ctx.services.celery.configured())
+        crate::primitives::recorder::read("celery::configured", vec![], || {
+            with_run("celery::configured", |ctx| {
+                Ok(ctx.services.celery.configured())
+            })
         })
     });
-    m.set_native_fn("queues", queues);
-    m.set_native_fn("workers", workers);
+    m.set_native_fn("queues", || {
+        crate::primitives::recorder::read("celery::queues", vec![], queues)
+    });
+    m.set_native_fn("workers", || {
+        crate::primitives::recorder::read("celery::workers", vec![], workers)
+    });
     engine.register_static_module("celery", m.into());
 }

@@ -146,9 +146,17 @@ fn errors(query: &str, window: INT) -> Result<Dynamic, Box<EvalAltResult>> {
 pub fn register(engine: &mut rhai::Engine) {
     let mut m = Module::new();
     m.set_native_fn("configured", || {
-        with_run("logs::configured", |ctx| Ok(ctx.services.logs.configured()))
+        crate::primitives::recorder::read("logs::configured", vec![], || {
+            with_run("logs::configured", |ctx| Ok(ctx.services.logs.configured()))
+        })
     });
-    m.set_native_fn("errors", |query: &str, window: INT| errors(query, window));
+    m.set_native_fn("errors", |query: &str, window: INT| {
+        crate::primitives::recorder::read(
+            "logs::errors",
+            vec![serde_json::json!(query), serde_json::json!(window)],
+            || errors(query, window),
+        )
+    });
     engine.register_static_module("logs", m.into());
 }
 

@@ -86,106 +86,177 @@ fn reconciliation_check(schedule_s: INT) -> Result<Dynamic, Box<EvalAltResult>> 
 fn module() -> Module {
     let mut m = Module::new();
     m.set_native_fn("counts", |window: FLOAT| {
-        let w = seconds("payments::counts", window)?;
-        let p = payments()?;
-        let c = block_on("payments::counts", LIMIT, async move {
-            p.backend()?.counts(w).await
-        })?;
-        dynamic(&c)
+        crate::primitives::recorder::read(
+            "payments::counts",
+            vec![serde_json::json!(window)],
+            || {
+                let w = seconds("payments::counts", window)?;
+                let p = payments()?;
+                let c = block_on("payments::counts", LIMIT, async move {
+                    p.backend()?.counts(w).await
+                })?;
+                dynamic(&c)
+            },
+        )
     });
     m.set_native_fn("counts", |window: INT| {
-        let w = seconds("payments::counts", window as FLOAT)?;
-        let p = payments()?;
-        let c = block_on("payments::counts", LIMIT, async move {
-            p.backend()?.counts(w).await
-        })?;
-        dynamic(&c)
+        crate::primitives::recorder::read(
+            "payments::counts",
+            vec![serde_json::json!(window)],
+            || {
+                let w = seconds("payments::counts", window as FLOAT)?;
+                let p = payments()?;
+                let c = block_on("payments::counts", LIMIT, async move {
+                    p.backend()?.counts(w).await
+                })?;
+                dynamic(&c)
+            },
+        )
     });
     m.set_native_fn("hourly", |hours: INT| {
-        let p = payments()?;
-        let rows = block_on("payments::hourly", LIMIT, async move {
-            p.backend()?.hourly(hours).await
-        })?;
-        Ok(rows
-            .into_iter()
-            .map(|(hour, status, count)| {
-                let mut m = Map::new();
-                m.insert("hour".into(), hour.into());
-                m.insert("status".into(), status.into());
-                m.insert("count".into(), count.into());
-                Dynamic::from_map(m)
-            })
-            .collect::<Array>())
+        crate::primitives::recorder::read(
+            "payments::hourly",
+            vec![serde_json::json!(hours)],
+            || {
+                let p = payments()?;
+                let rows = block_on("payments::hourly", LIMIT, async move {
+                    p.backend()?.hourly(hours).await
+                })?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(hour, status, count)| {
+                        let mut m = Map::new();
+                        m.insert("hour".into(), hour.into());
+                        m.insert("status".into(), status.into());
+                        m.insert("count".into(), count.into());
+                        Dynamic::from_map(m)
+                    })
+                    .collect::<Array>())
+            },
+        )
     });
     m.set_native_fn("stale_pending", |older: INT| {
-        stale(older as FLOAT, Map::new())
+        crate::primitives::recorder::read(
+            "payments::stale_pending",
+            vec![serde_json::json!(older)],
+            || stale(older as FLOAT, Map::new()),
+        )
     });
     m.set_native_fn("stale_pending", |older: INT, opts: Map| {
-        stale(older as FLOAT, opts)
+        crate::primitives::recorder::read(
+            "payments::stale_pending",
+            vec![
+                serde_json::json!(older),
+                crate::primitives::recorder::arg(Dynamic::from(opts.clone())),
+            ],
+            || stale(older as FLOAT, opts),
+        )
     });
     m.set_native_fn("stale_pending", |older: FLOAT, opts: Map| {
-        stale(older, opts)
+        crate::primitives::recorder::read(
+            "payments::stale_pending",
+            vec![
+                serde_json::json!(older),
+                crate::primitives::recorder::arg(Dynamic::from(opts.clone())),
+            ],
+            || stale(older, opts),
+        )
     });
     m.set_native_fn("recent_failures", |window: INT, limit: INT| {
-        let w = seconds("payments::recent_failures", window as FLOAT)?;
-        let p = payments()?;
-        let rows = block_on("payments::recent_failures", LIMIT, async move {
-            p.backend()?.recent_failures(w, limit).await
-        })?;
-        rows.iter().map(dynamic).collect::<Result<Array, _>>()
+        crate::primitives::recorder::read(
+            "payments::recent_failures",
+            vec![serde_json::json!(window), serde_json::json!(limit)],
+            || {
+                let w = seconds("payments::recent_failures", window as FLOAT)?;
+                let p = payments()?;
+                let rows = block_on("payments::recent_failures", LIMIT, async move {
+                    p.backend()?.recent_failures(w, limit).await
+                })?;
+                rows.iter().map(dynamic).collect::<Result<Array, _>>()
+            },
+        )
     });
     m.set_native_fn("get", |id: &str| {
-        let p = payments()?;
-        let id = id.to_string();
-        let row = block_on("payments::get", LIMIT, async move {
-            p.backend()?.get(&id).await
-        })?;
-        match row {
-            Some(r) => dynamic(&r),
-            None => Ok(Dynamic::UNIT),
-        }
+        crate::primitives::recorder::read("payments::get", vec![serde_json::json!(id)], || {
+            let p = payments()?;
+            let id = id.to_string();
+            let row = block_on("payments::get", LIMIT, async move {
+                p.backend()?.get(&id).await
+            })?;
+            match row {
+                Some(r) => dynamic(&r),
+                None => Ok(Dynamic::UNIT),
+            }
+        })
     });
     // `#{ total, without_ref }`: how many are stale however many there are (a listing
     // stops at its limit).
     m.set_native_fn("count_stale_pending", |older: INT| {
-        let older = seconds("payments::count_stale_pending", older as FLOAT)?;
-        let p = payments()?;
-        let (total, without_ref) = block_on("payments::count_stale_pending", LIMIT, async move {
-            p.backend()?.count_stale_pending(older).await
-        })?;
-        let mut m = rhai::Map::new();
-        m.insert("total".into(), Dynamic::from_int(total));
-        m.insert("without_ref".into(), Dynamic::from_int(without_ref));
-        Ok(m)
+        crate::primitives::recorder::read(
+            "payments::count_stale_pending",
+            vec![serde_json::json!(older)],
+            || {
+                let older = seconds("payments::count_stale_pending", older as FLOAT)?;
+                let p = payments()?;
+                let (total, without_ref) =
+                    block_on("payments::count_stale_pending", LIMIT, async move {
+                        p.backend()?.count_stale_pending(older).await
+                    })?;
+                let mut m = rhai::Map::new();
+                m.insert("total".into(), Dynamic::from_int(total));
+                m.insert("without_ref".into(), Dynamic::from_int(without_ref));
+                Ok(m)
+            },
+        )
     });
     m.set_native_fn("reconciliation_check", |schedule_s: INT| {
-        reconciliation_check(schedule_s)
+        crate::primitives::recorder::read(
+            "payments::reconciliation_check",
+            vec![serde_json::json!(schedule_s)],
+            || reconciliation_check(schedule_s),
+        )
     });
     m.set_native_fn("reconciliation_check", || reconciliation_check(3600));
     m.set_native_fn("stale_after", || {
-        let p = payments()?;
-        Ok(p.stale_after().as_secs() as INT)
+        crate::primitives::recorder::read("payments::stale_after", vec![], || {
+            let p = payments()?;
+            Ok(p.stale_after().as_secs() as INT)
+        })
     });
     m.set_native_fn("oldest_pending_age", || {
-        let p = payments()?;
-        let age = block_on("payments::oldest_pending_age", LIMIT, async move {
-            p.backend()?.oldest_pending_age().await
-        })?;
-        Ok(age.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT))
+        crate::primitives::recorder::read("payments::oldest_pending_age", vec![], || {
+            let p = payments()?;
+            let age = block_on("payments::oldest_pending_age", LIMIT, async move {
+                p.backend()?.oldest_pending_age().await
+            })?;
+            Ok(age.map(Dynamic::from_float).unwrap_or(Dynamic::UNIT))
+        })
     });
     m.set_native_fn("webhooks", |limit: INT| {
-        let p = payments()?;
-        let rows = block_on("payments::webhooks", LIMIT, async move {
-            p.backend()?.recent_webhooks(limit).await
-        })?;
-        rows.iter().map(dynamic).collect::<Result<Array, _>>()
+        crate::primitives::recorder::read(
+            "payments::webhooks",
+            vec![serde_json::json!(limit)],
+            || {
+                let p = payments()?;
+                let rows = block_on("payments::webhooks", LIMIT, async move {
+                    p.backend()?.recent_webhooks(limit).await
+                })?;
+                rows.iter().map(dynamic).collect::<Result<Array, _>>()
+            },
+        )
     });
     m.set_native_fn("webhook_count", |window: INT| {
-        let w = seconds("payments::webhook_count", window as FLOAT)?;
-        let p = payments()?;
-        block_on("payments::webhook_count", LIMIT, async move {
-            p.backend()?.webhook_count(w).await
-        })
+        crate::primitives::recorder::read(
+            "payments::webhook_count",
+            vec![serde_json::json!(window)],
+            || {
+                let w = seconds("payments::webhook_count", window as FLOAT)?;
+                let p = payments()?;
+                block_on("payments::webhook_count", LIMIT, async move {
+                    p.backend()?.webhook_count(w).await
+                })
+            },
+        )
     });
     m.set_native_fn(
         "set_status",

@@ -105,7 +105,7 @@ pub struct Change {
 }
 
 /// Something a human must look at, or an error checking one payment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Finding {
     pub payment_id: String,
     pub kind: String,
@@ -113,7 +113,7 @@ pub struct Finding {
 }
 
 /// What reconciliation found and did.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct Report {
     pub dry_run: bool,
     pub checked: usize,

@@ -69,8 +69,13 @@ fn run(opts: Map) -> Result<Dynamic, Box<EvalAltResult>> {
     let options = options_from(&opts, dry_run)?;
     let plan = options.plan;
     // Bounded by the run's deadline: thousands of payments at 25 req/s take minutes.
-    let report = block_on("reconcile()", Duration::from_secs(24 * 3600), async move {
-        reconcile(&services, &options, &auditor).await
+    // The report is recorded as it came back: a replay answers it (and records the same
+    // changes) without reading or touching a payment.
+    let args = vec![crate::primitives::recorder::arg(Dynamic::from_map(opts))];
+    let report = crate::primitives::recorder::read_json("reconcile", args, || {
+        block_on("reconcile()", Duration::from_secs(24 * 3600), async move {
+            reconcile(&services, &options, &auditor).await
+        })
     })?;
     finish(report, plan, "reconcile")
 }
@@ -84,15 +89,18 @@ fn apply(changes: rhai::Array) -> Result<Dynamic, Box<EvalAltResult>> {
                 "reconcile_apply(): the plan's changes are reconcile(#{{ plan: true }}).changes: {e}"
             ))
         })?;
-    let report = block_on(
-        "reconcile_apply()",
-        Duration::from_secs(24 * 3600),
-        async move {
-            Ok::<_, std::convert::Infallible>(
-                apply_plan(&services, &auditor, changes, dry_run).await,
-            )
-        },
-    )?;
+    let args = vec![serde_json::to_value(&changes).unwrap_or_default()];
+    let report = crate::primitives::recorder::read_json("reconcile_apply", args, || {
+        block_on(
+            "reconcile_apply()",
+            Duration::from_secs(24 * 3600),
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    apply_plan(&services, &auditor, changes, dry_run).await,
+                )
+            },
+        )
+    })?;
     finish(report, false, "reconcile_apply")
 }
 

@@ -191,31 +191,37 @@ fn change_page(
 fn module() -> Module {
     let mut m = Module::new();
     m.set_native_fn("configured", || {
-        with_run("statuspage::configured", |ctx| {
-            Ok(ctx.services.statuspage.configured())
+        crate::primitives::recorder::read("statuspage::configured", vec![], || {
+            with_run("statuspage::configured", |ctx| {
+                Ok(ctx.services.statuspage.configured())
+            })
         })
     });
     m.set_native_fn("find", || {
-        let (sp, incident, _) = page("statuspage::find")?;
-        let Some(incident) = incident else {
-            return Ok(Dynamic::UNIT);
-        };
-        let found = block_on("statuspage::find", LIMIT, async move {
-            sp.find(&incident).await
-        })?;
-        match found {
-            None => Ok(Dynamic::UNIT),
-            Some(p) => rhai::serde::to_dynamic(&p),
-        }
+        crate::primitives::recorder::read("statuspage::find", vec![], || {
+            let (sp, incident, _) = page("statuspage::find")?;
+            let Some(incident) = incident else {
+                return Ok(Dynamic::UNIT);
+            };
+            let found = block_on("statuspage::find", LIMIT, async move {
+                sp.find(&incident).await
+            })?;
+            match found {
+                None => Ok(Dynamic::UNIT),
+                Some(p) => rhai::serde::to_dynamic(&p),
+            }
+        })
     });
     m.set_native_fn("component", || {
-        let sp = with_run("statuspage::component", |ctx| {
-            Ok(ctx.services.statuspage.clone())
-        })?;
-        let status = block_on("statuspage::component", LIMIT, async move {
-            sp.component().await
-        })?;
-        Ok(status.map(Dynamic::from).unwrap_or(Dynamic::UNIT))
+        crate::primitives::recorder::read("statuspage::component", vec![], || {
+            let sp = with_run("statuspage::component", |ctx| {
+                Ok(ctx.services.statuspage.clone())
+            })?;
+            let status = block_on("statuspage::component", LIMIT, async move {
+                sp.component().await
+            })?;
+            Ok(status.map(Dynamic::from).unwrap_or(Dynamic::UNIT))
+        })
     });
     m.set_native_fn(
         "component_status_for",

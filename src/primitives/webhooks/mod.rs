@@ -308,44 +308,72 @@ fn module() -> Module {
     let mut m = Module::new();
     m.set_native_fn("signed_probe", signed_probe);
     m.set_native_fn("signed_probe_enabled", || {
-        with_run("webhooks::signed_probe_enabled", |ctx| {
-            Ok(ctx.services.webhook_signed_probe)
+        crate::primitives::recorder::read("webhooks::signed_probe_enabled", vec![], || {
+            with_run("webhooks::signed_probe_enabled", |ctx| {
+                Ok(ctx.services.webhook_signed_probe)
+            })
         })
     });
     m.set_native_fn("verify", |payload: &str, header: &str| {
-        verify(payload, header, 300)
+        crate::primitives::recorder::read(
+            "webhooks::verify",
+            vec![serde_json::json!(payload), serde_json::json!(header)],
+            || verify(payload, header, 300),
+        )
     });
     m.set_native_fn("verify", |payload: &str, header: &str, tolerance: INT| {
-        verify(payload, header, tolerance)
+        crate::primitives::recorder::read(
+            "webhooks::verify",
+            vec![
+                serde_json::json!(payload),
+                serde_json::json!(header),
+                serde_json::json!(tolerance),
+            ],
+            || verify(payload, header, tolerance),
+        )
     });
     m.set_native_fn("probe", || {
-        let url = with_run("webhooks::probe", |ctx| {
-            Ok(ctx.services.webhook_endpoint.url())
-        })?;
-        let url = url.ok_or_else(|| {
-            script_error("webhooks::probe: set [stripe] webhook_url, or pass the URL")
-        })?;
-        probe_url(&url)
+        crate::primitives::recorder::read("webhooks::probe", vec![], || {
+            let url = with_run("webhooks::probe", |ctx| {
+                Ok(ctx.services.webhook_endpoint.url())
+            })?;
+            let url = url.ok_or_else(|| {
+                script_error("webhooks::probe: set [stripe] webhook_url, or pass the URL")
+            })?;
+            probe_url(&url)
+        })
     });
-    m.set_native_fn("probe", probe_url);
+    m.set_native_fn("probe", |url: &str| {
+        crate::primitives::recorder::read("webhooks::probe", vec![serde_json::json!(url)], || {
+            probe_url(url)
+        })
+    });
     m.set_native_fn("secret_info", || {
-        let secret = with_run("webhooks::secret_info", |ctx| {
-            Ok(ctx.services.webhook_secret.clone())
-        })?;
-        let (set, looks_right) = secret.info();
-        let mut m = rhai::Map::new();
-        m.insert("set".into(), set.into());
-        m.insert("looks_like_whsec".into(), looks_right.into());
-        Ok(m)
+        crate::primitives::recorder::read("webhooks::secret_info", vec![], || {
+            let secret = with_run("webhooks::secret_info", |ctx| {
+                Ok(ctx.services.webhook_secret.clone())
+            })?;
+            let (set, looks_right) = secret.info();
+            let mut m = rhai::Map::new();
+            m.insert("set".into(), set.into());
+            m.insert("looks_like_whsec".into(), looks_right.into());
+            Ok(m)
+        })
     });
     m.set_native_fn("received", |window: INT| {
-        let p = with_run("webhooks::received", |ctx| {
-            Ok(ctx.services.payments.clone())
-        })?;
-        let w = Duration::from_secs(window.max(0) as u64);
-        block_on("webhooks::received", Duration::from_secs(15), async move {
-            p.backend()?.webhook_count(w).await
-        })
+        crate::primitives::recorder::read(
+            "webhooks::received",
+            vec![serde_json::json!(window)],
+            || {
+                let p = with_run("webhooks::received", |ctx| {
+                    Ok(ctx.services.payments.clone())
+                })?;
+                let w = Duration::from_secs(window.max(0) as u64);
+                block_on("webhooks::received", Duration::from_secs(15), async move {
+                    p.backend()?.webhook_count(w).await
+                })
+            },
+        )
     });
     m
 }

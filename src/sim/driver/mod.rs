@@ -97,6 +97,8 @@ struct WorldServices {
     runtime: tokio::runtime::Handle,
     /// The escalation table's level names, for `escalate()`.
     levels: crate::primitives::incident::LevelNames,
+    /// A replay's recorded runs: runs answer their reads from them.
+    replay: Option<Arc<crate::primitives::recorder::Replay>>,
 }
 
 impl ServiceSource for WorldServices {
@@ -109,6 +111,7 @@ impl ServiceSource for WorldServices {
             self.runtime.clone(),
         );
         services.levels = self.levels.clone();
+        services.replay = self.replay.clone();
         services
     }
 }
@@ -121,6 +124,18 @@ impl Sim {
         catalog: Arc<Catalog>,
         start_ms: i64,
         runtime: tokio::runtime::Handle,
+    ) -> Result<Sim, SimError> {
+        Sim::replaying(config, catalog, start_ms, runtime, None)
+    }
+
+    /// A world whose runs answer their reads from `replay`'s recorded runs (`runbookd
+    /// replay`); the world's own backends answer only what the recordings do not hold.
+    pub fn replaying(
+        config: &Config,
+        catalog: Arc<Catalog>,
+        start_ms: i64,
+        runtime: tokio::runtime::Handle,
+        replay: Option<Arc<crate::primitives::recorder::Replay>>,
     ) -> Result<Sim, SimError> {
         let clock = Clock::virtual_at(start_ms);
         let world = World::new(clock.clone(), config);
@@ -150,6 +165,7 @@ impl Sim {
             notifier,
             runtime: runtime.clone(),
             levels,
+            replay,
         });
         let dispatcher = runtime.block_on(Dispatcher::start_stepped(
             catalog.clone(),
@@ -274,6 +290,15 @@ impl Sim {
             .into_iter()
             .find(|r| r.id == submitted.run.id)
             .ok_or_else(|| SimError::Setup(format!("run {} did not finish", submitted.run.id)))
+    }
+
+    /// A run as the daemon would start it from `request` (a replay's recorded event), and
+    /// every run it led to, to their ends.
+    pub fn run_request(&self, request: RunRequest) -> Result<Vec<SimRun>, SimError> {
+        self.runtime.block_on(async {
+            self.dispatcher.submit(request, false).await?;
+            self.settle().await
+        })
     }
 
     /// Every incident, oldest first.

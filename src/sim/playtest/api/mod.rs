@@ -3,6 +3,7 @@
 
 mod alerts;
 mod approvals;
+mod replay;
 mod world;
 
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
@@ -324,6 +325,7 @@ pub fn engine(playbook_dir: &std::path::Path) -> Engine {
     e.register_type_with_name::<World>("World");
     e.register_fn("world", new_world);
     approvals::register(&mut e);
+    replay::register(&mut e);
 
     // ── the world, before and during the outage ──
     world::register(&mut e);

@@ -1,0 +1,147 @@
+//! `runbookd replay`: fetch a recorded run (or an incident's runs) from the daemon, or read
+//! an exported recording, and replay it against the local playbooks
+//! (`runbookd::sim::replay`). Nothing real is touched: the replay's world is simulated and
+//! its reads answer from the recording.
+//!
+//! Exit codes: 0 the same actions, 1 different actions, 2 a read the recording does not
+//! hold (and usage errors), 3 the daemon cannot be asked, 4 no such run or incident.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use runbookd::{
+    config::Config,
+    engine,
+    primitives::recorder::RecordedRun,
+    sim::replay::{self, save},
+};
+
+use super::remote::{Client, Failure, Target};
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// The run to replay (its id), read from the daemon's `GET /api/v1/runs/RUN/recording`.
+    #[arg(value_name = "RUN", conflicts_with_all = ["file", "incident"], required_unless_present_any = ["file", "incident"])]
+    run: Option<String>,
+    /// Replay an exported recording instead (the JSON of `GET /api/v1/runs/RUN/recording`,
+    /// or a saved test's `tests/recorded/NAME.json`), offline.
+    #[arg(long, value_name = "FILE", conflicts_with = "incident")]
+    file: Option<PathBuf>,
+    /// Replay every run of this incident, oldest first, on one virtual clock.
+    #[arg(long, value_name = "ID")]
+    incident: Option<String>,
+    /// Answer reads the recording does not hold from this simulated world instead of
+    /// stopping (only `default`: the default simulated world).
+    #[arg(long, value_name = "WORLD", value_parser = ["default"])]
+    fill: Option<String>,
+    /// Keep the recording as a playbook test: DIR/tests/recorded/NAME.json and
+    /// DIR/tests/NAME.rhai asserting the recorded actions.
+    #[arg(long, value_name = "NAME")]
+    save_test: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// Replays as `args` say, against the playbooks of `dir`.
+pub fn run(config: &Config, dir: PathBuf, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let runs = match runtime.block_on(recorded_runs(config, &args)) {
+        Ok(runs) => runs,
+        Err(f) => {
+            eprintln!("runbookd: {}", f.message);
+            return Ok(ExitCode::from(f.code));
+        }
+    };
+    let engine = Arc::new(engine::build(&config.playbooks, &dir));
+    let catalog = Arc::new(engine::Catalog::new(dir.clone(), engine, None));
+    catalog.reload();
+    let report = replay::replay(
+        config,
+        catalog,
+        runtime.handle().clone(),
+        runs.clone(),
+        args.fill.is_some(),
+    )?;
+    if args.target.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", replay::render::text(&report));
+    }
+    if let Some(name) = &args.save_test {
+        let [recording, test] = save::save_test(&dir, name, &runs)?;
+        eprintln!(
+            "runbookd: saved {} and {}; `runbookd test {}` replays it",
+            recording.display(),
+            test.display(),
+            dir.display()
+        );
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// The runs to replay: the one named, the incident's, or the file's.
+async fn recorded_runs(config: &Config, args: &ReplayArgs) -> Result<Vec<RecordedRun>, Failure> {
+    if let Some(file) = &args.file {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Failure::new(
+                Failure::NOT_FOUND,
+                format!("cannot read {}: {e}", file.display()),
+            )
+        })?;
+        return save::runs_from_json(&text)
+            .map_err(|e| Failure::new(Failure::USAGE, format!("{}: {e}", file.display())));
+    }
+    let client = Client::new(config, &args.target)?;
+    let ids = match (&args.run, &args.incident) {
+        (Some(run), _) => vec![super::remote::uuid_arg(run, "run", "runbookd runs")?],
+        (None, Some(incident)) => incident_runs(&client, incident).await?,
+        (None, None) => {
+            return Err(Failure::new(
+                Failure::USAGE,
+                "name a RUN, --file or --incident",
+            ))
+        }
+    };
+    let mut runs = Vec::new();
+    for id in ids {
+        let body = client.get(&format!("/api/v1/runs/{id}/recording")).await?;
+        let run: RecordedRun = serde_json::from_value(body).map_err(|e| {
+            Failure::new(
+                Failure::FAILED,
+                format!("the daemon's recording of run {id} does not read: {e}"),
+            )
+        })?;
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// The incident's runs that ended, oldest first.
+async fn incident_runs(client: &Client, incident: &str) -> Result<Vec<String>, Failure> {
+    let incident = super::remote::uuid_arg(incident, "incident", "runbookd incidents --all")?;
+    // The incident itself first: an unknown one is a 404 (exit 4), not an empty replay.
+    client.get(&format!("/api/v1/incidents/{incident}")).await?;
+    let listed = client
+        .get(&format!("/api/v1/runs?incident={incident}&limit=1000"))
+        .await?;
+    let mut runs: Vec<(String, String)> = listed
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| matches!(r["status"].as_str(), Some(s) if !matches!(s, "queued" | "running")))
+                .filter_map(|r| Some((r["queued_at"].as_str()?.to_string(), r["id"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if runs.is_empty() {
+        return Err(Failure::new(
+            Failure::NOT_FOUND,
+            format!("incident {incident} has no run that ended"),
+        ));
+    }
+    // Ids are UUIDv7: their order is their queueing order too.
+    runs.sort();
+    Ok(runs.into_iter().map(|(_, id)| id).collect())
+}
