@@ -36,6 +36,7 @@ mod payments;
 mod reconcile;
 mod reload;
 mod remote_cli;
+mod replay;
 mod retention;
 mod sandbox;
 mod sim_runs;

@@ -167,13 +167,14 @@ impl Player {
             self.answered_last = true;
             return self.recorded(i);
         }
-        if is_own(name) {
-            self.findings.asked.push(display(name, args));
-            return Answer::Ask;
-        }
+        // Past a cut nothing is known, not even which of runbookd's own reads came next.
         if self.findings.cut.is_some() {
             self.findings.cut_reached = true;
             return Answer::Cut;
+        }
+        if is_own(name) {
+            self.findings.asked.push(display(name, args));
+            return Answer::Ask;
         }
         if let Some(&i) = self.last.get(&key) {
             *self

@@ -68,12 +68,14 @@ pub struct Comparison {
 /// When it happened and what the world answered are not compared (a replay answers with
 /// the recorded answer anyway).
 fn action_key(a: &Value) -> Value {
-    json!({
+    // Redacted as recordings are: what a replay derives from a redacted answer (a key in a
+    // status page's text, say) reads the same as what the recorded run derived.
+    crate::primitives::recorder::redacted(json!({
         "action": a["action"],
         "target": a["target"],
         "outcome": a["outcome"],
         "details": a["details"],
-    })
+    }))
 }
 
 fn action_text(a: &Value) -> String {
@@ -128,7 +130,10 @@ pub fn compare(
     let lines = |logs: &[crate::store::LogLine]| -> Vec<String> {
         logs.iter()
             .filter(|l| l.level != "debug")
-            .map(|l| format!("{:<5} {}", l.level, l.message))
+            .map(|l| {
+                let message = crate::primitives::logs::redact(&l.message);
+                format!("{:<5} {message}", l.level)
+            })
             .collect()
     };
     let old_lines = lines(&recorded.run.logs);

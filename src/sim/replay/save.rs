@@ -62,12 +62,15 @@ pub fn save_test(dir: &Path, name: &str, runs: &[RecordedRun]) -> Result<[PathBu
         }
         std::fs::write(path, text).map_err(fail)
     };
-    // Already redacted: the recording keeps no secret and no card number.
-    let json = match runs {
-        [one] => serde_json::to_string_pretty(one),
-        many => serde_json::to_string_pretty(many),
+    // The reads are redacted already; the run's own record (its logs, actions and result,
+    // as the API shows them) is redacted the same way here: a saved test is committed.
+    let value = match runs {
+        [one] => serde_json::to_value(one),
+        many => serde_json::to_value(many),
     }
     .unwrap_or_default();
+    let json = serde_json::to_string_pretty(&crate::primitives::recorder::redacted(value))
+        .unwrap_or_default();
     write(&recording, &json)?;
     write(&test, &test_source(name, runs))?;
     Ok([recording, test])

@@ -1,0 +1,350 @@
+//! Replay (docs/replay.md): the outage playbook runs against real Redis (its breaker open)
+//! and the fake Stripe; its recording holds what it read; `runbookd replay` plays it again
+//! offline — Redis, Stripe and the payments database out of reach — against the same
+//! playbook (no difference), a version that would not reset (the missing reset), one that
+//! reads something new (named), and as a saved test that `runbookd test` runs.
+
+use std::{path::Path, process::Command};
+
+use serde_json::{json, Value};
+
+use crate::{
+    fake_stripe::GOOD_KEY,
+    helpers::{Daemon, BIN},
+    outage::{alert_now, finished_run, post_alert, Debtflow},
+    remote_cli::Out,
+};
+
+/// Planted where a read answers it: neither may reach a recording.
+const PLANTED_KEY: &str = "sk_live_PLANTEDreplay0123456789";
+const PLANTED_CARD: &str = "4242 4242 4242 4242";
+
+/// The outage run of a stuck breaker, Stripe healthy (its status page quoting a key and a
+/// card number), recorded; its recording as the API serves it.
+async fn recorded_outage(w: &Debtflow, d: &Daemon) -> Value {
+    w.open_breaker(100.0).await;
+    w.stripe.intent("pi_paid", "succeeded", "ignored");
+    w.app.payment("pending", 2400, Some("pi_paid")).await;
+    w.stripe.behave(|b| {
+        b.status_page = Some((
+            200,
+            json!({"status": {"indicator": "none",
+                "description": format!("All Systems Operational (ops key {PLANTED_KEY}, test card {PLANTED_CARD})")}})
+            .to_string(),
+        ))
+    });
+    post_alert(d, &alert_now("PaymentProcessorDown", "fp-replay", "firing")).await;
+    let run = finished_run(d, "payment_processor_outage", 1).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let id = run["id"].as_str().expect("id");
+    let (status, recording) = d.get(&format!("/api/v1/runs/{id}/recording")).await;
+    assert_eq!(status, 200, "{recording}");
+    recording
+}
+
+/// A configuration for replays with nothing real reachable: Redis, Stripe and the payments
+/// database on ports nobody listens on, the on-call channel a dead URL.
+fn offline_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("offline.toml");
+    std::fs::write(
+        &path,
+        "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n[breakers.stripe]\npreset = \"django\"\n\n\
+         [stripe]\napi_base = \"http://127.0.0.1:1\"\nstatus_url = \"http://127.0.0.1:1/status.json\"\n\n\
+         [payments]\ndatabase_url = \"postgres://nobody@127.0.0.1:1/none\"\n\n\
+         [channels.oncall]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/never\"\n",
+    )
+    .expect("offline config");
+    path
+}
+
+fn replay(config: &Path, args: &[&str]) -> Out {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .arg("replay")
+        .args(args)
+        .env_remove("RUNBOOKD_URL")
+        .env_remove("RUNBOOKD_TOKEN")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run runbookd replay");
+    Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A copy of the workspace's playbooks in `dir`, `edit` applied to the outage playbook.
+fn playbooks_with(from: &Path, dir: &Path, edit: impl Fn(String) -> String) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copy");
+            }
+        }
+    }
+    copy(from, dir);
+    let file = dir.join("payment_processor_outage.rhai");
+    let source = std::fs::read_to_string(&file).expect("outage playbook");
+    let edited = edit(source.clone());
+    assert_ne!(edited, source, "the edit changed the playbook");
+    std::fs::write(&file, edited).expect("write playbook");
+}
+
+fn names(recording: &Value) -> Vec<String> {
+    recording["recording"]["reads"]
+        .as_array()
+        .expect("reads")
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_outage_replays_offline_and_shows_what_a_new_version_would_do() {
+    let w = Debtflow::new().await;
+    let d = w.start("", GOOD_KEY);
+    let recording = recorded_outage(&w, &d).await;
+    let reads = names(&recording);
+    for wanted in [
+        "breaker",
+        "stripe::status",
+        "stripe::ping",
+        "payments::counts",
+        "setting",
+        "budget",
+        "reconcile",
+    ] {
+        assert!(
+            reads.iter().any(|n| n == wanted),
+            "{wanted} recorded: {reads:?}"
+        );
+    }
+    let breaker = recording["recording"]["reads"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "breaker"))
+        .expect("a breaker read");
+    assert_eq!(breaker["args"], json!(["stripe"]));
+    assert_eq!(breaker["answer"]["state"], "half_open", "{breaker}");
+    let text = recording["recording"].to_string();
+    for secret in [
+        PLANTED_KEY,
+        PLANTED_CARD,
+        GOOD_KEY,
+        "whsec_runbookd_test_secret",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "{secret} reached the recording: {text}"
+        );
+    }
+    assert!(
+        text.contains("[redacted]") && text.contains("4242 42** **** 4242"),
+        "the planted values are there, redacted: {text}"
+    );
+
+    // The daemon and the world are out of reach from here on.
+    let id = recording["run"]["id"].as_str().expect("id").to_string();
+    let file = w.ws.dir.path().join("run.json");
+    std::fs::write(&file, recording.to_string()).expect("export");
+    // Fetched from the daemon while it runs: the same answer as the file.
+    let fetched = replay(
+        &offline_config(w.ws.dir.path()),
+        &[
+            &id,
+            "--url",
+            &d.url(""),
+            "--playbooks",
+            w.ws.playbooks().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(fetched.code, Some(0), "{fetched}");
+    drop(d);
+    let stripe_requests = w.stripe.requests().len();
+    let config = offline_config(w.ws.dir.path());
+    let playbooks = w.ws.playbooks();
+    let pb = playbooks.to_str().expect("utf-8");
+    let file_arg = file.to_str().expect("utf-8");
+
+    let same = replay(&config, &["--file", file_arg, "--playbooks", pb]);
+    assert_eq!(same.code, Some(0), "{same}");
+    assert!(
+        same.stdout
+            .contains("= breaker.reset breaker:stripe [done]"),
+        "{same}"
+    );
+    assert!(same.stdout.contains("VERDICT: the same actions"), "{same}");
+    let json_out = replay(&config, &["--file", file_arg, "--playbooks", pb, "--json"]);
+    let report: Value = serde_json::from_str(&json_out.stdout).expect("--json is JSON");
+    assert_eq!(report["verdict"], "same", "{report}");
+    assert_eq!(report["runs"][0]["findings"]["missing"], json!([]));
+
+    // A version that would not reset: the reset is missing.
+    let no_reset = w.ws.dir.path().join("no-reset");
+    playbooks_with(&playbooks, &no_reset, |s| {
+        s.replace("    b.reset();", "    // no reset")
+    });
+    let differs = replay(
+        &config,
+        &[
+            "--file",
+            file_arg,
+            "--playbooks",
+            no_reset.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(differs.code, Some(1), "{differs}");
+    assert!(
+        differs
+            .stdout
+            .contains("- breaker.reset breaker:stripe [done]"),
+        "the recorded reset is shown as not taken: {differs}"
+    );
+
+    // A version that reads something the recorded run never read: named, exit 2.
+    let new_read = w.ws.dir.path().join("new-read");
+    playbooks_with(&playbooks, &new_read, |s| {
+        s.replacen(
+            "fn run(event) {",
+            "fn run(event) {\n    let endpoints = stripe::webhook_endpoints();",
+            1,
+        )
+    });
+    let nr = new_read.to_str().expect("utf-8");
+    let unrecorded = replay(&config, &["--file", file_arg, "--playbooks", nr]);
+    assert_eq!(unrecorded.code, Some(2), "{unrecorded}");
+    assert!(
+        unrecorded.stdout.contains(
+            "the new version asks `stripe::webhook_endpoints()`, which the recorded run never read"
+        ),
+        "{unrecorded}"
+    );
+    // --fill default answers it from the default simulated world instead.
+    let filled = replay(
+        &config,
+        &["--file", file_arg, "--playbooks", nr, "--fill", "default"],
+    );
+    assert_eq!(filled.code, Some(0), "{filled}");
+
+    assert_eq!(
+        w.stripe.requests().len(),
+        stripe_requests,
+        "no replay asked Stripe"
+    );
+    assert_eq!(
+        w.breaker_keys().await,
+        0,
+        "the breaker stays as the recorded run left it (reset)"
+    );
+
+    // Kept as a test: it passes against this version and fails against one that acts
+    // differently.
+    let saved = w.ws.dir.path().join("saved");
+    playbooks_with(&playbooks, &saved, |s| {
+        s.replacen("fn run(event) {", "fn run(event) {\n", 1)
+    });
+    let sv = saved.to_str().expect("utf-8");
+    let save = replay(
+        &config,
+        &[
+            "--file",
+            file_arg,
+            "--playbooks",
+            sv,
+            "--save-test",
+            "stuck_breaker_outage",
+        ],
+    );
+    assert_eq!(save.code, Some(0), "{save}");
+    let kept = std::fs::read_to_string(saved.join("tests/recorded/stuck_breaker_outage.json"))
+        .expect("recording saved");
+    assert!(
+        !kept.contains(PLANTED_KEY) && !kept.contains(PLANTED_CARD),
+        "{kept}"
+    );
+    let test = |config: &Path| {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .args(["test", sv, "--filter", "stuck_breaker_outage"])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("runbookd test");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = test(&config);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 passed"), "{out}");
+    let file = saved.join("payment_processor_outage.rhai");
+    let source = std::fs::read_to_string(&file).expect("playbook");
+    std::fs::write(&file, source.replace("    b.reset();", "    // no reset")).expect("edit");
+    let (code, out) = test(&config);
+    assert_eq!(
+        code,
+        Some(1),
+        "the saved test holds the playbook to the recorded reset: {out}"
+    );
+    assert!(out.contains("breaker.reset"), "{out}");
+}
+
+#[tokio::test]
+async fn a_recording_past_its_cap_is_cut_and_replays_up_to_the_cut() {
+    let w = Debtflow::new().await;
+    let mut opts = w.options("", GOOD_KEY);
+    // [playbooks] is written by the workspace: the environment sets the cap.
+    opts.env.push((
+        "RUNBOOKD_PLAYBOOKS__MAX_RECORDING_BYTES".into(),
+        "6000".into(),
+    ));
+    let d = Daemon::start(&w.ws, &opts);
+    let recording = recorded_outage(&w, &d).await;
+    let cut = &recording["recording"]["cut"];
+    assert!(cut.is_object(), "cut with a marker: {recording}");
+    assert!(cut["omitted"].as_u64().unwrap_or(0) > 0, "{cut}");
+    assert!(
+        cut["why"]
+            .as_str()
+            .unwrap_or("")
+            .contains("max_recording_bytes = 6000"),
+        "{cut}"
+    );
+    let kept = names(&recording).len();
+    assert_eq!(cut["after_reads"].as_u64(), Some(kept as u64), "{cut}");
+    let bytes = recording["recording"]["reads"].to_string().len();
+    assert!(bytes <= 6000 + kept + 2, "{bytes} bytes kept");
+    drop(d);
+    let file = w.ws.dir.path().join("cut.json");
+    std::fs::write(&file, recording.to_string()).expect("export");
+    let out = replay(
+        &offline_config(w.ws.dir.path()),
+        &[
+            "--file",
+            file.to_str().expect("utf-8"),
+            "--playbooks",
+            w.ws.playbooks().to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        out.stdout.contains("the replay stopped at the cut"),
+        "{out}"
+    );
+    assert!(
+        cut["actions_before"].as_u64().unwrap_or(0) >= 1
+            && out.stdout.contains("= breaker.reset breaker:stripe [done]"),
+        "the reset came before the cut and replays: {out}"
+    );
+    assert_eq!(
+        out.code,
+        Some(0),
+        "the actions before the cut are the same: {out}"
+    );
+}
