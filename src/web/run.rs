@@ -1,6 +1,7 @@
 //! `/runs/{id}`: one run — status, version, trigger, the log with levels, the actions it
 //! took or planned (done / planned / failed, with details), the result, and the error with
-//! its script position.
+//! its script position; and its flight recording (every read, in order, with its answer)
+//! with the command that replays it.
 
 use axum::{
     extract::{Path, State},
@@ -33,6 +34,22 @@ pub struct ActionRow {
     pub error: Option<String>,
 }
 
+/// One recorded read.
+pub struct ReadRow {
+    pub at: When,
+    /// `stripe::status()`, `breaker("stripe")`: as the playbook wrote it.
+    pub call: String,
+    pub answer: String,
+    pub error: Option<String>,
+}
+
+/// The run's recording, as the page shows it.
+pub struct RecordingView {
+    pub reads: Vec<ReadRow>,
+    /// Where it was cut, said in words.
+    pub cut: Option<String>,
+}
+
 #[derive(askama::Template)]
 #[template(path = "run.html")]
 struct RunPage {
@@ -50,6 +67,37 @@ struct RunPage {
     result: Option<String>,
     /// `message`, and `line L, column C` when the script said where.
     error: Option<(String, String, Option<String>)>,
+    /// None: the run has not ended, or ended without one.
+    recording: Option<RecordingView>,
+}
+
+fn recording_view(rec: &crate::primitives::recorder::Recording, now: i64) -> RecordingView {
+    RecordingView {
+        reads: rec
+            .reads
+            .iter()
+            .map(|r| ReadRow {
+                at: when_str(&r.at, now),
+                call: format!(
+                    "{}({})",
+                    r.name,
+                    r.args
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                answer: pretty(&r.answer),
+                error: r.error.clone(),
+            })
+            .collect(),
+        cut: rec.cut.as_ref().map(|c| {
+            format!(
+                "cut after {} reads: {}; {} more were not kept",
+                c.after_reads, c.why, c.omitted
+            )
+        }),
+    }
 }
 
 fn action_row(a: &serde_json::Value, now: i64) -> ActionRow {
@@ -91,8 +139,8 @@ pub async fn page(
 ) -> Result<Response, WebError> {
     viewer.caller.require(Access::Read)?;
     let now = store.now();
-    let r = store
-        .get_run(&id)
+    let (r, recording) = store
+        .get_run_recording(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no run with id `{id}`")))?;
     let incident = r.event.incident.clone();
@@ -118,5 +166,6 @@ pub async fn page(
         actions: r.actions.iter().map(|a| action_row(a, now)).collect(),
         result: r.result.as_ref().map(pretty),
         error: error_of(&r),
+        recording: recording.as_ref().map(|rec| recording_view(rec, now)),
     })
 }

@@ -367,6 +367,7 @@ async fn pages_escape_what_playbooks_and_alerts_write() {
         r#"
 fn triggers() { [#{ alert: "PaymentProcessorDown" }] }
 fn run(event) {
+    let n = setting("<img src=x onerror=alert(1)>", 1);
     log("<img src=x onerror=alert(1)>");
     set_fact("summary", "<script>alert('summary')</script>");
     throw "<b>boom</b>";
@@ -410,12 +411,25 @@ fn run(event) {
         }
         if path.starts_with("/runs/") {
             // Shown, as text (askama writes `<` as `&#60;`).
-            let text = html.replace("&#60;", "<").replace("&#62;", ">");
+            let text = html
+                .replace("&#60;", "<")
+                .replace("&#62;", ">")
+                .replace("&#34;", "\"");
             assert!(
                 text.contains("<img src=x onerror=alert(1)>"),
                 "{path}: the log line"
             );
             assert!(text.contains("<b>boom</b>"), "{path}: the error");
+            // The flight recording: the read as the playbook wrote it, escaped, and the
+            // command that replays the run.
+            assert!(
+                text.contains(r#"setting("<img src=x onerror=alert(1)>", 1)"#),
+                "{path}: the recorded read"
+            );
+            assert!(
+                text.contains(&format!("runbookd replay {run} --playbooks playbooks/")),
+                "{path}: the replay command"
+            );
         }
         if path == "/playbooks" {
             // The load error, with file:line:col.
