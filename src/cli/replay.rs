@@ -47,8 +47,8 @@ pub fn run(config: &Config, dir: PathBuf, args: ReplayArgs) -> anyhow::Result<Ex
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let runs = match runtime.block_on(recorded_runs(config, &args)) {
-        Ok(runs) => runs,
+    let (runs, incident_timeline) = match runtime.block_on(recorded_runs(config, &args)) {
+        Ok(found) => found,
         Err(f) => {
             eprintln!("runbookd: {}", f.message);
             return Ok(ExitCode::from(f.code));
@@ -57,12 +57,16 @@ pub fn run(config: &Config, dir: PathBuf, args: ReplayArgs) -> anyhow::Result<Ex
     let engine = Arc::new(engine::build(&config.playbooks, &dir));
     let catalog = Arc::new(engine::Catalog::new(dir.clone(), engine, None));
     catalog.reload();
+    let options = replay::Options {
+        fill: args.fill.is_some(),
+        incident_timeline,
+    };
     let report = replay::replay(
         config,
         catalog,
         runtime.handle().clone(),
         runs.clone(),
-        args.fill.is_some(),
+        &options,
     )?;
     if args.target.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -81,8 +85,12 @@ pub fn run(config: &Config, dir: PathBuf, args: ReplayArgs) -> anyhow::Result<Ex
     Ok(ExitCode::from(report.exit_code()))
 }
 
-/// The runs to replay: the one named, the incident's, or the file's.
-async fn recorded_runs(config: &Config, args: &ReplayArgs) -> Result<Vec<RecordedRun>, Failure> {
+/// The runs to replay — the one named, the incident's, or the file's — and, for an
+/// incident, its timeline.
+async fn recorded_runs(
+    config: &Config,
+    args: &ReplayArgs,
+) -> Result<(Vec<RecordedRun>, Option<Vec<serde_json::Value>>), Failure> {
     if let Some(file) = &args.file {
         let text = std::fs::read_to_string(file).map_err(|e| {
             Failure::new(
@@ -90,13 +98,20 @@ async fn recorded_runs(config: &Config, args: &ReplayArgs) -> Result<Vec<Recorde
                 format!("cannot read {}: {e}", file.display()),
             )
         })?;
-        return save::runs_from_json(&text)
-            .map_err(|e| Failure::new(Failure::USAGE, format!("{}: {e}", file.display())));
+        let runs = save::runs_from_json(&text)
+            .map_err(|e| Failure::new(Failure::USAGE, format!("{}: {e}", file.display())))?;
+        return Ok((runs, None));
     }
     let client = Client::new(config, &args.target)?;
-    let ids = match (&args.run, &args.incident) {
-        (Some(run), _) => vec![super::remote::uuid_arg(run, "run", "runbookd runs")?],
-        (None, Some(incident)) => incident_runs(&client, incident).await?,
+    let (ids, timeline) = match (&args.run, &args.incident) {
+        (Some(run), _) => (
+            vec![super::remote::uuid_arg(run, "run", "runbookd runs")?],
+            None,
+        ),
+        (None, Some(incident)) => {
+            let (ids, timeline) = incident_runs(&client, incident).await?;
+            (ids, Some(timeline))
+        }
         (None, None) => {
             return Err(Failure::new(
                 Failure::USAGE,
@@ -115,23 +130,27 @@ async fn recorded_runs(config: &Config, args: &ReplayArgs) -> Result<Vec<Recorde
         })?;
         runs.push(run);
     }
-    Ok(runs)
+    Ok((runs, timeline))
 }
 
-/// The incident's runs that ended, oldest first.
-async fn incident_runs(client: &Client, incident: &str) -> Result<Vec<String>, Failure> {
+/// The incident's runs that ended, oldest first, and its timeline.
+async fn incident_runs(
+    client: &Client,
+    incident: &str,
+) -> Result<(Vec<String>, Vec<serde_json::Value>), Failure> {
     let incident = super::remote::uuid_arg(incident, "incident", "runbookd incidents --all")?;
     // The incident itself first: an unknown one is a 404 (exit 4), not an empty replay.
-    client.get(&format!("/api/v1/incidents/{incident}")).await?;
+    let shown = client.get(&format!("/api/v1/incidents/{incident}")).await?;
+    let timeline = shown["timeline"].as_array().cloned().unwrap_or_default();
     let listed = client
         .get(&format!("/api/v1/runs?incident={incident}&limit=1000"))
         .await?;
-    let mut runs: Vec<(String, String)> = listed
+    let mut runs: Vec<String> = listed
         .as_array()
         .map(|a| {
             a.iter()
-                .filter(|r| matches!(r["status"].as_str(), Some(s) if !matches!(s, "queued" | "running")))
-                .filter_map(|r| Some((r["queued_at"].as_str()?.to_string(), r["id"].as_str()?.to_string())))
+                .filter(|r| !matches!(r["status"].as_str(), Some("queued" | "running") | None))
+                .filter_map(|r| r["id"].as_str().map(String::from))
                 .collect()
         })
         .unwrap_or_default();
@@ -141,7 +160,7 @@ async fn incident_runs(client: &Client, incident: &str) -> Result<Vec<String>, F
             format!("incident {incident} has no run that ended"),
         ));
     }
-    // Ids are UUIDv7: their order is their queueing order too.
+    // Ids are UUIDv7: their order is their queueing order.
     runs.sort();
-    Ok(runs.into_iter().map(|(_, id)| id).collect())
+    Ok((runs, timeline))
 }

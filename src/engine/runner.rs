@@ -52,9 +52,11 @@ pub fn execute(
     cancel: CancellationToken,
 ) -> RunOutcome {
     let tape = match &services.replay {
-        Some(replay) => Tape::Replaying(Box::new(std::cell::RefCell::new(
-            replay.player(&playbook.name, spec.run_id),
-        ))),
+        Some(replay) => Tape::Replaying(Box::new(std::cell::RefCell::new(replay.player(
+            &playbook.name,
+            spec.event.kind,
+            spec.run_id,
+        )))),
         None => Tape::recording(spec.limits.max_recording_bytes),
     };
     let replay = services.replay.clone();

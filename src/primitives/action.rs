@@ -111,17 +111,23 @@ pub fn act(
             ctx.playbook.clone(),
             ctx.services.store.clone(),
             ctx.services.runtime.clone(),
-            // A replay answers an action on the world with its recorded outcome (nothing
-            // is performed); runbookd's own (incident facts, pages) happen in the replay's
-            // simulated store, where its escalation table and channels see them.
-            (!is_own(action))
-                .then(|| super::recorder::replayed_action(ctx, action, target))
-                .flatten(),
+            // A replay answers an action with its recorded outcome: one on the world is
+            // not performed; runbookd's own (incident facts, escalations, pages) happen in
+            // the replay's simulated store too, where its escalation table and channels
+            // see them — the script still gets the answer production gave.
+            super::recorder::replayed_action(ctx, action, target),
         ))
     })?;
     let (outcome, result, error) = if dry_run {
         (ActionOutcome::Planned, None, None)
     } else if let Some(replayed) = replayed {
+        if is_own(action) {
+            if let Err(e) = perform() {
+                if is_terminated(&e, TERMINATED_LEASE) {
+                    return Err(e);
+                }
+            }
+        }
         match replayed {
             Ok(v) => (ActionOutcome::Done, Some(v), None),
             Err(e) => (ActionOutcome::Failed, None, Some(super::script_error(e))),

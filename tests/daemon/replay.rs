@@ -43,12 +43,14 @@ async fn recorded_outage(w: &Debtflow, d: &Daemon) -> Value {
 }
 
 /// A configuration for replays with nothing real reachable: Redis, Stripe and the payments
-/// database on ports nobody listens on, the on-call channel a dead URL.
+/// database on ports nobody listens on, the on-call channel a dead URL; the workspace's
+/// escalation table.
 fn offline_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("offline.toml");
     std::fs::write(
         &path,
-        "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n[breakers.stripe]\npreset = \"django\"\n\n\
+        format!("[escalation]\nfile = \"{}\"\ninterval = \"1s\"\n\n", dir.join("escalation.toml").display())
+            + "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n[breakers.stripe]\npreset = \"django\"\n\n\
          [stripe]\napi_base = \"http://127.0.0.1:1\"\nstatus_url = \"http://127.0.0.1:1/status.json\"\n\n\
          [payments]\ndatabase_url = \"postgres://nobody@127.0.0.1:1/none\"\n\n\
          [channels.oncall]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/never\"\n",
@@ -347,4 +349,115 @@ async fn a_recording_past_its_cap_is_cut_and_replays_up_to_the_cut() {
         Some(0),
         "the actions before the cut are the same: {out}"
     );
+}
+
+#[tokio::test]
+async fn an_incidents_runs_replay_in_order_on_one_clock() {
+    let w = Debtflow::new().await;
+    let d = w.start("", GOOD_KEY);
+    w.open_breaker(100.0).await;
+    w.stripe.intent("pi_paid", "succeeded", "ignored");
+    w.app.payment("pending", 2400, Some("pi_paid")).await;
+    post_alert(
+        &d,
+        &alert_now("PaymentProcessorDown", "fp-incident", "firing"),
+    )
+    .await;
+    let firing = finished_run(&d, "payment_processor_outage", 1).await;
+    post_alert(
+        &d,
+        &alert_now("PaymentProcessorDown", "fp-incident", "resolved"),
+    )
+    .await;
+    let resolved = finished_run(&d, "payment_processor_outage", 2).await;
+    assert_eq!(resolved["result"]["resolved"], true, "{resolved}");
+    let incident = firing["event"]["incident"]
+        .as_str()
+        .expect("incident")
+        .to_string();
+    let config = offline_config(w.ws.dir.path());
+    let playbooks = w.ws.playbooks();
+    let url = d.url("");
+    let out = replay(
+        &config,
+        &[
+            "--incident",
+            &incident,
+            "--url",
+            &url,
+            "--playbooks",
+            playbooks.to_str().expect("utf-8"),
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    let report: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let runs = report["runs"].as_array().expect("runs");
+    let recorded: Vec<&str> = runs
+        .iter()
+        .map(|r| r["recorded"]["run"]["id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            firing["id"].as_str().unwrap_or(""),
+            resolved["id"].as_str().unwrap_or("")
+        ],
+        "oldest first"
+    );
+    // One clock: the second run started when it did, after the first.
+    let started = |r: &Value| r["replay"]["started_at"].as_str().unwrap_or("").to_string();
+    assert!(started(&runs[0]) < started(&runs[1]), "{report}");
+    assert_eq!(runs[1]["replay"]["event"]["status"], "resolved");
+    // The incident's two timelines: as it happened, as the replay's world wrote it.
+    let lines = |side: &str| {
+        report["timelines"][side]
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0)
+    };
+    assert!(
+        lines("recorded") > 0 && lines("replay") > 0,
+        "{}",
+        report["timelines"]
+    );
+    let text = |side: &str| report["timelines"][side].to_string();
+    assert!(
+        text("recorded").contains("resolved") && text("replay").contains("resolved"),
+        "{}",
+        report["timelines"]
+    );
+    // The version that would not reset differs in the first run only.
+    let no_reset = w.ws.dir.path().join("no-reset");
+    playbooks_with(&playbooks, &no_reset, |s| {
+        s.replace("    b.reset();", "    // no reset")
+    });
+    let out = replay(
+        &config,
+        &[
+            "--incident",
+            &incident,
+            "--url",
+            &url,
+            "--playbooks",
+            no_reset.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stdout
+            .contains("the replay acts differently in 1 of 2 run(s)"),
+        "{out}"
+    );
+    // An incident that does not exist: exit 4.
+    let out = replay(
+        &config,
+        &[
+            "--incident",
+            "01a25038-0000-7000-8000-000000000000",
+            "--url",
+            &url,
+        ],
+    );
+    assert_eq!(out.code, Some(4), "{out}");
 }

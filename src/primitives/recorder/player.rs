@@ -118,8 +118,6 @@ pub struct Player {
     /// Recorded actions (action, target, outcome) and whether one was matched already.
     actions: Vec<(Value, bool)>,
     fill: bool,
-    /// The last read was answered from the recording.
-    answered_last: bool,
     findings: Findings,
 }
 
@@ -148,7 +146,6 @@ impl Player {
             last: HashMap::new(),
             actions: actions.into_iter().map(|a| (a, false)).collect(),
             fill,
-            answered_last: false,
             findings: Findings {
                 run: run.to_string(),
                 recorded: id,
@@ -160,11 +157,9 @@ impl Player {
 
     pub(super) fn answer(&mut self, name: &str, args: &[Value]) -> Answer {
         let key = key(name, args);
-        self.answered_last = false;
         if let Some(i) = self.unused.get_mut(&key).and_then(|q| q.pop_front()) {
             self.last.insert(key, i);
             self.findings.answered += 1;
-            self.answered_last = true;
             return self.recorded(i);
         }
         // Past a cut nothing is known, not even which of runbookd's own reads came next.
@@ -182,7 +177,6 @@ impl Player {
                 .repeated
                 .entry(display(name, args))
                 .or_default() += 1;
-            self.answered_last = true;
             return self.recorded(i);
         }
         if self.fill {
@@ -206,11 +200,6 @@ impl Player {
                 None => Ok(r.answer.clone()),
             },
         }
-    }
-
-    /// The last read was answered from the recording (not asked of the world).
-    pub fn answered_last(&self) -> bool {
-        self.answered_last
     }
 
     /// The recorded outcome of the next unmatched `action` on `target`.
@@ -266,12 +255,13 @@ impl Replay {
         })
     }
 
-    /// The player for run `run` of `playbook`: the next recorded run of that playbook.
-    pub fn player(&self, playbook: &str, run: &str) -> Player {
+    /// The player for run `run` of `playbook`, started as `kind`: the next recorded run of
+    /// that playbook started the same way.
+    pub fn player(&self, playbook: &str, kind: crate::event::EventKind, run: &str) -> Player {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         let recorded = runs
             .iter()
-            .position(|r| r.run.playbook == playbook)
+            .position(|r| r.run.playbook == playbook && r.run.event.kind == kind)
             .and_then(|i| runs.remove(i));
         Player::new(run, recorded.as_ref(), self.fill)
     }

@@ -101,23 +101,26 @@ fn compared(actions: &[Value]) -> impl Iterator<Item = &Value> {
     actions.iter().filter(|a| a["action"] != "(not recorded)")
 }
 
-/// `recorded` beside `replay` (none: the replay never ran).
+/// `recorded` beside `replay` (none: the recording has no such run, or the replay never
+/// ran it).
 pub fn compare(
-    recorded: &RecordedRun,
+    recorded: Option<&RecordedRun>,
     replay: Option<&RunRecord>,
     findings: &Findings,
 ) -> Comparison {
     let limit = recorded
-        .recording
-        .cut
-        .as_ref()
+        .and_then(|r| r.recording.cut.as_ref())
         .filter(|_| findings.cut_reached)
         .map(|c| c.actions_before)
         .unwrap_or(usize::MAX);
-    let before: Vec<Value> = compared(&recorded.run.actions)
-        .take(limit)
-        .map(action_key)
-        .collect();
+    let before: Vec<Value> = recorded
+        .map(|r| {
+            compared(&r.run.actions)
+                .take(limit)
+                .map(action_key)
+                .collect()
+        })
+        .unwrap_or_default();
     let after: Vec<Value> = replay
         .map(|r| compared(&r.actions).map(action_key).collect())
         .unwrap_or_default();
@@ -136,7 +139,7 @@ pub fn compare(
             })
             .collect()
     };
-    let old_lines = lines(&recorded.run.logs);
+    let old_lines = recorded.map(|r| lines(&r.run.logs)).unwrap_or_default();
     let new_lines = replay.map(|r| lines(&r.logs)).unwrap_or_default();
     let decisions = align(
         &old_lines,
@@ -144,7 +147,11 @@ pub fn compare(
         |i| old_lines[i].clone(),
         |i| new_lines[i].clone(),
     );
-    let same_result = replay.is_some_and(|r| r.result == recorded.run.result);
+    let same_result = match (recorded, replay) {
+        (Some(old), Some(new)) => old.run.result == new.result,
+        (None, None) => true,
+        _ => false,
+    };
     let verdict = if !findings.missing.is_empty() {
         Verdict::Unrecorded
     } else if before != after {
@@ -219,14 +226,29 @@ fn align(
     rows
 }
 
+/// An incident timeline entry (the API's `{at, kind, actor, message}`) as one line:
+/// `HH:MM:SS kind: message`.
+pub fn timeline_line(e: &Value) -> String {
+    let at = e["at"].as_str().unwrap_or("");
+    let time = at.get(11..19).unwrap_or(at);
+    format!(
+        "{time} {}: {}",
+        e["kind"].as_str().unwrap_or("?"),
+        crate::primitives::logs::redact(e["message"].as_str().unwrap_or(""))
+    )
+}
+
+/// `text` with the replay's incident ids (`recorded → local`) read as the recorded ones.
+pub fn renamed(text: String, incidents: &HashMap<String, String>) -> String {
+    incidents.iter().fold(text, |t, (recorded, local)| {
+        t.replace(local.as_str(), recorded)
+    })
+}
+
 /// `record` with the replay's incident ids (`local → recorded`) read as the recorded ones,
 /// in its actions, log lines, result and event.
 pub fn with_ids_of(mut record: RunRecord, incidents: &HashMap<String, String>) -> RunRecord {
-    let rename = |text: String| {
-        incidents.iter().fold(text, |t, (recorded, local)| {
-            t.replace(local.as_str(), recorded)
-        })
-    };
+    let rename = |text: String| renamed(text, incidents);
     let json = |v: &Value| -> Value {
         serde_json::from_str(&rename(v.to_string())).unwrap_or_else(|_| v.clone())
     };

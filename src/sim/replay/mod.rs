@@ -20,6 +20,7 @@ use crate::{
     config::Config,
     dispatch::RunRequest,
     engine::Catalog,
+    event::EventKind,
     primitives::recorder::{Findings, RecordedRun, Replay},
     store::RunRecord,
 };
@@ -53,10 +54,12 @@ impl RecordedRun {
     }
 }
 
-/// What one recorded run came to in the replay.
+/// What one run came to in the replay: a recorded run and its replay, a recorded run the
+/// replay did not start (the current escalation table did not fire it), or a run the
+/// replay started that the recording has not.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayedRun {
-    pub recorded: RecordedRun,
+    pub recorded: Option<RecordedRun>,
     /// The run in the replay's world (none: it never started).
     pub replay: Option<RunRecord>,
     pub findings: Findings,
@@ -69,7 +72,17 @@ pub struct Report {
     /// Where the replayed playbooks came from.
     pub playbooks: String,
     pub runs: Vec<ReplayedRun>,
+    /// `--incident`: the incident's timeline as it happened and as the replay's world
+    /// wrote it (levels, facts, notes, resolution), `HH:MM:SS kind message` lines.
+    pub timelines: Option<Timelines>,
     pub verdict: Verdict,
+}
+
+/// Two timelines of one incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timelines {
+    pub recorded: Vec<String>,
+    pub replay: Vec<String>,
 }
 
 impl Report {
@@ -79,15 +92,26 @@ impl Report {
     }
 }
 
+/// How to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Answer reads the recordings do not hold from the default simulated world instead of
+    /// stopping (`--fill default`).
+    pub fill: bool,
+    /// `--incident`: the incident's timeline as it happened (its API entries); then the
+    /// replay walks the current escalation table between the runs, and the runs of
+    /// escalation levels are the table's to start.
+    pub incident_timeline: Option<Vec<serde_json::Value>>,
+}
+
 /// Replays `runs` (oldest first) on one simulated world against the playbooks of
-/// `catalog`. `fill`: answer reads the recordings do not hold from the default simulated
-/// world instead of stopping. Call from outside `runtime` (the world blocks on it).
+/// `catalog`. Call from outside `runtime` (the world blocks on it).
 pub fn replay(
     config: &Config,
     catalog: Arc<Catalog>,
     runtime: tokio::runtime::Handle,
     runs: Vec<RecordedRun>,
-    fill: bool,
+    options: &Options,
 ) -> Result<Report, ReplayError> {
     let first = runs.first().ok_or(ReplayError::Empty)?;
     for r in &runs {
@@ -103,8 +127,9 @@ pub fn replay(
             });
         }
     }
+    let walk = options.incident_timeline.is_some();
     let start = first.run.started_ms().unwrap_or_default();
-    let tape = Replay::new(runs.clone(), fill);
+    let tape = Replay::new(runs.clone(), options.fill);
     let sim = Sim::replaying(
         config,
         catalog.clone(),
@@ -114,54 +139,106 @@ pub fn replay(
     )?;
     // The recorded incidents, opened anew in the replay's store (their ids are its own).
     let mut incidents: HashMap<String, String> = HashMap::new();
-    let mut replayed = Vec::new();
-    for recorded in runs {
+    let mut ran = Vec::new();
+    let last_end = runs
+        .iter()
+        .filter_map(|r| r.run.finished_at.as_deref().and_then(player_ms))
+        .max();
+    for recorded in &runs {
         if let Some(at) = recorded.run.started_ms() {
-            let now = sim.now_ms();
-            if at > now {
-                sim.world.clock().advance(at - now);
+            ran.extend(pass_until(&sim, at, walk)?);
+        }
+        if let Some(id) = &recorded.run.event.incident {
+            if !incidents.contains_key(id) {
+                let local = open_incident(&sim, &runtime, recorded)?;
+                incidents.insert(id.clone(), local);
             }
         }
-        let mut event = recorded.run.event.clone();
-        if let Some(id) = &event.incident {
-            let local = match incidents.get(id) {
-                Some(local) => local.clone(),
-                None => {
-                    let local = open_incident(&sim, &runtime, &recorded)?;
-                    incidents.insert(id.clone(), local.clone());
-                    local
-                }
-            };
-            event.incident = Some(local);
+        // Walking the table, a level's run is the table's to start (or not).
+        if walk && recorded.run.trigger.kind == EventKind::Escalation {
+            continue;
         }
+        let mut event = recorded.run.event.clone();
+        event.incident = event
+            .incident
+            .map(|id| incidents.get(&id).cloned().unwrap_or(id));
         let request = RunRequest {
             playbook: recorded.run.playbook.clone(),
             event,
             trigger: recorded.run.trigger.clone(),
         };
-        let ran = sim.run_request(request)?;
-        let run = ran.first().map(|r| r.id.clone());
-        let record = match &run {
-            Some(id) => runtime
-                .block_on(sim.store.get_run(id))
-                .map_err(SimError::from)?,
-            None => None,
-        };
-        let findings = tape
-            .findings()
-            .into_iter()
-            .find(|f| Some(&f.run) == run.as_ref())
+        ran.extend(sim.run_request(request)?);
+    }
+    if walk {
+        // One more pass of the table after the last run ended.
+        let interval = config
+            .escalation
+            .interval
+            .max(std::time::Duration::from_secs(1));
+        let end = last_end.unwrap_or_else(|| sim.now_ms()) + interval.as_millis() as i64;
+        ran.extend(pass_until(&sim, end, true)?);
+    }
+    let findings = tape.findings();
+    let mut replayed = Vec::new();
+    let mut claimed = Vec::new();
+    for run in ran {
+        let record = runtime
+            .block_on(sim.store.get_run(&run.id))
+            .map_err(SimError::from)?
+            // The replay's own ids read as the recorded ones, so that only differences differ.
+            .map(|r| compare::with_ids_of(r, &incidents));
+        let found = findings
+            .iter()
+            .find(|f| f.run == run.id)
+            .cloned()
             .unwrap_or_default();
-        // The replay's own ids read as the recorded ones, so that only differences differ.
-        let record = record.map(|r| compare::with_ids_of(r, &incidents));
-        let comparison = compare::compare(&recorded, record.as_ref(), &findings);
+        let recorded = found
+            .recorded
+            .as_ref()
+            .and_then(|id| runs.iter().find(|r| &r.run.id == id))
+            .cloned();
+        claimed.extend(found.recorded.clone());
+        let comparison = compare::compare(recorded.as_ref(), record.as_ref(), &found);
         replayed.push(ReplayedRun {
             recorded,
             replay: record,
-            findings,
+            findings: found,
             comparison,
         });
     }
+    // Recorded runs the replay never started: the table did not fire their level.
+    for r in runs.iter().filter(|r| !claimed.contains(&r.run.id)) {
+        let found = Findings::default();
+        replayed.push(ReplayedRun {
+            comparison: compare::compare(Some(r), None, &found),
+            recorded: Some(r.clone()),
+            replay: None,
+            findings: found,
+        });
+    }
+    let timelines =
+        match &options.incident_timeline {
+            Some(recorded) => {
+                let mut replay = Vec::new();
+                for local in incidents.values() {
+                    let entries = runtime
+                        .block_on(sim.store.timeline(local))
+                        .map_err(SimError::from)?;
+                    replay.extend(entries.iter().map(|e| {
+                        compare::timeline_line(&serde_json::to_value(e).unwrap_or_default())
+                    }));
+                }
+                let recorded = recorded.iter().map(compare::timeline_line).collect();
+                Some(Timelines {
+                    recorded,
+                    replay: replay
+                        .into_iter()
+                        .map(|l| compare::renamed(l, &incidents))
+                        .collect(),
+                })
+            }
+            None => None,
+        };
     let verdict = replayed
         .iter()
         .map(|r| r.comparison.verdict)
@@ -170,8 +247,34 @@ pub fn replay(
     Ok(Report {
         playbooks: catalog.dir().display().to_string(),
         runs: replayed,
+        timelines,
         verdict,
     })
+}
+
+fn player_ms(t: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Moves the replay's clock to `at_ms`: walking the escalation table as the daemon's
+/// evaluator would (the runs of levels that fire, to their ends), or straight there.
+fn pass_until(
+    sim: &Sim,
+    at_ms: i64,
+    walk: bool,
+) -> Result<Vec<super::driver::SimRun>, ReplayError> {
+    let now = sim.now_ms();
+    if at_ms <= now {
+        return Ok(Vec::new());
+    }
+    if walk {
+        Ok(sim.advance(std::time::Duration::from_millis((at_ms - now) as u64))?)
+    } else {
+        sim.world.clock().advance(at_ms - now);
+        Ok(Vec::new())
+    }
 }
 
 /// The recorded run's incident, opened in the replay's store as it was at the run's

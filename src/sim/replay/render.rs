@@ -21,28 +21,62 @@ pub fn text(report: &Report) -> String {
         }
         run_text(&mut out, run, &report.playbooks);
     }
+    if let Some(t) = &report.timelines {
+        let _ = writeln!(out, "\nINCIDENT TIMELINE");
+        let _ = writeln!(
+            out,
+            "    {:<COLUMN$}   what would happen now",
+            "what happened"
+        );
+        for i in 0..t.recorded.len().max(t.replay.len()) {
+            let _ = writeln!(
+                out,
+                "    {:<COLUMN$} │ {}",
+                cell(t.recorded.get(i).map(String::as_str).unwrap_or("")),
+                cell(t.replay.get(i).map(String::as_str).unwrap_or(""))
+            );
+        }
+    }
     let _ = writeln!(out, "\n{}", verdict_line(report));
     out
 }
 
 fn run_text(out: &mut String, run: &ReplayedRun, playbooks: &str) {
-    let r = &run.recorded.run;
-    let _ = writeln!(
-        out,
-        "replay of run {} — {} ({} {}{}), started {}",
-        r.id,
-        r.playbook,
-        r.event.kind,
-        r.event.name,
-        if r.dry_run { ", dry run" } else { "" },
-        r.started_at.as_deref().unwrap_or("?")
-    );
-    let _ = writeln!(
-        out,
-        "  recorded: {}, playbook version {}",
-        r.status,
-        short(&r.version)
-    );
+    match (&run.recorded, &run.replay) {
+        (Some(rec), _) => {
+            let r = &rec.run;
+            let _ = writeln!(
+                out,
+                "replay of run {} — {} ({} {}{}), started {}",
+                r.id,
+                r.playbook,
+                r.event.kind,
+                r.event.name,
+                if r.dry_run { ", dry run" } else { "" },
+                r.started_at.as_deref().unwrap_or("?")
+            );
+            let _ = writeln!(
+                out,
+                "  recorded: {}, playbook version {}",
+                r.status,
+                short(&r.version)
+            );
+        }
+        (None, Some(rep)) => {
+            let _ = writeln!(
+                out,
+                "a run the recorded incident did not have — {} ({} {}), started {}",
+                rep.playbook,
+                rep.event.kind,
+                rep.event.name,
+                rep.started_at
+                    .map(crate::store::ms_to_rfc3339)
+                    .unwrap_or_default()
+            );
+            let _ = writeln!(out, "  recorded: no such run");
+        }
+        (None, None) => return,
+    }
     match &run.replay {
         Some(rep) => {
             let _ = writeln!(
@@ -57,7 +91,10 @@ fn run_text(out: &mut String, run: &ReplayedRun, playbooks: &str) {
             );
         }
         None => {
-            let _ = writeln!(out, "  replay:   did not run");
+            let _ = writeln!(
+                out,
+                "  replay:   did not run (the current escalation table did not start it)"
+            );
         }
     }
     let f = &run.findings;
@@ -65,12 +102,15 @@ fn run_text(out: &mut String, run: &ReplayedRun, playbooks: &str) {
     let _ = writeln!(
         out,
         "  reads:    {} recorded; {} answered from the recording, {} answered again with their last answer, {} by the replay's own world",
-        run.recorded.recording.reads.len(),
+        run.recorded
+            .as_ref()
+            .map(|r| r.recording.reads.len())
+            .unwrap_or(0),
         f.answered,
         repeated,
         f.asked.len()
     );
-    if let Some(cut) = &run.recorded.recording.cut {
+    if let Some(cut) = run.recorded.as_ref().and_then(|r| r.recording.cut.as_ref()) {
         let _ = writeln!(
             out,
             "  cut:      the recording was cut after {} reads ({}; {} more not kept){}",
@@ -111,7 +151,11 @@ fn run_text(out: &mut String, run: &ReplayedRun, playbooks: &str) {
             v.map(|v| crate::text::truncate(&v.to_string(), 400).into_owned())
                 .unwrap_or_else(|| "none".into())
         };
-        let _ = writeln!(out, "    recorded: {}", show(r.result.as_ref()));
+        let _ = writeln!(
+            out,
+            "    recorded: {}",
+            show(run.recorded.as_ref().and_then(|r| r.run.result.as_ref()))
+        );
         let _ = writeln!(
             out,
             "    replay:   {}",

@@ -35,7 +35,7 @@ fn replay(path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         ctx.catalog.clone(),
         ctx.runtime.clone(),
         runs,
-        false,
+        &crate::sim::replay::Options::default(),
     )
     .map_err(|e| fail(format!("replay: {e}")))?;
     let lines = |logs: &[crate::store::LogLine]| -> Vec<String> {
@@ -50,12 +50,12 @@ fn replay(path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         .map(|r| {
             json!({
                 "recorded": {
-                    "id": r.recorded.run.id,
-                    "playbook": r.recorded.run.playbook,
-                    "status": r.recorded.run.status,
+                    "id": r.recorded.as_ref().map(|x| x.run.id.clone()),
+                    "playbook": r.recorded.as_ref().map(|x| x.run.playbook.clone()),
+                    "status": r.recorded.as_ref().map(|x| x.run.status.clone()),
                     "actions": r.comparison.recorded_actions,
-                    "logs": lines(&r.recorded.run.logs),
-                    "result": r.recorded.run.result,
+                    "logs": r.recorded.as_ref().map(|x| lines(&x.run.logs)).unwrap_or_default(),
+                    "result": r.recorded.as_ref().and_then(|x| x.run.result.clone()),
                 },
                 "replay": {
                     "id": r.replay.as_ref().map(|x| x.id.clone()),
