@@ -4,7 +4,9 @@
 //! its reads answer from the recording.
 //!
 //! Exit codes: 0 the same actions, 1 different actions, 2 a read the recording does not
-//! hold (and usage errors), 3 the daemon cannot be asked, 4 no such run or incident.
+//! hold (and usage errors: clap's, a bad `--save-test` name), 3 the replay cannot be made
+//! (the daemon unreachable or refusing, the recording unreadable, the simulated world not
+//! set up, the test not written), 4 not found (run, incident, file, playbook).
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -43,16 +45,24 @@ pub struct ReplayArgs {
 
 /// Replays as `args` say, against the playbooks of `dir`.
 pub fn run(config: &Config, dir: PathBuf, args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let fail = |code: u8, message: String| {
+        eprintln!("runbookd: {message}");
+        Ok(ExitCode::from(code))
+    };
+    if let Some(name) = &args.save_test {
+        if let Err(e) = save::test_paths(&dir, name) {
+            return fail(Failure::USAGE, e.to_string());
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let (runs, incident_timeline) = match runtime.block_on(recorded_runs(config, &args)) {
         Ok(found) => found,
-        Err(f) => {
-            eprintln!("runbookd: {}", f.message);
-            return Ok(ExitCode::from(f.code));
-        }
+        // The daemon's 409 (not ended) and 5xx mean no recording to replay, not a verdict.
+        Err(f) if f.code == Failure::FAILED => return fail(Failure::UNREACHABLE, f.message),
+        Err(f) => return fail(f.code, f.message),
     };
     let engine = Arc::new(engine::build(&config.playbooks, &dir));
     let catalog = Arc::new(engine::Catalog::new(dir.clone(), engine, None));
@@ -61,20 +71,31 @@ pub fn run(config: &Config, dir: PathBuf, args: ReplayArgs) -> anyhow::Result<Ex
         fill: args.fill.is_some(),
         incident_timeline,
     };
-    let report = replay::replay(
+    let report = match replay::replay(
         config,
         catalog,
         runtime.handle().clone(),
         runs.clone(),
         &options,
-    )?;
+    ) {
+        Ok(report) => report,
+        Err(e @ replay::ReplayError::NoPlaybook { .. }) => {
+            return fail(Failure::NOT_FOUND, e.to_string())
+        }
+        Err(e) => return fail(Failure::UNREACHABLE, e.to_string()),
+    };
     if args.target.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        // Redacted as a whole: the replay's own run records too.
+        let json = runbookd::primitives::recorder::redacted(serde_json::to_value(&report)?);
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", replay::render::text(&report));
     }
     if let Some(name) = &args.save_test {
-        let [recording, test] = save::save_test(&dir, name, &runs)?;
+        let [recording, test] = match save::save_test(&dir, name, &runs) {
+            Ok(paths) => paths,
+            Err(e) => return fail(Failure::UNREACHABLE, e.to_string()),
+        };
         eprintln!(
             "runbookd: saved {} and {}; `runbookd test {}` replays it",
             recording.display(),
@@ -99,7 +120,7 @@ async fn recorded_runs(
             )
         })?;
         let runs = save::runs_from_json(&text)
-            .map_err(|e| Failure::new(Failure::USAGE, format!("{}: {e}", file.display())))?;
+            .map_err(|e| Failure::new(Failure::UNREACHABLE, format!("{}: {e}", file.display())))?;
         return Ok((runs, None));
     }
     let client = Client::new(config, &args.target)?;
@@ -121,14 +142,29 @@ async fn recorded_runs(
     };
     let mut runs = Vec::new();
     for id in ids {
-        let body = client.get(&format!("/api/v1/runs/{id}/recording")).await?;
+        let body = match client.get(&format!("/api/v1/runs/{id}/recording")).await {
+            Ok(body) => body,
+            // An incident's run that ended without a recording (before recordings, or
+            // with them turned off) is left out, and said so.
+            Err(f) if timeline.is_some() && f.code == Failure::NOT_FOUND => {
+                eprintln!("runbookd: run {id} is left out: {}", f.message);
+                continue;
+            }
+            Err(f) => return Err(f),
+        };
         let run: RecordedRun = serde_json::from_value(body).map_err(|e| {
             Failure::new(
-                Failure::FAILED,
+                Failure::UNREACHABLE,
                 format!("the daemon's recording of run {id} does not read: {e}"),
             )
         })?;
         runs.push(run);
+    }
+    if runs.is_empty() {
+        return Err(Failure::new(
+            Failure::NOT_FOUND,
+            "none of the incident's runs has a recording",
+        ));
     }
     Ok((runs, timeline))
 }

@@ -59,6 +59,23 @@ fn offline_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// The daemon's own configuration — the live Redis, the fake Stripe, the app's database,
+/// the on-call sink — for replays that must not touch any of them.
+fn live_config(w: &Debtflow) -> std::path::PathBuf {
+    let path = w.ws.dir.path().join("live.toml");
+    let escalation = w.ws.dir.path().join("escalation.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[escalation]\nfile = \"{}\"\n\n{}",
+            escalation.display(),
+            w.config("")
+        ),
+    )
+    .expect("live config");
+    path
+}
+
 fn replay(config: &Path, args: &[&str]) -> Out {
     let out = Command::new(BIN)
         .arg("--config")
@@ -168,8 +185,12 @@ async fn an_outage_replays_offline_and_shows_what_a_new_version_would_do() {
     );
     assert_eq!(fetched.code, Some(0), "{fetched}");
     drop(d);
+    // The world as the recorded run did not leave it: a replay that acted on Redis, asked
+    // Stripe or paged would show here.
+    w.open_breaker(100.0).await;
     let stripe_requests = w.stripe.requests().len();
-    let config = offline_config(w.ws.dir.path());
+    let pages = w.oncall.received().len();
+    let config = live_config(&w);
     let playbooks = w.ws.playbooks();
     let pb = playbooks.to_str().expect("utf-8");
     let file_arg = file.to_str().expect("utf-8");
@@ -183,6 +204,12 @@ async fn an_outage_replays_offline_and_shows_what_a_new_version_would_do() {
     );
     assert!(same.stdout.contains("VERDICT: the same actions"), "{same}");
     let json_out = replay(&config, &["--file", file_arg, "--playbooks", pb, "--json"]);
+    for secret in [PLANTED_KEY, PLANTED_CARD] {
+        assert!(
+            !same.stdout.contains(secret) && !json_out.stdout.contains(secret),
+            "{secret} printed"
+        );
+    }
     let report: Value = serde_json::from_str(&json_out.stdout).expect("--json is JSON");
     assert_eq!(report["verdict"], "same", "{report}");
     assert_eq!(report["runs"][0]["findings"]["missing"], json!([]));
@@ -241,9 +268,10 @@ async fn an_outage_replays_offline_and_shows_what_a_new_version_would_do() {
     );
     assert_eq!(
         w.breaker_keys().await,
-        0,
-        "the breaker stays as the recorded run left it (reset)"
+        3,
+        "no replay reset the live breaker"
     );
+    assert_eq!(w.oncall.received().len(), pages, "no replay paged");
 
     // Kept as a test: it passes against this version and fails against one that acts
     // differently.
@@ -348,6 +376,29 @@ async fn a_recording_past_its_cap_is_cut_and_replays_up_to_the_cut() {
         out.code,
         Some(0),
         "the actions before the cut are the same: {out}"
+    );
+    // A read the recording lacks before its cut is a new read, not the cut.
+    let new_read = w.ws.dir.path().join("new-read");
+    playbooks_with(&w.ws.playbooks(), &new_read, |s| {
+        s.replacen(
+            "fn run(event) {",
+            "fn run(event) {\n    let endpoints = stripe::webhook_endpoints();",
+            1,
+        )
+    });
+    let out = replay(
+        &offline_config(w.ws.dir.path()),
+        &[
+            "--file",
+            file.to_str().expect("utf-8"),
+            "--playbooks",
+            new_read.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, Some(2), "{out}");
+    assert!(
+        out.stdout.contains("`stripe::webhook_endpoints()`"),
+        "{out}"
     );
 }
 

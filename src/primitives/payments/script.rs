@@ -216,7 +216,13 @@ fn module() -> Module {
             || reconciliation_check(schedule_s),
         )
     });
-    m.set_native_fn("reconciliation_check", || reconciliation_check(3600));
+    m.set_native_fn("reconciliation_check", || {
+        crate::primitives::recorder::read(
+            "payments::reconciliation_check",
+            vec![serde_json::json!(3600)],
+            || reconciliation_check(3600),
+        )
+    });
     m.set_native_fn("stale_after", || {
         crate::primitives::recorder::read("payments::stale_after", vec![], || {
             let p = payments()?;

@@ -114,6 +114,16 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    fn is_cut(&self) -> bool {
+        self.recording.cut.is_some()
+    }
+
+    fn count_omitted(&mut self) {
+        if let Some(cut) = &mut self.recording.cut {
+            cut.omitted += 1;
+        }
+    }
+
     fn note(&mut self, read: Read, actions_so_far: usize) {
         if let Some(cut) = &mut self.recording.cut {
             cut.omitted += 1;
@@ -190,6 +200,12 @@ fn tape<T>(
     match &ctx.tape {
         Tape::Off => body(),
         Tape::Recording(recorder) => {
+            if recorder.borrow().is_cut() {
+                // Past the cap only counted: nothing to convert, redact or size.
+                let out = body();
+                recorder.borrow_mut().count_omitted();
+                return out;
+            }
             let at = ctx.services.clock.now_ms();
             let out = body();
             let (answer, error) = match &out {
@@ -279,19 +295,25 @@ fn redacted_all(values: Vec<Value>) -> Vec<Value> {
 }
 
 /// `v` as a recording keeps it: every string redacted as log lines are (keys, `Bearer`,
-/// `password=`…, card numbers), and the value of any key named like a secret replaced.
+/// `password=`…, card numbers), the value of any key named like a secret replaced
+/// whatever it is, and card numbers masked in keys and in numbers too.
 pub fn redacted(v: Value) -> Value {
+    crate::redact::mask_cards_json(&redact_secrets(v))
+}
+
+fn redact_secrets(v: Value) -> Value {
     match v {
         Value::String(s) => Value::String(crate::primitives::logs::redact(&s)),
-        Value::Array(a) => Value::Array(a.into_iter().map(redacted).collect()),
+        Value::Array(a) => Value::Array(a.into_iter().map(redact_secrets).collect()),
         Value::Object(m) => Value::Object(
             m.into_iter()
                 .map(|(k, v)| {
                     let lower = k.to_ascii_lowercase();
                     let secret = SECRET_KEYS.iter().any(|s| lower.ends_with(s));
                     let v = match v {
-                        Value::String(_) if secret => Value::String("[redacted]".into()),
-                        v => redacted(v),
+                        Value::Null => Value::Null,
+                        _ if secret => Value::String("[redacted]".into()),
+                        v => redact_secrets(v),
                     };
                     (k, v)
                 })

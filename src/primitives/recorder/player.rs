@@ -118,12 +118,19 @@ pub struct Player {
     /// Recorded actions (action, target, outcome) and whether one was matched already.
     actions: Vec<(Value, bool)>,
     fill: bool,
+    /// The replay's incidents: recorded id → the replay's own.
+    incidents: HashMap<String, String>,
     findings: Findings,
 }
 
 impl Player {
     /// Plays `recorded` (none: a run the recording has not, every world read unrecorded).
-    pub fn new(run: &str, recorded: Option<&RecordedRun>, fill: bool) -> Player {
+    pub fn new(
+        run: &str,
+        recorded: Option<&RecordedRun>,
+        fill: bool,
+        incidents: HashMap<String, String>,
+    ) -> Player {
         let (reads, actions, cut, id) = match recorded {
             Some(r) => (
                 r.recording.reads.clone(),
@@ -146,6 +153,7 @@ impl Player {
             last: HashMap::new(),
             actions: actions.into_iter().map(|a| (a, false)).collect(),
             fill,
+            incidents,
             findings: Findings {
                 run: run.to_string(),
                 recorded: id,
@@ -163,9 +171,12 @@ impl Player {
             return self.recorded(i);
         }
         // Past a cut nothing is known, not even which of runbookd's own reads came next.
-        if self.findings.cut.is_some() {
-            self.findings.cut_reached = true;
-            return Answer::Cut;
+        // Before it (reads left to answer), a read the recording lacks is a new one.
+        if let Some(cut) = &self.findings.cut {
+            if self.findings.answered >= cut.after_reads {
+                self.findings.cut_reached = true;
+                return Answer::Cut;
+            }
         }
         if is_own(name) {
             self.findings.asked.push(display(name, args));
@@ -202,11 +213,23 @@ impl Player {
         }
     }
 
-    /// The recorded outcome of the next unmatched `action` on `target`.
+    /// The recorded outcome of the next unmatched `action` on `target` (the replay's own
+    /// incident ids read as the recorded ones). A record cut for its size holds no outcome:
+    /// not matched.
     pub(super) fn action(&mut self, action: &str, target: &str) -> Option<Result<Value, String>> {
-        let record = self.take_action(|a| a == action, target)?;
+        let target = self
+            .incidents
+            .iter()
+            .fold(target.to_string(), |t, (recorded, local)| {
+                t.replace(local.as_str(), recorded)
+            });
+        let record = self.take_action(|a| a == action, &target)?;
+        if record.get("truncated").is_some() {
+            return None;
+        }
         Some(match record["error"].as_str() {
-            Some(e) => Err(e.to_string()),
+            // As the script saw it, without the prefix the record's text carries.
+            Some(e) => Err(e.strip_prefix("Runtime error: ").unwrap_or(e).to_string()),
             None => Ok(record["result"].clone()),
         })
     }
@@ -240,6 +263,8 @@ fn display(name: &str, args: &[Value]) -> String {
 /// world starts (each claims the next recorded run of its playbook).
 pub struct Replay {
     runs: Mutex<VecDeque<RecordedRun>>,
+    /// Recorded incident id → the replay's own, as the replay opens them.
+    incidents: Mutex<HashMap<String, String>>,
     fill: bool,
     findings: Mutex<Vec<Findings>>,
 }
@@ -250,6 +275,7 @@ impl Replay {
     pub fn new(runs: Vec<RecordedRun>, fill: bool) -> Arc<Replay> {
         Arc::new(Replay {
             runs: Mutex::new(runs.into()),
+            incidents: Mutex::new(HashMap::new()),
             fill,
             findings: Mutex::new(Vec::new()),
         })
@@ -263,7 +289,20 @@ impl Replay {
             .iter()
             .position(|r| r.run.playbook == playbook && r.run.event.kind == kind)
             .and_then(|i| runs.remove(i));
-        Player::new(run, recorded.as_ref(), self.fill)
+        let incidents = self
+            .incidents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Player::new(run, recorded.as_ref(), self.fill, incidents)
+    }
+
+    /// The replay opened `local` for the recorded incident `recorded`.
+    pub fn alias_incident(&self, recorded: &str, local: &str) {
+        self.incidents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(recorded.to_string(), local.to_string());
     }
 
     /// A replayed run ended with these findings.

@@ -132,11 +132,18 @@ fn change_page(
     let plan = match incident.clone() {
         Some(inc) => {
             let (sp2, ch2) = (sp.clone(), change.clone());
-            block_on(
-                what,
-                LIMIT,
-                async move { sp2.plan(&inc, opening, &ch2).await },
-            )?
+            // What the page holds decides the action: recorded, so a replay plans the same.
+            let args = vec![
+                serde_json::json!(opening),
+                serde_json::to_value(&change).unwrap_or_default(),
+            ];
+            crate::primitives::recorder::read_json("statuspage::plan", args, || {
+                block_on(
+                    what,
+                    LIMIT,
+                    async move { sp2.plan(&inc, opening, &ch2).await },
+                )
+            })?
         }
         // A dry run without an incident: nothing could be open for it.
         None => Outcome {

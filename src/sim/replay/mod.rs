@@ -113,6 +113,9 @@ pub fn replay(
     runs: Vec<RecordedRun>,
     options: &Options,
 ) -> Result<Report, ReplayError> {
+    // The recorded runs as recordings keep reads: redacted, so that nothing a replay shows
+    // or saves carries a key the run's own record quoted (a status page's text, say).
+    let runs: Vec<RecordedRun> = runs.into_iter().map(redacted_run).collect();
     let first = runs.first().ok_or(ReplayError::Empty)?;
     for r in &runs {
         if catalog.get(&r.run.playbook).is_none() {
@@ -151,6 +154,7 @@ pub fn replay(
         if let Some(id) = &recorded.run.event.incident {
             if !incidents.contains_key(id) {
                 let local = open_incident(&sim, &runtime, recorded)?;
+                tape.alias_incident(id, &local);
                 incidents.insert(id.clone(), local);
             }
         }
@@ -250,6 +254,14 @@ pub fn replay(
         timelines,
         verdict,
     })
+}
+
+fn redacted_run(run: RecordedRun) -> RecordedRun {
+    serde_json::to_value(&run)
+        .ok()
+        .map(crate::primitives::recorder::redacted)
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or(run)
 }
 
 fn player_ms(t: &str) -> Option<i64> {

@@ -35,8 +35,9 @@ pub enum SaveError {
     },
 }
 
-/// Writes the recording and the test that replays it under `dir/tests`; the two paths.
-pub fn save_test(dir: &Path, name: &str, runs: &[RecordedRun]) -> Result<[PathBuf; 2], SaveError> {
+/// Where `--save-test NAME` writes, once the name is a test name and neither file exists
+/// (checked before a replay, so that a bad name costs nothing).
+pub fn test_paths(dir: &Path, name: &str) -> Result<[PathBuf; 2], SaveError> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name
             .chars()
@@ -52,6 +53,12 @@ pub fn save_test(dir: &Path, name: &str, runs: &[RecordedRun]) -> Result<[PathBu
             return Err(SaveError::Exists(path.clone()));
         }
     }
+    Ok([recording, test])
+}
+
+/// Writes the recording and the test that replays it under `dir/tests`; the two paths.
+pub fn save_test(dir: &Path, name: &str, runs: &[RecordedRun]) -> Result<[PathBuf; 2], SaveError> {
+    let [recording, test] = test_paths(dir, name)?;
     let write = |path: &Path, text: &str| -> Result<(), SaveError> {
         let fail = |source| SaveError::Write {
             path: path.to_path_buf(),

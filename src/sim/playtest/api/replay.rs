@@ -30,12 +30,18 @@ fn replay(path: &str) -> Result<Dynamic, Box<EvalAltResult>> {
         .map_err(|e| fail(format!("replay: cannot read {}: {e}", file.display())))?;
     let runs = crate::sim::replay::save::runs_from_json(&text)
         .map_err(|e| fail(format!("replay: {}: {e}", file.display())))?;
+    let incident = runs.len() > 1;
     let report = crate::sim::replay::replay(
         &ctx.config,
         ctx.catalog.clone(),
         ctx.runtime.clone(),
         runs,
-        &crate::sim::replay::Options::default(),
+        // An incident's runs (a saved `--incident`) walk the escalation table between
+        // them, as `runbookd replay --incident` did.
+        &crate::sim::replay::Options {
+            fill: false,
+            incident_timeline: incident.then(Vec::new),
+        },
     )
     .map_err(|e| fail(format!("replay: {e}")))?;
     let lines = |logs: &[crate::store::LogLine]| -> Vec<String> {
