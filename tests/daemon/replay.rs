@@ -512,3 +512,76 @@ async fn an_incidents_runs_replay_in_order_on_one_clock() {
     );
     assert_eq!(out.code, Some(4), "{out}");
 }
+
+#[tokio::test]
+async fn an_incident_replay_walks_the_current_escalation_table() {
+    let w = Debtflow::new().await;
+    // L1 runs the health probe once Stripe is degraded.
+    let table = |playbook: &str| {
+        format!(
+            "[[levels]]\nname = \"L1\"\ncondition = 'facts.stripe_degraded == true'\nchannels = [\"oncall\"]\n{playbook}"
+        )
+    };
+    let escalation = w.ws.dir.path().join("escalation.toml");
+    std::fs::write(&escalation, table("playbook = \"health_probe\"\n")).expect("table");
+    w.open_breaker(100.0).await;
+    w.stripe.behave(|b| {
+        b.status_page = Some((
+            200,
+            json!({"status": {"indicator": "major", "description": "Elevated API error rates"}})
+                .to_string(),
+        ))
+    });
+    let d = w.start("", GOOD_KEY);
+    post_alert(&d, &alert_now("PaymentProcessorDown", "fp-walk", "firing")).await;
+    let outage = finished_run(&d, "payment_processor_outage", 1).await;
+    let probe = finished_run(&d, "health_probe", 1).await;
+    assert_eq!(probe["trigger"]["kind"], "escalation", "{probe}");
+    let incident = outage["event"]["incident"]
+        .as_str()
+        .expect("incident")
+        .to_string();
+    let url = d.url("");
+    let playbooks = w.ws.playbooks();
+    let pb = playbooks.to_str().expect("utf-8");
+
+    // The same table: the level's run is the table's to start, and it is the recorded one.
+    let config = live_config(&w);
+    let out = replay(
+        &config,
+        &[
+            "--incident",
+            &incident,
+            "--url",
+            &url,
+            "--playbooks",
+            pb,
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{out}");
+    let report: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let level_run = report["runs"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["replay"]["playbook"] == "health_probe"))
+        .unwrap_or_else(|| panic!("the table started the level's run: {report}"));
+    assert_eq!(level_run["replay"]["trigger"]["kind"], "escalation");
+    assert_eq!(
+        level_run["recorded"]["run"]["id"], probe["id"],
+        "it replays the recorded level run"
+    );
+
+    // A table whose L1 runs nothing: the recorded level run does not run.
+    std::fs::write(&escalation, table("")).expect("table");
+    let out = replay(
+        &config,
+        &["--incident", &incident, "--url", &url, "--playbooks", pb],
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stdout
+            .contains("did not run (the current escalation table did not start it)"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("INCIDENT TIMELINE"), "{out}");
+}

@@ -161,7 +161,8 @@ pub fn compare(
     };
     let verdict = if !findings.missing.is_empty() {
         Verdict::Unrecorded
-    } else if before != after {
+    } else if before != after || recorded.is_some() != replay.is_some() {
+        // A run on one side only differs, even one that acts on nothing.
         Verdict::Differs
     } else {
         Verdict::Same
