@@ -74,9 +74,24 @@ fn optional_body<T: serde::de::DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice::<Option<T>>(body)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
+    let bad = |e: String| ApiError::bad_request(format!("invalid {what}: {e}"));
+    match serde_json::from_slice::<serde_json::Value>(body).map_err(|e| bad(e.to_string()))? {
+        serde_json::Value::Null => Ok(T::default()),
+        // serde reads a struct from an array of its fields too (`["why"]` as a comment):
+        // a body is an object, as the contract says.
+        v @ serde_json::Value::Object(_) => {
+            serde_json::from_value(v).map_err(|e| bad(e.to_string()))
+        }
+        other => Err(bad(format!(
+            "expected a JSON object, not {}",
+            match other {
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                _ => "a boolean",
+            }
+        ))),
+    }
 }
 
 /// The API's routes (merged by the shell under its limits and layers).

@@ -403,3 +403,42 @@ async fn slow_clients_cannot_hold_a_connection() {
     let (s, _) = d.get("/healthz").await;
     assert_eq!(s, 200, "still serving");
 }
+
+#[tokio::test]
+async fn a_body_is_an_object_not_an_array_of_its_fields() {
+    let ws = Workspace::new(Db::Sqlite).await;
+    ws.write_playbook("hello", "fn run(event) { 1 }");
+    let d = Daemon::start(&ws, &Options::default());
+    // serde would read `["why"]` as a resolve body's comment, `[{}, true]` as a trigger's
+    // params and dry run: refused, naming what a body is.
+    for (path, body) in [
+        (
+            "/api/v1/incidents/01a25038-0000-7000-8000-000000000000/resolve",
+            r#"["why"]"#,
+        ),
+        ("/api/v1/playbooks/hello/runs", r#"[{}, true]"#),
+        ("/api/v1/breakers/stripe/reset", r#""dry""#),
+    ] {
+        let resp = d
+            .client
+            .post(d.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, 400, "{path} {body}: {text}");
+        assert!(text.contains("expected a JSON object"), "{path}: {text}");
+    }
+    // An object, or nothing, still is one.
+    let (status, _) = d.run_wait("hello", json!({})).await;
+    assert_eq!(status, 200);
+    assert!(d
+        .get("/api/v1/runs")
+        .await
+        .1
+        .as_array()
+        .is_some_and(|r| r.len() == 1));
+}

@@ -82,7 +82,7 @@ const KEY_PREFIXES: [&str; 7] = [
     "sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_", "pk_live_", "pk_test_",
 ];
 /// `name=value` pairs whose value is a secret.
-const SECRET_NAMES: [&str; 6] = [
+pub(crate) const SECRET_NAMES: [&str; 6] = [
     "password",
     "passwd",
     "token",

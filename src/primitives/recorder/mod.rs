@@ -280,16 +280,6 @@ fn error_text(e: &EvalAltResult) -> String {
     }
 }
 
-/// Object keys whose values are secrets, whatever they hold.
-const SECRET_KEYS: [&str; 6] = [
-    "password",
-    "passwd",
-    "token",
-    "secret",
-    "api_key",
-    "authorization",
-];
-
 fn redacted_all(values: Vec<Value>) -> Vec<Value> {
     values.into_iter().map(redacted).collect()
 }
@@ -309,7 +299,9 @@ fn redact_secrets(v: Value) -> Value {
             m.into_iter()
                 .map(|(k, v)| {
                     let lower = k.to_ascii_lowercase();
-                    let secret = SECRET_KEYS.iter().any(|s| lower.ends_with(s));
+                    let secret = crate::primitives::logs::SECRET_NAMES
+                        .iter()
+                        .any(|s| lower.ends_with(s));
                     let v = match v {
                         Value::Null => Value::Null,
                         _ if secret => Value::String("[redacted]".into()),
