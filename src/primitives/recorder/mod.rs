@@ -19,7 +19,7 @@ use rhai::{Dynamic, EvalAltResult};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use player::{Findings, MissingRead, Player, RecordedRun, Replay};
+pub use player::{rfc3339_ms, Findings, MissingRead, Player, RecordedRun, Replay};
 
 use super::{script_error, terminated, RunContext};
 

@@ -57,7 +57,8 @@ impl RunSummary {
     }
 }
 
-pub(crate) fn rfc3339_ms(t: &str) -> Option<i64> {
+/// An RFC 3339 time as ms since the epoch.
+pub fn rfc3339_ms(t: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(t)
         .ok()
         .map(|t| t.timestamp_millis())

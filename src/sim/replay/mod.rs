@@ -145,7 +145,12 @@ pub fn replay(
     let mut ran = Vec::new();
     let last_end = runs
         .iter()
-        .filter_map(|r| r.run.finished_at.as_deref().and_then(player_ms))
+        .filter_map(|r| {
+            r.run
+                .finished_at
+                .as_deref()
+                .and_then(crate::primitives::recorder::rfc3339_ms)
+        })
         .max();
     for recorded in &runs {
         if let Some(at) = recorded.run.started_ms() {
@@ -262,12 +267,6 @@ fn redacted_run(run: RecordedRun) -> RecordedRun {
         .map(crate::primitives::recorder::redacted)
         .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or(run)
-}
-
-fn player_ms(t: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|t| t.timestamp_millis())
 }
 
 /// Moves the replay's clock to `at_ms`: walking the escalation table as the daemon's
