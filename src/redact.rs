@@ -1,5 +1,6 @@
-//! Secrets out of what runbookd prints: URLs for logs and error messages, and card numbers
-//! out of every string that leaves a run ([`mask_cards`]).
+//! Secrets out of what runbookd prints: URLs for logs and error messages, card numbers
+//! out of every string that leaves a run ([`mask_cards`]), key-like words out of log lines
+//! and recordings ([`secrets_in`]).
 
 /// Query parameters whose values are secrets (libpq's `password`, Redis's `token`, …).
 const SECRET_PARAMS: &[&str] = &[
@@ -176,6 +177,51 @@ fn luhn(digits: &[u8]) -> bool {
         })
         .sum();
     sum.is_multiple_of(10)
+}
+
+/// Prefixes of Stripe keys and secrets: a log line must not carry them into a run's record.
+const KEY_PREFIXES: [&str; 7] = [
+    "sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_", "pk_live_", "pk_test_",
+];
+/// `name=value` pairs whose value is a secret.
+pub const SECRET_NAMES: [&str; 6] = [
+    "password",
+    "passwd",
+    "token",
+    "secret",
+    "api_key",
+    "authorization",
+];
+
+/// `line` with anything that looks like a key replaced by `[redacted]`: Stripe keys by their
+/// prefixes, `Bearer X`, and the values of `password=`, `token=`, `secret=`… pairs; and card
+/// numbers masked ([`crate::redact::mask_cards`]).
+pub fn secrets_in(line: &str) -> String {
+    let mut out = Vec::new();
+    let mut after_bearer = false;
+    for word in line.split(' ') {
+        let lower = word.to_ascii_lowercase();
+        let red = if after_bearer && !word.is_empty() {
+            "[redacted]".to_string()
+        } else if let Some(at) = KEY_PREFIXES.iter().filter_map(|p| word.find(p)).min() {
+            format!("{}[redacted]", &word[..at])
+        } else if let Some((name, _)) = word.split_once(['=', ':']).filter(|(n, v)| {
+            !v.is_empty()
+                && SECRET_NAMES.iter().any(|s| {
+                    n.to_ascii_lowercase()
+                        .trim_matches(['"', '\''])
+                        .ends_with(s)
+                })
+        }) {
+            format!("{name}=[redacted]")
+        } else {
+            word.to_string()
+        };
+        after_bearer = lower == "bearer";
+        out.push(red);
+    }
+    // Card numbers too (first 6 and last 4 shown): excerpts of the app's logs carry them.
+    crate::redact::mask_cards(&out.join(" ")).into_owned()
 }
 
 #[cfg(test)]

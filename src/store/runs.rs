@@ -146,7 +146,7 @@ pub struct RunRecord {
     /// The reads the run made (its flight recording): written when it ends, served by
     /// `GET /api/v1/runs/{id}/recording`, never read with the run.
     #[serde(skip)]
-    pub recording: Option<crate::primitives::recorder::Recording>,
+    pub recording: Option<super::Recording>,
 }
 
 /// One attempt at a run, as the run record shows it.
@@ -406,8 +406,7 @@ impl Store {
     pub async fn get_run_recording(
         &self,
         id: &str,
-    ) -> Result<Option<(RunRecord, Option<crate::primitives::recorder::Recording>)>, StoreError>
-    {
+    ) -> Result<Option<(RunRecord, Option<super::Recording>)>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS}, recording FROM runs WHERE id = $1"
         ))

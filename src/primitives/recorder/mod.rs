@@ -16,9 +16,10 @@ mod player;
 use std::cell::RefCell;
 
 use rhai::{Dynamic, EvalAltResult};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
+pub use crate::store::{Cut, Read, Recording};
 pub use player::{rfc3339_ms, Findings, MissingRead, Player, RecordedRun, Replay};
 
 use super::{script_error, terminated, RunContext};
@@ -27,43 +28,6 @@ use super::{script_error, terminated, RunContext};
 pub const TERMINATED_UNRECORDED: &str = "unrecorded";
 /// The replay reached the point where the recording was cut (`max_recording_bytes`).
 pub const TERMINATED_CUT: &str = "recording_cut";
-
-/// One read, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Read {
-    /// When it was asked, by the run's clock.
-    pub at: String,
-    /// The primitive: `breaker`, `stripe::status`, `payments::counts`, `now`, `setting` …
-    pub name: String,
-    /// Its arguments, as JSON.
-    pub args: Vec<Value>,
-    /// What it answered (`null` for nothing, or when it failed).
-    #[serde(default)]
-    pub answer: Value,
-    /// The error it failed with, as the script saw it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// Where a recording was cut: reads after it were counted, not kept.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Cut {
-    /// Reads kept (the cut comes after them).
-    pub after_reads: usize,
-    /// Actions the run had recorded when the cut came: a replay compares these only.
-    pub actions_before: usize,
-    /// Reads made after the cut.
-    pub omitted: usize,
-    pub why: String,
-}
-
-/// A run's reads, in order.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Recording {
-    pub reads: Vec<Read>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cut: Option<Cut>,
-}
 
 /// What a run does with its reads.
 pub enum Tape {
@@ -219,7 +183,7 @@ fn tape<T>(
                 name: name.to_string(),
                 args: redacted_all(args),
                 answer: redacted(answer),
-                error: error.map(|e| crate::primitives::logs::redact(&e)),
+                error: error.map(|e| crate::redact::secrets_in(&e)),
             };
             let actions = ctx.actions.borrow().len() + *ctx.dropped_actions.borrow();
             recorder.borrow_mut().note(read, actions);
@@ -293,13 +257,13 @@ pub fn redacted(v: Value) -> Value {
 
 fn redact_secrets(v: Value) -> Value {
     match v {
-        Value::String(s) => Value::String(crate::primitives::logs::redact(&s)),
+        Value::String(s) => Value::String(crate::redact::secrets_in(&s)),
         Value::Array(a) => Value::Array(a.into_iter().map(redact_secrets).collect()),
         Value::Object(m) => Value::Object(
             m.into_iter()
                 .map(|(k, v)| {
                     let lower = k.to_ascii_lowercase();
-                    let secret = crate::primitives::logs::SECRET_NAMES
+                    let secret = crate::redact::SECRET_NAMES
                         .iter()
                         .any(|s| lower.ends_with(s));
                     let v = match v {

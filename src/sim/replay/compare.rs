@@ -141,7 +141,7 @@ pub fn compare(
         logs.iter()
             .filter(|l| l.level != "debug")
             .map(|l| {
-                let message = crate::primitives::logs::redact(&l.message);
+                let message = crate::redact::secrets_in(&l.message);
                 format!("{:<5} {message}", l.level)
             })
             .collect()
@@ -242,7 +242,7 @@ pub fn timeline_line(e: &Value) -> String {
     format!(
         "{time} {}: {}",
         e["kind"].as_str().unwrap_or("?"),
-        crate::primitives::logs::redact(e["message"].as_str().unwrap_or(""))
+        crate::redact::secrets_in(e["message"].as_str().unwrap_or(""))
     )
 }
 
