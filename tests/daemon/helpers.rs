@@ -137,6 +137,20 @@ pub struct Options {
     pub serve_args: Vec<String>,
 }
 
+/// Copies the directory `from` (with its subdirectories) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
 /// A test's working directory: playbooks and config; survives daemon restarts.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
@@ -172,19 +186,7 @@ impl Workspace {
     /// Copies the repository's `playbooks/` (with `lib/`) into this workspace: tests of the
     /// shipped playbooks run the files users get, not copies.
     pub fn install_shipped_playbooks(&self) {
-        fn copy(from: &Path, to: &Path) {
-            std::fs::create_dir_all(to).expect("mkdir");
-            for entry in std::fs::read_dir(from).expect("read playbooks") {
-                let entry = entry.expect("entry");
-                let target = to.join(entry.file_name());
-                if entry.path().is_dir() {
-                    copy(&entry.path(), &target);
-                } else {
-                    std::fs::copy(entry.path(), target).expect("copy playbook");
-                }
-            }
-        }
-        copy(
+        copy_dir(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks"),
             &self.playbooks(),
         );

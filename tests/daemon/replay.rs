@@ -96,19 +96,7 @@ fn replay(config: &Path, args: &[&str]) -> Out {
 
 /// A copy of the workspace's playbooks in `dir`, `edit` applied to the outage playbook.
 fn playbooks_with(from: &Path, dir: &Path, edit: impl Fn(String) -> String) {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("mkdir");
-        for entry in std::fs::read_dir(from).expect("read") {
-            let entry = entry.expect("entry");
-            let target = to.join(entry.file_name());
-            if entry.path().is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).expect("copy");
-            }
-        }
-    }
-    copy(from, dir);
+    crate::helpers::copy_dir(from, dir);
     let file = dir.join("payment_processor_outage.rhai");
     let source = std::fs::read_to_string(&file).expect("outage playbook");
     let edited = edit(source.clone());
