@@ -259,11 +259,10 @@ async fn metrics_and_readiness() {
     let (s, ready) = d.get("/readyz").await;
     assert_eq!((s, ready["checks"]["state"].as_str()), (200, Some("ok")));
     d.run_wait("echo", json!({})).await;
-    let text = d.metrics().await;
-    assert!(
-        text.contains(r#"runbookd_runs_total{playbook="echo",status="succeeded"} 1"#),
-        "{text}"
-    );
+    // The counter is raised after the run's outcome is written.
+    let counted = r#"runbookd_runs_total{playbook="echo",status="succeeded"} 1"#;
+    let text = d.metrics_holding(counted, Duration::from_secs(5)).await;
+    assert!(text.contains(counted), "{text}");
     assert!(text.contains("runbookd_playbooks_loaded 1"), "{text}");
 }
 

@@ -207,14 +207,28 @@ async fn set_read_only(db: &str, on: bool) {
         )
         .await
         .expect("alter database");
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = $1 AND pid <> pg_backend_pid()",
-    )
-    .bind(db)
-    .execute(&mut admin)
-    .await
-    .expect("terminate");
+    // A session reads the database's settings when it starts, so every session that may
+    // have started before the change is ended; the daemon's pool may be opening one at this
+    // very moment (it shows in pg_stat_activity only once it has read its settings), so
+    // the sessions are watched until none older than the change has been seen for a while.
+    let changed: String = sqlx::query_scalar("SELECT clock_timestamp()::text")
+        .fetch_one(&mut admin)
+        .await
+        .expect("clock");
+    let mut quiet = 0;
+    while quiet < 5 {
+        let ended: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_start <= $2::timestamptz",
+        )
+        .bind(db)
+        .bind(&changed)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate");
+        quiet = if ended.is_empty() { quiet + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -326,6 +326,19 @@ impl Daemon {
         resp.text().await.expect("metrics text")
     }
 
+    /// `/metrics` once it holds `line` (up to `timeout`): a counter is raised just after
+    /// the store's write that the API shows, so a test that saw the write waits for it.
+    pub async fn metrics_holding(&self, line: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.metrics().await;
+            if text.contains(line) || start.elapsed() > timeout {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
             .client

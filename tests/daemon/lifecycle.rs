@@ -196,10 +196,7 @@ async fn a_run_out_of_attempts_ends_interrupted_and_tells_its_incident() {
             .any(|t| t["kind"] == "run_interrupted"),
         "{inc}"
     );
-    assert!(
-        d.metrics()
-            .await
-            .contains("runbookd_runs_interrupted_total{playbook=\"responder\"} 1"),
-        "metric counts it"
-    );
+    let counted = "runbookd_runs_interrupted_total{playbook=\"responder\"} 1";
+    let metrics = d.metrics_holding(counted, Duration::from_secs(5)).await;
+    assert!(metrics.contains(counted), "metric counts it:\n{metrics}");
 }

@@ -290,11 +290,10 @@ async fn failed_deliveries_retry_honour_retry_after_and_give_up() {
         "a 400 is not retried"
     );
     assert_eq!(rejecting.received().len(), 1);
-    let metrics = d.metrics().await;
-    assert!(
-        metrics.contains(r#"runbookd_notifications_total{channel="flaky",outcome="sent"} 1"#),
-        "{metrics}"
-    );
+    // The counter is raised after the outbox row is marked sent.
+    let sent = r#"runbookd_notifications_total{channel="flaky",outcome="sent"} 1"#;
+    let metrics = d.metrics_holding(sent, Duration::from_secs(5)).await;
+    assert!(metrics.contains(sent), "{metrics}");
 }
 
 #[tokio::test]

@@ -140,5 +140,17 @@ mod tests {
             redact("circuit breaker open for payment 42"),
             "circuit breaker open for payment 42"
         );
+        // Names are found whatever their case; card numbers are masked with or without
+        // anything else to redact in the line.
+        assert_eq!(redact("DB_PASSWORD=hunter2"), "DB_PASSWORD=[redacted]");
+        assert_eq!(redact("BEARER abc"), "BEARER [redacted]");
+        assert_eq!(
+            redact("declined 4242 4242 4242 4242"),
+            "declined 4242 42** **** 4242"
+        );
+        assert_eq!(
+            redact("token=t1 card 4242424242424242"),
+            "token=[redacted] card 424242******4242"
+        );
     }
 }

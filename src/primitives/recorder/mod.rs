@@ -93,8 +93,10 @@ impl Recorder {
             cut.omitted += 1;
             return;
         }
-        // The read as it will be stored: its JSON's length is what the cap counts.
-        let bytes = serde_json::to_vec(&read).map(|v| v.len()).unwrap_or(0) + 1;
+        // The read as it will be stored: its JSON's length is what the cap counts (counted
+        // as it is written out, nothing kept).
+        let mut counter = ByteCount(0);
+        let bytes = serde_json::to_writer(&mut counter, &read).map_or(0, |()| counter.0) + 1;
         if self.bytes + bytes > self.max_bytes {
             self.recording.cut = Some(Cut {
                 after_reads: self.recording.reads.len(),
@@ -109,6 +111,20 @@ impl Recorder {
         }
         self.bytes += bytes;
         self.recording.reads.push(read);
+    }
+}
+
+/// An [`std::io::Write`] that only counts what is written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
