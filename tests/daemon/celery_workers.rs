@@ -258,6 +258,9 @@ async fn a_real_worker_and_the_simulated_workers_answer_alike() {
 
     // One idle worker.
     let mut worker = app.start_worker("celery@worker-1");
+    // "ready." is logged before the worker's remote control has subscribed to the control
+    // exchange; a broadcast published in between reaches nobody.
+    wait_for(&real, "one worker answering", |r, _| r.alive == 1).await;
     apply(Change::CeleryWorkers(1));
     alike("one idle worker").await;
 
@@ -328,10 +331,10 @@ async fn two_real_workers_with_one_name_are_two_alive() {
         control_exchange: app.control_exchange.clone(),
         ..Default::default()
     };
-    let r = Celery::new(&cfg, Default::default(), runbookd::clock::Clock::Real)
-        .workers()
-        .await
-        .expect("workers");
+    let celery = Celery::new(&cfg, Default::default(), runbookd::clock::Clock::Real);
+    // Both logged "ready." before their remote control subscribed: wait until both answer.
+    wait_for(&celery, "both answering", |r, _| r.alive == 2).await;
+    let r = celery.workers().await.expect("workers");
     assert_eq!((r.alive, r.unanswered), (2, 0), "{r:?}");
     assert_eq!(r.workers.len(), 1);
     assert_eq!(r.workers[0].instances, 2);
